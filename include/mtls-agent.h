@@ -1,0 +1,217 @@
+/*
+ * mtls-agent.h - the public interface of libmtls-agent.
+ *
+ * libmtls-agent talks to a running mtls-agent over its UNIX socket: it lists
+ * the identities (a private key on a PKCS#11 token plus its certificate) the
+ * agent offers, logs the token in, and asks for signatures.  The key never
+ * leaves the token and no PKCS#11 state lives in the calling process.
+ *
+ * Error idiom: every function that can fail returns 0 on success or a
+ * negative MTLS_ERR_* code; mtls_agent_strerror() turns a code into text.
+ * Functions that return an object through an out-pointer set it to NULL
+ * first, so it is safe to free on every path.  All *_free functions accept
+ * NULL.
+ */
+#ifndef MTLS_AGENT_H
+#define MTLS_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define MTLS_AGENT_WUR __attribute__((warn_unused_result))
+#define MTLS_AGENT_API __attribute__((visibility("default")))
+#else
+#define MTLS_AGENT_WUR
+#define MTLS_AGENT_API
+#endif
+
+/* Version of the wire protocol this library speaks (docs/PROTOCOL.md). */
+#define MTLS_AGENT_PROTOCOL_VERSION 1
+
+/* Environment variable naming the agent socket, as printed by the agent. */
+#define MTLS_AGENT_SOCK_ENV "MTLS_AGENT_SOCK"
+
+/*
+ * Error codes.  The numbers are part of the wire protocol (an error reply
+ * carries the positive value) and never change meaning.
+ */
+enum mtls_agent_error {
+	MTLS_ERR_OK = 0,
+	MTLS_ERR_INTERNAL = -1,		  /* a bug or an unexpected failure */
+	MTLS_ERR_ALLOC = -2,		  /* out of memory */
+	MTLS_ERR_BAD_REQUEST = -3,	  /* malformed message */
+	MTLS_ERR_UNSUPPORTED_VERSION = -4, /* no common protocol version */
+	MTLS_ERR_NO_IDENTITY = -5,	  /* no such identity */
+	MTLS_ERR_TOKEN_ABSENT = -6,	  /* the identity's token is not present */
+	MTLS_ERR_LOGIN_REQUIRED = -7,	  /* the token must be logged in first */
+	MTLS_ERR_PIN_INCORRECT = -8,	  /* wrong PIN */
+	MTLS_ERR_PIN_LOCKED = -9,	  /* PIN blocked; needs the PUK/SO */
+	MTLS_ERR_POLICY_DENIED = -10,	  /* the identity's policy forbids it */
+	MTLS_ERR_CONTENT_REJECTED = -11,  /* content does not match purpose */
+	MTLS_ERR_PEER_DENIED = -12,	  /* this peer may not use the agent */
+	MTLS_ERR_FRAME_TOO_LARGE = -13,	  /* frame over the size limit */
+	MTLS_ERR_TRUNCATED = -14,	  /* message ends early */
+	MTLS_ERR_TRAILING_DATA = -15,	  /* bytes left after the message */
+	MTLS_ERR_STRING_NUL = -16,	  /* embedded NUL in a string */
+	MTLS_ERR_UNSUPPORTED_SCHEME = -17, /* scheme unknown or wrong key type */
+	MTLS_ERR_UNSUPPORTED_MESSAGE = -18, /* unknown message type */
+	MTLS_ERR_INVALID_ARGUMENT = -19,  /* bad argument from the caller */
+	MTLS_ERR_CONNECT = -20,		  /* cannot reach the agent socket */
+	MTLS_ERR_IO = -21,		  /* read/write error on the socket */
+	MTLS_ERR_CONNECTION_CLOSED = -22, /* the peer closed the connection */
+	MTLS_ERR_TIMEOUT = -23,		  /* the operation timed out */
+	MTLS_ERR_TOKEN = -24,		  /* the PKCS#11 module failed */
+	MTLS_ERR_PIN_INVALID = -25,	  /* PIN empty, too long or bad chars */
+	MTLS_ERR_BUSY = -26,		  /* too many connections */
+	MTLS_ERR_CONFIG = -27,		  /* bad configuration */
+	MTLS_ERR_HELLO_REQUIRED = -28,	  /* first message must be HELLO */
+	MTLS_ERR_NO_SOCKET = -29,	  /* no socket path known */
+	MTLS_ERR_LAST_ = -29
+};
+
+/*
+ * Returns a static, human-readable description of an MTLS_ERR_* code;
+ * never NULL, also for unknown codes.
+ */
+MTLS_AGENT_API const char *mtls_agent_strerror(int err);
+
+/* Key types. */
+#define MTLS_AGENT_KEY_RSA 1
+#define MTLS_AGENT_KEY_EC 2
+
+/* Purposes: what a signature request claims to sign (docs/PROTOCOL.md). */
+#define MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV 1 /* tls13-client-certificate-verify */
+#define MTLS_AGENT_PURPOSE_PAM_CHALLENGE 2   /* pam-challenge */
+#define MTLS_AGENT_PURPOSE_RAW_DIGEST 3	     /* raw-digest */
+#define MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV 4 /* tls12-client-certificate-verify */
+
+/* TLS SignatureScheme code points (RFC 8446 section 4.2.3). */
+#define MTLS_AGENT_RSA_PKCS1_SHA256 0x0401
+#define MTLS_AGENT_RSA_PKCS1_SHA384 0x0501
+#define MTLS_AGENT_RSA_PKCS1_SHA512 0x0601
+#define MTLS_AGENT_ECDSA_SECP256R1_SHA256 0x0403
+#define MTLS_AGENT_ECDSA_SECP384R1_SHA384 0x0503
+#define MTLS_AGENT_RSA_PSS_RSAE_SHA256 0x0804
+#define MTLS_AGENT_RSA_PSS_RSAE_SHA384 0x0805
+#define MTLS_AGENT_RSA_PSS_RSAE_SHA512 0x0806
+
+/* Identity flags (struct mtls_agent_identity.flags). */
+#define MTLS_AGENT_ID_TOKEN_PRESENT 0x01
+#define MTLS_AGENT_ID_LOGGED_IN 0x02
+#define MTLS_AGENT_ID_KEY_FOUND 0x04	/* private key seen on the token */
+#define MTLS_AGENT_ID_PIN_COUNT_LOW 0x08
+#define MTLS_AGENT_ID_PIN_FINAL_TRY 0x10
+#define MTLS_AGENT_ID_PIN_LOCKED 0x20
+#define MTLS_AGENT_ID_PROTECTED_AUTH 0x40 /* PIN pad on the reader */
+
+/* One identity offered by the agent.  Owned by the array it came in. */
+struct mtls_agent_identity {
+	char *name;		 /* identity name, used in requests */
+	char *token_label;	 /* label of the token holding the key */
+	char *key_label;	 /* CKA_LABEL of the key, may be "" */
+	unsigned char *key_id;	 /* CKA_ID of the key */
+	size_t key_id_len;
+	int key_type;		 /* MTLS_AGENT_KEY_* */
+	unsigned int key_bits;	 /* modulus or curve size */
+	uint32_t flags;		 /* MTLS_AGENT_ID_* */
+	uint32_t purposes;	 /* bit (1 << MTLS_AGENT_PURPOSE_*) allowed */
+	uint16_t *schemes;	 /* SignatureSchemes the key can do */
+	size_t n_schemes;
+	unsigned char *cert_der; /* certificate (DER); NULL if none */
+	size_t cert_der_len;
+	unsigned char **chain_der; /* chain certificates, leaf's issuer first */
+	size_t *chain_der_len;
+	size_t n_chain;
+};
+
+/* Agent status. */
+struct mtls_agent_status {
+	char *version;		/* agent version string */
+	uint32_t pid;		/* agent process id */
+	uint32_t uptime;	/* seconds since start */
+	uint32_t connections;	/* open client connections */
+	uint32_t identities;	/* identities configured */
+	uint32_t tokens_present; /* tokens currently present */
+	uint32_t tokens_logged_in; /* tokens currently logged in */
+};
+
+/* A connection to an agent.  Thread-safe: calls on one handle are
+ * serialized; use one handle per thread for parallel signatures. */
+typedef struct mtls_agent mtls_agent;
+
+/*
+ * Connects to the agent at `path`; if `path` is NULL, at $MTLS_AGENT_SOCK,
+ * else at $XDG_RUNTIME_DIR/mtls-agent/agent.sock.  Performs the version
+ * handshake.  On success *out is a new handle the caller frees with
+ * mtls_agent_free().  A handle whose agent restarted reconnects once on
+ * its next call.
+ * Returns 0, MTLS_ERR_NO_SOCKET, MTLS_ERR_CONNECT, MTLS_ERR_PEER_DENIED,
+ * MTLS_ERR_UNSUPPORTED_VERSION, MTLS_ERR_IO, MTLS_ERR_ALLOC ...
+ */
+MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_connect(const char *path, mtls_agent **out);
+
+/* Closes the connection and frees the handle.  Accepts NULL. */
+MTLS_AGENT_API void mtls_agent_free(mtls_agent *agent);
+
+/*
+ * The text the agent sent with the last error reply received on this
+ * thread ("" if none).  Valid until the next call on this thread.
+ */
+MTLS_AGENT_API const char *mtls_agent_last_message(void);
+
+/*
+ * Lists the identities.  On success *ids is an array of *n identities the
+ * caller frees with mtls_agent_identities_free().
+ */
+MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_list(mtls_agent *agent,
+				   struct mtls_agent_identity **ids, size_t *n);
+MTLS_AGENT_API void mtls_agent_identities_free(struct mtls_agent_identity *ids, size_t n);
+
+/*
+ * Asks the agent to sign `content` for `purpose` with the identity named
+ * `identity` using TLS SignatureScheme `scheme`.  The agent hashes the
+ * content itself (except for MTLS_AGENT_PURPOSE_RAW_DIGEST, where content
+ * is the digest) after checking it matches the purpose.  On success *sig is
+ * a malloc'd signature of *sig_len bytes (ECDSA: DER-encoded), freed with
+ * free().  Returns 0 or MTLS_ERR_NO_IDENTITY, MTLS_ERR_LOGIN_REQUIRED,
+ * MTLS_ERR_CONTENT_REJECTED, MTLS_ERR_POLICY_DENIED, MTLS_ERR_TOKEN_ABSENT,
+ * MTLS_ERR_UNSUPPORTED_SCHEME ...
+ */
+MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_sign(mtls_agent *agent, const char *identity,
+				   uint16_t scheme, int purpose,
+				   const unsigned char *content, size_t content_len,
+				   unsigned char **sig, size_t *sig_len);
+
+/*
+ * Logs in the token of `identity` (NULL or "": the only token, or the
+ * first identity's) with `pin`.  On MTLS_ERR_PIN_INCORRECT, *retries_left
+ * (if not NULL) is set to the tries the token reports left, or -1 when it
+ * does not say.  The library wipes its copies of the PIN.
+ */
+MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_login(mtls_agent *agent, const char *identity,
+				    const char *pin, int *retries_left);
+
+/* Logs out the token of `identity` (NULL or "": every token). */
+MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_logout(mtls_agent *agent, const char *identity);
+
+/* Fills *st; free its members with mtls_agent_status_clear(). */
+MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_get_status(mtls_agent *agent,
+					 struct mtls_agent_status *st);
+MTLS_AGENT_API void mtls_agent_status_clear(struct mtls_agent_status *st);
+
+/* Scheme and purpose names ("rsa_pss_rsae_sha256",
+ * "tls13-client-certificate-verify").  Return NULL / 0 when unknown. */
+MTLS_AGENT_API const char *mtls_agent_scheme_name(uint16_t scheme);
+MTLS_AGENT_API uint16_t mtls_agent_scheme_from_name(const char *name);
+MTLS_AGENT_API const char *mtls_agent_purpose_name(int purpose);
+MTLS_AGENT_API int mtls_agent_purpose_from_name(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MTLS_AGENT_H */

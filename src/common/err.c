@@ -1,0 +1,44 @@
+/*
+ * err.c - text for MTLS_ERR_* codes.
+ */
+#include "config.h"
+
+#include "mtls-agent.h"
+
+const char *
+mtls_agent_strerror(int err)
+{
+	switch (err) {
+	case MTLS_ERR_OK: return "success";
+	case MTLS_ERR_INTERNAL: return "internal error";
+	case MTLS_ERR_ALLOC: return "out of memory";
+	case MTLS_ERR_BAD_REQUEST: return "malformed request";
+	case MTLS_ERR_UNSUPPORTED_VERSION: return "no common protocol version";
+	case MTLS_ERR_NO_IDENTITY: return "no such identity";
+	case MTLS_ERR_TOKEN_ABSENT: return "token not present";
+	case MTLS_ERR_LOGIN_REQUIRED: return "token login required";
+	case MTLS_ERR_PIN_INCORRECT: return "PIN incorrect";
+	case MTLS_ERR_PIN_LOCKED: return "PIN locked";
+	case MTLS_ERR_POLICY_DENIED: return "denied by the identity's policy";
+	case MTLS_ERR_CONTENT_REJECTED: return "content does not match the stated purpose";
+	case MTLS_ERR_PEER_DENIED: return "peer not allowed to use this agent";
+	case MTLS_ERR_FRAME_TOO_LARGE: return "message larger than the frame limit";
+	case MTLS_ERR_TRUNCATED: return "message truncated";
+	case MTLS_ERR_TRAILING_DATA: return "trailing bytes after message";
+	case MTLS_ERR_STRING_NUL: return "string contains a NUL byte";
+	case MTLS_ERR_UNSUPPORTED_SCHEME: return "signature scheme not supported for this key";
+	case MTLS_ERR_UNSUPPORTED_MESSAGE: return "unknown message type";
+	case MTLS_ERR_INVALID_ARGUMENT: return "invalid argument";
+	case MTLS_ERR_CONNECT: return "cannot connect to the agent";
+	case MTLS_ERR_IO: return "I/O error on the agent connection";
+	case MTLS_ERR_CONNECTION_CLOSED: return "connection closed by peer";
+	case MTLS_ERR_TIMEOUT: return "timed out";
+	case MTLS_ERR_TOKEN: return "PKCS#11 token error";
+	case MTLS_ERR_PIN_INVALID: return "PIN empty, too long or malformed";
+	case MTLS_ERR_BUSY: return "agent busy: too many connections";
+	case MTLS_ERR_CONFIG: return "configuration error";
+	case MTLS_ERR_HELLO_REQUIRED: return "protocol error: HELLO required first";
+	case MTLS_ERR_NO_SOCKET: return "no agent socket: set MTLS_AGENT_SOCK or XDG_RUNTIME_DIR";
+	}
+	return "unknown error";
+}

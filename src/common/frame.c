@@ -1,0 +1,138 @@
+/*
+ * frame.c - reading and writing length-prefixed frames on a socket.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "proto.h"
+
+/* Waits until fd is ready for `events`; 0, MTLS_ERR_TIMEOUT or _IO. */
+static int
+wait_fd(int fd, short events, int timeout_ms)
+{
+	struct pollfd pfd = { .fd = fd, .events = events };
+	int n;
+
+	for (;;) {
+		n = poll(&pfd, 1, timeout_ms);
+		if (n > 0)
+			return 0;
+		if (n == 0)
+			return MTLS_ERR_TIMEOUT;
+		if (errno != EINTR)
+			return MTLS_ERR_IO;
+	}
+}
+
+/*
+ * Reads exactly len bytes into p.  *got counts bytes read so far so the
+ * caller can tell a clean EOF (nothing read) from a truncated frame.
+ */
+static int
+read_full(int fd, unsigned char *p, size_t len, int first_ms, int timeout_ms,
+	  size_t *got)
+{
+	ssize_t n;
+	int r;
+
+	while (len > 0) {
+		n = recv(fd, p, len, MSG_DONTWAIT);
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+			*got += (size_t)n;
+			continue;
+		}
+		if (n == 0)
+			return *got == 0 ? MTLS_ERR_CONNECTION_CLOSED : MTLS_ERR_TRUNCATED;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return errno == ECONNRESET ? MTLS_ERR_CONNECTION_CLOSED : MTLS_ERR_IO;
+		if ((r = wait_fd(fd, POLLIN, *got == 0 ? first_ms : timeout_ms)) != 0)
+			return r;
+	}
+	return 0;
+}
+
+int
+frame_read(int fd, struct wbuf *body, size_t max, int idle_ms, int timeout_ms)
+{
+	unsigned char hdr[4], *p;
+	size_t got = 0;
+	uint32_t len;
+	int r;
+
+	wbuf_reset(body);
+	if ((r = read_full(fd, hdr, sizeof(hdr), idle_ms, timeout_ms, &got)) != 0)
+		return r;
+	len = ((uint32_t)hdr[0] << 24) | ((uint32_t)hdr[1] << 16) |
+	      ((uint32_t)hdr[2] << 8) | (uint32_t)hdr[3];
+	/* The limit is checked before a single body byte is read. */
+	if (len > max || len > MTLS_FRAME_MAX)
+		return MTLS_ERR_FRAME_TOO_LARGE;
+	if (len == 0)
+		return MTLS_ERR_BAD_REQUEST;
+	if ((r = wbuf_reserve(body, len, &p)) != 0)
+		return r;
+	if ((r = read_full(fd, p, len, timeout_ms, timeout_ms, &got)) != 0) {
+		wbuf_reset(body);
+		return r == MTLS_ERR_CONNECTION_CLOSED ? MTLS_ERR_TRUNCATED : r;
+	}
+	return 0;
+}
+
+int
+frame_write(int fd, const struct wbuf *body, int timeout_ms)
+{
+	size_t len = wbuf_len(body), off = 0, total;
+	unsigned char hdr[4];
+	struct iovec iov[2];
+	struct msghdr mh = { 0 };
+	ssize_t n;
+	int r;
+
+	if (len == 0 || len > MTLS_FRAME_MAX)
+		return MTLS_ERR_FRAME_TOO_LARGE;
+	hdr[0] = (unsigned char)(len >> 24);
+	hdr[1] = (unsigned char)(len >> 16);
+	hdr[2] = (unsigned char)(len >> 8);
+	hdr[3] = (unsigned char)len;
+	total = len + sizeof(hdr);
+	while (off < total) {
+		int niov = 0;
+
+		if (off < sizeof(hdr)) {
+			iov[niov].iov_base = hdr + off;
+			iov[niov++].iov_len = sizeof(hdr) - off;
+			iov[niov].iov_base = (void *)wbuf_ptr(body);
+			iov[niov++].iov_len = len;
+		} else {
+			iov[niov].iov_base = (void *)(wbuf_ptr(body) + (off - sizeof(hdr)));
+			iov[niov++].iov_len = total - off;
+		}
+		mh.msg_iov = iov;
+		mh.msg_iovlen = (size_t)niov;
+		/* MSG_NOSIGNAL: a vanished peer is an error, not a SIGPIPE. */
+		n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n >= 0) {
+			off += (size_t)n;
+			continue;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			if ((r = wait_fd(fd, POLLOUT, timeout_ms)) != 0)
+				return r;
+			continue;
+		}
+		return (errno == EPIPE || errno == ECONNRESET) ?
+			       MTLS_ERR_CONNECTION_CLOSED : MTLS_ERR_IO;
+	}
+	return 0;
+}

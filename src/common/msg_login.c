@@ -1,0 +1,109 @@
+/*
+ * msg_login.c - LOGIN and LOGOUT, and the empty replies they get.
+ *
+ * LOGIN request:   string identity, string pin
+ * LOGOUT request:  string identity
+ * reply:           (empty)
+ *
+ * The PIN is copied straight from the frame into secure memory; the frame
+ * buffer itself is wiped when freed (wbuf.c).
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto.h"
+#include "secmem.h"
+
+int
+msg_login_req_put(struct wbuf *b, const struct msg_login_req *m)
+{
+	int r;
+
+	if (m->pin == NULL || strlen(m->pin) == 0 || strlen(m->pin) > MTLS_PIN_MAX)
+		return MTLS_ERR_PIN_INVALID;
+	if ((r = wbuf_put_u8(b, MSG_LOGIN)) != 0 ||
+	    (r = wbuf_put_cstring(b, m->identity)) != 0 ||
+	    (r = wbuf_put_cstring(b, m->pin)) != 0)
+		return r;
+	return 0;
+}
+
+int
+msg_login_req_get(struct wbuf *b, struct msg_login_req *m)
+{
+	const unsigned char *pin;
+	size_t pin_len;
+	int r;
+
+	memset(m, 0, sizeof(*m));
+	if ((r = wbuf_get_cstring(b, &m->identity, MTLS_NAME_MAX)) != 0 ||
+	    (r = wbuf_get_string_direct(b, &pin, &pin_len, MTLS_PIN_MAX)) != 0 ||
+	    (r = wbuf_expect_end(b)) != 0)
+		goto out;
+	if (pin_len == 0 || memchr(pin, '\0', pin_len) != NULL) {
+		r = MTLS_ERR_PIN_INVALID;
+		goto out;
+	}
+	if ((m->pin = mtls_secure_alloc(pin_len + 1)) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	memcpy(m->pin, pin, pin_len);
+	m->pin[pin_len] = '\0';
+out:
+	if (r != 0)
+		msg_login_req_clear(m);
+	return r;
+}
+
+void
+msg_login_req_clear(struct msg_login_req *m)
+{
+	free(m->identity);
+	mtls_secure_free(m->pin);
+	memset(m, 0, sizeof(*m));
+}
+
+int
+msg_logout_req_put(struct wbuf *b, const struct msg_logout_req *m)
+{
+	int r;
+
+	if ((r = wbuf_put_u8(b, MSG_LOGOUT)) != 0 ||
+	    (r = wbuf_put_cstring(b, m->identity)) != 0)
+		return r;
+	return 0;
+}
+
+int
+msg_logout_req_get(struct wbuf *b, struct msg_logout_req *m)
+{
+	int r;
+
+	memset(m, 0, sizeof(*m));
+	if ((r = wbuf_get_cstring(b, &m->identity, MTLS_NAME_MAX)) != 0 ||
+	    (r = wbuf_expect_end(b)) != 0)
+		msg_logout_req_clear(m);
+	return r;
+}
+
+void
+msg_logout_req_clear(struct msg_logout_req *m)
+{
+	free(m->identity);
+	memset(m, 0, sizeof(*m));
+}
+
+int
+msg_empty_resp_put(struct wbuf *b, uint8_t type)
+{
+	return wbuf_put_u8(b, type | MSG_REPLY);
+}
+
+int
+msg_empty_get(struct wbuf *b)
+{
+	return wbuf_expect_end(b);
+}

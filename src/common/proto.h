@@ -1,0 +1,152 @@
+/*
+ * proto.h - the mtls-agent wire protocol: frames, message types, and one
+ * codec per message (docs/PROTOCOL.md is the normative description).
+ *
+ * A frame is a u32 big-endian length followed by that many body bytes; the
+ * body is a u8 message type and the message's payload.  A successful reply
+ * has the request's type with MSG_REPLY set; a failure is MSG_ERROR.
+ *
+ * Codec convention, for every message X:
+ *   msg_X_put(b, m)  appends the body (type byte + payload) to b;
+ *   msg_X_get(b, m)  parses a payload (the type byte already consumed),
+ *                    requires that nothing follows, and on failure leaves
+ *                    *m cleared;
+ *   msg_X_clear(m)   frees what a get allocated (wiping secrets); safe on
+ *                    a zeroed or already-cleared struct.
+ */
+#ifndef MTLS_PROTO_H
+#define MTLS_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mtls-agent.h"
+#include "wbuf.h"
+
+/* Hard limit on a frame body, checked before the body is read. */
+#define MTLS_FRAME_MAX (1024 * 1024)
+/* Protocol versions this build speaks. */
+#define MTLS_PROTO_MIN 1
+#define MTLS_PROTO_MAX 1
+
+/* Bounds on decoded fields (a hostile peer cannot make us allocate more). */
+#define MTLS_NAME_MAX 256	 /* identity names, labels, client names */
+#define MTLS_TEXT_MAX 1024	 /* error messages, version strings */
+#define MTLS_PIN_MAX 256	 /* PIN bytes */
+#define MTLS_CONTENT_MAX (MTLS_FRAME_MAX - 1024) /* content to sign */
+#define MTLS_SIG_MAX 1024	 /* a signature (RSA-8192 is 1024 bytes) */
+#define MTLS_CERT_MAX (64 * 1024) /* one DER certificate */
+#define MTLS_IDS_MAX 256	 /* identities in a LIST reply */
+#define MTLS_CHAIN_MAX 16	 /* chain certificates per identity */
+#define MTLS_SCHEMES_MAX 32	 /* schemes per identity */
+
+enum msg_type {
+	MSG_HELLO = 1,
+	MSG_LIST = 2,
+	MSG_SIGN = 3,
+	MSG_LOGIN = 4,
+	MSG_LOGOUT = 5,
+	MSG_STATUS = 6,
+	MSG_ERROR = 0x7f,
+	MSG_REPLY = 0x80
+};
+
+struct msg_hello_req {
+	uint32_t min_version, max_version;
+	char *client; /* free text naming the client program */
+};
+struct msg_hello_resp {
+	uint32_t version;
+	char *agent; /* agent name and version */
+};
+
+/* LIST has an empty request. */
+struct msg_list_resp {
+	struct mtls_agent_identity *ids;
+	size_t n;
+};
+
+struct msg_sign_req {
+	char *identity;
+	uint16_t scheme;
+	uint8_t purpose;
+	unsigned char *content;
+	size_t content_len;
+};
+struct msg_sign_resp {
+	unsigned char *sig;
+	size_t sig_len;
+};
+
+struct msg_login_req {
+	char *identity; /* "" = the only / first token */
+	char *pin;	/* secure memory (secmem.h) */
+};
+/* LOGIN, LOGOUT and STATUS-less replies are empty. */
+struct msg_logout_req {
+	char *identity; /* "" = every token */
+};
+
+/* STATUS has an empty request; the reply is struct mtls_agent_status. */
+
+struct msg_error {
+	int code;	/* negative MTLS_ERR_* */
+	int retries;	/* PIN tries left, -1 unknown / not applicable */
+	char *message;	/* human-readable detail, may be "" */
+};
+
+WUR int msg_hello_req_put(struct wbuf *b, const struct msg_hello_req *m);
+WUR int msg_hello_req_get(struct wbuf *b, struct msg_hello_req *m);
+void msg_hello_req_clear(struct msg_hello_req *m);
+WUR int msg_hello_resp_put(struct wbuf *b, const struct msg_hello_resp *m);
+WUR int msg_hello_resp_get(struct wbuf *b, struct msg_hello_resp *m);
+void msg_hello_resp_clear(struct msg_hello_resp *m);
+
+WUR int msg_list_req_put(struct wbuf *b);
+WUR int msg_list_req_get(struct wbuf *b);
+WUR int msg_list_resp_put(struct wbuf *b, const struct msg_list_resp *m);
+WUR int msg_list_resp_get(struct wbuf *b, struct msg_list_resp *m);
+void msg_list_resp_clear(struct msg_list_resp *m);
+
+WUR int msg_sign_req_put(struct wbuf *b, const struct msg_sign_req *m);
+WUR int msg_sign_req_get(struct wbuf *b, struct msg_sign_req *m);
+void msg_sign_req_clear(struct msg_sign_req *m);
+WUR int msg_sign_resp_put(struct wbuf *b, const struct msg_sign_resp *m);
+WUR int msg_sign_resp_get(struct wbuf *b, struct msg_sign_resp *m);
+void msg_sign_resp_clear(struct msg_sign_resp *m);
+
+WUR int msg_login_req_put(struct wbuf *b, const struct msg_login_req *m);
+WUR int msg_login_req_get(struct wbuf *b, struct msg_login_req *m);
+void msg_login_req_clear(struct msg_login_req *m);
+WUR int msg_logout_req_put(struct wbuf *b, const struct msg_logout_req *m);
+WUR int msg_logout_req_get(struct wbuf *b, struct msg_logout_req *m);
+void msg_logout_req_clear(struct msg_logout_req *m);
+/* Empty success reply for LOGIN / LOGOUT (type = request type). */
+WUR int msg_empty_resp_put(struct wbuf *b, uint8_t type);
+WUR int msg_empty_get(struct wbuf *b);
+
+WUR int msg_status_req_put(struct wbuf *b);
+WUR int msg_status_resp_put(struct wbuf *b, const struct mtls_agent_status *m);
+WUR int msg_status_resp_get(struct wbuf *b, struct mtls_agent_status *m);
+
+WUR int msg_error_put(struct wbuf *b, const struct msg_error *m);
+WUR int msg_error_get(struct wbuf *b, struct msg_error *m);
+void msg_error_clear(struct msg_error *m);
+
+/* Frees the members of one identity (not the struct itself). */
+void identity_clear(struct mtls_agent_identity *id);
+
+/*
+ * Frame I/O on a blocking or non-blocking stream socket.
+ * frame_read() resets `body`, reads one frame header, refuses a length of
+ * 0 or over `max` (MTLS_ERR_FRAME_TOO_LARGE) before reading the body, then
+ * reads the body.  timeout_ms bounds the wait for each chunk once a frame
+ * has started (-1: none); idle_ms bounds the wait for its first byte (-1:
+ * none).  A clean EOF before the first byte is MTLS_ERR_CONNECTION_CLOSED.
+ * frame_write() writes the header and `body` completely.
+ */
+WUR int frame_read(int fd, struct wbuf *body, size_t max, int idle_ms,
+		   int timeout_ms);
+WUR int frame_write(int fd, const struct wbuf *body, int timeout_ms);
+
+#endif
