@@ -1,0 +1,231 @@
+/*
+ * main.c - mtls-agent: options, configuration, hardening, start-up.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "log.h"
+#include "mtls-agent.h"
+#include "server.h"
+#include "token.h"
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+		"usage: mtls-agent [-f] [-d] [-c FILE] [-a SOCKET] [-M MODULE] [-t TOKEN-URI]\n"
+		"                  [--allow-root]\n"
+		"  -f, --foreground     stay in the foreground, log to stderr\n"
+		"  -d, --debug          debug logging (implies --foreground)\n"
+		"  -c, --config FILE    configuration file (see mtls-agent.conf(5))\n"
+		"  -a, --socket PATH    listening socket (default $XDG_RUNTIME_DIR/mtls-agent/agent.sock)\n"
+		"  -M, --module PATH    PKCS#11 module (default %s)\n"
+		"  -t, --token URI      tokens to offer when no identities are configured\n"
+		"      --allow-root     let root use the agent\n"
+		"  -h, --help           this text\n"
+		"  -V, --version        print the version\n",
+		MTLS_DEFAULT_MODULE);
+}
+
+/* -c FILE, else the user's file, else the system file, else none. */
+static char *
+find_config(const char *opt)
+{
+	const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+	char *p = NULL;
+
+	if (opt != NULL)
+		return strdup(opt);
+	if (xdg != NULL && xdg[0] == '/') {
+		if (asprintf(&p, "%s/mtls-agent/agent.conf", xdg) < 0)
+			return NULL;
+	} else if (home != NULL && home[0] == '/') {
+		if (asprintf(&p, "%s/.config/mtls-agent/agent.conf", home) < 0)
+			return NULL;
+	}
+	if (p != NULL && access(p, F_OK) == 0)
+		return p;
+	free(p);
+	if (access(SYSCONFDIR "/mtls-agent/agent.conf", F_OK) == 0)
+		return strdup(SYSCONFDIR "/mtls-agent/agent.conf");
+	return NULL;
+}
+
+/* No core files, not ptrace-able or readable through /proc by the user's
+ * other processes: the agent holds the token session and PIN copies. */
+static void
+harden(void)
+{
+	struct rlimit rl = { 0, 0 };
+
+	if (setrlimit(RLIMIT_CORE, &rl) != 0)
+		warn("cannot disable core dumps: %s", strerror(errno));
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		warn("cannot make the process non-dumpable: %s", strerror(errno));
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "config", required_argument, NULL, 'c' },
+		{ "socket", required_argument, NULL, 'a' },
+		{ "module", required_argument, NULL, 'M' },
+		{ "token", required_argument, NULL, 't' },
+		{ "allow-root", no_argument, NULL, 'R' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+	const char *opt_config = NULL, *opt_socket = NULL, *opt_module = NULL, *opt_token = NULL;
+	int foreground = 0, debug_on = 0, allow_root = 0, ch, r, ready[2] = { -1, -1 };
+	char err[512] = "", *config_path = NULL, *sock = NULL;
+	struct config *cfg = NULL;
+	struct tokenset *ts = NULL;
+	struct server *srv = NULL;
+	int listen_fd = -1;
+	pid_t pid;
+
+	while ((ch = getopt_long(argc, argv, "fdc:a:M:t:hV", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'f': foreground = 1; break;
+		case 'd': debug_on = foreground = 1; break;
+		case 'c': opt_config = optarg; break;
+		case 'a': opt_socket = optarg; break;
+		case 'M': opt_module = optarg; break;
+		case 't': opt_token = optarg; break;
+		case 'R': allow_root = 1; break;
+		case 'h': usage(stdout); return 0;
+		case 'V': printf("mtls-agent %s\n", PACKAGE_VERSION); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "mtls-agent: unexpected argument %s\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	log_init("mtls-agent", 0, debug_on ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO);
+	harden();
+
+	config_path = find_config(opt_config);
+	if ((r = config_path ? config_load(config_path, &cfg, err, sizeof(err))
+			     : config_defaults(&cfg)) != 0) {
+		error("%s", err[0] ? err : mtls_agent_strerror(r));
+		return 1;
+	}
+	if (!debug_on)
+		log_set_level((enum log_level)cfg->log_level);
+	if (opt_module != NULL) {
+		free(cfg->module);
+		if ((cfg->module = strdup(opt_module)) == NULL)
+			return 1;
+	}
+	if (opt_token != NULL) {
+		free(cfg->token_uri);
+		if ((cfg->token_uri = strdup(opt_token)) == NULL)
+			return 1;
+	}
+	if (opt_socket != NULL) {
+		free(cfg->socket_path);
+		if ((cfg->socket_path = strdup(opt_socket)) == NULL)
+			return 1;
+	}
+	if (allow_root)
+		cfg->allow_root = 1;
+	if (cfg->socket_path != NULL)
+		sock = strdup(cfg->socket_path);
+	else if ((sock = server_default_socket()) == NULL) {
+		error("no socket path: give --socket or set XDG_RUNTIME_DIR");
+		return 1;
+	}
+	if (sock == NULL)
+		return 1;
+
+	if ((r = server_listen(sock, &listen_fd, err, sizeof(err))) != 0) {
+		error("%s", err);
+		return 1;
+	}
+	/*
+	 * Daemon mode: the child opens the token (PKCS#11 must be initialised
+	 * after fork) and tells the parent over a pipe when it serves; the
+	 * parent then prints the environment lines and exits with its status.
+	 */
+	if (!foreground) {
+		if (pipe(ready) != 0) {
+			error("pipe: %s", strerror(errno));
+			return 1;
+		}
+		if ((pid = fork()) < 0) {
+			error("fork: %s", strerror(errno));
+			return 1;
+		}
+		if (pid > 0) {
+			char status = 1;
+
+			close(ready[1]);
+			close(listen_fd);
+			if (read(ready[0], &status, 1) != 1 || status != 0) {
+				fprintf(stderr, "mtls-agent: start-up failed (see the system log)\n");
+				return 1;
+			}
+			printf("MTLS_AGENT_SOCK=%s; export MTLS_AGENT_SOCK;\n", sock);
+			printf("MTLS_AGENT_PID=%ld; export MTLS_AGENT_PID;\n", (long)pid);
+			printf("echo Agent pid %ld;\n", (long)pid);
+			return 0;
+		}
+		close(ready[0]);
+		if (setsid() < 0)
+			warn("setsid: %s", strerror(errno));
+		log_init("mtls-agent", 1, (enum log_level)cfg->log_level);
+		harden();
+	}
+	server_block_signals();
+	if ((r = token_open(cfg, &ts, err, sizeof(err))) != 0) {
+		error("%s", err[0] ? err : mtls_agent_strerror(r));
+		(void)unlink(sock);
+		return 1;
+	}
+	if ((r = server_new(cfg, config_path, ts, listen_fd, sock, &srv)) != 0) {
+		error("%s", mtls_agent_strerror(r));
+		return 1;
+	}
+	if (foreground) {
+		printf("MTLS_AGENT_SOCK=%s; export MTLS_AGENT_SOCK;\n", sock);
+		printf("MTLS_AGENT_PID=%ld; export MTLS_AGENT_PID;\n", (long)getpid());
+		fflush(stdout);
+	} else {
+		char ok = 0;
+		int devnull;
+
+		if (write(ready[1], &ok, 1) != 1)
+			warn("cannot signal readiness to the parent");
+		close(ready[1]);
+		if ((devnull = open("/dev/null", O_RDWR)) >= 0) {
+			dup2(devnull, 0);
+			dup2(devnull, 1);
+			dup2(devnull, 2);
+			if (devnull > 2)
+				close(devnull);
+		}
+	}
+	info("listening on %s", sock);
+	free(config_path);
+	r = server_run(srv);
+	free(sock);
+	return r == 0 ? 0 : 1;
+}

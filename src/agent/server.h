@@ -1,0 +1,43 @@
+/*
+ * server - the agent's socket: listening, peer checks, one thread per
+ * connection, request dispatch, signals.  Parses nothing itself: every
+ * message goes through the codecs in src/common.
+ */
+#ifndef MTLS_SERVER_H
+#define MTLS_SERVER_H
+
+#include <stddef.h>
+
+#include "conf.h"
+#include "token.h"
+
+struct server;
+
+/*
+ * Creates the listening socket at `path`: the parent directory is created
+ * mode 0700 if missing, and refused if it is not a directory owned by us
+ * with no group/other access; a live agent already on the path is an
+ * error, a stale socket file is replaced; the socket is mode 0600.
+ */
+__attribute__((warn_unused_result)) int
+server_listen(const char *path, int *fd, char *err, size_t err_len);
+
+/* Takes ownership of cfg, ts and listen_fd.  config_path (may be NULL)
+ * is re-read on SIGHUP. */
+__attribute__((warn_unused_result)) int
+server_new(struct config *cfg, const char *config_path, struct tokenset *ts,
+	   int listen_fd, const char *sock_path, struct server **out);
+
+/* Serves until SIGTERM or SIGINT; then closes connections, removes the
+ * socket, logs out and frees.  The caller must have blocked SIGTERM,
+ * SIGINT and SIGHUP in every thread (server_block_signals). */
+int server_run(struct server *s);
+
+/* Blocks the signals server_run waits for; call before any thread. */
+void server_block_signals(void);
+
+/* The default socket path, $XDG_RUNTIME_DIR/mtls-agent/agent.sock, in a
+ * new string; NULL if XDG_RUNTIME_DIR is unset or not absolute. */
+char *server_default_socket(void);
+
+#endif

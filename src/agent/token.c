@@ -1,0 +1,1251 @@
+/*
+ * token.c - the token layer: libp11 over p11-kit.  See token.h.
+ *
+ * An identity is a certificate (from the token, matched to the private key
+ * by CKA_ID, or from a file) plus the private key with that CKA_ID.  The
+ * certificate is public and visible before login, so identities are listed
+ * before the PIN is given; the private key is looked up after login and
+ * must match the certificate's public key.
+ */
+#include "config.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libp11.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+#include <p11-kit/uri.h>
+
+#include "log.h"
+#include "mtls-agent.h"
+#include "policy.h"
+#include "secmem.h"
+#include "token.h"
+
+/* PKCS#11 return values we act on (libp11 reports them as the reason). */
+#define RV_DEVICE_ERROR 0x30UL
+#define RV_DEVICE_REMOVED 0x32UL
+#define RV_PIN_INCORRECT 0xA0UL
+#define RV_PIN_INVALID 0xA1UL
+#define RV_PIN_LEN_RANGE 0xA2UL
+#define RV_PIN_EXPIRED 0xA3UL
+#define RV_PIN_LOCKED 0xA4UL
+#define RV_SESSION_HANDLE_INVALID 0xB3UL
+#define RV_TOKEN_NOT_PRESENT 0xE0UL
+#define RV_USER_NOT_LOGGED_IN 0x101UL
+#define RV_USER_PIN_NOT_INITIALIZED 0x102UL
+
+struct ident {
+	char *name;
+	unsigned char *id; /* CKA_ID of key (and certificate) */
+	size_t id_len;
+	char *key_label;   /* CKA_LABEL to match when there is no id */
+	P11KitUri *uri;	   /* key URI: token and object selection */
+	char *token_label; /* token the identity was found on */
+	char *token_serial;
+	int present;	   /* token seen at the last scan */
+	X509 *cert;
+	unsigned char *cert_der;
+	size_t cert_der_len;
+	unsigned char **chain_der;
+	size_t *chain_der_len;
+	size_t n_chain;
+	int key_type;
+	unsigned int key_bits;
+	uint32_t purposes;
+	EVP_PKEY *pkey;	   /* token-backed private key once logged in */
+};
+
+struct tokenset {
+	pthread_rwlock_t lock;
+	const struct config *cfg;
+	PKCS11_CTX *p11;
+	void *dl;		  /* our own handle on the module libp11 loaded */
+	CK_FUNCTION_LIST_PTR fl;  /* its function list, for fresh token flags */
+	PKCS11_SLOT *slots;
+	unsigned int nslots;
+	struct ident *ids;
+	size_t n;
+	time_t *login_time; /* per slot index: when it was logged in, 0 = no */
+};
+
+/* The PKCS#11 return value libp11 left on the OpenSSL error queue. */
+static unsigned long
+last_rv(void)
+{
+	unsigned long e = ERR_peek_last_error();
+
+	return e == 0 ? 0 : (unsigned long)ERR_GET_REASON(e);
+}
+
+static void
+ident_clear(struct ident *id)
+{
+	size_t i;
+
+	free(id->name);
+	free(id->id);
+	free(id->key_label);
+	if (id->uri != NULL)
+		p11_kit_uri_free(id->uri);
+	free(id->token_label);
+	free(id->token_serial);
+	X509_free(id->cert);
+	free(id->cert_der);
+	for (i = 0; i < id->n_chain; i++)
+		free(id->chain_der[i]);
+	free(id->chain_der);
+	free(id->chain_der_len);
+	EVP_PKEY_free(id->pkey);
+	memset(id, 0, sizeof(*id));
+}
+
+static void
+idents_free(struct ident *ids, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		ident_clear(&ids[i]);
+	free(ids);
+}
+
+/* Space-padded copy for CK_TOKEN_INFO matching. */
+static void
+pad_copy(unsigned char *dst, size_t dst_len, const char *src)
+{
+	size_t n = src == NULL ? 0 : strlen(src);
+
+	memset(dst, ' ', dst_len);
+	memcpy(dst, src == NULL ? "" : src, n > dst_len ? dst_len : n);
+}
+
+static int
+token_matches(P11KitUri *uri, const PKCS11_TOKEN *tok)
+{
+	CK_TOKEN_INFO info;
+
+	memset(&info, 0, sizeof(info));
+	pad_copy(info.label, sizeof(info.label), tok->label);
+	pad_copy(info.manufacturerID, sizeof(info.manufacturerID), tok->manufacturer);
+	pad_copy(info.model, sizeof(info.model), tok->model);
+	pad_copy(info.serialNumber, sizeof(info.serialNumber), tok->serialnr);
+	return p11_kit_uri_match_token_info(uri, &info);
+}
+
+static int
+valid_name(const char *s)
+{
+	size_t n = strlen(s), i;
+
+	if (n == 0 || n > 64)
+		return 0;
+	for (i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+/* Key type and size from a certificate; MTLS_ERR_UNSUPPORTED_SCHEME for
+ * keys we cannot sign with (only RSA 2048-16384 and EC P-256/P-384). */
+static int
+cert_key_info(X509 *cert, int *type, unsigned int *bits)
+{
+	EVP_PKEY *pub = X509_get0_pubkey(cert);
+	char group[64];
+	size_t glen = 0;
+
+	if (pub == NULL)
+		return MTLS_ERR_UNSUPPORTED_SCHEME;
+	if (EVP_PKEY_is_a(pub, "RSA")) {
+		*type = MTLS_AGENT_KEY_RSA;
+		*bits = (unsigned int)EVP_PKEY_get_bits(pub);
+		return *bits >= 2048 && *bits <= 16384 ? 0 : MTLS_ERR_UNSUPPORTED_SCHEME;
+	}
+	if (EVP_PKEY_is_a(pub, "EC") &&
+	    EVP_PKEY_get_utf8_string_param(pub, "group", group, sizeof(group), &glen)) {
+		*type = MTLS_AGENT_KEY_EC;
+		if (strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0)
+			*bits = 256;
+		else if (strcmp(group, "secp384r1") == 0 || strcmp(group, "P-384") == 0)
+			*bits = 384;
+		else
+			return MTLS_ERR_UNSUPPORTED_SCHEME;
+		return 0;
+	}
+	return MTLS_ERR_UNSUPPORTED_SCHEME;
+}
+
+static int
+set_cert(struct ident *id, X509 *cert)
+{
+	unsigned char *der = NULL;
+	int len, r;
+
+	if ((r = cert_key_info(cert, &id->key_type, &id->key_bits)) != 0)
+		return r;
+	if ((len = i2d_X509(cert, &der)) <= 0)
+		return MTLS_ERR_INTERNAL;
+	if ((id->cert = X509_dup(cert)) == NULL) {
+		OPENSSL_free(der);
+		return MTLS_ERR_ALLOC;
+	}
+	if ((id->cert_der = malloc((size_t)len)) == NULL) {
+		OPENSSL_free(der);
+		return MTLS_ERR_ALLOC;
+	}
+	memcpy(id->cert_der, der, (size_t)len);
+	id->cert_der_len = (size_t)len;
+	OPENSSL_free(der);
+	return 0;
+}
+
+static X509 *
+read_cert_file(const char *path)
+{
+	X509 *x = NULL;
+	FILE *f;
+
+	if ((f = fopen(path, "r")) == NULL)
+		return NULL;
+	x = PEM_read_X509(f, NULL, NULL, NULL);
+	if (x == NULL) {
+		rewind(f);
+		ERR_clear_error();
+		x = d2i_X509_fp(f, NULL);
+	}
+	fclose(f);
+	return x;
+}
+
+static int
+load_chain(struct ident *id, const char *path, char *err, size_t err_len)
+{
+	X509 *x;
+	FILE *f;
+	int len;
+	unsigned char *der;
+
+	if ((f = fopen(path, "r")) == NULL) {
+		snprintf(err, err_len, "identity %s: chain %s: %s", id->name, path, strerror(errno));
+		return MTLS_ERR_CONFIG;
+	}
+	while ((x = PEM_read_X509(f, NULL, NULL, NULL)) != NULL) {
+		if (id->n_chain >= MTLS_CHAIN_MAX) {
+			X509_free(x);
+			fclose(f);
+			snprintf(err, err_len, "identity %s: chain %s: more than %d certificates",
+				 id->name, path, MTLS_CHAIN_MAX);
+			return MTLS_ERR_CONFIG;
+		}
+		der = NULL;
+		len = i2d_X509(x, &der);
+		X509_free(x);
+		if (len <= 0)
+			break;
+		if (id->chain_der == NULL &&
+		    ((id->chain_der = calloc(MTLS_CHAIN_MAX, sizeof(*id->chain_der))) == NULL ||
+		     (id->chain_der_len = calloc(MTLS_CHAIN_MAX, sizeof(*id->chain_der_len))) == NULL)) {
+			OPENSSL_free(der);
+			fclose(f);
+			return MTLS_ERR_ALLOC;
+		}
+		if ((id->chain_der[id->n_chain] = malloc((size_t)len)) == NULL) {
+			OPENSSL_free(der);
+			fclose(f);
+			return MTLS_ERR_ALLOC;
+		}
+		memcpy(id->chain_der[id->n_chain], der, (size_t)len);
+		id->chain_der_len[id->n_chain++] = (size_t)len;
+		OPENSSL_free(der);
+	}
+	ERR_clear_error();
+	fclose(f);
+	if (id->n_chain == 0) {
+		snprintf(err, err_len, "identity %s: chain %s: no PEM certificate", id->name, path);
+		return MTLS_ERR_CONFIG;
+	}
+	return 0;
+}
+
+static int
+id_matches(const struct ident *id, const unsigned char *oid, size_t oid_len,
+	   const char *label)
+{
+	if (id->id_len > 0)
+		return oid_len == id->id_len && memcmp(oid, id->id, oid_len) == 0;
+	return id->key_label != NULL && label != NULL && strcmp(id->key_label, label) == 0;
+}
+
+static int
+grow(struct ident **ids, size_t n, size_t *cap)
+{
+	struct ident *nv;
+
+	if (n < *cap)
+		return 0;
+	if ((nv = reallocarray(*ids, *cap == 0 ? 8 : *cap * 2, sizeof(**ids))) == NULL)
+		return MTLS_ERR_ALLOC;
+	memset(nv + *cap, 0, (( *cap == 0 ? 8 : *cap * 2) - *cap) * sizeof(**ids));
+	*ids = nv;
+	*cap = *cap == 0 ? 8 : *cap * 2;
+	return 0;
+}
+
+static int
+bind_token(struct ident *id, const PKCS11_TOKEN *tok)
+{
+	if ((id->token_label = strdup(tok->label ? tok->label : "")) == NULL ||
+	    (id->token_serial = strdup(tok->serialnr ? tok->serialnr : "")) == NULL)
+		return MTLS_ERR_ALLOC;
+	id->present = 1;
+	return 0;
+}
+
+/* Discovery: every certificate with a usable label on matching tokens. */
+static int
+discover(struct tokenset *ts, P11KitUri *turi, struct ident **idsp, size_t *np)
+{
+	struct ident *ids = NULL;
+	size_t n = 0, cap = 0, k;
+	unsigned int i, c, ncerts;
+	PKCS11_CERT *certs;
+	int r = 0;
+
+	for (i = 0; i < ts->nslots; i++) {
+		PKCS11_TOKEN *tok = ts->slots[i].token;
+
+		if (tok == NULL || !tok->initialized || !token_matches(turi, tok))
+			continue;
+		if (PKCS11_enumerate_certs(tok, &certs, &ncerts) != 0) {
+			warn("token %s: cannot list certificates", tok->label);
+			ERR_clear_error();
+			continue;
+		}
+		for (c = 0; c < ncerts; c++) {
+			PKCS11_CERT *pc = &certs[c];
+			int dup = 0;
+
+			if (pc->x509 == NULL) {
+				/* A certificate object that does not parse. */
+				warn("token %s: certificate object \"%s\" does not parse; skipped",
+				     tok->label, pc->label ? pc->label : "");
+				continue;
+			}
+			if (pc->label == NULL || !valid_name(pc->label) || pc->id_len == 0) {
+				warn("token %s: certificate without a usable label or id; skipped",
+				     tok->label);
+				continue;
+			}
+			for (k = 0; k < n; k++)
+				if (strcmp(ids[k].name, pc->label) == 0)
+					dup = 1;
+			if (dup) {
+				warn("token %s: second certificate labelled %s; skipped",
+				     tok->label, pc->label);
+				continue;
+			}
+			if ((r = grow(&ids, n, &cap)) != 0)
+				goto out;
+			if ((ids[n].name = strdup(pc->label)) == NULL ||
+			    (ids[n].id = malloc(pc->id_len)) == NULL) {
+				n++;
+				r = MTLS_ERR_ALLOC;
+				goto out;
+			}
+			memcpy(ids[n].id, pc->id, pc->id_len);
+			ids[n].id_len = pc->id_len;
+			ids[n].purposes = ts->cfg->default_purposes;
+			n++;
+			if ((r = bind_token(&ids[n - 1], tok)) != 0)
+				goto out;
+			if ((r = set_cert(&ids[n - 1], pc->x509)) != 0) {
+				warn("identity %s: unsupported key type; skipped", pc->label);
+				ident_clear(&ids[--n]);
+				r = 0;
+			}
+		}
+	}
+out:
+	if (r != 0) {
+		idents_free(ids, n);
+		return r;
+	}
+	*idsp = ids;
+	*np = n;
+	return 0;
+}
+
+/* Configured identities: each names its key by URI. */
+static int
+configured(struct tokenset *ts, struct ident **idsp, size_t *np, char *err,
+	   size_t err_len)
+{
+	const struct config *cfg = ts->cfg;
+	struct ident *ids;
+	size_t k;
+	unsigned int i, c, ncerts;
+	int r = 0;
+
+	if ((ids = calloc(cfg->n_identities, sizeof(*ids))) == NULL)
+		return MTLS_ERR_ALLOC;
+	for (k = 0; k < cfg->n_identities; k++) {
+		const struct config_identity *ci = &cfg->identities[k];
+		struct ident *id = &ids[k];
+		CK_ATTRIBUTE_PTR attr;
+		X509 *filecert = NULL;
+
+		if ((id->name = strdup(ci->name)) == NULL) {
+			r = MTLS_ERR_ALLOC;
+			goto out;
+		}
+		id->purposes = ci->purposes;
+		if ((id->uri = p11_kit_uri_new()) == NULL) {
+			r = MTLS_ERR_ALLOC;
+			goto out;
+		}
+		if (p11_kit_uri_parse(ci->key_uri, P11_KIT_URI_FOR_ANY, id->uri) != P11_KIT_URI_OK) {
+			snprintf(err, err_len, "identity %s: bad key URI", ci->name);
+			r = MTLS_ERR_CONFIG;
+			goto out;
+		}
+		if ((attr = p11_kit_uri_get_attribute(id->uri, CKA_ID)) != NULL &&
+		    attr->ulValueLen > 0) {
+			if ((id->id = malloc(attr->ulValueLen)) == NULL) {
+				r = MTLS_ERR_ALLOC;
+				goto out;
+			}
+			memcpy(id->id, attr->pValue, attr->ulValueLen);
+			id->id_len = attr->ulValueLen;
+		}
+		if ((attr = p11_kit_uri_get_attribute(id->uri, CKA_LABEL)) != NULL &&
+		    attr->ulValueLen > 0) {
+			if ((id->key_label = strndup(attr->pValue, attr->ulValueLen)) == NULL) {
+				r = MTLS_ERR_ALLOC;
+				goto out;
+			}
+		}
+		if (id->id_len == 0 && id->key_label == NULL) {
+			snprintf(err, err_len, "identity %s: key URI names neither id= nor object=",
+				 ci->name);
+			r = MTLS_ERR_CONFIG;
+			goto out;
+		}
+		if (ci->cert_file != NULL) {
+			if ((filecert = read_cert_file(ci->cert_file)) == NULL) {
+				snprintf(err, err_len, "identity %s: cannot read certificate %s",
+					 ci->name, ci->cert_file);
+				r = MTLS_ERR_CONFIG;
+				goto out;
+			}
+			r = set_cert(id, filecert);
+			X509_free(filecert);
+			if (r != 0) {
+				snprintf(err, err_len, "identity %s: %s: unsupported key type",
+					 ci->name, ci->cert_file);
+				r = MTLS_ERR_CONFIG;
+				goto out;
+			}
+		}
+		if (ci->chain_file != NULL && (r = load_chain(id, ci->chain_file, err, err_len)) != 0)
+			goto out;
+		/* Find the token, and the certificate on it if none was given. */
+		for (i = 0; i < ts->nslots && !id->present; i++) {
+			PKCS11_TOKEN *tok = ts->slots[i].token;
+			PKCS11_CERT *certs;
+
+			if (tok == NULL || !tok->initialized || !token_matches(id->uri, tok))
+				continue;
+			if (id->cert == NULL) {
+				if (PKCS11_enumerate_certs(tok, &certs, &ncerts) != 0) {
+					ERR_clear_error();
+					continue;
+				}
+				for (c = 0; c < ncerts && id->cert == NULL; c++) {
+					if (certs[c].x509 == NULL ||
+					    !id_matches(id, certs[c].id, certs[c].id_len, certs[c].label))
+						continue;
+					if ((r = set_cert(id, certs[c].x509)) != 0)
+						warn("identity %s: unsupported key type", id->name);
+				}
+				if (id->cert == NULL)
+					continue;
+			}
+			if ((r = bind_token(id, tok)) != 0)
+				goto out;
+		}
+		if (id->cert == NULL) {
+			snprintf(err, err_len, "identity %s: no certificate found on a token matching its key URI and no certificate file given",
+				 ci->name);
+			r = MTLS_ERR_CONFIG;
+			goto out;
+		}
+		if (!id->present)
+			warn("identity %s: its token is not present", id->name);
+	}
+out:
+	if (r != 0) {
+		idents_free(ids, cfg->n_identities);
+		return r;
+	}
+	*idsp = ids;
+	*np = cfg->n_identities;
+	return 0;
+}
+
+/* The slot currently holding the identity's token, or NULL. */
+static PKCS11_SLOT *
+ident_slot(struct tokenset *ts, const struct ident *id, unsigned int *idx)
+{
+	unsigned int i;
+
+	for (i = 0; i < ts->nslots; i++) {
+		PKCS11_TOKEN *tok = ts->slots[i].token;
+
+		if (tok == NULL || id->token_label == NULL)
+			continue;
+		if (strcmp(tok->label ? tok->label : "", id->token_label) == 0 &&
+		    strcmp(tok->serialnr ? tok->serialnr : "", id->token_serial) == 0) {
+			if (idx != NULL)
+				*idx = i;
+			return &ts->slots[i];
+		}
+	}
+	return NULL;
+}
+
+static int
+slot_logged_in(PKCS11_SLOT *slot)
+{
+	int res = 0;
+
+	if (PKCS11_is_logged_in(slot, 0, &res) != 0)
+		return 0;
+	return res;
+}
+
+/* After login: find each identity's private key on this slot and check it
+ * belongs to the certificate. */
+static void
+attach_keys(struct tokenset *ts, PKCS11_SLOT *slot)
+{
+	PKCS11_KEY *keys;
+	unsigned int nkeys, k;
+	size_t i;
+
+	if (PKCS11_enumerate_keys(slot->token, &keys, &nkeys) != 0) {
+		warn("token %s: cannot list private keys", slot->token->label);
+		ERR_clear_error();
+		return;
+	}
+	for (i = 0; i < ts->n; i++) {
+		struct ident *id = &ts->ids[i];
+		EVP_PKEY *pk;
+
+		if (id->pkey != NULL || ident_slot(ts, id, NULL) != slot)
+			continue;
+		for (k = 0; k < nkeys; k++) {
+			if (!keys[k].isPrivate ||
+			    !id_matches(id, keys[k].id, keys[k].id_len, keys[k].label))
+				continue;
+			if ((pk = PKCS11_get_private_key(&keys[k])) == NULL) {
+				ERR_clear_error();
+				continue;
+			}
+			/* A key that is not the certificate's is never used. */
+			if (EVP_PKEY_eq(pk, X509_get0_pubkey(id->cert)) == 0) {
+				warn("identity %s: private key on the token does not match its certificate; not used",
+				     id->name);
+				EVP_PKEY_free(pk);
+				ERR_clear_error();
+				continue;
+			}
+			ERR_clear_error();
+			id->pkey = pk;
+			break;
+		}
+		if (id->pkey == NULL)
+			warn("identity %s: no private key found on token %s", id->name,
+			     slot->token->label);
+	}
+}
+
+static void
+detach_keys(struct tokenset *ts, PKCS11_SLOT *slot)
+{
+	size_t i;
+
+	for (i = 0; i < ts->n; i++) {
+		if (ts->ids[i].pkey != NULL && ident_slot(ts, &ts->ids[i], NULL) == slot) {
+			EVP_PKEY_free(ts->ids[i].pkey);
+			ts->ids[i].pkey = NULL;
+		}
+	}
+}
+
+static struct ident *
+find_ident(struct tokenset *ts, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < ts->n; i++)
+		if (strcmp(ts->ids[i].name, name) == 0)
+			return &ts->ids[i];
+	return NULL;
+}
+
+static int
+retries_from_flags(CK_FLAGS f)
+{
+	if (f & CKF_USER_PIN_LOCKED)
+		return 0;
+	if (f & CKF_USER_PIN_FINAL_TRY)
+		return 1;
+	return -1;
+}
+
+/*
+ * Fresh token information straight from the module: libp11 caches token
+ * flags at enumeration, and its PKCS11_update_slots() is unusable in
+ * 0.4.12 (it indexes the slot array wrongly when there are 2+ slots).
+ * The module is already initialised by libp11 in this process.
+ */
+static int
+token_info(struct tokenset *ts, PKCS11_SLOT *slot, CK_TOKEN_INFO *info)
+{
+	CK_RV rv;
+
+	if (ts->fl == NULL)
+		return MTLS_ERR_TOKEN;
+	rv = ts->fl->C_GetTokenInfo(PKCS11_get_slotid_from_slot(slot), info);
+	if (rv == CKR_OK)
+		return 0;
+	return rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_DEVICE_REMOVED ||
+		       rv == CKR_TOKEN_NOT_RECOGNIZED ? MTLS_ERR_TOKEN_ABSENT : MTLS_ERR_TOKEN;
+}
+
+/* Refreshes which identities' tokens are present. */
+static void
+rescan(struct tokenset *ts)
+{
+	CK_TOKEN_INFO info;
+	PKCS11_SLOT *slot;
+	size_t i;
+
+	for (i = 0; i < ts->n; i++) {
+		slot = ident_slot(ts, &ts->ids[i], NULL);
+		ts->ids[i].present = slot != NULL && token_info(ts, slot, &info) == 0;
+	}
+}
+
+/* Logs in `slot` with pin; write lock held. */
+static int
+login_slot(struct tokenset *ts, PKCS11_SLOT *slot, unsigned int idx,
+	   const char *pin, int *retries, char *why, size_t why_len)
+{
+	CK_TOKEN_INFO info;
+	unsigned long rv;
+	char label[64];
+	int r;
+
+	*retries = -1;
+	snprintf(label, sizeof(label), "%s", slot->token->label);
+	if ((r = token_info(ts, slot, &info)) != 0) {
+		snprintf(why, why_len, "token %s: %s", label, mtls_agent_strerror(r));
+		return r;
+	}
+	/* A locked PIN is reported, never tried: each try may count. */
+	if (info.flags & CKF_USER_PIN_LOCKED) {
+		*retries = 0;
+		snprintf(why, why_len, "token %s: user PIN is locked; not trying", label);
+		return MTLS_ERR_PIN_LOCKED;
+	}
+	if (slot_logged_in(slot)) {
+		attach_keys(ts, slot);
+		return 0;
+	}
+	ERR_clear_error();
+	if (PKCS11_login(slot, 0, pin) == 0) {
+		ts->login_time[idx] = time(NULL);
+		attach_keys(ts, slot);
+		info("token %s: logged in", label);
+		return 0;
+	}
+	rv = last_rv();
+	ERR_clear_error();
+	/* Re-read the token flags: they say how many tries are left. */
+	if (token_info(ts, slot, &info) == 0)
+		*retries = retries_from_flags(info.flags);
+	else
+		info.flags = 0;
+	switch (rv) {
+	case RV_PIN_INCORRECT:
+		if (info.flags & CKF_USER_PIN_LOCKED) {
+			snprintf(why, why_len, "token %s: PIN incorrect; the PIN is now locked", label);
+			warn("%s", why);
+			return MTLS_ERR_PIN_LOCKED;
+		}
+		if (*retries >= 0)
+			snprintf(why, why_len, "token %s: PIN incorrect, %d tr%s left", label,
+				 *retries, *retries == 1 ? "y" : "ies");
+		else if (info.flags & CKF_USER_PIN_COUNT_LOW)
+			snprintf(why, why_len, "token %s: PIN incorrect, few tries left", label);
+		else
+			snprintf(why, why_len, "token %s: PIN incorrect", label);
+		warn("%s", why);
+		return MTLS_ERR_PIN_INCORRECT;
+	case RV_PIN_LOCKED:
+		*retries = 0;
+		snprintf(why, why_len, "token %s: PIN locked", label);
+		warn("%s", why);
+		return MTLS_ERR_PIN_LOCKED;
+	case RV_PIN_INVALID:
+	case RV_PIN_LEN_RANGE:
+		snprintf(why, why_len, "token %s: PIN has a length or characters the token refuses", label);
+		return MTLS_ERR_PIN_INVALID;
+	case RV_PIN_EXPIRED:
+		snprintf(why, why_len, "token %s: PIN expired; change it with the token's tools", label);
+		return MTLS_ERR_PIN_LOCKED;
+	case RV_TOKEN_NOT_PRESENT:
+	case RV_DEVICE_REMOVED:
+		snprintf(why, why_len, "token %s: removed", label);
+		return MTLS_ERR_TOKEN_ABSENT;
+	}
+	snprintf(why, why_len, "token %s: login failed (PKCS#11 error 0x%lx)", label, rv);
+	warn("%s", why);
+	return MTLS_ERR_TOKEN;
+}
+
+static int
+build(struct tokenset *ts, struct ident **ids, size_t *n, char *err, size_t err_len)
+{
+	P11KitUri *turi;
+	int r;
+
+	if (ts->cfg->n_identities > 0)
+		return configured(ts, ids, n, err, err_len);
+	if ((turi = p11_kit_uri_new()) == NULL)
+		return MTLS_ERR_ALLOC;
+	if (p11_kit_uri_parse(ts->cfg->token_uri ? ts->cfg->token_uri : "pkcs11:",
+			      P11_KIT_URI_FOR_TOKEN, turi) != P11_KIT_URI_OK) {
+		p11_kit_uri_free(turi);
+		snprintf(err, err_len, "bad token URI %s", ts->cfg->token_uri);
+		return MTLS_ERR_CONFIG;
+	}
+	r = discover(ts, turi, ids, n);
+	p11_kit_uri_free(turi);
+	return r;
+}
+
+/* Logs in identities that have a PIN file (unattended use). */
+static int
+pin_file_logins(struct tokenset *ts, char *err, size_t err_len)
+{
+	size_t k;
+
+	for (k = 0; k < ts->cfg->n_identities; k++) {
+		const struct config_identity *ci = &ts->cfg->identities[k];
+		struct ident *id = find_ident(ts, ci->name);
+		PKCS11_SLOT *slot;
+		unsigned int idx;
+		char *pin = NULL, why[256];
+		int r, retries;
+
+		if (ci->pin_file == NULL || id == NULL)
+			continue;
+		if ((slot = ident_slot(ts, id, &idx)) == NULL) {
+			warn("identity %s: token absent; PIN file not used", id->name);
+			continue;
+		}
+		if ((r = config_read_pin_file(ci->pin_file, &pin, err, err_len)) != 0)
+			return r;
+		r = login_slot(ts, slot, idx, pin, &retries, why, sizeof(why));
+		mtls_secure_free(pin);
+		if (r != 0) {
+			/* A wrong PIN in a file must not burn the card's tries
+			 * again at every restart without someone noticing. */
+			snprintf(err, err_len, "identity %s: login with PIN file %s failed: %s",
+				 id->name, ci->pin_file, why);
+			return r;
+		}
+	}
+	return 0;
+}
+
+int
+token_open(const struct config *cfg, struct tokenset **out, char *err, size_t err_len)
+{
+	struct tokenset *ts;
+	int r;
+
+	*out = NULL;
+	if ((ts = calloc(1, sizeof(*ts))) == NULL)
+		return MTLS_ERR_ALLOC;
+	pthread_rwlock_init(&ts->lock, NULL);
+	ts->cfg = cfg;
+	if ((ts->p11 = PKCS11_CTX_new()) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if (PKCS11_CTX_load(ts->p11, cfg->module) != 0) {
+		snprintf(err, err_len, "cannot load PKCS#11 module %s", cfg->module);
+		ERR_clear_error();
+		PKCS11_CTX_free(ts->p11);
+		ts->p11 = NULL;
+		r = MTLS_ERR_TOKEN;
+		goto out;
+	}
+	/* Same library libp11 loaded, so the same (initialised) module. */
+	if ((ts->dl = dlopen(cfg->module, RTLD_NOW | RTLD_LOCAL)) != NULL) {
+		CK_C_GetFunctionList gfl = (CK_C_GetFunctionList)dlsym(ts->dl, "C_GetFunctionList");
+
+		if (gfl == NULL || gfl(&ts->fl) != CKR_OK)
+			ts->fl = NULL;
+	}
+	if (PKCS11_enumerate_slots(ts->p11, &ts->slots, &ts->nslots) != 0) {
+		snprintf(err, err_len, "cannot list the slots of %s", cfg->module);
+		ERR_clear_error();
+		r = MTLS_ERR_TOKEN;
+		goto out;
+	}
+	if ((ts->login_time = calloc(ts->nslots + 1, sizeof(time_t))) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = build(ts, &ts->ids, &ts->n, err, err_len)) != 0)
+		goto out;
+	if ((r = pin_file_logins(ts, err, err_len)) != 0)
+		goto out;
+	info("%zu identit%s on %u slot%s of %s", ts->n, ts->n == 1 ? "y" : "ies",
+	     ts->nslots, ts->nslots == 1 ? "" : "s", cfg->module);
+	*out = ts;
+	ts = NULL;
+	r = 0;
+out:
+	token_close(ts);
+	return r;
+}
+
+int
+token_reload(struct tokenset *ts, const struct config *cfg, char *err, size_t err_len)
+{
+	const struct config *old = ts->cfg;
+	struct ident *ids = NULL, *old_ids;
+	size_t n = 0, old_n;
+	unsigned int i;
+	int r;
+
+	if (strcmp(cfg->module, old->module) != 0) {
+		snprintf(err, err_len, "module changed (%s -> %s): restart the agent",
+			 old->module, cfg->module);
+		return MTLS_ERR_CONFIG;
+	}
+	pthread_rwlock_wrlock(&ts->lock);
+	rescan(ts);
+	ts->cfg = cfg;
+	if ((r = build(ts, &ids, &n, err, err_len)) != 0) {
+		ts->cfg = old;
+		goto out;
+	}
+	old_ids = ts->ids;
+	old_n = ts->n;
+	ts->ids = ids;
+	ts->n = n;
+	idents_free(old_ids, old_n);
+	for (i = 0; i < ts->nslots; i++)
+		if (ts->slots[i].token != NULL && slot_logged_in(&ts->slots[i]))
+			attach_keys(ts, &ts->slots[i]);
+	/* PIN files of new identities: errors are logged, not fatal here. */
+	if (pin_file_logins(ts, err, err_len) != 0)
+		warn("reload: %s", err);
+	r = 0;
+out:
+	pthread_rwlock_unlock(&ts->lock);
+	return r;
+}
+
+void
+token_close(struct tokenset *ts)
+{
+	unsigned int i;
+
+	if (ts == NULL)
+		return;
+	idents_free(ts->ids, ts->n);
+	if (ts->p11 != NULL) {
+		for (i = 0; i < ts->nslots; i++) {
+			if (ts->slots[i].token != NULL && slot_logged_in(&ts->slots[i])) {
+				if (PKCS11_logout(&ts->slots[i]) != 0)
+					ERR_clear_error();
+			}
+		}
+		if (ts->slots != NULL)
+			PKCS11_release_all_slots(ts->p11, ts->slots, ts->nslots);
+		PKCS11_CTX_unload(ts->p11);
+		PKCS11_CTX_free(ts->p11);
+	}
+	if (ts->dl != NULL)
+		dlclose(ts->dl);
+	free(ts->login_time);
+	pthread_rwlock_destroy(&ts->lock);
+	free(ts);
+}
+
+static uint32_t
+ident_flags(struct tokenset *ts, const struct ident *id)
+{
+	PKCS11_SLOT *slot = ident_slot(ts, id, NULL);
+	CK_TOKEN_INFO info;
+	uint32_t f = 0;
+
+	if (slot == NULL || token_info(ts, slot, &info) != 0)
+		return 0;
+	f |= MTLS_AGENT_ID_TOKEN_PRESENT;
+	if (slot_logged_in(slot))
+		f |= MTLS_AGENT_ID_LOGGED_IN;
+	if (id->pkey != NULL)
+		f |= MTLS_AGENT_ID_KEY_FOUND;
+	if (info.flags & CKF_USER_PIN_COUNT_LOW)
+		f |= MTLS_AGENT_ID_PIN_COUNT_LOW;
+	if (info.flags & CKF_USER_PIN_FINAL_TRY)
+		f |= MTLS_AGENT_ID_PIN_FINAL_TRY;
+	if (info.flags & CKF_USER_PIN_LOCKED)
+		f |= MTLS_AGENT_ID_PIN_LOCKED;
+	if (info.flags & CKF_PROTECTED_AUTHENTICATION_PATH)
+		f |= MTLS_AGENT_ID_PROTECTED_AUTH;
+	return f;
+}
+
+static void *
+dup_mem(const void *p, size_t len)
+{
+	void *d;
+
+	if (len == 0)
+		return NULL;
+	if ((d = malloc(len)) != NULL)
+		memcpy(d, p, len);
+	return d;
+}
+
+static int
+copy_ident(struct tokenset *ts, const struct ident *id, struct mtls_agent_identity *o)
+{
+	const struct scheme_info *s;
+	size_t i;
+
+	if ((o->name = strdup(id->name)) == NULL ||
+	    (o->token_label = strdup(id->token_label ? id->token_label : "")) == NULL ||
+	    (o->key_label = strdup(id->key_label ? id->key_label : id->name)) == NULL)
+		return MTLS_ERR_ALLOC;
+	if (id->id_len > 0 && (o->key_id = dup_mem(id->id, id->id_len)) == NULL)
+		return MTLS_ERR_ALLOC;
+	o->key_id_len = id->id_len;
+	o->key_type = id->key_type;
+	o->key_bits = id->key_bits;
+	o->flags = ident_flags(ts, id);
+	o->purposes = id->purposes;
+	if ((o->schemes = calloc(MTLS_SCHEMES_MAX, sizeof(*o->schemes))) == NULL)
+		return MTLS_ERR_ALLOC;
+	for (i = 0; (s = scheme_at(i)) != NULL && o->n_schemes < MTLS_SCHEMES_MAX; i++) {
+		if (s->key_type == id->key_type && (s->ec_bits == 0 || s->ec_bits == id->key_bits))
+			o->schemes[o->n_schemes++] = s->code;
+	}
+	if ((o->cert_der = dup_mem(id->cert_der, id->cert_der_len)) == NULL)
+		return MTLS_ERR_ALLOC;
+	o->cert_der_len = id->cert_der_len;
+	if (id->n_chain > 0) {
+		if ((o->chain_der = calloc(id->n_chain, sizeof(*o->chain_der))) == NULL ||
+		    (o->chain_der_len = calloc(id->n_chain, sizeof(*o->chain_der_len))) == NULL)
+			return MTLS_ERR_ALLOC;
+		for (i = 0; i < id->n_chain; i++) {
+			if ((o->chain_der[i] = dup_mem(id->chain_der[i], id->chain_der_len[i])) == NULL)
+				return MTLS_ERR_ALLOC;
+			o->chain_der_len[i] = id->chain_der_len[i];
+			o->n_chain = i + 1;
+		}
+	}
+	return 0;
+}
+
+int
+token_list(struct tokenset *ts, struct msg_list_resp *out)
+{
+	size_t i, n;
+	int r = 0;
+
+	memset(out, 0, sizeof(*out));
+	pthread_rwlock_rdlock(&ts->lock);
+	n = ts->n > MTLS_IDS_MAX ? MTLS_IDS_MAX : ts->n;
+	if (n > 0 && (out->ids = calloc(n, sizeof(*out->ids))) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		out->n = i + 1;
+		if ((r = copy_ident(ts, &ts->ids[i], &out->ids[i])) != 0)
+			goto out;
+	}
+out:
+	pthread_rwlock_unlock(&ts->lock);
+	if (r != 0)
+		msg_list_resp_clear(out);
+	return r;
+}
+
+int
+token_login(struct tokenset *ts, const char *name, const char *pin, int *retries,
+	    char *why, size_t why_len)
+{
+	PKCS11_SLOT *slot = NULL, *s;
+	unsigned int idx = 0, sidx;
+	struct ident *id;
+	size_t i;
+	int r;
+
+	*retries = -1;
+	pthread_rwlock_wrlock(&ts->lock);
+	rescan(ts);
+	if (name[0] != '\0') {
+		if ((id = find_ident(ts, name)) == NULL) {
+			snprintf(why, why_len, "no identity named %s", name);
+			r = MTLS_ERR_NO_IDENTITY;
+			goto out;
+		}
+		if ((slot = ident_slot(ts, id, &idx)) == NULL) {
+			snprintf(why, why_len, "the token of %s is not present", name);
+			r = MTLS_ERR_TOKEN_ABSENT;
+			goto out;
+		}
+	} else {
+		/* No name: the one token that holds identities. */
+		for (i = 0; i < ts->n; i++) {
+			if ((s = ident_slot(ts, &ts->ids[i], &sidx)) == NULL)
+				continue;
+			if (slot != NULL && s != slot) {
+				snprintf(why, why_len, "identities on several tokens: name one");
+				r = MTLS_ERR_INVALID_ARGUMENT;
+				goto out;
+			}
+			slot = s;
+			idx = sidx;
+		}
+		if (slot == NULL) {
+			snprintf(why, why_len, "no token with identities is present");
+			r = ts->n == 0 ? MTLS_ERR_NO_IDENTITY : MTLS_ERR_TOKEN_ABSENT;
+			goto out;
+		}
+	}
+	r = login_slot(ts, slot, idx, pin, retries, why, why_len);
+out:
+	pthread_rwlock_unlock(&ts->lock);
+	return r;
+}
+
+int
+token_logout(struct tokenset *ts, const char *name)
+{
+	struct ident *id = NULL;
+	unsigned int i;
+	int r = 0;
+
+	pthread_rwlock_wrlock(&ts->lock);
+	if (name[0] != '\0' && (id = find_ident(ts, name)) == NULL) {
+		r = MTLS_ERR_NO_IDENTITY;
+		goto out;
+	}
+	for (i = 0; i < ts->nslots; i++) {
+		PKCS11_SLOT *slot = &ts->slots[i];
+
+		if (slot->token == NULL || (id != NULL && ident_slot(ts, id, NULL) != slot))
+			continue;
+		detach_keys(ts, slot);
+		if (slot_logged_in(slot)) {
+			if (PKCS11_logout(slot) != 0)
+				ERR_clear_error();
+			info("token %s: logged out", slot->token->label);
+		}
+		ts->login_time[i] = 0;
+	}
+out:
+	pthread_rwlock_unlock(&ts->lock);
+	return r;
+}
+
+void
+token_expire(struct tokenset *ts, time_t now)
+{
+	unsigned int i;
+	int due = 0;
+
+	if (ts->cfg->login_timeout == 0)
+		return;
+	pthread_rwlock_rdlock(&ts->lock);
+	for (i = 0; i < ts->nslots; i++)
+		if (ts->login_time[i] != 0 &&
+		    now - ts->login_time[i] >= (time_t)ts->cfg->login_timeout)
+			due = 1;
+	pthread_rwlock_unlock(&ts->lock);
+	if (!due)
+		return;
+	pthread_rwlock_wrlock(&ts->lock);
+	for (i = 0; i < ts->nslots; i++) {
+		PKCS11_SLOT *slot = &ts->slots[i];
+
+		if (ts->login_time[i] == 0 ||
+		    now - ts->login_time[i] < (time_t)ts->cfg->login_timeout)
+			continue;
+		ts->login_time[i] = 0;
+		if (slot->token == NULL)
+			continue;
+		detach_keys(ts, slot);
+		if (slot_logged_in(slot) && PKCS11_logout(slot) != 0)
+			ERR_clear_error();
+		info("token %s: login timeout, logged out", slot->token->label);
+	}
+	pthread_rwlock_unlock(&ts->lock);
+}
+
+static int
+map_sign_error(unsigned long rv, char *why, size_t why_len)
+{
+	switch (rv) {
+	case RV_USER_NOT_LOGGED_IN:
+		snprintf(why, why_len, "token is not logged in");
+		return MTLS_ERR_LOGIN_REQUIRED;
+	case RV_TOKEN_NOT_PRESENT:
+	case RV_DEVICE_REMOVED:
+	case RV_SESSION_HANDLE_INVALID:
+		snprintf(why, why_len, "token removed");
+		return MTLS_ERR_TOKEN_ABSENT;
+	}
+	snprintf(why, why_len, "token signature failed (PKCS#11 error 0x%lx)", rv);
+	return MTLS_ERR_TOKEN;
+}
+
+/* Hashes (unless the content is the digest) and signs with the token key. */
+static int
+sign_with(EVP_PKEY *pkey, const struct scheme_info *s, int purpose,
+	  const unsigned char *content, size_t len, unsigned char **sigp,
+	  size_t *sig_len, char *why, size_t why_len)
+{
+	unsigned char md[EVP_MAX_MD_SIZE], *sig = NULL;
+	const unsigned char *tbs = md;
+	unsigned int md_len = 0;
+	EVP_PKEY_CTX *pctx = NULL;
+	EVP_MD *dgst = NULL;
+	size_t slen = 0, tbs_len;
+	int r = MTLS_ERR_INTERNAL;
+
+	if ((dgst = EVP_MD_fetch(NULL, s->digest, NULL)) == NULL)
+		goto out;
+	if (purpose == MTLS_AGENT_PURPOSE_RAW_DIGEST) {
+		tbs = content;
+		tbs_len = len;
+	} else {
+		if (EVP_Digest(content, len, md, &md_len, dgst, NULL) != 1)
+			goto out;
+		tbs_len = md_len;
+	}
+	ERR_clear_error();
+	if ((pctx = EVP_PKEY_CTX_new(pkey, NULL)) == NULL ||
+	    EVP_PKEY_sign_init(pctx) != 1)
+		goto out;
+	if (s->key_type == MTLS_AGENT_KEY_RSA) {
+		if (EVP_PKEY_CTX_set_rsa_padding(pctx, s->pss ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING) != 1 ||
+		    (s->pss && EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1))
+			goto out;
+	}
+	if (EVP_PKEY_CTX_set_signature_md(pctx, dgst) != 1 ||
+	    EVP_PKEY_sign(pctx, NULL, &slen, tbs, tbs_len) != 1)
+		goto out;
+	if (slen == 0 || slen > MTLS_SIG_MAX || (sig = malloc(slen)) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if (EVP_PKEY_sign(pctx, sig, &slen, tbs, tbs_len) != 1) {
+		r = map_sign_error(last_rv(), why, why_len);
+		goto out;
+	}
+	*sigp = sig;
+	*sig_len = slen;
+	sig = NULL;
+	r = 0;
+out:
+	if (r == MTLS_ERR_INTERNAL && why[0] == '\0')
+		snprintf(why, why_len, "signature setup failed");
+	ERR_clear_error();
+	free(sig);
+	EVP_PKEY_CTX_free(pctx);
+	EVP_MD_free(dgst);
+	mtls_wipe(md, sizeof(md));
+	return r;
+}
+
+int
+token_sign(struct tokenset *ts, const char *name, uint16_t scheme, int purpose,
+	   const unsigned char *content, size_t len, unsigned char **sig,
+	   size_t *sig_len, char *why, size_t why_len)
+{
+	const struct scheme_info *s;
+	struct ident *id;
+	int r;
+
+	*sig = NULL;
+	*sig_len = 0;
+	why[0] = '\0';
+	pthread_rwlock_rdlock(&ts->lock);
+	if ((id = find_ident(ts, name)) == NULL) {
+		snprintf(why, why_len, "no identity named %s", name);
+		r = MTLS_ERR_NO_IDENTITY;
+		goto out;
+	}
+	if ((r = policy_check_sign(id->purposes, id->key_type, id->key_bits, scheme,
+				   purpose, content, len, &s, why, why_len)) != 0)
+		goto out;
+	if (!id->present) {
+		snprintf(why, why_len, "the token of %s is not present", name);
+		r = MTLS_ERR_TOKEN_ABSENT;
+		goto out;
+	}
+	if (id->pkey == NULL) {
+		snprintf(why, why_len, "log in to the token of %s first", name);
+		r = MTLS_ERR_LOGIN_REQUIRED;
+		goto out;
+	}
+	r = sign_with(id->pkey, s, purpose, content, len, sig, sig_len, why, why_len);
+out:
+	pthread_rwlock_unlock(&ts->lock);
+	return r;
+}
+
+void
+token_status(struct tokenset *ts, struct mtls_agent_status *st)
+{
+	unsigned int i;
+
+	pthread_rwlock_rdlock(&ts->lock);
+	st->identities = (uint32_t)ts->n;
+	st->tokens_present = st->tokens_logged_in = 0;
+	for (i = 0; i < ts->nslots; i++) {
+		if (ts->slots[i].token == NULL || !ts->slots[i].token->initialized)
+			continue;
+		st->tokens_present++;
+		if (slot_logged_in(&ts->slots[i]))
+			st->tokens_logged_in++;
+	}
+	pthread_rwlock_unlock(&ts->lock);
+}

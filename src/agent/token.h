@@ -1,0 +1,65 @@
+/*
+ * token - everything that touches the PKCS#11 token: loading the module
+ * (libp11 over p11-kit's proxy by default), finding identities by RFC 7512
+ * URI, login/logout, and signing.  The only file that calls libp11.
+ *
+ * Locking: a read-write lock inside the token set; signatures run in
+ * parallel under the read lock (libp11 hands each its own session from the
+ * slot's pool), enumeration, login and logout take the write lock.
+ */
+#ifndef MTLS_TOKEN_H
+#define MTLS_TOKEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "conf.h"
+#include "proto.h"
+#include "scheme.h"
+
+struct tokenset;
+
+/* Loads cfg->module, finds the identities, logs in those with a PIN file.
+ * cfg must outlive the token set (or be replaced with token_reload). */
+__attribute__((warn_unused_result)) int
+token_open(const struct config *cfg, struct tokenset **out, char *err,
+	   size_t err_len);
+
+/* Re-reads identities for a new configuration (same module required;
+ * a changed module is refused with MTLS_ERR_CONFIG). */
+__attribute__((warn_unused_result)) int
+token_reload(struct tokenset *ts, const struct config *cfg, char *err,
+	     size_t err_len);
+
+/* Logs out every token, frees everything; accepts NULL. */
+void token_close(struct tokenset *ts);
+
+/* A copy of the identities for a LIST reply. */
+__attribute__((warn_unused_result)) int
+token_list(struct tokenset *ts, struct msg_list_resp *out);
+
+/* Logs in the token of `name` ("" = the only token).  *retries is set to
+ * the tries left the token reports, or -1. */
+__attribute__((warn_unused_result)) int
+token_login(struct tokenset *ts, const char *name, const char *pin,
+	    int *retries, char *why, size_t why_len);
+
+/* Logs out the token of `name` ("" = every token). */
+__attribute__((warn_unused_result)) int
+token_logout(struct tokenset *ts, const char *name);
+
+/* Checks the request against the identity's policy and the purpose's
+ * content rules, then hashes and signs on the token. */
+__attribute__((warn_unused_result)) int
+token_sign(struct tokenset *ts, const char *name, uint16_t scheme,
+	   int purpose, const unsigned char *content, size_t len,
+	   unsigned char **sig, size_t *sig_len, char *why, size_t why_len);
+
+/* Fills the token part of a status reply. */
+void token_status(struct tokenset *ts, struct mtls_agent_status *st);
+
+/* Logs out tokens logged in for longer than cfg->login_timeout. */
+void token_expire(struct tokenset *ts, time_t now);
+
+#endif
