@@ -1,0 +1,901 @@
+/*
+ * conf.c - reading the agent's configuration file and PIN files.  See
+ * conf.h and docs/CONFIGURATION.md for the format.
+ *
+ * The parser is strict on purpose: the file decides which keys the agent
+ * will use and which PKCS#11 module it loads, so anything it does not
+ * understand exactly is an error with "source:line: reason", never a
+ * guess.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <p11-kit/uri.h>
+
+#include "conf.h"
+#include "log.h"
+#include "mtls-agent.h"
+#include "secmem.h"
+
+/* How much of a user-supplied string an error message shows. */
+#define SHOW_MAX 80
+
+struct parser {
+	const char *source;
+	size_t line;
+	struct config *cfg;
+	struct config_identity *id; /* current [identity] section or NULL */
+	size_t id_line;		    /* line of its header */
+	uint32_t seen;		    /* keys already set in this section */
+	char *err;
+	size_t err_len;
+};
+
+static void __attribute__((format(printf, 3, 4)))
+errf(char *err, size_t err_len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || err_len == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, err_len, fmt, ap);
+	va_end(ap);
+}
+
+/* "source:line: reason" for the given line; returns MTLS_ERR_CONFIG. */
+static int __attribute__((format(printf, 3, 4)))
+perr_at(struct parser *p, size_t line, const char *fmt, ...)
+{
+	char reason[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	errf(p->err, p->err_len, "%s:%zu: %s", p->source, line, reason);
+	return MTLS_ERR_CONFIG;
+}
+
+#define perr(p, ...) perr_at((p), (p)->line, __VA_ARGS__)
+
+static int
+palloc(struct parser *p)
+{
+	errf(p->err, p->err_len, "%s:%zu: out of memory", p->source, p->line);
+	return MTLS_ERR_ALLOC;
+}
+
+/*
+ * Copies s for an error message: control characters become '?' so a
+ * hostile file cannot put terminal escapes into logs, and long strings
+ * are cut.
+ */
+static const char *
+show(const char *s, char *buf, size_t len)
+{
+	size_t i;
+
+	for (i = 0; s[i] != '\0' && i + 1 < len && i < SHOW_MAX; i++)
+		buf[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i];
+	if (s[i] != '\0' && i >= 3)
+		memcpy(buf + i - 3, "...", 3);
+	buf[i] = '\0';
+	return buf;
+}
+
+static int
+is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* Trims in place; returns the first non-blank character. */
+static char *
+trim(char *s)
+{
+	size_t n;
+
+	while (is_space(*s))
+		s++;
+	n = strlen(s);
+	while (n > 0 && is_space(s[n - 1]))
+		s[--n] = '\0';
+	return s;
+}
+
+/* --- values -------------------------------------------------------------- */
+
+static int
+set_string(struct parser *p, char **dst, const char *v)
+{
+	char *s;
+
+	if ((s = strdup(v)) == NULL)
+		return palloc(p);
+	free(*dst);
+	*dst = s;
+	return 0;
+}
+
+static int
+parse_uint(struct parser *p, const char *key, const char *v, unsigned long min,
+	   unsigned long max, unsigned int *out)
+{
+	char shown[SHOW_MAX + 1];
+	unsigned long n;
+	char *end = NULL;
+
+	/* strtoul alone would accept " 5", "+5" and "-5" (as a huge value). */
+	if (v[0] < '0' || v[0] > '9')
+		goto bad;
+	errno = 0;
+	n = strtoul(v, &end, 10);
+	if (errno != 0 || end == v || *end != '\0' || n < min || n > max)
+		goto bad;
+	*out = (unsigned int)n;
+	return 0;
+bad:
+	return perr(p, "%s: '%s' is not a number from %lu to %lu", key,
+		    show(v, shown, sizeof(shown)), min, max);
+}
+
+static int
+parse_bool(struct parser *p, const char *key, const char *v, int *out)
+{
+	char shown[SHOW_MAX + 1];
+
+	if (strcasecmp(v, "yes") == 0 || strcasecmp(v, "true") == 0 ||
+	    strcmp(v, "1") == 0) {
+		*out = 1;
+		return 0;
+	}
+	if (strcasecmp(v, "no") == 0 || strcasecmp(v, "false") == 0 ||
+	    strcmp(v, "0") == 0) {
+		*out = 0;
+		return 0;
+	}
+	return perr(p, "%s: '%s' is not a boolean (yes, no, true, false, 1, 0)",
+		    key, show(v, shown, sizeof(shown)));
+}
+
+static int
+purpose_from_config_name(const char *name)
+{
+	/* Short forms for the file; the long ones are the protocol's names. */
+	static const struct {
+		const char *name;
+		int purpose;
+	} aliases[] = {
+		{ "tls13", MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV },
+		{ "tls12", MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV },
+		{ "pam", MTLS_AGENT_PURPOSE_PAM_CHALLENGE },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(aliases) / sizeof(aliases[0]); i++)
+		if (strcmp(aliases[i].name, name) == 0)
+			return aliases[i].purpose;
+	return mtls_agent_purpose_from_name(name);
+}
+
+/* "tls13, pam" -> bits.  v is modified (it is the parser's line copy). */
+static int
+parse_purposes(struct parser *p, const char *key, char *v, uint32_t *out)
+{
+	char shown[SHOW_MAX + 1], *item, *next;
+	uint32_t bits = 0;
+	int purpose;
+
+	for (item = v; item != NULL; item = next) {
+		if ((next = strchr(item, ',')) != NULL)
+			*next++ = '\0';
+		item = trim(item);
+		if (*item == '\0')
+			return perr(p, "%s: empty purpose in list", key);
+		if ((purpose = purpose_from_config_name(item)) <= 0 || purpose > 31)
+			return perr(p, "%s: unknown purpose '%s' (known: tls13, "
+				    "tls12, pam, raw-digest)", key,
+				    show(item, shown, sizeof(shown)));
+		bits |= 1U << purpose;
+	}
+	*out = bits;
+	return 0;
+}
+
+/*
+ * Checks an RFC 7512 URI with p11-kit.  A PIN must not come from the
+ * URI: pin-value would put it in a file that only needs to be
+ * non-writable, and pin-source would be silently ignored by the agent.
+ * Unrecognized attributes are refused because they are most likely
+ * typos that would widen what the URI matches.
+ */
+static int
+check_uri(struct parser *p, const char *key, const char *v, int private_key)
+{
+	P11KitUri *uri;
+	CK_ATTRIBUTE_PTR cls;
+	CK_OBJECT_CLASS c;
+	int r, pr;
+
+	if ((uri = p11_kit_uri_new()) == NULL)
+		return palloc(p);
+	if ((pr = p11_kit_uri_parse(v, P11_KIT_URI_FOR_ANY, uri)) != P11_KIT_URI_OK) {
+		r = perr(p, "%s: invalid PKCS#11 URI: %s", key, p11_kit_uri_message(pr));
+		goto out;
+	}
+	if (p11_kit_uri_any_unrecognized(uri)) {
+		r = perr(p, "%s: PKCS#11 URI has an unrecognized attribute", key);
+		goto out;
+	}
+	if (p11_kit_uri_get_pin_value(uri) != NULL) {
+		r = perr(p, "%s: PKCS#11 URI contains pin-value; put the PIN "
+			 "in a pin-file instead", key);
+		goto out;
+	}
+	if (p11_kit_uri_get_pin_source(uri) != NULL) {
+		r = perr(p, "%s: pin-source in PKCS#11 URI is not supported; "
+			 "use pin-file", key);
+		goto out;
+	}
+	if (private_key && (cls = p11_kit_uri_get_attribute(uri, CKA_CLASS)) != NULL) {
+		if (cls->ulValueLen != sizeof(c)) {
+			r = perr(p, "%s: bad object type in PKCS#11 URI", key);
+			goto out;
+		}
+		memcpy(&c, cls->pValue, sizeof(c));
+		if (c != CKO_PRIVATE_KEY) {
+			r = perr(p, "%s: PKCS#11 URI names an object that is "
+				 "not a private key (use type=private or no type)", key);
+			goto out;
+		}
+	}
+	r = 0;
+out:
+	p11_kit_uri_free(uri);
+	return r;
+}
+
+static int
+check_abs_path(struct parser *p, const char *key, const char *v)
+{
+	char shown[SHOW_MAX + 1];
+
+	/* The agent's working directory is not the file's: be explicit. */
+	if (v[0] != '/')
+		return perr(p, "%s: '%s' is not an absolute path", key,
+			    show(v, shown, sizeof(shown)));
+	return 0;
+}
+
+/* --- keys ---------------------------------------------------------------- */
+
+static int
+set_socket(struct parser *p, char *v)
+{
+	struct sockaddr_un sun;
+	int r;
+
+	if ((r = check_abs_path(p, "socket", v)) != 0)
+		return r;
+	if (strlen(v) >= sizeof(sun.sun_path))
+		return perr(p, "socket: path longer than %zu bytes",
+			    sizeof(sun.sun_path) - 1);
+	return set_string(p, &p->cfg->socket_path, v);
+}
+
+static int
+set_module(struct parser *p, char *v)
+{
+	return set_string(p, &p->cfg->module, v);
+}
+
+static int
+set_token(struct parser *p, char *v)
+{
+	int r;
+
+	if ((r = check_uri(p, "token", v, 0)) != 0)
+		return r;
+	return set_string(p, &p->cfg->token_uri, v);
+}
+
+static int
+set_default_purposes(struct parser *p, char *v)
+{
+	return parse_purposes(p, "purposes", v, &p->cfg->default_purposes);
+}
+
+static int
+set_login_timeout(struct parser *p, char *v)
+{
+	return parse_uint(p, "login-timeout", v, 0, CONFIG_MAX_LOGIN_TIMEOUT,
+			  &p->cfg->login_timeout);
+}
+
+static int
+set_allow_root(struct parser *p, char *v)
+{
+	return parse_bool(p, "allow-root", v, &p->cfg->allow_root);
+}
+
+static int
+set_max_connections(struct parser *p, char *v)
+{
+	return parse_uint(p, "max-connections", v, CONFIG_MIN_MAX_CONNECTIONS,
+			  CONFIG_MAX_MAX_CONNECTIONS, &p->cfg->max_connections);
+}
+
+static int
+set_request_timeout(struct parser *p, char *v)
+{
+	return parse_uint(p, "request-timeout", v, CONFIG_MIN_REQUEST_TIMEOUT,
+			  CONFIG_MAX_REQUEST_TIMEOUT, &p->cfg->request_timeout);
+}
+
+static int
+set_log_level(struct parser *p, char *v)
+{
+	static const struct {
+		const char *name;
+		enum log_level level;
+	} levels[] = {
+		{ "error", LOG_LEVEL_ERROR },
+		{ "warning", LOG_LEVEL_WARN },
+		{ "info", LOG_LEVEL_INFO },
+		{ "debug", LOG_LEVEL_DEBUG },
+	};
+	char shown[SHOW_MAX + 1];
+	size_t i;
+
+	for (i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
+		if (strcmp(levels[i].name, v) == 0) {
+			p->cfg->log_level = (int)levels[i].level;
+			return 0;
+		}
+	}
+	return perr(p, "log-level: '%s' is not one of error, warning, info, debug",
+		    show(v, shown, sizeof(shown)));
+}
+
+static int
+set_id_key(struct parser *p, char *v)
+{
+	int r;
+
+	if ((r = check_uri(p, "key", v, 1)) != 0)
+		return r;
+	return set_string(p, &p->id->key_uri, v);
+}
+
+static int
+set_id_certificate(struct parser *p, char *v)
+{
+	int r;
+
+	if ((r = check_abs_path(p, "certificate", v)) != 0)
+		return r;
+	return set_string(p, &p->id->cert_file, v);
+}
+
+static int
+set_id_chain(struct parser *p, char *v)
+{
+	int r;
+
+	if ((r = check_abs_path(p, "chain", v)) != 0)
+		return r;
+	return set_string(p, &p->id->chain_file, v);
+}
+
+static int
+set_id_pin_file(struct parser *p, char *v)
+{
+	int r;
+
+	if ((r = check_abs_path(p, "pin-file", v)) != 0)
+		return r;
+	return set_string(p, &p->id->pin_file, v);
+}
+
+static int
+set_id_purposes(struct parser *p, char *v)
+{
+	return parse_purposes(p, "purposes", v, &p->id->purposes);
+}
+
+enum scope { GLOBAL, IDENTITY };
+
+static const struct key_def {
+	const char *name;
+	enum scope scope;
+	int (*set)(struct parser *, char *);
+} keys[] = {
+	{ "socket", GLOBAL, set_socket },
+	{ "module", GLOBAL, set_module },
+	{ "token", GLOBAL, set_token },
+	{ "purposes", GLOBAL, set_default_purposes },
+	{ "login-timeout", GLOBAL, set_login_timeout },
+	{ "allow-root", GLOBAL, set_allow_root },
+	{ "max-connections", GLOBAL, set_max_connections },
+	{ "request-timeout", GLOBAL, set_request_timeout },
+	{ "log-level", GLOBAL, set_log_level },
+	{ "key", IDENTITY, set_id_key },
+	{ "certificate", IDENTITY, set_id_certificate },
+	{ "chain", IDENTITY, set_id_chain },
+	{ "pin-file", IDENTITY, set_id_pin_file },
+	{ "purposes", IDENTITY, set_id_purposes },
+};
+
+/* --- lines --------------------------------------------------------------- */
+
+static int
+valid_name(const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i] != '\0'; i++) {
+		if (i >= CONFIG_MAX_NAME)
+			return 0;
+		if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') ||
+		      (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '_' ||
+		      s[i] == '-'))
+			return 0;
+	}
+	return i > 0;
+}
+
+/* The section being left must be complete. */
+static int
+end_section(struct parser *p)
+{
+	if (p->id != NULL && p->id->key_uri == NULL)
+		return perr_at(p, p->id_line, "[identity %s] has no 'key'", p->id->name);
+	return 0;
+}
+
+static int
+section(struct parser *p, char *s)
+{
+	struct config *cfg = p->cfg;
+	struct config_identity *ids, *id;
+	char shown[SHOW_MAX + 1], *type, *name;
+	size_t len = strlen(s), i;
+	int r;
+
+	if ((r = end_section(p)) != 0)
+		return r;
+	p->id = NULL;
+	p->seen = 0;
+	if (len < 2 || s[len - 1] != ']')
+		return perr(p, "section header without closing ']'");
+	s[len - 1] = '\0';
+	type = trim(s + 1);
+	for (name = type; *name != '\0' && !is_space(*name); name++)
+		;
+	if (*name != '\0')
+		*name++ = '\0';
+	name = trim(name);
+	if (strcmp(type, "identity") != 0)
+		return perr(p, "unknown section type '[%s]' (only [identity NAME])",
+			    show(type, shown, sizeof(shown)));
+	if (*name == '\0')
+		return perr(p, "[identity] section without a name");
+	if (!valid_name(name))
+		return perr(p, "invalid identity name '%s' (1 to %u of A-Z a-z "
+			    "0-9 . _ -)", show(name, shown, sizeof(shown)),
+			    CONFIG_MAX_NAME);
+	for (i = 0; i < cfg->n_identities; i++)
+		if (strcmp(cfg->identities[i].name, name) == 0)
+			return perr(p, "duplicate identity name '%s'", name);
+
+	if (cfg->n_identities >= SIZE_MAX / sizeof(*ids) - 1)
+		return palloc(p);
+	ids = realloc(cfg->identities, (cfg->n_identities + 1) * sizeof(*ids));
+	if (ids == NULL)
+		return palloc(p);
+	cfg->identities = ids;
+	id = &ids[cfg->n_identities];
+	memset(id, 0, sizeof(*id));
+	if ((id->name = strdup(name)) == NULL)
+		return palloc(p);
+	id->purposes = CONFIG_DEFAULT_PURPOSES;
+	cfg->n_identities++;
+	p->id = id;
+	p->id_line = p->line;
+	return 0;
+}
+
+static int
+assignment(struct parser *p, char *s)
+{
+	char shown[SHOW_MAX + 1], *eq, *key, *v;
+	enum scope scope = p->id != NULL ? IDENTITY : GLOBAL;
+	size_t i, vlen;
+	int other_scope = 0;
+
+	if ((eq = strchr(s, '=')) == NULL)
+		return perr(p, "expected 'key = value', found no '='");
+	*eq = '\0';
+	key = trim(s);
+	v = trim(eq + 1);
+	if (*key == '\0')
+		return perr(p, "missing key before '='");
+
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		if (strcmp(keys[i].name, key) != 0)
+			continue;
+		if (keys[i].scope == scope)
+			break;
+		other_scope = 1;
+	}
+	if (i == sizeof(keys) / sizeof(keys[0])) {
+		if (other_scope && scope == IDENTITY)
+			return perr(p, "unknown key '%s' in [identity %s] (global "
+				    "keys go before the first section)",
+				    key, p->id->name);
+		if (other_scope)
+			return perr(p, "unknown key '%s' outside an [identity] "
+				    "section", key);
+		return perr(p, "unknown key '%s'", show(key, shown, sizeof(shown)));
+	}
+	/* The table is short: its index is the key's bit in `seen`. */
+	if (p->seen & (1U << i)) {
+		if (scope == IDENTITY)
+			return perr(p, "duplicate key '%s' in [identity %s]", key,
+				    p->id->name);
+		return perr(p, "duplicate key '%s'", key);
+	}
+	p->seen |= 1U << i;
+
+	/* "..." keeps leading and trailing spaces; there are no escapes. */
+	if (*v == '"') {
+		vlen = strlen(v);
+		if (vlen < 2 || v[vlen - 1] != '"')
+			return perr(p, "%s: unterminated quoted value", key);
+		v[vlen - 1] = '\0';
+		v++;
+		if (strchr(v, '"') != NULL)
+			return perr(p, "%s: '\"' inside a quoted value", key);
+	}
+	if (*v == '\0')
+		return perr(p, "%s: empty value", key);
+	return keys[i].set(p, v);
+}
+
+static int
+parse_line(struct parser *p, char *line)
+{
+	char *s = trim(line);
+
+	if (*s == '\0' || *s == '#')
+		return 0;
+	if (*s == '[')
+		return section(p, s);
+	return assignment(p, s);
+}
+
+/* text need not be NUL-terminated: a NUL inside len is an error. */
+static int
+parse_text(const char *text, size_t len, const char *source,
+	   struct config **out, char *err, size_t err_len)
+{
+	struct parser p;
+	struct config *cfg = NULL;
+	char line[CONFIG_MAX_LINE + 2];
+	const char *start, *nl;
+	size_t pos = 0, n, i;
+	int r;
+
+	*out = NULL;
+	if ((r = config_defaults(&cfg)) != 0) {
+		errf(err, err_len, "%s: out of memory", source);
+		return r;
+	}
+	memset(&p, 0, sizeof(p));
+	p.source = source;
+	p.cfg = cfg;
+	p.err = err;
+	p.err_len = err_len;
+
+	while (pos < len) {
+		p.line++;
+		start = text + pos;
+		nl = memchr(start, '\n', len - pos);
+		n = nl != NULL ? (size_t)(nl - start) : len - pos;
+		pos += n + (nl != NULL);
+		/* The limit is on the line's content, CRLF files alike. */
+		if (n > 0 && start[n - 1] == '\r')
+			n--;
+		if (n > CONFIG_MAX_LINE) {
+			r = perr(&p, "line longer than %u bytes", CONFIG_MAX_LINE);
+			goto out;
+		}
+		if (memchr(start, '\0', n) != NULL) {
+			r = perr(&p, "NUL byte in line");
+			goto out;
+		}
+		for (i = 0; i < n; i++) {
+			if (((unsigned char)start[i] < 0x20 && start[i] != '\t') ||
+			    start[i] == 0x7f) {
+				r = perr(&p, "control character 0x%02x in line",
+					 (unsigned int)(unsigned char)start[i]);
+				goto out;
+			}
+		}
+		memcpy(line, start, n);
+		line[n] = '\0';
+		if ((r = parse_line(&p, line)) != 0)
+			goto out;
+	}
+	if ((r = end_section(&p)) != 0)
+		goto out;
+	*out = cfg;
+	cfg = NULL;
+	r = 0;
+out:
+	config_free(cfg);
+	return r;
+}
+
+/* --- public -------------------------------------------------------------- */
+
+int
+config_defaults(struct config **out)
+{
+	struct config *cfg;
+
+	if (out == NULL)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	*out = NULL;
+	if ((cfg = calloc(1, sizeof(*cfg))) == NULL)
+		return MTLS_ERR_ALLOC;
+	if ((cfg->module = strdup(MTLS_DEFAULT_MODULE)) == NULL ||
+	    (cfg->token_uri = strdup(CONFIG_DEFAULT_TOKEN_URI)) == NULL) {
+		config_free(cfg);
+		return MTLS_ERR_ALLOC;
+	}
+	cfg->socket_path = NULL;
+	cfg->default_purposes = CONFIG_DEFAULT_PURPOSES;
+	cfg->login_timeout = CONFIG_DEFAULT_LOGIN_TIMEOUT;
+	cfg->allow_root = 0;
+	cfg->max_connections = CONFIG_DEFAULT_MAX_CONNECTIONS;
+	cfg->request_timeout = CONFIG_DEFAULT_REQUEST_TIMEOUT;
+	cfg->log_level = (int)LOG_LEVEL_INFO;
+	*out = cfg;
+	return 0;
+}
+
+int
+config_parse(const char *text, const char *source, struct config **out,
+	     char *err, size_t err_len)
+{
+	if (err != NULL && err_len > 0)
+		err[0] = '\0';
+	if (out == NULL)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	*out = NULL;
+	if (text == NULL)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	return parse_text(text, strlen(text), source != NULL ? source : "(config)",
+			  out, err, err_len);
+}
+
+/*
+ * Reads all of fd (at most `max` bytes) into buf of size `max` + 1 so
+ * that one byte too many is seen.  Returns bytes read or -1 (errno).
+ */
+static ssize_t
+read_all(int fd, unsigned char *buf, size_t max)
+{
+	size_t got = 0;
+	ssize_t n;
+
+	while (got <= max) {
+		n = read(fd, buf + got, max + 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+int
+config_load(const char *path, struct config **out, char *err, size_t err_len)
+{
+	struct stat st;
+	unsigned char *buf = NULL;
+	ssize_t n;
+	int fd = -1, r;
+
+	if (err != NULL && err_len > 0)
+		err[0] = '\0';
+	if (out == NULL)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	*out = NULL;
+	if (path == NULL)
+		return config_defaults(out);
+
+	/* O_NONBLOCK: a FIFO in place of the file must not hang the agent;
+	 * symlinks are followed, the checks below are on what was opened. */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) < 0) {
+		errf(err, err_len, "%s: cannot open: %s", path, strerror(errno));
+		r = MTLS_ERR_CONFIG;
+		goto out;
+	}
+	if (fstat(fd, &st) != 0) {
+		errf(err, err_len, "%s: cannot stat: %s", path, strerror(errno));
+		r = MTLS_ERR_CONFIG;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		errf(err, err_len, "%s: not a regular file", path);
+		r = MTLS_ERR_CONFIG;
+		goto out;
+	}
+	/* Whoever can write this file chooses the module the agent loads. */
+	if (st.st_uid != 0 && st.st_uid != geteuid()) {
+		errf(err, err_len, "%s: owned by uid %lu, neither root nor the "
+		     "agent's user (uid %lu)", path, (unsigned long)st.st_uid,
+		     (unsigned long)geteuid());
+		r = MTLS_ERR_CONFIG;
+		goto out;
+	}
+	if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+		errf(err, err_len, "%s: writable by group or others (mode %04o); "
+		     "run chmod go-w", path, (unsigned int)(st.st_mode & 07777));
+		r = MTLS_ERR_CONFIG;
+		goto out;
+	}
+	if (st.st_size < 0 || (unsigned long long)st.st_size > CONFIG_MAX_FILE_SIZE) {
+		errf(err, err_len, "%s: larger than %u bytes", path, CONFIG_MAX_FILE_SIZE);
+		r = MTLS_ERR_CONFIG;
+		goto out;
+	}
+	if ((buf = malloc(CONFIG_MAX_FILE_SIZE + 1)) == NULL) {
+		errf(err, err_len, "%s: out of memory", path);
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((n = read_all(fd, buf, CONFIG_MAX_FILE_SIZE)) < 0) {
+		errf(err, err_len, "%s: read error: %s", path, strerror(errno));
+		r = MTLS_ERR_CONFIG;
+		goto out;
+	}
+	/* It may have grown since fstat. */
+	if ((size_t)n > CONFIG_MAX_FILE_SIZE) {
+		errf(err, err_len, "%s: larger than %u bytes", path, CONFIG_MAX_FILE_SIZE);
+		r = MTLS_ERR_CONFIG;
+		goto out;
+	}
+	r = parse_text((const char *)buf, (size_t)n, path, out, err, err_len);
+out:
+	free(buf);
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+int
+config_read_pin_file(const char *path, char **pin, char *err, size_t err_len)
+{
+	struct stat st;
+	char *buf = NULL;
+	ssize_t got;
+	size_t n;
+	int fd = -1, r = MTLS_ERR_CONFIG;
+
+	if (err != NULL && err_len > 0)
+		err[0] = '\0';
+	if (pin == NULL)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	*pin = NULL;
+	if (path == NULL)
+		return MTLS_ERR_INVALID_ARGUMENT;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) < 0) {
+		errf(err, err_len, "pin-file %s: cannot open: %s", path, strerror(errno));
+		goto out;
+	}
+	if (fstat(fd, &st) != 0) {
+		errf(err, err_len, "pin-file %s: cannot stat: %s", path, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		errf(err, err_len, "pin-file %s: not a regular file", path);
+		goto out;
+	}
+	if (st.st_uid != geteuid()) {
+		errf(err, err_len, "pin-file %s: owned by uid %lu, not by the "
+		     "agent's user (uid %lu)", path, (unsigned long)st.st_uid,
+		     (unsigned long)geteuid());
+		goto out;
+	}
+	if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+		errf(err, err_len, "pin-file %s: mode %04o gives group or others "
+		     "access; run chmod 600", path, (unsigned int)(st.st_mode & 07777));
+		goto out;
+	}
+	if (st.st_size < 0 || (unsigned long long)st.st_size > CONFIG_MAX_PIN_FILE) {
+		errf(err, err_len, "pin-file %s: larger than %u bytes", path,
+		     CONFIG_MAX_PIN_FILE);
+		goto out;
+	}
+	/* Straight into secure memory: no other copy of the PIN exists. */
+	if ((buf = mtls_secure_alloc(CONFIG_MAX_PIN_FILE + 2)) == NULL) {
+		errf(err, err_len, "pin-file %s: out of memory", path);
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((got = read_all(fd, (unsigned char *)buf, CONFIG_MAX_PIN_FILE)) < 0) {
+		errf(err, err_len, "pin-file %s: read error: %s", path, strerror(errno));
+		goto out;
+	}
+	n = (size_t)got;
+	if (n > CONFIG_MAX_PIN_FILE) {
+		errf(err, err_len, "pin-file %s: larger than %u bytes", path,
+		     CONFIG_MAX_PIN_FILE);
+		goto out;
+	}
+	if (memchr(buf, '\0', n) != NULL) {
+		errf(err, err_len, "pin-file %s: contains a NUL byte", path);
+		goto out;
+	}
+	if (n > 0 && buf[n - 1] == '\n') {
+		n--;
+		if (n > 0 && buf[n - 1] == '\r')
+			n--;
+	}
+	mtls_wipe(buf + n, CONFIG_MAX_PIN_FILE + 2 - n);
+	if (n == 0) {
+		errf(err, err_len, "pin-file %s: is empty", path);
+		goto out;
+	}
+	if (memchr(buf, '\n', n) != NULL || memchr(buf, '\r', n) != NULL) {
+		errf(err, err_len, "pin-file %s: has more than one line", path);
+		goto out;
+	}
+	*pin = buf;
+	buf = NULL;
+	r = 0;
+out:
+	mtls_secure_free(buf);
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+void
+config_free(struct config *cfg)
+{
+	size_t i;
+
+	if (cfg == NULL)
+		return;
+	for (i = 0; i < cfg->n_identities; i++) {
+		free(cfg->identities[i].name);
+		free(cfg->identities[i].key_uri);
+		free(cfg->identities[i].cert_file);
+		free(cfg->identities[i].chain_file);
+		free(cfg->identities[i].pin_file);
+	}
+	free(cfg->identities);
+	free(cfg->socket_path);
+	free(cfg->module);
+	free(cfg->token_uri);
+	free(cfg);
+}

@@ -1,0 +1,97 @@
+/*
+ * conf - the agent's configuration file (docs/CONFIGURATION.md,
+ * mtls-agent.conf(5)) and its parsed form.
+ *
+ * (Named conf.h, not config.h, so that `#include "config.h"` in src/agent
+ * always means the autoconf header.)
+ */
+#ifndef MTLS_CONF_H
+#define MTLS_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mtls-agent.h"
+
+/* Purposes allowed when an identity does not say: TLS 1.3 and PAM. */
+#define CONFIG_DEFAULT_PURPOSES \
+	((1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV) | (1U << MTLS_AGENT_PURPOSE_PAM_CHALLENGE))
+
+/* Defaults and limits of the numeric keys (documented in mtls-agent.conf(5)). */
+#define CONFIG_DEFAULT_TOKEN_URI "pkcs11:"
+#define CONFIG_DEFAULT_LOGIN_TIMEOUT 0U		/* seconds; 0 = never */
+#define CONFIG_MAX_LOGIN_TIMEOUT (31U * 24 * 3600) /* 31 days */
+#define CONFIG_DEFAULT_MAX_CONNECTIONS 256U
+#define CONFIG_MIN_MAX_CONNECTIONS 1U
+#define CONFIG_MAX_MAX_CONNECTIONS 65536U
+#define CONFIG_DEFAULT_REQUEST_TIMEOUT 10000U	/* milliseconds */
+#define CONFIG_MIN_REQUEST_TIMEOUT 100U
+#define CONFIG_MAX_REQUEST_TIMEOUT 600000U
+
+/* Limits on the files themselves. */
+#define CONFIG_MAX_FILE_SIZE (1024U * 1024)	/* whole config file */
+#define CONFIG_MAX_LINE 4096U			/* one line, without its newline */
+#define CONFIG_MAX_NAME 64U			/* [identity NAME] */
+#define CONFIG_MAX_PIN_FILE 256U		/* pin-file, newline included */
+
+struct config_identity {
+	char *name;	  /* [identity NAME]: [A-Za-z0-9._-]{1,64} */
+	char *key_uri;	  /* "key": RFC 7512 pkcs11: URI of the private key */
+	char *cert_file;  /* "certificate": PEM or DER file; NULL = on token */
+	char *chain_file; /* "chain": PEM file of chain certificates; or NULL */
+	char *pin_file;	  /* "pin-file": PIN for unattended login; or NULL */
+	uint32_t purposes; /* "purposes": bit (1 << MTLS_AGENT_PURPOSE_*) */
+};
+
+struct config {
+	char *socket_path;	 /* "socket"; NULL = default */
+	char *module;		 /* "module"; default MTLS_DEFAULT_MODULE */
+	char *token_uri;	 /* "token": tokens to offer when no [identity]
+				    sections exist; default "pkcs11:" (all) */
+	uint32_t default_purposes; /* "purposes" at top level: for
+				      discovered identities */
+	unsigned int login_timeout; /* "login-timeout" seconds; 0 = never */
+	int allow_root;		 /* "allow-root" yes/no: root peers allowed */
+	unsigned int max_connections; /* "max-connections", default 256 */
+	unsigned int request_timeout; /* "request-timeout" ms for a started
+					 frame to complete, default 10000 */
+	int log_level;		 /* "log-level": error|warning|info|debug */
+	struct config_identity *identities; /* in file order */
+	size_t n_identities;
+};
+
+/*
+ * Parses `text` (named `source` in messages).  On success *out is a new
+ * config the caller frees with config_free().  On failure returns
+ * MTLS_ERR_CONFIG (or MTLS_ERR_ALLOC) and writes "source:line: reason"
+ * into err.
+ */
+__attribute__((warn_unused_result)) int
+config_parse(const char *text, const char *source, struct config **out,
+	     char *err, size_t err_len);
+
+/*
+ * Reads and parses the file at `path`.  The file must be a regular file,
+ * not writable by group or others.  `path` NULL gives the defaults.
+ */
+__attribute__((warn_unused_result)) int
+config_load(const char *path, struct config **out, char *err, size_t err_len);
+
+/* A config with every default set (no identities). */
+__attribute__((warn_unused_result)) int config_defaults(struct config **out);
+
+/*
+ * Reads a PIN file for unattended login into secure memory (secmem.h):
+ * the file must be a regular file owned by the agent's user and not
+ * readable by group or others; one trailing newline is stripped.
+ * On success *pin is a NUL-terminated string from mtls_secure_alloc()
+ * that the caller frees with mtls_secure_free().  Returns 0,
+ * MTLS_ERR_CONFIG (err says why; never contains the PIN) or MTLS_ERR_ALLOC.
+ */
+__attribute__((warn_unused_result)) int
+config_read_pin_file(const char *path, char **pin, char *err, size_t err_len);
+
+/* Frees; accepts NULL. */
+void config_free(struct config *cfg);
+
+#endif
