@@ -33,6 +33,10 @@ extern "C" {
 /* Version of the wire protocol this library speaks (docs/PROTOCOL.md). */
 #define MTLS_AGENT_PROTOCOL_VERSION 1
 
+/* Largest content one signature request may carry, and longest PIN. */
+#define MTLS_AGENT_CONTENT_MAX (1024 * 1024 - 1024)
+#define MTLS_AGENT_PIN_MAX 256
+
 /* Environment variable naming the agent socket, as printed by the agent. */
 #define MTLS_AGENT_SOCK_ENV "MTLS_AGENT_SOCK"
 

@@ -12,7 +12,7 @@ mtls_agent_strerror(int err)
 	case MTLS_ERR_OK: return "success";
 	case MTLS_ERR_INTERNAL: return "internal error";
 	case MTLS_ERR_ALLOC: return "out of memory";
-	case MTLS_ERR_BAD_REQUEST: return "malformed request";
+	case MTLS_ERR_BAD_REQUEST: return "malformed message";
 	case MTLS_ERR_UNSUPPORTED_VERSION: return "no common protocol version";
 	case MTLS_ERR_NO_IDENTITY: return "no such identity";
 	case MTLS_ERR_TOKEN_ABSENT: return "token not present";

@@ -53,7 +53,8 @@ read_full(int fd, unsigned char *p, size_t len, int first_ms, int timeout_ms,
 		if (errno == EINTR)
 			continue;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
-			return errno == ECONNRESET ? MTLS_ERR_CONNECTION_CLOSED : MTLS_ERR_IO;
+			return errno != ECONNRESET ? MTLS_ERR_IO :
+			       *got == 0 ? MTLS_ERR_CONNECTION_CLOSED : MTLS_ERR_TRUNCATED;
 		if ((r = wait_fd(fd, POLLIN, *got == 0 ? first_ms : timeout_ms)) != 0)
 			return r;
 	}
@@ -97,7 +98,9 @@ frame_write(int fd, const struct wbuf *body, int timeout_ms)
 	ssize_t n;
 	int r;
 
-	if (len == 0 || len > MTLS_FRAME_MAX)
+	if (len == 0)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	if (len > MTLS_FRAME_MAX)
 		return MTLS_ERR_FRAME_TOO_LARGE;
 	hdr[0] = (unsigned char)(len >> 24);
 	hdr[1] = (unsigned char)(len >> 16);

@@ -32,8 +32,8 @@
 /* Bounds on decoded fields (a hostile peer cannot make us allocate more). */
 #define MTLS_NAME_MAX 256	 /* identity names, labels, client names */
 #define MTLS_TEXT_MAX 1024	 /* error messages, version strings */
-#define MTLS_PIN_MAX 256	 /* PIN bytes */
-#define MTLS_CONTENT_MAX (MTLS_FRAME_MAX - 1024) /* content to sign */
+#define MTLS_PIN_MAX MTLS_AGENT_PIN_MAX /* PIN bytes */
+#define MTLS_CONTENT_MAX MTLS_AGENT_CONTENT_MAX /* content to sign */
 #define MTLS_SIG_MAX 1024	 /* a signature (RSA-8192 is 1024 bytes) */
 #define MTLS_CERT_MAX (64 * 1024) /* one DER certificate */
 #define MTLS_IDS_MAX 256	 /* identities in a LIST reply */

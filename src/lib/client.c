@@ -1,0 +1,478 @@
+/*
+ * client.c - libmtls-agent: the client side of the agent protocol.
+ *
+ * A handle owns one connection to the agent and the socket path it came
+ * from, so it can reconnect after the agent restarts.  Every request is one
+ * frame out and one frame back, serialized by the handle's mutex.  All wire
+ * bytes go through the codecs in src/common; nothing here touches them.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "mtls-agent.h"
+#include "proto.h"
+#include "wbuf.h"
+
+/* The agent may be waiting for a PIN pad or a slow token. */
+#define DEFAULT_TIMEOUT_S 120
+#define TIMEOUT_ENV "MTLS_AGENT_TIMEOUT"
+#define SOCK_SUBPATH "/mtls-agent/agent.sock"
+
+struct mtls_agent {
+	pthread_mutex_t lock;
+	int fd;		/* -1 while disconnected */
+	char *path;	/* where to reconnect */
+	int timeout_ms; /* -1: wait forever */
+};
+
+/* Detail text of the last error reply this thread received. */
+static __thread char last_message[MTLS_TEXT_MAX + 1];
+
+static void
+set_last_message(const char *s)
+{
+	if (s == NULL)
+		s = "";
+	snprintf(last_message, sizeof(last_message), "%s", s);
+}
+
+const char *
+mtls_agent_last_message(void)
+{
+	return last_message;
+}
+
+/* $MTLS_AGENT_TIMEOUT in seconds; 0 waits forever; junk is ignored. */
+static int
+timeout_from_env(void)
+{
+	const char *s = getenv(TIMEOUT_ENV);
+	char *end;
+	long v;
+
+	if (s == NULL || *s == '\0')
+		return DEFAULT_TIMEOUT_S * 1000;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < 0)
+		return DEFAULT_TIMEOUT_S * 1000;
+	if (v == 0)
+		return -1;
+	if (v > INT_MAX / 1000)
+		return INT_MAX;
+	return (int)v * 1000;
+}
+
+/* The socket path the caller asked for, or the one the environment names. */
+static int
+resolve_path(const char *path, char **outp)
+{
+	struct sockaddr_un sun;
+	const char *env;
+	char *p = NULL;
+	size_t len;
+
+	*outp = NULL;
+	if (path != NULL && *path != '\0') {
+		p = strdup(path);
+	} else if ((env = getenv(MTLS_AGENT_SOCK_ENV)) != NULL && *env != '\0') {
+		p = strdup(env);
+	} else if ((env = getenv("XDG_RUNTIME_DIR")) != NULL && *env != '\0') {
+		len = strlen(env) + sizeof(SOCK_SUBPATH);
+		if ((p = malloc(len)) != NULL)
+			snprintf(p, len, "%s%s", env, SOCK_SUBPATH);
+	} else {
+		return MTLS_ERR_NO_SOCKET;
+	}
+	if (p == NULL)
+		return MTLS_ERR_ALLOC;
+	/* sun_path needs room for the terminating NUL as well. */
+	if (strlen(p) >= sizeof(sun.sun_path)) {
+		free(p);
+		return MTLS_ERR_INVALID_ARGUMENT;
+	}
+	*outp = p;
+	return 0;
+}
+
+static void
+drop_connection(struct mtls_agent *a)
+{
+	if (a->fd != -1) {
+		close(a->fd);
+		a->fd = -1;
+	}
+}
+
+/*
+ * Reads one reply frame and checks its type.  On success `reply` holds the
+ * payload (type byte consumed).  An ERROR reply becomes its code, its text
+ * goes to last_message, its retries to *retries (if not NULL), and
+ * *was_error_reply is set.
+ */
+static int
+read_reply(struct mtls_agent *a, uint8_t expect, struct wbuf *reply,
+	   int *retries, int *was_error_reply)
+{
+	struct msg_error err = { 0 };
+	uint8_t type;
+	int r;
+
+	if ((r = frame_read(a->fd, reply, MTLS_FRAME_MAX, a->timeout_ms,
+			    a->timeout_ms)) != 0 ||
+	    (r = wbuf_get_u8(reply, &type)) != 0)
+		return r;
+	if (type == expect)
+		return 0;
+	if (type != MSG_ERROR)
+		return MTLS_ERR_BAD_REQUEST; /* the agent broke the protocol */
+	if ((r = msg_error_get(reply, &err)) != 0)
+		return r;
+	set_last_message(err.message);
+	*was_error_reply = 1;
+	if (retries != NULL)
+		*retries = err.retries;
+	r = err.code;
+	msg_error_clear(&err);
+	return r;
+}
+
+/* Sends HELLO on a fresh connection and checks the version we get. */
+static int
+hello(struct mtls_agent *a)
+{
+	struct msg_hello_req req = { 0 };
+	struct msg_hello_resp resp = { 0 };
+	struct wbuf *b = NULL;
+	int r, was_error_reply = 0;
+
+	req.min_version = MTLS_PROTO_MIN;
+	req.max_version = MTLS_PROTO_MAX;
+	req.client = program_invocation_short_name;
+	if (req.client == NULL || *req.client == '\0')
+		req.client = (char *)"libmtls-agent";
+	if ((b = wbuf_new()) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = msg_hello_req_put(b, &req)) != 0 ||
+	    (r = frame_write(a->fd, b, a->timeout_ms)) != 0 ||
+	    (r = read_reply(a, MSG_HELLO | MSG_REPLY, b, NULL, &was_error_reply)) != 0 ||
+	    (r = msg_hello_resp_get(b, &resp)) != 0)
+		goto out;
+	if (resp.version < MTLS_PROTO_MIN || resp.version > MTLS_PROTO_MAX)
+		r = MTLS_ERR_UNSUPPORTED_VERSION;
+out:
+	msg_hello_resp_clear(&resp);
+	wbuf_free(b);
+	return r;
+}
+
+/* Opens a connection to a->path and performs the handshake. */
+static int
+open_connection(struct mtls_agent *a)
+{
+	struct sockaddr_un sun;
+	struct pollfd pfd;
+	socklen_t elen;
+	int fd, r, e;
+
+	drop_connection(a);
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	/* resolve_path() made sure it fits. */
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", a->path);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+		return MTLS_ERR_CONNECT;
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		/* An interrupted connect goes on in the background. */
+		if (errno != EINTR && errno != EINPROGRESS)
+			goto fail;
+		pfd.fd = fd;
+		pfd.events = POLLOUT;
+		while ((r = poll(&pfd, 1, a->timeout_ms)) == -1 && errno == EINTR)
+			;
+		elen = sizeof(e);
+		if (r != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &elen) == -1 ||
+		    e != 0)
+			goto fail;
+	}
+	a->fd = fd;
+	if ((r = hello(a)) != 0)
+		drop_connection(a);
+	return r;
+fail:
+	close(fd);
+	return MTLS_ERR_CONNECT;
+}
+
+/*
+ * One request/reply exchange, reconnecting once if the agent went away.
+ * A request that could not be sent was never seen by the agent and is
+ * always retried.  When the reply never comes, only requests listed as
+ * `retry_after_send` are retried: LOGIN is not, since the agent may have
+ * counted a wrong PIN already.  Any failure other than an error reply
+ * leaves the stream out of step, so the connection is dropped and the next
+ * call starts afresh.
+ */
+static int
+exchange(struct mtls_agent *a, const struct wbuf *req, uint8_t expect,
+	 int retry_after_send, struct wbuf *reply, int *retries)
+{
+	int attempt, r = MTLS_ERR_INTERNAL, was_error_reply = 0;
+
+	for (attempt = 0; attempt < 2; attempt++) {
+		if (a->fd == -1 && (r = open_connection(a)) != 0)
+			return r;
+		r = frame_write(a->fd, req, a->timeout_ms);
+		if (r == MTLS_ERR_CONNECTION_CLOSED || r == MTLS_ERR_IO) {
+			drop_connection(a);
+			continue;
+		}
+		if (r != 0)
+			break;
+		r = read_reply(a, expect, reply, retries, &was_error_reply);
+		if (r == MTLS_ERR_CONNECTION_CLOSED && retry_after_send) {
+			drop_connection(a);
+			continue;
+		}
+		break;
+	}
+	/* Error replies come in a complete frame; anything else desyncs. */
+	if (r != 0 && !was_error_reply)
+		drop_connection(a);
+	return r;
+}
+
+int
+mtls_agent_connect(const char *path, mtls_agent **out)
+{
+	struct mtls_agent *a = NULL;
+	int r;
+
+	set_last_message(NULL);
+	if (out == NULL)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	*out = NULL;
+	if ((a = calloc(1, sizeof(*a))) == NULL)
+		return MTLS_ERR_ALLOC;
+	a->fd = -1;
+	a->timeout_ms = timeout_from_env();
+	if ((r = pthread_mutex_init(&a->lock, NULL)) != 0) {
+		free(a);
+		return MTLS_ERR_INTERNAL;
+	}
+	if ((r = resolve_path(path, &a->path)) != 0 ||
+	    (r = open_connection(a)) != 0)
+		goto out;
+	*out = a;
+	a = NULL;
+out:
+	mtls_agent_free(a);
+	return r;
+}
+
+void
+mtls_agent_free(mtls_agent *a)
+{
+	if (a == NULL)
+		return;
+	drop_connection(a);
+	pthread_mutex_destroy(&a->lock);
+	free(a->path);
+	free(a);
+}
+
+int
+mtls_agent_list(mtls_agent *a, struct mtls_agent_identity **ids, size_t *n)
+{
+	struct msg_list_resp resp = { 0 };
+	struct wbuf *req = NULL, *reply = NULL;
+	int r;
+
+	set_last_message(NULL);
+	if (ids != NULL)
+		*ids = NULL;
+	if (n != NULL)
+		*n = 0;
+	if (a == NULL || ids == NULL || n == NULL)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	if ((req = wbuf_new()) == NULL || (reply = wbuf_new()) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = msg_list_req_put(req)) != 0)
+		goto out;
+	pthread_mutex_lock(&a->lock);
+	r = exchange(a, req, MSG_LIST | MSG_REPLY, 1, reply, NULL);
+	if (r == 0 && (r = msg_list_resp_get(reply, &resp)) != 0)
+		drop_connection(a);
+	pthread_mutex_unlock(&a->lock);
+	if (r != 0)
+		goto out;
+	*ids = resp.ids;
+	*n = resp.n;
+	resp.ids = NULL;
+	resp.n = 0;
+out:
+	msg_list_resp_clear(&resp);
+	wbuf_free(req);
+	wbuf_free(reply);
+	return r;
+}
+
+int
+mtls_agent_sign(mtls_agent *a, const char *identity, uint16_t scheme,
+		int purpose, const unsigned char *content, size_t content_len,
+		unsigned char **sig, size_t *sig_len)
+{
+	struct msg_sign_req req = { 0 };
+	struct msg_sign_resp resp = { 0 };
+	struct wbuf *b = NULL, *reply = NULL;
+	int r;
+
+	set_last_message(NULL);
+	if (sig != NULL)
+		*sig = NULL;
+	if (sig_len != NULL)
+		*sig_len = 0;
+	if (a == NULL || identity == NULL || sig == NULL || sig_len == NULL ||
+	    (content == NULL && content_len != 0) || purpose < 0 ||
+	    purpose > UINT8_MAX)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	if (content_len > MTLS_CONTENT_MAX)
+		return MTLS_ERR_FRAME_TOO_LARGE;
+	req.identity = (char *)identity;
+	req.scheme = scheme;
+	req.purpose = (uint8_t)purpose;
+	req.content = (unsigned char *)content;
+	req.content_len = content_len;
+	if ((b = wbuf_new()) == NULL || (reply = wbuf_new()) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = msg_sign_req_put(b, &req)) != 0)
+		goto out;
+	pthread_mutex_lock(&a->lock);
+	r = exchange(a, b, MSG_SIGN | MSG_REPLY, 1, reply, NULL);
+	if (r == 0 && (r = msg_sign_resp_get(reply, &resp)) != 0)
+		drop_connection(a);
+	pthread_mutex_unlock(&a->lock);
+	if (r != 0)
+		goto out;
+	*sig = resp.sig;
+	*sig_len = resp.sig_len;
+	resp.sig = NULL;
+out:
+	msg_sign_resp_clear(&resp);
+	wbuf_free(b);
+	wbuf_free(reply);
+	return r;
+}
+
+int
+mtls_agent_login(mtls_agent *a, const char *identity, const char *pin,
+		 int *retries_left)
+{
+	struct msg_login_req req = { 0 };
+	struct wbuf *b = NULL, *reply = NULL;
+	int r, retries = -1;
+	size_t pin_len;
+
+	set_last_message(NULL);
+	if (retries_left != NULL)
+		*retries_left = -1;
+	if (a == NULL || pin == NULL)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	pin_len = strnlen(pin, MTLS_PIN_MAX + 1);
+	if (pin_len == 0 || pin_len > MTLS_PIN_MAX)
+		return MTLS_ERR_PIN_INVALID;
+	/* The PIN is copied only into wire buffers, which wipe when freed. */
+	req.identity = (char *)(identity == NULL ? "" : identity);
+	req.pin = (char *)pin;
+	if ((b = wbuf_new()) == NULL || (reply = wbuf_new()) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = msg_login_req_put(b, &req)) != 0)
+		goto out;
+	pthread_mutex_lock(&a->lock);
+	/* Never resent once sent: a wrong PIN must not count twice. */
+	r = exchange(a, b, MSG_LOGIN | MSG_REPLY, 0, reply, &retries);
+	if (r == 0 && (r = msg_empty_get(reply)) != 0)
+		drop_connection(a);
+	pthread_mutex_unlock(&a->lock);
+	if ((r == MTLS_ERR_PIN_INCORRECT || r == MTLS_ERR_PIN_LOCKED) &&
+	    retries_left != NULL)
+		*retries_left = retries;
+out:
+	wbuf_free(b);
+	wbuf_free(reply);
+	return r;
+}
+
+int
+mtls_agent_logout(mtls_agent *a, const char *identity)
+{
+	struct msg_logout_req req = { 0 };
+	struct wbuf *b = NULL, *reply = NULL;
+	int r;
+
+	set_last_message(NULL);
+	if (a == NULL)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	req.identity = (char *)(identity == NULL ? "" : identity);
+	if ((b = wbuf_new()) == NULL || (reply = wbuf_new()) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = msg_logout_req_put(b, &req)) != 0)
+		goto out;
+	pthread_mutex_lock(&a->lock);
+	r = exchange(a, b, MSG_LOGOUT | MSG_REPLY, 1, reply, NULL);
+	if (r == 0 && (r = msg_empty_get(reply)) != 0)
+		drop_connection(a);
+	pthread_mutex_unlock(&a->lock);
+out:
+	wbuf_free(b);
+	wbuf_free(reply);
+	return r;
+}
+
+int
+mtls_agent_get_status(mtls_agent *a, struct mtls_agent_status *st)
+{
+	struct wbuf *b = NULL, *reply = NULL;
+	int r;
+
+	set_last_message(NULL);
+	if (st != NULL)
+		memset(st, 0, sizeof(*st));
+	if (a == NULL || st == NULL)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	if ((b = wbuf_new()) == NULL || (reply = wbuf_new()) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = msg_status_req_put(b)) != 0)
+		goto out;
+	pthread_mutex_lock(&a->lock);
+	r = exchange(a, b, MSG_STATUS | MSG_REPLY, 1, reply, NULL);
+	if (r == 0 && (r = msg_status_resp_get(reply, st)) != 0)
+		drop_connection(a);
+	pthread_mutex_unlock(&a->lock);
+out:
+	wbuf_free(b);
+	wbuf_free(reply);
+	return r;
+}
