@@ -436,11 +436,12 @@ conn_main(void *arg)
 	}
 	for (;;) {
 		r = frame_read(c->fd, in, MTLS_FRAME_MAX, -1, (int)c->srv->cfg->request_timeout);
-		if (r == MTLS_ERR_FRAME_TOO_LARGE) {
+		if (r == MTLS_ERR_FRAME_TOO_LARGE || r == MTLS_ERR_BAD_REQUEST) {
 			/* The stream cannot be resynchronised: say why, close. */
-			warn("peer pid=%ld: frame over the %d-byte limit; closing", (long)c->pid,
-			     MTLS_FRAME_MAX);
-			if (put_error(out, r, -1, "frame too large") == 0)
+			warn("peer pid=%ld: %s; closing", (long)c->pid,
+			     r == MTLS_ERR_BAD_REQUEST ? "empty frame" : "frame over the size limit");
+			if (put_error(out, r, -1, r == MTLS_ERR_BAD_REQUEST ? "empty frame" :
+						  "frame larger than 1048576 bytes") == 0)
 				if (frame_write(c->fd, out, 1000) != 0)
 				debug("peer pid=%ld gone before the refusal", (long)c->pid);
 			break;
