@@ -899,3 +899,33 @@ config_free(struct config *cfg)
 	free(cfg->token_uri);
 	free(cfg);
 }
+
+static int
+replace_string(char **dst, const char *src)
+{
+	char *d;
+
+	if (src == NULL)
+		return 0;
+	if ((d = strdup(src)) == NULL)
+		return MTLS_ERR_ALLOC;
+	free(*dst);
+	*dst = d;
+	return 0;
+}
+
+int
+config_apply_overrides(struct config *cfg, const struct config_overrides *ov)
+{
+	int r;
+
+	if ((r = replace_string(&cfg->socket_path, ov->socket_path)) != 0 ||
+	    (r = replace_string(&cfg->module, ov->module)) != 0 ||
+	    (r = replace_string(&cfg->token_uri, ov->token_uri)) != 0)
+		return r;
+	if (ov->allow_root)
+		cfg->allow_root = 1;
+	if (ov->debug)
+		cfg->log_level = LOG_LEVEL_DEBUG;
+	return 0;
+}

@@ -91,6 +91,22 @@ __attribute__((warn_unused_result)) int config_defaults(struct config **out);
 __attribute__((warn_unused_result)) int
 config_read_pin_file(const char *path, char **pin, char *err, size_t err_len);
 
+/*
+ * Settings given on the command line; they win over the file, at start-up
+ * and at every reload.  NULL / 0 members leave the file's value.
+ */
+struct config_overrides {
+	const char *socket_path;
+	const char *module;
+	const char *token_uri;
+	int allow_root;
+	int debug;
+};
+
+/* Applies ov to cfg.  Returns 0 or MTLS_ERR_ALLOC. */
+__attribute__((warn_unused_result)) int
+config_apply_overrides(struct config *cfg, const struct config_overrides *ov);
+
 /* Frees; accepts NULL. */
 void config_free(struct config *cfg);
 

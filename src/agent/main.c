@@ -46,8 +46,12 @@ find_config(const char *opt)
 	const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
 	char *p = NULL;
 
-	if (opt != NULL)
+	if (opt != NULL) {
+		/* Absolute, so SIGHUP finds it after the daemon's chdir("/"). */
+		if ((p = realpath(opt, NULL)) != NULL)
+			return p;
 		return strdup(opt);
+	}
 	if (xdg != NULL && xdg[0] == '/') {
 		if (asprintf(&p, "%s/mtls-agent/agent.conf", xdg) < 0)
 			return NULL;
@@ -94,6 +98,7 @@ main(int argc, char **argv)
 	const char *opt_config = NULL, *opt_socket = NULL, *opt_module = NULL, *opt_token = NULL;
 	int foreground = 0, debug_on = 0, allow_root = 0, ch, r, ready[2] = { -1, -1 };
 	char err[512] = "", *config_path = NULL, *sock = NULL;
+	static struct config_overrides ov;
 	struct config *cfg = NULL;
 	struct tokenset *ts = NULL;
 	struct server *srv = NULL;
@@ -130,23 +135,15 @@ main(int argc, char **argv)
 	}
 	if (!debug_on)
 		log_set_level((enum log_level)cfg->log_level);
-	if (opt_module != NULL) {
-		free(cfg->module);
-		if ((cfg->module = strdup(opt_module)) == NULL)
-			return 1;
+	ov.socket_path = opt_socket;
+	ov.module = opt_module;
+	ov.token_uri = opt_token;
+	ov.allow_root = allow_root;
+	ov.debug = debug_on;
+	if (config_apply_overrides(cfg, &ov) != 0) {
+		error("out of memory");
+		return 1;
 	}
-	if (opt_token != NULL) {
-		free(cfg->token_uri);
-		if ((cfg->token_uri = strdup(opt_token)) == NULL)
-			return 1;
-	}
-	if (opt_socket != NULL) {
-		free(cfg->socket_path);
-		if ((cfg->socket_path = strdup(opt_socket)) == NULL)
-			return 1;
-	}
-	if (allow_root)
-		cfg->allow_root = 1;
 	if (cfg->socket_path != NULL)
 		sock = strdup(cfg->socket_path);
 	else if ((sock = server_default_socket()) == NULL) {
@@ -191,6 +188,9 @@ main(int argc, char **argv)
 		close(ready[0]);
 		if (setsid() < 0)
 			warn("setsid: %s", strerror(errno));
+		/* Hold no directory busy (the config path is absolute). */
+		if (chdir("/") != 0)
+			warn("chdir /: %s", strerror(errno));
 		log_init("mtls-agent", 1, (enum log_level)cfg->log_level);
 		harden();
 	}
@@ -200,8 +200,9 @@ main(int argc, char **argv)
 		(void)unlink(sock);
 		return 1;
 	}
-	if ((r = server_new(cfg, config_path, ts, listen_fd, sock, &srv)) != 0) {
+	if ((r = server_new(cfg, config_path, &ov, ts, listen_fd, sock, &srv)) != 0) {
 		error("%s", mtls_agent_strerror(r));
+		(void)unlink(sock);
 		return 1;
 	}
 	if (foreground) {

@@ -32,8 +32,8 @@ policy_check_sign(uint32_t purposes, int key_type, unsigned int key_bits,
 		return MTLS_ERR_UNSUPPORTED_SCHEME;
 	}
 	if (s->key_type != key_type || (s->ec_bits != 0 && s->ec_bits != key_bits)) {
-		snprintf(why, why_len, "%s does not fit a %s-%u key", s->name,
-			 key_type == MTLS_AGENT_KEY_RSA ? "RSA" : "EC", key_bits);
+		snprintf(why, why_len, "%s does not fit %s-%u key", s->name,
+			 key_type == MTLS_AGENT_KEY_RSA ? "an RSA" : "an EC", key_bits);
 		return MTLS_ERR_UNSUPPORTED_SCHEME;
 	}
 	if ((pname = mtls_agent_purpose_name(purpose)) == NULL) {

@@ -46,6 +46,7 @@ struct server {
 	struct config *cfg;
 	struct retired_cfg *retired; /* configs replaced by SIGHUP, freed at exit */
 	char *config_path;
+	const struct config_overrides *ov;
 	struct tokenset *ts;
 	int listen_fd;
 	char *sock_path;
@@ -158,8 +159,9 @@ fail:
 }
 
 int
-server_new(struct config *cfg, const char *config_path, struct tokenset *ts,
-	   int listen_fd, const char *sock_path, struct server **out)
+server_new(struct config *cfg, const char *config_path,
+	   const struct config_overrides *ov, struct tokenset *ts, int listen_fd,
+	   const char *sock_path, struct server **out)
 {
 	struct server *s;
 
@@ -173,6 +175,7 @@ server_new(struct config *cfg, const char *config_path, struct tokenset *ts,
 		return MTLS_ERR_ALLOC;
 	}
 	s->cfg = cfg;
+	s->ov = ov;
 	s->ts = ts;
 	s->listen_fd = listen_fd;
 	s->uid = geteuid();
@@ -268,7 +271,10 @@ handle_list(struct conn *c, struct wbuf *in, struct wbuf *out)
 		return put_error(out, r, -1, "malformed LIST");
 	if ((r = token_list(c->srv->ts, &resp)) != 0)
 		return put_error(out, r, -1, "");
-	r = msg_list_resp_put(out, &resp);
+	if ((r = msg_list_resp_put(out, &resp)) != 0) {
+		warn("LIST reply does not fit a frame: %s", mtls_agent_strerror(r));
+		r = put_error(out, r, -1, "the identity list does not fit in one frame");
+	}
 	msg_list_resp_clear(&resp);
 	return r;
 }
@@ -538,12 +544,9 @@ reload(struct server *s)
 		warn("SIGHUP: %s; keeping the old configuration", err);
 		return;
 	}
-	/* Settings given on the command line stay as they were. */
-	free(cfg->module);
-	cfg->module = strdup(s->cfg->module);
-	free(cfg->socket_path);
-	cfg->socket_path = s->cfg->socket_path ? strdup(s->cfg->socket_path) : NULL;
-	if (cfg->module == NULL) {
+	/* Settings given on the command line win again; the socket stays. */
+	if (config_apply_overrides(cfg, s->ov) != 0) {
+		warn("SIGHUP: out of memory; keeping the old configuration");
 		config_free(cfg);
 		return;
 	}

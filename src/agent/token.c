@@ -674,7 +674,10 @@ login_slot(struct tokenset *ts, PKCS11_SLOT *slot, unsigned int idx,
 		return MTLS_ERR_PIN_LOCKED;
 	}
 	if (slot_logged_in(slot)) {
+		/* The token does not check a PIN twice (C_Login answers
+		 * CKR_USER_ALREADY_LOGGED_IN): say so rather than pretend. */
 		attach_keys(ts, slot);
+		info("token %s: already logged in; PIN not checked again", label);
 		return 0;
 	}
 	ERR_clear_error();
@@ -1222,6 +1225,15 @@ token_sign(struct tokenset *ts, const char *name, uint16_t scheme, int purpose,
 		goto out;
 	}
 	if (id->pkey == NULL) {
+		PKCS11_SLOT *slot = ident_slot(ts, id, NULL);
+
+		if (slot != NULL && slot_logged_in(slot)) {
+			/* Logged in, yet no usable key: say so, not "log in". */
+			snprintf(why, why_len, "no private key for %s on its token, or one that does not match its certificate",
+				 name);
+			r = MTLS_ERR_TOKEN;
+			goto out;
+		}
 		snprintf(why, why_len, "log in to the token of %s first", name);
 		r = MTLS_ERR_LOGIN_REQUIRED;
 		goto out;

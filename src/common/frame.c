@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proto.h"
@@ -29,20 +30,35 @@ wait_fd(int fd, short events, int timeout_ms)
 	}
 }
 
+static long long
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /*
- * Reads exactly len bytes into p.  *got counts bytes read so far so the
- * caller can tell a clean EOF (nothing read) from a truncated frame.
+ * Reads exactly len bytes into p.  *got counts bytes of the frame read so
+ * far, so the caller can tell a clean EOF (nothing read) from a truncated
+ * frame.  Before the first byte the wait is idle_ms; from the first byte
+ * on, the whole frame must arrive by *deadline (a client that trickles one
+ * byte at a time does not hold the connection longer).
  */
 static int
-read_full(int fd, unsigned char *p, size_t len, int first_ms, int timeout_ms,
-	  size_t *got)
+read_full(int fd, unsigned char *p, size_t len, int idle_ms, int timeout_ms,
+	  size_t *got, long long *deadline)
 {
+	long long left;
 	ssize_t n;
 	int r;
 
 	while (len > 0) {
 		n = recv(fd, p, len, MSG_DONTWAIT);
 		if (n > 0) {
+			if (*got == 0 && timeout_ms >= 0)
+				*deadline = now_ms() + timeout_ms;
 			p += n;
 			len -= (size_t)n;
 			*got += (size_t)n;
@@ -55,7 +71,15 @@ read_full(int fd, unsigned char *p, size_t len, int first_ms, int timeout_ms,
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			return errno != ECONNRESET ? MTLS_ERR_IO :
 			       *got == 0 ? MTLS_ERR_CONNECTION_CLOSED : MTLS_ERR_TRUNCATED;
-		if ((r = wait_fd(fd, POLLIN, *got == 0 ? first_ms : timeout_ms)) != 0)
+		if (*got == 0) {
+			r = wait_fd(fd, POLLIN, idle_ms);
+		} else if (timeout_ms < 0) {
+			r = wait_fd(fd, POLLIN, -1);
+		} else {
+			left = *deadline - now_ms();
+			r = left <= 0 ? MTLS_ERR_TIMEOUT : wait_fd(fd, POLLIN, (int)left);
+		}
+		if (r != 0)
 			return r;
 	}
 	return 0;
@@ -65,12 +89,13 @@ int
 frame_read(int fd, struct wbuf *body, size_t max, int idle_ms, int timeout_ms)
 {
 	unsigned char hdr[4], *p;
+	long long deadline = 0;
 	size_t got = 0;
 	uint32_t len;
 	int r;
 
 	wbuf_reset(body);
-	if ((r = read_full(fd, hdr, sizeof(hdr), idle_ms, timeout_ms, &got)) != 0)
+	if ((r = read_full(fd, hdr, sizeof(hdr), idle_ms, timeout_ms, &got, &deadline)) != 0)
 		return r;
 	len = ((uint32_t)hdr[0] << 24) | ((uint32_t)hdr[1] << 16) |
 	      ((uint32_t)hdr[2] << 8) | (uint32_t)hdr[3];
@@ -81,7 +106,7 @@ frame_read(int fd, struct wbuf *body, size_t max, int idle_ms, int timeout_ms)
 		return MTLS_ERR_BAD_REQUEST;
 	if ((r = wbuf_reserve(body, len, &p)) != 0)
 		return r;
-	if ((r = read_full(fd, p, len, timeout_ms, timeout_ms, &got)) != 0) {
+	if ((r = read_full(fd, p, len, timeout_ms, timeout_ms, &got, &deadline)) != 0) {
 		wbuf_reset(body);
 		return r == MTLS_ERR_CONNECTION_CLOSED ? MTLS_ERR_TRUNCATED : r;
 	}

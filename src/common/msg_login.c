@@ -39,10 +39,10 @@ msg_login_req_get(struct wbuf *b, struct msg_login_req *m)
 
 	memset(m, 0, sizeof(*m));
 	if ((r = wbuf_get_cstring(b, &m->identity, MTLS_NAME_MAX)) != 0 ||
-	    (r = wbuf_get_string_direct(b, &pin, &pin_len, MTLS_PIN_MAX)) != 0 ||
+	    (r = wbuf_get_string_direct(b, &pin, &pin_len, 0)) != 0 ||
 	    (r = wbuf_expect_end(b)) != 0)
 		goto out;
-	if (pin_len == 0 || memchr(pin, '\0', pin_len) != NULL) {
+	if (pin_len == 0 || pin_len > MTLS_PIN_MAX || memchr(pin, '\0', pin_len) != NULL) {
 		r = MTLS_ERR_PIN_INVALID;
 		goto out;
 	}

@@ -140,9 +140,10 @@ void identity_clear(struct mtls_agent_identity *id);
  * Frame I/O on a blocking or non-blocking stream socket.
  * frame_read() resets `body`, reads one frame header, refuses a length of
  * 0 or over `max` (MTLS_ERR_FRAME_TOO_LARGE) before reading the body, then
- * reads the body.  timeout_ms bounds the wait for each chunk once a frame
- * has started (-1: none); idle_ms bounds the wait for its first byte (-1:
- * none).  A clean EOF before the first byte is MTLS_ERR_CONNECTION_CLOSED.
+ * reads the body.  idle_ms bounds the wait for the first byte (-1: none);
+ * once it has arrived the whole frame must follow within timeout_ms (-1:
+ * no limit).  A clean EOF before the first byte is
+ * MTLS_ERR_CONNECTION_CLOSED; an empty frame is MTLS_ERR_BAD_REQUEST.
  * frame_write() writes the header and `body` completely.
  */
 WUR int frame_read(int fd, struct wbuf *body, size_t max, int idle_ms,

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "mtls-agent.h"
+#include "proto.h"
 #include "purpose.h"
 
 static const struct {
@@ -131,8 +132,8 @@ check_pam(const unsigned char *c, size_t len, char *why, size_t why_len)
 		goto out;
 	}
 	if (wbuf_get_string_direct(b, &nonce, &nonce_len, PAM_NONCE_MAX) != 0 ||
-	    wbuf_get_string_direct(b, &service, &service_len, 256) != 0 ||
-	    wbuf_get_string_direct(b, &user, &user_len, 256) != 0) {
+	    wbuf_get_string_direct(b, &service, &service_len, MTLS_NAME_MAX) != 0 ||
+	    wbuf_get_string_direct(b, &user, &user_len, MTLS_NAME_MAX) != 0) {
 		r = reject(why, why_len, "malformed PAM challenge");
 		goto out;
 	}
@@ -202,6 +203,8 @@ purpose_check(int purpose, const struct scheme_info *s,
 {
 	if (why != NULL && why_len > 0)
 		why[0] = '\0';
+	if (s == NULL)
+		return MTLS_ERR_UNSUPPORTED_SCHEME;
 	switch (purpose) {
 	case MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV:
 		return check_tls13(s, content, len, why, why_len);

@@ -23,7 +23,8 @@
 #define PAM_NONCE_MAX 256
 
 /*
- * Checks that `content` is what `purpose` says for scheme `s`.
+ * Checks that `content` is what `purpose` says for scheme `s` (NULL, an
+ * unknown scheme, is refused with MTLS_ERR_UNSUPPORTED_SCHEME).
  * Returns 0 or MTLS_ERR_CONTENT_REJECTED (or _UNSUPPORTED_SCHEME when the
  * purpose forbids the scheme); on refusal `why` gets a short reason.
  */

@@ -76,7 +76,8 @@ wbuf_reserve(struct wbuf *b, size_t len, unsigned char **dp)
 
 	if (dp != NULL)
 		*dp = NULL;
-	if (len > WBUF_SIZE_MAX || b->size > WBUF_SIZE_MAX - len)
+	/* Live bytes only: consumed ones at the front are compacted away. */
+	if (len > WBUF_SIZE_MAX || b->size - b->off > WBUF_SIZE_MAX - len)
 		return MTLS_ERR_FRAME_TOO_LARGE;
 	need = b->size + len;
 	if (need > b->alloc) {
@@ -89,6 +90,8 @@ wbuf_reserve(struct wbuf *b, size_t len, unsigned char **dp)
 			need = b->size + len;
 		}
 	}
+	if (need > WBUF_SIZE_MAX)
+		return MTLS_ERR_FRAME_TOO_LARGE; /* not reached; keeps the loop finite */
 	if (need > b->alloc) {
 		nalloc = b->alloc < 256 ? 256 : b->alloc;
 		while (nalloc < need)
@@ -114,6 +117,8 @@ wbuf_unreserve(struct wbuf *b, size_t len)
 {
 	if (len > b->size - b->off)
 		return MTLS_ERR_INVALID_ARGUMENT;
+	if (len == 0)
+		return 0;
 	b->size -= len;
 	mtls_wipe(b->d + b->size, len);
 	return 0;
