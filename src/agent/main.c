@@ -102,8 +102,8 @@ main(int argc, char **argv)
 	struct config *cfg = NULL;
 	struct tokenset *ts = NULL;
 	struct server *srv = NULL;
-	int listen_fd = -1;
-	pid_t pid;
+	int listen_fd = -1, exit_code = 1;
+	pid_t pid = -1;
 
 	while ((ch = getopt_long(argc, argv, "fdc:a:M:t:hV", opts, NULL)) != -1) {
 		switch (ch) {
@@ -131,7 +131,7 @@ main(int argc, char **argv)
 	if ((r = config_path ? config_load(config_path, &cfg, err, sizeof(err))
 			     : config_defaults(&cfg)) != 0) {
 		error("%s", err[0] ? err : mtls_agent_strerror(r));
-		return 1;
+		goto fail;
 	}
 	if (!debug_on)
 		log_set_level((enum log_level)cfg->log_level);
@@ -142,20 +142,20 @@ main(int argc, char **argv)
 	ov.debug = debug_on;
 	if (config_apply_overrides(cfg, &ov) != 0) {
 		error("out of memory");
-		return 1;
+		goto fail;
 	}
 	if (cfg->socket_path != NULL)
 		sock = strdup(cfg->socket_path);
 	else if ((sock = server_default_socket()) == NULL) {
 		error("no socket path: give --socket or set XDG_RUNTIME_DIR");
-		return 1;
+		goto fail;
 	}
 	if (sock == NULL)
-		return 1;
+		goto fail;
 
 	if ((r = server_listen(sock, &listen_fd, err, sizeof(err))) != 0) {
 		error("%s", err);
-		return 1;
+		goto fail;
 	}
 	/*
 	 * Daemon mode: the child opens the token (PKCS#11 must be initialised
@@ -165,25 +165,27 @@ main(int argc, char **argv)
 	if (!foreground) {
 		if (pipe(ready) != 0) {
 			error("pipe: %s", strerror(errno));
-			return 1;
+			goto fail;
 		}
 		if ((pid = fork()) < 0) {
 			error("fork: %s", strerror(errno));
-			return 1;
+			goto fail;
 		}
 		if (pid > 0) {
 			char status = 1;
 
 			close(ready[1]);
 			close(listen_fd);
+			listen_fd = -1;
 			if (read(ready[0], &status, 1) != 1 || status != 0) {
 				fprintf(stderr, "mtls-agent: start-up failed (see the system log)\n");
-				return 1;
+				goto fail;
 			}
 			printf("MTLS_AGENT_SOCK=%s; export MTLS_AGENT_SOCK;\n", sock);
 			printf("MTLS_AGENT_PID=%ld; export MTLS_AGENT_PID;\n", (long)pid);
 			printf("echo Agent pid %ld;\n", (long)pid);
-			return 0;
+			exit_code = 0;
+			goto fail;
 		}
 		close(ready[0]);
 		if (setsid() < 0)
@@ -198,12 +200,12 @@ main(int argc, char **argv)
 	if ((r = token_open(cfg, &ts, err, sizeof(err))) != 0) {
 		error("%s", err[0] ? err : mtls_agent_strerror(r));
 		(void)unlink(sock);
-		return 1;
+		goto fail;
 	}
 	if ((r = server_new(cfg, config_path, &ov, ts, listen_fd, sock, &srv)) != 0) {
 		error("%s", mtls_agent_strerror(r));
 		(void)unlink(sock);
-		return 1;
+		goto fail;
 	}
 	if (foreground) {
 		printf("MTLS_AGENT_SOCK=%s; export MTLS_AGENT_SOCK;\n", sock);
@@ -229,4 +231,13 @@ main(int argc, char **argv)
 	r = server_run(srv);
 	free(sock);
 	return r == 0 ? 0 : 1;
+fail:
+	/* Start-up failed (or the daemon's parent is done): free it all. */
+	token_close(ts);
+	config_free(cfg);
+	free(config_path);
+	free(sock);
+	if (listen_fd >= 0)
+		close(listen_fd);
+	return exit_code;
 }

@@ -540,7 +540,7 @@ agent_start_opts(struct agent_fixture *f, const struct agent_opts *o,
 	if (fixture_unique_path(f, "agent", ".log", p->log, sizeof(p->log)) != 0)
 		return -1;
 
-	argv[argc++] = f->agent_bin;
+	argv[argc++] = o->agent_bin != NULL ? o->agent_bin : f->agent_bin;
 	argv[argc++] = "--foreground";
 	argv[argc++] = "--debug";
 	if (o->config_text != NULL) {

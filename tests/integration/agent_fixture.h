@@ -55,6 +55,7 @@ struct agent_opts {
 	const char *config_text;
 	const char *const *args;  /* more arguments, NULL-terminated */
 	const char *const *env;	  /* "NAME=VALUE" set in the child */
+	const char *agent_bin;	  /* another copy of the agent; NULL = usual */
 	int set_user;		  /* run as uid/gid below */
 	uid_t uid;
 	gid_t gid;

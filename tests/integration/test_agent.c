@@ -1208,7 +1208,7 @@ test_peer_uid(void **state)
 {
 	char *base = peer_base;
 	char tok[PATH_MAX], run[PATH_MAX], conf[PATH_MAX], sock[PATH_MAX];
-	char src_tokens[PATH_MAX], dst_tokens[PATH_MAX], owner[64], env_conf[PATH_MAX + 16];
+	char src_tokens[PATH_MAX], dst_tokens[PATH_MAX], bin[PATH_MAX], owner[64], env_conf[PATH_MAX + 16];
 	char conf_text[PATH_MAX + 128];
 	const char *env[] = { env_conf, NULL };
 	const char *args[] = { "--socket", sock, NULL };
@@ -1240,6 +1240,7 @@ test_peer_uid(void **state)
 	format_into(conf, "%s/softhsm2.conf", tok);
 	format_into(env_conf, "SOFTHSM2_CONF=%s", conf);
 	format_into(dst_tokens, "%s/tokens", tok);
+	format_into(bin, "%s/mtls-agent", base);
 	format_into(owner, "%ld:%ld", (long)pw->pw_uid, (long)pw->pw_gid);
 	assert_int_equal(fixture_path(&fx, "tokens", src_tokens, sizeof(src_tokens)), 0);
 	assert_int_equal(mkdir(tok, 0700), 0);
@@ -1254,13 +1255,20 @@ test_peer_uid(void **state)
 			 "log.level = ERROR\nslots.removable = false\n",
 			 dst_tokens);
 		assert_int_equal(fixture_write_file(conf, conf_text, 0600), 0);
+		const char *cp_bin[] = { "cp", fx.agent_bin, bin, NULL };
+
 		assert_int_equal(fixture_run(cp), 0);
+		/* The build tree may sit where nobody cannot reach (under
+		 * /root): run a copy of the agent from the 0711 directory. */
+		assert_int_equal(fixture_run(cp_bin), 0);
+		assert_int_equal(chmod(bin, 0755), 0);
 		assert_int_equal(fixture_run(chown_tok), 0);
 		assert_int_equal(fixture_run(chown_run), 0);
 	}
 
 	o.args = args;
 	o.env = env;
+	o.agent_bin = bin;
 	o.set_user = 1;
 	o.uid = pw->pw_uid;
 	o.gid = pw->pw_gid;
