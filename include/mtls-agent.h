@@ -75,7 +75,16 @@ enum mtls_agent_error {
 	MTLS_ERR_CONFIG = -27,		  /* bad configuration */
 	MTLS_ERR_HELLO_REQUIRED = -28,	  /* first message must be HELLO */
 	MTLS_ERR_NO_SOCKET = -29,	  /* no socket path known */
-	MTLS_ERR_LAST_ = -29
+	MTLS_ERR_CERT_INVALID = -30,	  /* certificate does not parse */
+	MTLS_ERR_CERT_EXPIRED = -31,	  /* certificate (or chain) expired */
+	MTLS_ERR_CERT_NOT_YET_VALID = -32, /* certificate not valid yet */
+	MTLS_ERR_CERT_UNTRUSTED = -33,	  /* no chain to a trusted CA */
+	MTLS_ERR_CERT_REVOKED = -34,	  /* revoked (CRL or OCSP) */
+	MTLS_ERR_CERT_USAGE = -35,	  /* key usage / EKU not allowed */
+	MTLS_ERR_CERT_REVOCATION_UNKNOWN = -36, /* status unknown (hard fail) */
+	MTLS_ERR_USER_MISMATCH = -37,	  /* certificate maps to another user */
+	MTLS_ERR_SIGNATURE_INVALID = -38, /* signature does not verify */
+	MTLS_ERR_LAST_ = -38
 };
 
 /*
@@ -214,6 +223,38 @@ MTLS_AGENT_API const char *mtls_agent_scheme_name(uint16_t scheme);
 MTLS_AGENT_API uint16_t mtls_agent_scheme_from_name(const char *name);
 MTLS_AGENT_API const char *mtls_agent_purpose_name(int purpose);
 MTLS_AGENT_API int mtls_agent_purpose_from_name(const char *name);
+
+/*
+ * OpenSSL 3 integration (declared with OpenSSL's struct tags so that this
+ * header does not need the OpenSSL headers).
+ *
+ * mtls_agent_ssl_ctx_use_identity() configures `ctx` with an agent
+ * identity: its certificate, its chain, and a private key whose
+ * signatures are made by the agent (through the mtls-agent OpenSSL
+ * provider, registered and loaded into the SSL_CTX's library context, next
+ * to the default provider, on first use).  `identity` is an identity name
+ * or an "mtls-agent:" URI; `socket_path` NULL means $MTLS_AGENT_SOCK or the
+ * default.  The process keeps no PKCS#11 state: a child forked after this
+ * call signs over its own connection.
+ * Returns 0 or MTLS_ERR_NO_IDENTITY, MTLS_ERR_CONNECT, MTLS_ERR_INTERNAL...
+ */
+struct ssl_ctx_st;
+MTLS_AGENT_API MTLS_AGENT_WUR int
+mtls_agent_ssl_ctx_use_identity(struct ssl_ctx_st *ctx, const char *socket_path,
+				const char *identity);
+
+/*
+ * The provider's entry point, for OSSL_PROVIDER_add_builtin(libctx,
+ * "mtls-agent", mtls_agent_provider_init).  The loadable module
+ * mtls-agent.so (in OpenSSL's modules directory) exports it as
+ * OSSL_provider_init.  Its parameters are OpenSSL's OSSL_provider_init_fn.
+ */
+struct ossl_core_handle_st;
+struct ossl_dispatch_st;
+MTLS_AGENT_API int
+mtls_agent_provider_init(const struct ossl_core_handle_st *handle,
+			 const struct ossl_dispatch_st *in,
+			 const struct ossl_dispatch_st **out, void **provctx);
 
 #ifdef __cplusplus
 }

@@ -39,6 +39,15 @@ mtls_agent_strerror(int err)
 	case MTLS_ERR_CONFIG: return "configuration error";
 	case MTLS_ERR_HELLO_REQUIRED: return "protocol error: HELLO required first";
 	case MTLS_ERR_NO_SOCKET: return "no agent socket: set MTLS_AGENT_SOCK or XDG_RUNTIME_DIR";
+	case MTLS_ERR_CERT_INVALID: return "certificate does not parse";
+	case MTLS_ERR_CERT_EXPIRED: return "certificate expired";
+	case MTLS_ERR_CERT_NOT_YET_VALID: return "certificate not yet valid";
+	case MTLS_ERR_CERT_UNTRUSTED: return "certificate not issued by a trusted CA";
+	case MTLS_ERR_CERT_REVOKED: return "certificate revoked";
+	case MTLS_ERR_CERT_USAGE: return "certificate key usage or extended key usage not allowed";
+	case MTLS_ERR_CERT_REVOCATION_UNKNOWN: return "certificate revocation status unknown";
+	case MTLS_ERR_USER_MISMATCH: return "certificate does not map to this user";
+	case MTLS_ERR_SIGNATURE_INVALID: return "signature does not verify";
 	}
 	return "unknown error";
 }

@@ -1,0 +1,2 @@
+/* certval.c: being written (work in progress). */
+#include "config.h"

@@ -1,0 +1,53 @@
+/*
+ * certval - client certificate validation, shared by the PAM module and the
+ * tools: chain to the configured CAs, validity period, key usage and EKU,
+ * revocation by CRL and by OCSP.  One place, not two.
+ */
+#ifndef MTLS_CERTVAL_H
+#define MTLS_CERTVAL_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include <openssl/x509.h>
+
+enum certval_ocsp {
+	CERTVAL_OCSP_OFF = 0,	/* no OCSP */
+	CERTVAL_OCSP_SOFT = 1,	/* query; unreachable/unknown is accepted */
+	CERTVAL_OCSP_HARD = 2,	/* query; anything but "good" is refused */
+};
+
+struct certval_opts {
+	const char *ca_file;	  /* PEM bundle of trusted CAs; or NULL */
+	const char *ca_dir;	  /* hashed CA directory (c_rehash); or NULL */
+	const char *crl_file;	  /* PEM CRL(s); or NULL */
+	const char *crl_dir;	  /* directory of PEM CRLs; or NULL */
+	int crl_required;	  /* 1: every cert in the chain must have a CRL */
+	enum certval_ocsp ocsp;
+	const char *ocsp_url;	  /* responder; NULL = the certificate's AIA */
+	int ocsp_timeout;	  /* seconds for the whole OCSP exchange */
+	int require_client_eku;	  /* EKU must allow clientAuth (if present,
+				     and present at all when this is 2) */
+	int require_digital_signature; /* keyUsage must allow it if present */
+	time_t at;		  /* check time; 0 = now */
+};
+
+/* Sets the defaults: EKU clientAuth and digitalSignature required, OCSP
+ * off, 10 s timeout. */
+void certval_opts_init(struct certval_opts *o);
+
+/*
+ * Validates `cert` with optional untrusted intermediates `chain` (may be
+ * NULL).  Returns 0 or MTLS_ERR_CERT_INVALID, _EXPIRED, _NOT_YET_VALID,
+ * _UNTRUSTED, _REVOKED, _USAGE, _REVOCATION_UNKNOWN, MTLS_ERR_CONFIG (CA
+ * or CRL files unreadable), MTLS_ERR_ALLOC; `why` gets one line saying
+ * which certificate and why.
+ */
+__attribute__((warn_unused_result)) int
+certval_verify(X509 *cert, STACK_OF(X509) *chain, const struct certval_opts *o,
+	       char *why, size_t why_len);
+
+/* Parses DER into a new X509; NULL if it does not parse. */
+X509 *certval_parse_der(const unsigned char *der, size_t len);
+
+#endif

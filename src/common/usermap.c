@@ -1,0 +1,2 @@
+/* usermap.c: being written (work in progress). */
+#include "config.h"

@@ -1,0 +1,51 @@
+/*
+ * usermap - does this certificate belong to this user?  Shared by the PAM
+ * module and the tools.
+ */
+#ifndef MTLS_USERMAP_H
+#define MTLS_USERMAP_H
+
+#include <stddef.h>
+
+#include <openssl/x509.h>
+
+enum usermap_method {
+	USERMAP_CN = 1,		/* subject CN == user */
+	USERMAP_UID,		/* subject UID attribute (0.9.2342.19200300.100.1.1) */
+	USERMAP_EMAIL,		/* rfc822Name SAN (or emailAddress) local part or
+				   whole address == user */
+	USERMAP_UPN,		/* Microsoft UPN otherName SAN (user@REALM):
+				   local part == user */
+	USERMAP_MAPFILE,	/* root-owned map file: "<subject or sha256
+				   fingerprint> <user>" lines */
+	USERMAP_AUTHORIZED,	/* per-user authorized-certificates file */
+};
+
+struct usermap_opts {
+	enum usermap_method method;
+	const char *map_file;	     /* USERMAP_MAPFILE: must be owned by root,
+					not group/other-writable */
+	const char *authorized_file; /* USERMAP_AUTHORIZED: path pattern, %h =
+					the user's home, %u = the user name;
+					default "%h/.config/mtls-agent/authorized_certs";
+					the file holds PEM certificates or
+					"sha256:<hex of SubjectPublicKeyInfo DER>"
+					lines (by public key); it and its
+					directory must be owned by the user or
+					root and writable by no one else */
+};
+
+/*
+ * Returns 0 if `cert` maps to `user`; MTLS_ERR_USER_MISMATCH if it maps to
+ * someone else or to no one; MTLS_ERR_CONFIG if a map or authorized file
+ * is missing, unreadable or has unsafe ownership/permissions (refused, not
+ * ignored); MTLS_ERR_ALLOC.  `why` gets one line.
+ */
+__attribute__((warn_unused_result)) int
+usermap_check(X509 *cert, const char *user, const struct usermap_opts *o,
+	      char *why, size_t why_len);
+
+/* Parses "cn", "uid", "email", "upn", "mapfile", "authorized"; 0 if unknown. */
+int usermap_method_from_name(const char *name);
+
+#endif

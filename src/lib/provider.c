@@ -1,0 +1,2 @@
+/* provider.c: being written (work in progress). */
+#include "config.h"

@@ -1,0 +1,2 @@
+/* provider_keymgmt.c: being written (work in progress). */
+#include "config.h"

@@ -1,0 +1,2 @@
+/* provider_signature.c: being written (work in progress). */
+#include "config.h"

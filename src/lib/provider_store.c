@@ -1,0 +1,2 @@
+/* provider_store.c: being written (work in progress). */
+#include "config.h"

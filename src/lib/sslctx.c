@@ -1,0 +1,2 @@
+/* sslctx.c: being written (work in progress). */
+#include "config.h"
