@@ -209,6 +209,24 @@ MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_sign(mtls_agent *agent, const char 
 MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_login(mtls_agent *agent, const char *identity,
 				    const char *pin, int *retries_left);
 
+/*
+ * Changes the user PIN of the token of `identity` (NULL or "": the only
+ * token) from old_pin to new_pin.  On MTLS_ERR_PIN_INCORRECT *retries_left
+ * is set as for mtls_agent_login().
+ */
+MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_change_pin(mtls_agent *agent, const char *identity,
+					 const char *old_pin, const char *new_pin,
+					 int *retries_left);
+
+/*
+ * Unblocks (re-sets) the user PIN with the unblocking code: the token's SO
+ * PIN, which is what PKCS#11 calls the PUK.  The token is logged in as SO
+ * only for this, then logged out.
+ */
+MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_unblock_pin(mtls_agent *agent, const char *identity,
+					  const char *puk, const char *new_pin,
+					  int *retries_left);
+
 /* Logs out the token of `identity` (NULL or "": every token). */
 MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_logout(mtls_agent *agent, const char *identity);
 

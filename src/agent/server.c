@@ -330,6 +330,33 @@ handle_login(struct conn *c, struct wbuf *in, struct wbuf *out)
 }
 
 static int
+handle_set_pin(struct conn *c, struct wbuf *in, struct wbuf *out)
+{
+	struct msg_set_pin_req req;
+	char why[256] = "";
+	int r, retries = -1;
+
+	if ((r = msg_set_pin_req_get(in, &req)) != 0) {
+		warn("audit: set-pin refused: peer pid=%ld uid=%u exe=%s: %s", (long)c->pid,
+		     (unsigned)c->uid, c->exe, mtls_agent_strerror(r));
+		return put_error(out, r, -1, "malformed SET_PIN");
+	}
+	r = token_set_pin(c->srv->ts, req.identity, req.mode, req.old_pin, req.new_pin,
+			  &retries, why, sizeof(why));
+	if (r == 0)
+		info("audit: %s ok: peer pid=%ld uid=%u exe=%s identity=%s",
+		     req.mode == SET_PIN_CHANGE ? "change-pin" : "unblock-pin", (long)c->pid,
+		     (unsigned)c->uid, c->exe, req.identity[0] ? req.identity : "(token)");
+	else
+		warn("audit: %s refused: peer pid=%ld uid=%u exe=%s identity=%s result=%s: %s",
+		     req.mode == SET_PIN_CHANGE ? "change-pin" : "unblock-pin", (long)c->pid,
+		     (unsigned)c->uid, c->exe, req.identity[0] ? req.identity : "(token)",
+		     mtls_agent_strerror(r), why);
+	msg_set_pin_req_clear(&req);
+	return r == 0 ? msg_empty_resp_put(out, MSG_SET_PIN) : put_error(out, r, retries, why);
+}
+
+static int
 handle_logout(struct conn *c, struct wbuf *in, struct wbuf *out)
 {
 	struct msg_logout_req req;
@@ -385,6 +412,8 @@ dispatch(struct conn *c, struct wbuf *in, struct wbuf *out)
 		return handle_logout(c, in, out);
 	case MSG_STATUS:
 		return handle_status(c, in, out);
+	case MSG_SET_PIN:
+		return handle_set_pin(c, in, out);
 	}
 	return put_error(out, MTLS_ERR_UNSUPPORTED_MESSAGE, -1, "unknown message type");
 }

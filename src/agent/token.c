@@ -1009,18 +1009,36 @@ out:
 	return r;
 }
 
+static int pick_slot(struct tokenset *ts, const char *name, PKCS11_SLOT **slotp,
+		     unsigned int *idxp, char *why, size_t why_len);
+
 int
 token_login(struct tokenset *ts, const char *name, const char *pin, int *retries,
 	    char *why, size_t why_len)
+{
+	PKCS11_SLOT *slot = NULL;
+	unsigned int idx = 0;
+	int r;
+
+	*retries = -1;
+	pthread_rwlock_wrlock(&ts->lock);
+	if ((r = pick_slot(ts, name, &slot, &idx, why, why_len)) == 0)
+		r = login_slot(ts, slot, idx, pin, retries, why, why_len);
+	pthread_rwlock_unlock(&ts->lock);
+	return r;
+}
+
+/* The slot of identity `name`, or of the only token ("" ); write lock held. */
+static int
+pick_slot(struct tokenset *ts, const char *name, PKCS11_SLOT **slotp,
+	  unsigned int *idxp, char *why, size_t why_len)
 {
 	PKCS11_SLOT *slot = NULL, *s;
 	unsigned int idx = 0, sidx;
 	struct ident *id;
 	size_t i;
-	int r;
+	int r = 0;
 
-	*retries = -1;
-	pthread_rwlock_wrlock(&ts->lock);
 	rescan(ts);
 	if (name[0] != '\0') {
 		if ((id = find_ident(ts, name)) == NULL) {
@@ -1052,8 +1070,125 @@ token_login(struct tokenset *ts, const char *name, const char *pin, int *retries
 			goto out;
 		}
 	}
-	r = login_slot(ts, slot, idx, pin, retries, why, why_len);
+	*slotp = slot;
+	*idxp = idx;
 out:
+	return r;
+}
+
+/* Maps the PKCS#11 result of a PIN operation; flags re-read for retries. */
+static int
+pin_error(struct tokenset *ts, PKCS11_SLOT *slot, CK_RV rv, int so,
+	  int *retries, const char *what, char *why, size_t why_len)
+{
+	CK_TOKEN_INFO info;
+	CK_FLAGS locked = so ? CKF_SO_PIN_LOCKED : CKF_USER_PIN_LOCKED;
+	CK_FLAGS final = so ? CKF_SO_PIN_FINAL_TRY : CKF_USER_PIN_FINAL_TRY;
+	const char *label = slot->token->label;
+
+	*retries = -1;
+	if (token_info(ts, slot, &info) == 0)
+		*retries = (info.flags & locked) ? 0 : (info.flags & final) ? 1 : -1;
+	else
+		info.flags = 0;
+	switch (rv) {
+	case RV_PIN_INCORRECT:
+		if (info.flags & locked) {
+			snprintf(why, why_len, "token %s: %s incorrect; it is now locked", label, what);
+			return MTLS_ERR_PIN_LOCKED;
+		}
+		snprintf(why, why_len, "token %s: %s incorrect", label, what);
+		return MTLS_ERR_PIN_INCORRECT;
+	case RV_PIN_LOCKED:
+		*retries = 0;
+		snprintf(why, why_len, "token %s: %s locked", label, what);
+		return MTLS_ERR_PIN_LOCKED;
+	case RV_PIN_INVALID:
+	case RV_PIN_LEN_RANGE:
+		snprintf(why, why_len, "token %s: the new PIN has a length or characters the token refuses", label);
+		return MTLS_ERR_PIN_INVALID;
+	case RV_TOKEN_NOT_PRESENT:
+	case RV_DEVICE_REMOVED:
+		snprintf(why, why_len, "token %s: removed", label);
+		return MTLS_ERR_TOKEN_ABSENT;
+	}
+	snprintf(why, why_len, "token %s: PIN operation failed (PKCS#11 error 0x%lx)", label, rv);
+	return MTLS_ERR_TOKEN;
+}
+
+/*
+ * PIN changes go straight to the module on a session of their own: libp11
+ * 0.4.12 hands out read-only sessions from its pool (C_SetPIN then fails
+ * with CKR_SESSION_READ_ONLY), and an SO login through libp11 would leave
+ * libp11 holding a copy of the SO PIN.
+ */
+static CK_RV
+rw_session(struct tokenset *ts, PKCS11_SLOT *slot, CK_SESSION_HANDLE *s)
+{
+	if (ts->fl == NULL)
+		return CKR_FUNCTION_NOT_SUPPORTED;
+	return ts->fl->C_OpenSession(PKCS11_get_slotid_from_slot(slot),
+				     CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, s);
+}
+
+int
+token_set_pin(struct tokenset *ts, const char *name, int mode, const char *old,
+	      const char *new_pin, int *retries, char *why, size_t why_len)
+{
+	CK_SESSION_HANDLE sess = CK_INVALID_HANDLE;
+	PKCS11_SLOT *slot = NULL;
+	unsigned int idx = 0;
+	CK_RV rv;
+	int r;
+
+	*retries = -1;
+	pthread_rwlock_wrlock(&ts->lock);
+	if ((r = pick_slot(ts, name, &slot, &idx, why, why_len)) != 0)
+		goto out;
+	if (mode == SET_PIN_UNBLOCK) {
+		/* The user session must end before the SO may log in. */
+		detach_keys(ts, slot);
+		if (slot_logged_in(slot) && PKCS11_logout(slot) != 0)
+			ERR_clear_error();
+		ts->login_time[idx] = 0;
+		/* PKCS#11 refuses an SO login while read-only sessions exist
+		 * (CKR_SESSION_READ_ONLY_EXISTS): turn libp11's pool to R/W,
+		 * which closes its sessions. */
+		if (PKCS11_open_session(slot, 1) != 0)
+			ERR_clear_error();
+	}
+	if ((rv = rw_session(ts, slot, &sess)) != CKR_OK) {
+		r = pin_error(ts, slot, rv, 0, retries, "PIN", why, why_len);
+		goto out;
+	}
+	if (mode == SET_PIN_CHANGE) {
+		rv = ts->fl->C_SetPIN(sess, (CK_UTF8CHAR_PTR)old, strlen(old),
+				      (CK_UTF8CHAR_PTR)new_pin, strlen(new_pin));
+		if (rv != CKR_OK) {
+			r = pin_error(ts, slot, rv, 0, retries, "PIN", why, why_len);
+			goto out;
+		}
+		info("token %s: user PIN changed", slot->token->label);
+		goto out;
+	}
+	rv = ts->fl->C_Login(sess, CKU_SO, (CK_UTF8CHAR_PTR)old, strlen(old));
+	if (rv != CKR_OK) {
+		r = pin_error(ts, slot, rv, 1, retries, "unblocking code (SO PIN)", why, why_len);
+		goto out;
+	}
+	rv = ts->fl->C_InitPIN(sess, (CK_UTF8CHAR_PTR)new_pin, strlen(new_pin));
+	(void)ts->fl->C_Logout(sess);
+	if (rv != CKR_OK) {
+		r = pin_error(ts, slot, rv, 0, retries, "new PIN", why, why_len);
+		goto out;
+	}
+	(void)ts->fl->C_CloseSession(sess);
+	sess = CK_INVALID_HANDLE;
+	info("token %s: user PIN unblocked and set", slot->token->label);
+	r = login_slot(ts, slot, idx, new_pin, retries, why, why_len);
+out:
+	if (sess != CK_INVALID_HANDLE)
+		(void)ts->fl->C_CloseSession(sess);
 	pthread_rwlock_unlock(&ts->lock);
 	return r;
 }

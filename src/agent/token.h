@@ -45,6 +45,15 @@ __attribute__((warn_unused_result)) int
 token_login(struct tokenset *ts, const char *name, const char *pin,
 	    int *retries, char *why, size_t why_len);
 
+/*
+ * SET_PIN: mode SET_PIN_CHANGE changes the user PIN from old to new;
+ * SET_PIN_UNBLOCK logs in as SO with `old` (the unblocking code), sets the
+ * user PIN to new, and logs the user in with it.  *retries as for login.
+ */
+__attribute__((warn_unused_result)) int
+token_set_pin(struct tokenset *ts, const char *name, int mode, const char *old,
+	      const char *new_pin, int *retries, char *why, size_t why_len);
+
 /* Logs out the token of `name` ("" = every token). */
 __attribute__((warn_unused_result)) int
 token_logout(struct tokenset *ts, const char *name);

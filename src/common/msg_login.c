@@ -3,6 +3,8 @@
  *
  * LOGIN request:   string identity, string pin
  * LOGOUT request:  string identity
+ * SET_PIN request: string identity, u8 mode (1 change, 2 unblock),
+ *                  string old_pin (or unblocking code), string new_pin
  * reply:           (empty)
  *
  * The PIN is copied straight from the frame into secure memory; the frame
@@ -16,6 +18,34 @@
 #include "proto.h"
 #include "secmem.h"
 
+static int
+put_pin(struct wbuf *b, const char *pin)
+{
+	if (pin == NULL || strlen(pin) == 0 || strlen(pin) > MTLS_PIN_MAX)
+		return MTLS_ERR_PIN_INVALID;
+	return wbuf_put_cstring(b, pin);
+}
+
+/* Reads a PIN string straight into secure memory. */
+static int
+get_pin(struct wbuf *b, char **pinp)
+{
+	const unsigned char *pin;
+	size_t pin_len;
+	int r;
+
+	*pinp = NULL;
+	if ((r = wbuf_get_string_direct(b, &pin, &pin_len, 0)) != 0)
+		return r;
+	if (pin_len == 0 || pin_len > MTLS_PIN_MAX || memchr(pin, '\0', pin_len) != NULL)
+		return MTLS_ERR_PIN_INVALID;
+	if ((*pinp = mtls_secure_alloc(pin_len + 1)) == NULL)
+		return MTLS_ERR_ALLOC;
+	memcpy(*pinp, pin, pin_len);
+	(*pinp)[pin_len] = '\0';
+	return 0;
+}
+
 int
 msg_login_req_put(struct wbuf *b, const struct msg_login_req *m)
 {
@@ -25,7 +55,7 @@ msg_login_req_put(struct wbuf *b, const struct msg_login_req *m)
 		return MTLS_ERR_PIN_INVALID;
 	if ((r = wbuf_put_u8(b, MSG_LOGIN)) != 0 ||
 	    (r = wbuf_put_cstring(b, m->identity)) != 0 ||
-	    (r = wbuf_put_cstring(b, m->pin)) != 0)
+	    (r = put_pin(b, m->pin)) != 0)
 		return r;
 	return 0;
 }
@@ -33,29 +63,59 @@ msg_login_req_put(struct wbuf *b, const struct msg_login_req *m)
 int
 msg_login_req_get(struct wbuf *b, struct msg_login_req *m)
 {
-	const unsigned char *pin;
-	size_t pin_len;
 	int r;
 
 	memset(m, 0, sizeof(*m));
 	if ((r = wbuf_get_cstring(b, &m->identity, MTLS_NAME_MAX)) != 0 ||
-	    (r = wbuf_get_string_direct(b, &pin, &pin_len, 0)) != 0 ||
+	    (r = get_pin(b, &m->pin)) != 0 ||
 	    (r = wbuf_expect_end(b)) != 0)
-		goto out;
-	if (pin_len == 0 || pin_len > MTLS_PIN_MAX || memchr(pin, '\0', pin_len) != NULL) {
-		r = MTLS_ERR_PIN_INVALID;
-		goto out;
-	}
-	if ((m->pin = mtls_secure_alloc(pin_len + 1)) == NULL) {
-		r = MTLS_ERR_ALLOC;
-		goto out;
-	}
-	memcpy(m->pin, pin, pin_len);
-	m->pin[pin_len] = '\0';
-out:
-	if (r != 0)
 		msg_login_req_clear(m);
 	return r;
+}
+
+int
+msg_set_pin_req_put(struct wbuf *b, const struct msg_set_pin_req *m)
+{
+	int r;
+
+	if (m->mode != SET_PIN_CHANGE && m->mode != SET_PIN_UNBLOCK)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	if ((r = wbuf_put_u8(b, MSG_SET_PIN)) != 0 ||
+	    (r = wbuf_put_cstring(b, m->identity)) != 0 ||
+	    (r = wbuf_put_u8(b, m->mode)) != 0 ||
+	    (r = put_pin(b, m->old_pin)) != 0 ||
+	    (r = put_pin(b, m->new_pin)) != 0)
+		return r;
+	return 0;
+}
+
+int
+msg_set_pin_req_get(struct wbuf *b, struct msg_set_pin_req *m)
+{
+	int r;
+
+	memset(m, 0, sizeof(*m));
+	if ((r = wbuf_get_cstring(b, &m->identity, MTLS_NAME_MAX)) != 0 ||
+	    (r = wbuf_get_u8(b, &m->mode)) != 0 ||
+	    (r = get_pin(b, &m->old_pin)) != 0 ||
+	    (r = get_pin(b, &m->new_pin)) != 0 ||
+	    (r = wbuf_expect_end(b)) != 0)
+		goto out;
+	if (m->mode != SET_PIN_CHANGE && m->mode != SET_PIN_UNBLOCK)
+		r = MTLS_ERR_BAD_REQUEST;
+out:
+	if (r != 0)
+		msg_set_pin_req_clear(m);
+	return r;
+}
+
+void
+msg_set_pin_req_clear(struct msg_set_pin_req *m)
+{
+	free(m->identity);
+	mtls_secure_free(m->old_pin);
+	mtls_secure_free(m->new_pin);
+	memset(m, 0, sizeof(*m));
 }
 
 void

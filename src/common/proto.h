@@ -47,6 +47,7 @@ enum msg_type {
 	MSG_LOGIN = 4,
 	MSG_LOGOUT = 5,
 	MSG_STATUS = 6,
+	MSG_SET_PIN = 7,
 	MSG_ERROR = 0x7f,
 	MSG_REPLY = 0x80
 };
@@ -82,7 +83,18 @@ struct msg_login_req {
 	char *identity; /* "" = the only / first token */
 	char *pin;	/* secure memory (secmem.h) */
 };
-/* LOGIN, LOGOUT and STATUS-less replies are empty. */
+/* SET_PIN modes. */
+#define SET_PIN_CHANGE 1  /* old = current user PIN */
+#define SET_PIN_UNBLOCK 2 /* old = unblocking code (the SO PIN, "PUK") */
+
+struct msg_set_pin_req {
+	char *identity; /* "" = the only token */
+	uint8_t mode;	/* SET_PIN_* */
+	char *old_pin;	/* secure memory */
+	char *new_pin;	/* secure memory */
+};
+
+/* LOGIN, LOGOUT and SET_PIN replies are empty. */
 struct msg_logout_req {
 	char *identity; /* "" = every token */
 };
@@ -121,7 +133,10 @@ void msg_login_req_clear(struct msg_login_req *m);
 WUR int msg_logout_req_put(struct wbuf *b, const struct msg_logout_req *m);
 WUR int msg_logout_req_get(struct wbuf *b, struct msg_logout_req *m);
 void msg_logout_req_clear(struct msg_logout_req *m);
-/* Empty success reply for LOGIN / LOGOUT (type = request type). */
+WUR int msg_set_pin_req_put(struct wbuf *b, const struct msg_set_pin_req *m);
+WUR int msg_set_pin_req_get(struct wbuf *b, struct msg_set_pin_req *m);
+void msg_set_pin_req_clear(struct msg_set_pin_req *m);
+/* Empty success reply for LOGIN / LOGOUT / SET_PIN (type = request type). */
 WUR int msg_empty_resp_put(struct wbuf *b, uint8_t type);
 WUR int msg_empty_get(struct wbuf *b);
 

@@ -421,6 +421,59 @@ out:
 	return r;
 }
 
+static int
+set_pin(mtls_agent *a, const char *identity, uint8_t mode, const char *old_pin,
+	const char *new_pin, int *retries_left)
+{
+	struct msg_set_pin_req req = { 0 };
+	struct wbuf *b = NULL, *reply = NULL;
+	int r, retries = -1;
+
+	set_last_message(NULL);
+	if (retries_left != NULL)
+		*retries_left = -1;
+	if (a == NULL || old_pin == NULL || new_pin == NULL)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	/* The PINs are copied only into wire buffers, which wipe when freed. */
+	req.identity = (char *)(identity == NULL ? "" : identity);
+	req.mode = mode;
+	req.old_pin = (char *)old_pin;
+	req.new_pin = (char *)new_pin;
+	if ((b = wbuf_new()) == NULL || (reply = wbuf_new()) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = msg_set_pin_req_put(b, &req)) != 0)
+		goto out;
+	pthread_mutex_lock(&a->lock);
+	/* Never resent once sent, like LOGIN. */
+	r = exchange(a, b, MSG_SET_PIN | MSG_REPLY, 0, reply, &retries);
+	if (r == 0 && (r = msg_empty_get(reply)) != 0)
+		drop_connection(a);
+	pthread_mutex_unlock(&a->lock);
+	if ((r == MTLS_ERR_PIN_INCORRECT || r == MTLS_ERR_PIN_LOCKED) &&
+	    retries_left != NULL)
+		*retries_left = retries;
+out:
+	wbuf_free(b);
+	wbuf_free(reply);
+	return r;
+}
+
+int
+mtls_agent_change_pin(mtls_agent *a, const char *identity, const char *old_pin,
+		      const char *new_pin, int *retries_left)
+{
+	return set_pin(a, identity, SET_PIN_CHANGE, old_pin, new_pin, retries_left);
+}
+
+int
+mtls_agent_unblock_pin(mtls_agent *a, const char *identity, const char *puk,
+		       const char *new_pin, int *retries_left)
+{
+	return set_pin(a, identity, SET_PIN_UNBLOCK, puk, new_pin, retries_left);
+}
+
 int
 mtls_agent_logout(mtls_agent *a, const char *identity)
 {

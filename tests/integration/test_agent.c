@@ -44,6 +44,7 @@
 
 #define IO_TIMEOUT_MS 5000
 #define TOKEN_URI "pkcs11:token=mtls-test"
+#define SO_PIN "12345678"
 #define WRONG_PIN "000000"
 
 static struct agent_fixture fx;
@@ -1557,7 +1558,53 @@ test_pin_locked(void **state)
 		assert_true(r == MTLS_ERR_LOGIN_REQUIRED || r == MTLS_ERR_PIN_LOCKED);
 		assert_null(sig);
 	}
+
+	/* Unblocking needs the right unblocking code (the SO PIN)... */
+	assert_err(mtls_agent_unblock_pin(a, NULL, "87654321", fx.pin, &retries),
+		   MTLS_ERR_PIN_INCORRECT);
+	assert_true(flags_of(a, "p256") & MTLS_AGENT_ID_PIN_LOCKED);
+	/* ...and then sets the PIN, resets the counter and logs in with it. */
+	assert_err(mtls_agent_unblock_pin(a, NULL, SO_PIN, fx.pin, &retries), 0);
+	flags = flags_of(a, "p256");
+	assert_false(flags & MTLS_AGENT_ID_PIN_LOCKED);
+	assert_true(flags & MTLS_AGENT_ID_LOGGED_IN);
+	{
+		unsigned char *sig = NULL;
+		size_t sig_len = 0;
+
+		assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+				MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+		free(sig);
+	}
 	wbuf_free(c);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
+/* ---------------------------------------------------------------------- */
+/* 12b. changing the PIN */
+
+static void
+test_change_pin(void **state)
+{
+	static const char new_pin[] = "24680135";
+	mtls_agent *a;
+	int retries;
+
+	start_agent(NULL, NULL, &ag);
+	a = connect_to(ag.sock);
+	/* The old PIN must be right; a wrong one changes nothing. */
+	assert_err(mtls_agent_change_pin(a, NULL, WRONG_PIN, new_pin, &retries),
+		   MTLS_ERR_PIN_INCORRECT);
+	assert_err(mtls_agent_change_pin(a, NULL, fx.pin, "", &retries), MTLS_ERR_PIN_INVALID);
+	assert_err(mtls_agent_change_pin(a, NULL, fx.pin, new_pin, &retries), 0);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), MTLS_ERR_PIN_INCORRECT);
+	assert_err(mtls_agent_login(a, NULL, new_pin, &retries), 0);
+	assert_true(flags_of(a, "p256") & MTLS_AGENT_ID_LOGGED_IN);
+	/* Back, so the fixture's PIN holds for every later test. */
+	assert_err(mtls_agent_change_pin(a, NULL, new_pin, fx.pin, &retries), 0);
+	assert_err(mtls_agent_logout(a, NULL), 0);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
 	mtls_agent_free(a);
 	assert_int_equal(agent_stop(&ag), 0);
 }
@@ -1609,6 +1656,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_socket_dir_refused, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_pin_file, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_pin_locked, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_change_pin, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_reconnect, setup_none, teardown_agents),
 	};
 

@@ -210,6 +210,21 @@ static const struct codec C_LOGIN_REQ = {"login_req", MSG_LOGIN, sizeof(struct m
 					 get_login_req, clear_login_req};
 static const struct codec C_LOGOUT_REQ = {"logout_req", MSG_LOGOUT, sizeof(struct msg_logout_req),
 					  get_logout_req, clear_logout_req};
+static int
+get_set_pin_req(struct wbuf *b, void *m)
+{
+	return msg_set_pin_req_get(b, m);
+}
+
+static void
+clear_set_pin_req(void *m)
+{
+	msg_set_pin_req_clear(m);
+}
+
+static const struct codec C_SET_PIN_REQ = {"set_pin_req", MSG_SET_PIN,
+					   sizeof(struct msg_set_pin_req), get_set_pin_req,
+					   clear_set_pin_req};
 static const struct codec C_STATUS_REQ = {"status_req", MSG_STATUS, 0, get_empty, clear_nothing};
 static const struct codec C_STATUS_RESP = {"status_resp", MSG_STATUS | MSG_REPLY,
 					   sizeof(struct mtls_agent_status), get_status_resp,
@@ -226,6 +241,7 @@ union any_msg {
 	struct msg_sign_resp sign_resp;
 	struct msg_login_req login_req;
 	struct msg_logout_req logout_req;
+	struct msg_set_pin_req set_pin_req;
 	struct mtls_agent_status status;
 	struct msg_error error;
 };
@@ -1563,6 +1579,67 @@ test_frame_write_to_closed(void **state)
 	wbuf_free(out);
 }
 
+
+static void
+test_set_pin(void **state)
+{
+	static const unsigned char want[] = {MSG_SET_PIN, 0, 0, 0, 1, 'a', 2,
+					     0, 0, 0, 2, '1', '2', 0, 0, 0, 3, '3', '4', '5'};
+	struct msg_set_pin_req rq = {(char *)"a", SET_PIN_UNBLOCK, (char *)"12", (char *)"345"}, rq2;
+	struct wbuf *b = newbuf();
+	char *s;
+
+	(void)state;
+	assert_int_equal(msg_set_pin_req_put(b, &rq), 0);
+	assert_int_equal(wbuf_len(b), sizeof(want));
+	assert_memory_equal(wbuf_ptr(b), want, sizeof(want));
+	assert_int_equal(decode_buf(&C_SET_PIN_REQ, b, &rq2), 0);
+	assert_string_equal(rq2.identity, "a");
+	assert_int_equal(rq2.mode, SET_PIN_UNBLOCK);
+	assert_string_equal(rq2.old_pin, "12");
+	assert_string_equal(rq2.new_pin, "345");
+	msg_set_pin_req_clear(&rq2);
+	assert_null(rq2.old_pin);
+	assert_null(rq2.new_pin);
+	check_truncations_and_trailing(&C_SET_PIN_REQ, b);
+	wbuf_free(b);
+
+	/* Encoder refusals: bad mode, empty or overlong PINs. */
+	b = newbuf();
+	rq.mode = 3;
+	assert_int_equal(msg_set_pin_req_put(b, &rq), MTLS_ERR_INVALID_ARGUMENT);
+	rq.mode = SET_PIN_CHANGE;
+	rq.new_pin = (char *)"";
+	assert_int_equal(msg_set_pin_req_put(b, &rq), MTLS_ERR_PIN_INVALID);
+	s = filled(MTLS_PIN_MAX + 1, '4');
+	rq.new_pin = s;
+	assert_int_equal(msg_set_pin_req_put(b, &rq), MTLS_ERR_PIN_INVALID);
+	free(s);
+	wbuf_free(b);
+
+	/* Decoder refusals: unknown mode, empty new PIN, NUL in a PIN. */
+	{
+		static const unsigned char bad_mode[] = {0, 0, 0, 0, 9, 0, 0, 0, 1, '1',
+							 0, 0, 0, 1, '2'};
+		static const unsigned char empty_new[] = {0, 0, 0, 0, 1, 0, 0, 0, 1, '1',
+							  0, 0, 0, 0};
+		static const unsigned char nul_old[] = {0, 0, 0, 0, 1, 0, 0, 0, 2, '1', 0,
+							0, 0, 0, 1, '2'};
+
+		b = wbuf_from(bad_mode, sizeof(bad_mode));
+		assert_int_equal(msg_set_pin_req_get(b, &rq2), MTLS_ERR_BAD_REQUEST);
+		assert_null(rq2.old_pin);
+		wbuf_free(b);
+		b = wbuf_from(empty_new, sizeof(empty_new));
+		assert_int_equal(msg_set_pin_req_get(b, &rq2), MTLS_ERR_PIN_INVALID);
+		assert_null(rq2.old_pin);
+		wbuf_free(b);
+		b = wbuf_from(nul_old, sizeof(nul_old));
+		assert_int_equal(msg_set_pin_req_get(b, &rq2), MTLS_ERR_PIN_INVALID);
+		wbuf_free(b);
+	}
+}
+
 #define FRAME_TEST(f) cmocka_unit_test_setup_teardown(f, setup_pair, teardown_pair)
 
 int
@@ -1578,6 +1655,7 @@ main(void)
 	    cmocka_unit_test(test_sign_refused),
 	    cmocka_unit_test(test_login_logout),
 	    cmocka_unit_test(test_login_refused),
+	    cmocka_unit_test(test_set_pin),
 	    cmocka_unit_test(test_status),
 	    cmocka_unit_test(test_error),
 	    cmocka_unit_test(test_error_refused),
