@@ -84,7 +84,10 @@ enum mtls_agent_error {
 	MTLS_ERR_CERT_REVOCATION_UNKNOWN = -36, /* status unknown (hard fail) */
 	MTLS_ERR_USER_MISMATCH = -37,	  /* certificate maps to another user */
 	MTLS_ERR_SIGNATURE_INVALID = -38, /* signature does not verify */
-	MTLS_ERR_LAST_ = -38
+	MTLS_ERR_AGENT_LOCKED = -39,	  /* agent locked with a passphrase */
+	MTLS_ERR_CONFIRM_DENIED = -40,	  /* use not confirmed (refused, timeout) */
+	MTLS_ERR_RATE_LIMITED = -41,	  /* identity's signature rate exceeded */
+	MTLS_ERR_LAST_ = -41
 };
 
 /*
@@ -227,6 +230,15 @@ MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_unblock_pin(mtls_agent *agent, cons
 					  const char *puk, const char *new_pin,
 					  int *retries_left);
 
+/*
+ * Locks the agent with a passphrase: until mtls_agent_unlock() with the
+ * same passphrase it lists nothing and signs nothing.  The agent keeps
+ * only a salted slow hash of it.  Failed unlocks are answered more and
+ * more slowly.  Returns 0, MTLS_ERR_AGENT_LOCKED (already locked) ...
+ */
+MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_lock(mtls_agent *agent, const char *passphrase);
+MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_unlock(mtls_agent *agent, const char *passphrase);
+
 /* Logs out the token of `identity` (NULL or "": every token). */
 MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_logout(mtls_agent *agent, const char *identity);
 
@@ -249,8 +261,10 @@ MTLS_AGENT_API int mtls_agent_purpose_from_name(const char *name);
  * mtls_agent_ssl_ctx_use_identity() configures `ctx` with an agent
  * identity: its certificate, its chain, and a private key whose
  * signatures are made by the agent (through the mtls-agent OpenSSL
- * provider, registered and loaded into the SSL_CTX's library context, next
- * to the default provider, on first use).  `identity` is an identity name
+ * provider, registered as a built-in and loaded, with the default
+ * provider, into a private library context on first use: OpenSSL 3.0 has
+ * no way to reach an SSL_CTX's own; signing then follows the key to its
+ * provider, whatever the SSL_CTX's context).  `identity` is an identity name
  * or an "mtls-agent:" URI; `socket_path` NULL means $MTLS_AGENT_SOCK or the
  * default.  The process keeps no PKCS#11 state: a child forked after this
  * call signs over its own connection.

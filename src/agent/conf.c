@@ -128,6 +128,18 @@ set_string(struct parser *p, char **dst, const char *v)
 	return 0;
 }
 
+void
+config_peers_free(struct config_peer *peers, size_t n)
+{
+	size_t i;
+
+	if (peers == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		free(peers[i].exe);
+	free(peers);
+}
+
 static int
 parse_uint(struct parser *p, const char *key, const char *v, unsigned long min,
 	   unsigned long max, unsigned int *out)
@@ -414,6 +426,131 @@ set_id_purposes(struct parser *p, char *v)
 	return parse_purposes(p, "purposes", v, &p->id->purposes);
 }
 
+static int
+set_module_dirs(struct parser *p, char *v)
+{
+	char shown[SHOW_MAX + 1], *copy, *dir, *save = NULL;
+	int r = 0;
+
+	if ((copy = strdup(v)) == NULL)
+		return palloc(p);
+	for (dir = strtok_r(copy, ":", &save); dir != NULL; dir = strtok_r(NULL, ":", &save)) {
+		if (dir[0] != '/') {
+			r = perr(p, "module-dirs: '%s' is not an absolute directory",
+				 show(dir, shown, sizeof(shown)));
+			break;
+		}
+	}
+	free(copy);
+	if (r != 0)
+		return r;
+	return set_string(p, &p->cfg->module_dirs, v);
+}
+
+static int
+set_askpass(struct parser *p, char *v)
+{
+	int r;
+
+	if ((r = check_abs_path(p, "askpass", v)) != 0)
+		return r;
+	return set_string(p, &p->cfg->askpass, v);
+}
+
+static int
+set_confirm_timeout(struct parser *p, char *v)
+{
+	return parse_uint(p, "confirm-timeout", v, 1, 600, &p->cfg->confirm_timeout);
+}
+
+static int
+set_id_confirm(struct parser *p, char *v)
+{
+	return parse_bool(p, "confirm", v, &p->id->confirm);
+}
+
+static int
+set_id_lifetime(struct parser *p, char *v)
+{
+	return parse_uint(p, "lifetime", v, 0, CONFIG_MAX_LOGIN_TIMEOUT, &p->id->lifetime);
+}
+
+static int
+set_id_idle_logout(struct parser *p, char *v)
+{
+	return parse_uint(p, "idle-logout", v, 0, CONFIG_MAX_LOGIN_TIMEOUT, &p->id->idle_logout);
+}
+
+static int
+set_id_rate_limit(struct parser *p, char *v)
+{
+	return parse_uint(p, "rate-limit", v, 0, 1000000, &p->id->rate_limit);
+}
+
+/* "peers = uid:1000, gid:100, exe:/usr/bin/curl" */
+static int
+set_id_peers(struct parser *p, char *v)
+{
+	struct config_identity *id = p->id;
+	char shown[SHOW_MAX + 1], *item, *save = NULL, *val;
+	struct config_peer *peers = NULL, *pe;
+	size_t n = 0, cap = 0; /* cap: entries allocated and zeroed */
+	unsigned int num;
+	int r = 0;
+
+	for (item = strtok_r(v, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save)) {
+		item = trim(item);
+		if (n >= CONFIG_MAX_PEERS) {
+			r = perr(p, "peers: more than %u entries", CONFIG_MAX_PEERS);
+			goto out;
+		}
+		if ((pe = reallocarray(peers, n + 1, sizeof(*peers))) == NULL) {
+			r = palloc(p);
+			goto out;
+		}
+		peers = pe;
+		pe = &peers[n];
+		memset(pe, 0, sizeof(*pe));
+		cap = n + 1;
+		if ((val = strchr(item, ':')) == NULL) {
+			r = perr(p, "peers: '%s' is not uid:N, gid:N or exe:/path",
+				 show(item, shown, sizeof(shown)));
+			goto out;
+		}
+		*val++ = '\0';
+		if (strcmp(item, "uid") == 0 || strcmp(item, "gid") == 0) {
+			if ((r = parse_uint(p, "peers", val, 0, 0xfffffffeU, &num)) != 0)
+				goto out;
+			pe->kind = item[0] == 'u' ? PEER_UID : PEER_GID;
+			pe->id = num;
+		} else if (strcmp(item, "exe") == 0) {
+			if ((r = check_abs_path(p, "peers", val)) != 0)
+				goto out;
+			pe->kind = PEER_EXE;
+			if ((pe->exe = strdup(val)) == NULL) {
+				r = palloc(p);
+				goto out;
+			}
+		} else {
+			r = perr(p, "peers: unknown kind '%s' (uid, gid or exe)",
+				 show(item, shown, sizeof(shown)));
+			goto out;
+		}
+		n++;
+	}
+	if (n == 0) {
+		r = perr(p, "peers: empty list");
+		goto out;
+	}
+	config_peers_free(id->peers, id->n_peers);
+	id->peers = peers;
+	id->n_peers = n;
+	peers = NULL;
+out:
+	config_peers_free(peers, cap);
+	return r;
+}
+
 enum scope { GLOBAL, IDENTITY };
 
 static const struct key_def {
@@ -430,11 +567,19 @@ static const struct key_def {
 	{ "max-connections", GLOBAL, set_max_connections },
 	{ "request-timeout", GLOBAL, set_request_timeout },
 	{ "log-level", GLOBAL, set_log_level },
+	{ "module-dirs", GLOBAL, set_module_dirs },
+	{ "askpass", GLOBAL, set_askpass },
+	{ "confirm-timeout", GLOBAL, set_confirm_timeout },
 	{ "key", IDENTITY, set_id_key },
 	{ "certificate", IDENTITY, set_id_certificate },
 	{ "chain", IDENTITY, set_id_chain },
 	{ "pin-file", IDENTITY, set_id_pin_file },
 	{ "purposes", IDENTITY, set_id_purposes },
+	{ "peers", IDENTITY, set_id_peers },
+	{ "confirm", IDENTITY, set_id_confirm },
+	{ "lifetime", IDENTITY, set_id_lifetime },
+	{ "idle-logout", IDENTITY, set_id_idle_logout },
+	{ "rate-limit", IDENTITY, set_id_rate_limit },
 };
 
 /* --- lines --------------------------------------------------------------- */
@@ -661,7 +806,8 @@ config_defaults(struct config **out)
 	if ((cfg = calloc(1, sizeof(*cfg))) == NULL)
 		return MTLS_ERR_ALLOC;
 	if ((cfg->module = strdup(MTLS_DEFAULT_MODULE)) == NULL ||
-	    (cfg->token_uri = strdup(CONFIG_DEFAULT_TOKEN_URI)) == NULL) {
+	    (cfg->token_uri = strdup(CONFIG_DEFAULT_TOKEN_URI)) == NULL ||
+	    (cfg->module_dirs = strdup(CONFIG_DEFAULT_MODULE_DIRS)) == NULL) {
 		config_free(cfg);
 		return MTLS_ERR_ALLOC;
 	}
@@ -671,6 +817,7 @@ config_defaults(struct config **out)
 	cfg->allow_root = 0;
 	cfg->max_connections = CONFIG_DEFAULT_MAX_CONNECTIONS;
 	cfg->request_timeout = CONFIG_DEFAULT_REQUEST_TIMEOUT;
+	cfg->confirm_timeout = CONFIG_DEFAULT_CONFIRM_TIMEOUT;
 	cfg->log_level = (int)LOG_LEVEL_INFO;
 	*out = cfg;
 	return 0;
@@ -892,8 +1039,11 @@ config_free(struct config *cfg)
 		free(cfg->identities[i].cert_file);
 		free(cfg->identities[i].chain_file);
 		free(cfg->identities[i].pin_file);
+		config_peers_free(cfg->identities[i].peers, cfg->identities[i].n_peers);
 	}
 	free(cfg->identities);
+	free(cfg->module_dirs);
+	free(cfg->askpass);
 	free(cfg->socket_path);
 	free(cfg->module);
 	free(cfg->token_uri);
@@ -921,7 +1071,8 @@ config_apply_overrides(struct config *cfg, const struct config_overrides *ov)
 
 	if ((r = replace_string(&cfg->socket_path, ov->socket_path)) != 0 ||
 	    (r = replace_string(&cfg->module, ov->module)) != 0 ||
-	    (r = replace_string(&cfg->token_uri, ov->token_uri)) != 0)
+	    (r = replace_string(&cfg->token_uri, ov->token_uri)) != 0 ||
+	    (r = replace_string(&cfg->module_dirs, ov->module_dirs)) != 0)
 		return r;
 	if (ov->allow_root)
 		cfg->allow_root = 1;

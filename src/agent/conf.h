@@ -32,6 +32,10 @@
 #define CONFIG_MAX_FILE_SIZE (1024U * 1024)	/* whole config file */
 #define CONFIG_MAX_LINE 4096U			/* one line, without its newline */
 #define CONFIG_MAX_NAME 64U			/* [identity NAME] */
+/* Directories a PKCS#11 module may be loaded from (after realpath). */
+#define CONFIG_DEFAULT_MODULE_DIRS "/usr/lib:/usr/lib64:/lib:/lib64:/usr/local/lib"
+#define CONFIG_MAX_PEERS 32U			/* entries in "peers" */
+#define CONFIG_DEFAULT_CONFIRM_TIMEOUT 30U	/* seconds */
 #define CONFIG_MAX_PIN_FILE 256U		/* pin-file, newline included */
 
 struct config_identity {
@@ -41,6 +45,21 @@ struct config_identity {
 	char *chain_file; /* "chain": PEM file of chain certificates; or NULL */
 	char *pin_file;	  /* "pin-file": PIN for unattended login; or NULL */
 	uint32_t purposes; /* "purposes": bit (1 << MTLS_AGENT_PURPOSE_*) */
+	/* "peers": who may use this identity; none = every allowed peer */
+	struct config_peer *peers;
+	size_t n_peers;
+	int confirm;		    /* "confirm": ask the askpass program */
+	unsigned int lifetime;	    /* "lifetime" s after login; 0 = none */
+	unsigned int idle_logout;   /* "idle-logout" s without use; 0 = none */
+	unsigned int rate_limit;    /* "rate-limit": signatures a minute; 0 = none */
+};
+
+enum config_peer_kind { PEER_UID = 1, PEER_GID, PEER_EXE };
+
+struct config_peer {
+	enum config_peer_kind kind;
+	unsigned long id;	/* uid or gid */
+	char *exe;		/* absolute executable path */
 };
 
 struct config {
@@ -56,6 +75,10 @@ struct config {
 	unsigned int request_timeout; /* "request-timeout" ms for a started
 					 frame to complete, default 10000 */
 	int log_level;		 /* "log-level": error|warning|info|debug */
+	char *module_dirs;	 /* "module-dirs": colon-separated directories
+				    modules may be loaded from */
+	char *askpass;		 /* "askpass": program asked to confirm */
+	unsigned int confirm_timeout; /* "confirm-timeout" s, default 30 */
 	struct config_identity *identities; /* in file order */
 	size_t n_identities;
 };
@@ -99,6 +122,7 @@ struct config_overrides {
 	const char *socket_path;
 	const char *module;
 	const char *token_uri;
+	const char *module_dirs;
 	int allow_root;
 	int debug;
 };
@@ -109,5 +133,6 @@ config_apply_overrides(struct config *cfg, const struct config_overrides *ov);
 
 /* Frees; accepts NULL. */
 void config_free(struct config *cfg);
+void config_peers_free(struct config_peer *peers, size_t n);
 
 #endif

@@ -26,7 +26,7 @@ usage(FILE *f)
 {
 	fprintf(f,
 		"usage: mtls-agent [-f] [-d] [-c FILE] [-a SOCKET] [-M MODULE] [-t TOKEN-URI]\n"
-		"                  [--allow-root]\n"
+		"                  [--allow-root] [--module-dirs DIRS]\n"
 		"  -f, --foreground     stay in the foreground, log to stderr\n"
 		"  -d, --debug          debug logging (implies --foreground)\n"
 		"  -c, --config FILE    configuration file (see mtls-agent.conf(5))\n"
@@ -34,6 +34,7 @@ usage(FILE *f)
 		"  -M, --module PATH    PKCS#11 module (default %s)\n"
 		"  -t, --token URI      tokens to offer when no identities are configured\n"
 		"      --allow-root     let root use the agent\n"
+		"      --module-dirs D  colon-separated directories modules may come from\n"
 		"  -h, --help           this text\n"
 		"  -V, --version        print the version\n",
 		MTLS_DEFAULT_MODULE);
@@ -78,6 +79,12 @@ harden(void)
 		warn("cannot disable core dumps: %s", strerror(errno));
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
 		warn("cannot make the process non-dumpable: %s", strerror(errno));
+	/* One descriptor per client: allow as many as max-connections can
+	 * need (the hard limit bounds it). */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max > 65536 ? 65536 : rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
 }
 
 int
@@ -91,11 +98,13 @@ main(int argc, char **argv)
 		{ "module", required_argument, NULL, 'M' },
 		{ "token", required_argument, NULL, 't' },
 		{ "allow-root", no_argument, NULL, 'R' },
+		{ "module-dirs", required_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
 	const char *opt_config = NULL, *opt_socket = NULL, *opt_module = NULL, *opt_token = NULL;
+	const char *opt_module_dirs = NULL;
 	int foreground = 0, debug_on = 0, allow_root = 0, ch, r, ready[2] = { -1, -1 };
 	char err[512] = "", *config_path = NULL, *sock = NULL;
 	static struct config_overrides ov;
@@ -114,6 +123,7 @@ main(int argc, char **argv)
 		case 'M': opt_module = optarg; break;
 		case 't': opt_token = optarg; break;
 		case 'R': allow_root = 1; break;
+		case 'D': opt_module_dirs = optarg; break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("mtls-agent %s\n", PACKAGE_VERSION); return 0;
 		default: usage(stderr); return 2;
@@ -138,6 +148,7 @@ main(int argc, char **argv)
 	ov.socket_path = opt_socket;
 	ov.module = opt_module;
 	ov.token_uri = opt_token;
+	ov.module_dirs = opt_module_dirs;
 	ov.allow_root = allow_root;
 	ov.debug = debug_on;
 	if (config_apply_overrides(cfg, &ov) != 0) {

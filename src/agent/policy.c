@@ -4,10 +4,37 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "mtls-agent.h"
+#include "conf.h"
 #include "policy.h"
 #include "purpose.h"
+
+int
+policy_peer_matches(const struct config_peer *peers, size_t n, uid_t uid, gid_t gid,
+		    const char *exe)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		switch (peers[i].kind) {
+		case PEER_UID:
+			if (peers[i].id == (unsigned long)uid)
+				return 1;
+			break;
+		case PEER_GID:
+			if (peers[i].id == (unsigned long)gid)
+				return 1;
+			break;
+		case PEER_EXE:
+			if (exe != NULL && peers[i].exe != NULL && strcmp(peers[i].exe, exe) == 0)
+				return 1;
+			break;
+		}
+	}
+	return 0;
+}
 
 int
 policy_peer_allowed(uid_t peer_uid, uid_t agent_uid, int allow_root)

@@ -11,6 +11,13 @@
 
 #include "scheme.h"
 
+struct config_peer;
+
+/* 1 if the peer matches one of the entries (uid, primary gid, or
+ * executable path). */
+int policy_peer_matches(const struct config_peer *peers, size_t n, uid_t uid, gid_t gid,
+			const char *exe);
+
 /* 1 if a peer with `peer_uid` may use an agent running as `agent_uid`. */
 int policy_peer_allowed(uid_t peer_uid, uid_t agent_uid, int allow_root);
 

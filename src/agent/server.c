@@ -19,6 +19,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
 #include "log.h"
 #include "mtls-agent.h"
 #include "policy.h"
@@ -37,7 +41,8 @@ struct conn {
 	int fd;
 	pid_t pid;
 	uid_t uid;
-	char exe[128];
+	gid_t gid;
+	char exe[256];
 	int hello_done;
 	struct conn *prev, *next;
 };
@@ -57,7 +62,19 @@ struct server {
 	struct conn *conns;
 	unsigned int nconn;
 	int stopping;
+	/* lock/unlock: only a salted slow hash of the passphrase is kept */
+	pthread_mutex_t lock_mu;
+	int locked;
+	unsigned char lock_salt[16];
+	unsigned char lock_hash[32];
+	unsigned int lock_failures;
+	int unlock_busy;		/* a slow hash is running */
+	struct timespec lock_next_try; /* CLOCK_MONOTONIC */
 };
+
+#define LOCK_KDF_ITERATIONS 200000
+#define LOCK_BACKOFF_BASE_MS 500
+#define LOCK_BACKOFF_MAX_MS 30000
 
 /* Configs retired by reload are chained through this list node. */
 struct retired_cfg {
@@ -181,6 +198,7 @@ server_new(struct config *cfg, const char *config_path,
 	s->uid = geteuid();
 	s->started = time(NULL);
 	pthread_mutex_init(&s->mu, NULL);
+	pthread_mutex_init(&s->lock_mu, NULL);
 	pthread_cond_init(&s->idle, NULL);
 	*out = s;
 	return 0;
@@ -293,8 +311,13 @@ handle_sign(struct conn *c, struct wbuf *in, struct wbuf *out)
 		audit(c, "sign", "?", 0, 0, r, "malformed request", usec_since(&t0));
 		return put_error(out, r, -1, "malformed SIGN");
 	}
-	r = token_sign(c->srv->ts, req.identity, req.scheme, req.purpose, req.content,
-		       req.content_len, &resp.sig, &resp.sig_len, why, sizeof(why));
+	{
+		struct sign_peer peer = { c->pid, c->uid, c->gid, c->exe };
+
+		r = token_sign(c->srv->ts, &peer, req.identity, req.scheme, req.purpose,
+			       req.content, req.content_len, &resp.sig, &resp.sig_len, why,
+			       sizeof(why));
+	}
 	audit(c, "sign", req.identity, req.scheme, req.purpose, r, why, usec_since(&t0));
 	if (r == 0)
 		r = msg_sign_resp_put(out, &resp);
@@ -388,6 +411,142 @@ handle_status(struct conn *c, struct wbuf *in, struct wbuf *out)
 	return msg_status_resp_put(out, &st);
 }
 
+static int
+is_locked(struct server *s)
+{
+	int l;
+
+	pthread_mutex_lock(&s->lock_mu);
+	l = s->locked;
+	pthread_mutex_unlock(&s->lock_mu);
+	return l;
+}
+
+static int
+kdf(const char *pass, const unsigned char *salt, unsigned char *out)
+{
+	return PKCS5_PBKDF2_HMAC(pass, (int)strlen(pass), salt, 16, LOCK_KDF_ITERATIONS,
+				 EVP_sha256(), 32, out) == 1 ? 0 : MTLS_ERR_INTERNAL;
+}
+
+static int
+handle_lock(struct conn *c, struct wbuf *in, struct wbuf *out)
+{
+	struct server *s = c->srv;
+	struct msg_lock_req req;
+	unsigned char salt[16], hash[32];
+	int r;
+
+	if ((r = msg_lock_req_get(in, &req)) != 0)
+		return put_error(out, r, -1, "malformed LOCK");
+	if (RAND_bytes(salt, sizeof(salt)) != 1 || kdf(req.passphrase, salt, hash) != 0) {
+		msg_lock_req_clear(&req);
+		return put_error(out, MTLS_ERR_INTERNAL, -1, "cannot hash the passphrase");
+	}
+	msg_lock_req_clear(&req);
+	pthread_mutex_lock(&s->lock_mu);
+	if (s->locked) {
+		pthread_mutex_unlock(&s->lock_mu);
+		mtls_wipe(hash, sizeof(hash));
+		return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "already locked");
+	}
+	memcpy(s->lock_salt, salt, sizeof(salt));
+	memcpy(s->lock_hash, hash, sizeof(hash));
+	s->locked = 1;
+	s->lock_failures = 0;
+	memset(&s->lock_next_try, 0, sizeof(s->lock_next_try));
+	pthread_mutex_unlock(&s->lock_mu);
+	mtls_wipe(hash, sizeof(hash));
+	info("audit: lock: agent locked by peer pid=%ld uid=%u exe=%s", (long)c->pid,
+	     (unsigned)c->uid, c->exe);
+	return msg_empty_resp_put(out, MSG_LOCK);
+}
+
+static int
+handle_unlock(struct conn *c, struct wbuf *in, struct wbuf *out)
+{
+	struct server *s = c->srv;
+	struct msg_lock_req req;
+	unsigned char salt[16], hash[32];
+	struct timespec now;
+	char msg[128];
+	long wait_ms;
+	int r, ok;
+
+	if ((r = msg_lock_req_get(in, &req)) != 0)
+		return put_error(out, r, -1, "malformed UNLOCK");
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	pthread_mutex_lock(&s->lock_mu);
+	if (!s->locked) {
+		pthread_mutex_unlock(&s->lock_mu);
+		msg_lock_req_clear(&req);
+		return put_error(out, MTLS_ERR_INVALID_ARGUMENT, -1, "the agent is not locked");
+	}
+	wait_ms = (s->lock_next_try.tv_sec - now.tv_sec) * 1000 +
+		  (s->lock_next_try.tv_nsec - now.tv_nsec) / 1000000;
+	if (wait_ms > 0) {
+		/* Back-off: a guesser gets no answer before its time. */
+		pthread_mutex_unlock(&s->lock_mu);
+		msg_lock_req_clear(&req);
+		snprintf(msg, sizeof(msg), "too many failed unlocks: try again in %ld ms", wait_ms);
+		warn("audit: unlock refused: peer pid=%ld uid=%u exe=%s: %s", (long)c->pid,
+		     (unsigned)c->uid, c->exe, msg);
+		return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, msg);
+	}
+	/* One guess at a time: parallel connections cannot each slip one
+	 * into the same back-off window while the slow hash runs. */
+	if (s->unlock_busy) {
+		pthread_mutex_unlock(&s->lock_mu);
+		msg_lock_req_clear(&req);
+		return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "another unlock is in progress");
+	}
+	s->unlock_busy = 1;
+	memcpy(salt, s->lock_salt, sizeof(salt));
+	pthread_mutex_unlock(&s->lock_mu);
+	/* The slow hash runs without the mutex held. */
+	r = kdf(req.passphrase, salt, hash);
+	msg_lock_req_clear(&req);
+	if (r != 0) {
+		pthread_mutex_lock(&s->lock_mu);
+		s->unlock_busy = 0;
+		pthread_mutex_unlock(&s->lock_mu);
+		return put_error(out, r, -1, "cannot hash the passphrase");
+	}
+	pthread_mutex_lock(&s->lock_mu);
+	s->unlock_busy = 0;
+	ok = s->locked && CRYPTO_memcmp(hash, s->lock_hash, sizeof(hash)) == 0;
+	if (ok) {
+		s->locked = 0;
+		s->lock_failures = 0;
+		memset(&s->lock_next_try, 0, sizeof(s->lock_next_try));
+		mtls_wipe(s->lock_hash, sizeof(s->lock_hash));
+	} else {
+		/* The window opens when the answer goes out. */
+		long delay = LOCK_BACKOFF_BASE_MS << (s->lock_failures < 10 ? s->lock_failures : 10);
+
+		if (delay > LOCK_BACKOFF_MAX_MS)
+			delay = LOCK_BACKOFF_MAX_MS;
+		s->lock_failures++;
+		clock_gettime(CLOCK_MONOTONIC, &s->lock_next_try);
+		s->lock_next_try.tv_sec += delay / 1000;
+		s->lock_next_try.tv_nsec += (delay % 1000) * 1000000;
+		if (s->lock_next_try.tv_nsec >= 1000000000) {
+			s->lock_next_try.tv_sec++;
+			s->lock_next_try.tv_nsec -= 1000000000;
+		}
+	}
+	pthread_mutex_unlock(&s->lock_mu);
+	mtls_wipe(hash, sizeof(hash));
+	if (!ok) {
+		warn("audit: unlock refused: peer pid=%ld uid=%u exe=%s: wrong passphrase",
+		     (long)c->pid, (unsigned)c->uid, c->exe);
+		return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "wrong passphrase");
+	}
+	info("audit: unlock: agent unlocked by peer pid=%ld uid=%u exe=%s", (long)c->pid,
+	     (unsigned)c->uid, c->exe);
+	return msg_empty_resp_put(out, MSG_UNLOCK);
+}
+
 /* Decodes one request body and builds the reply into out. */
 static int
 dispatch(struct conn *c, struct wbuf *in, struct wbuf *out)
@@ -399,6 +558,24 @@ dispatch(struct conn *c, struct wbuf *in, struct wbuf *out)
 		return put_error(out, MTLS_ERR_BAD_REQUEST, -1, "empty frame");
 	if (!c->hello_done && type != MSG_HELLO)
 		return put_error(out, MTLS_ERR_HELLO_REQUIRED, -1, "send HELLO first");
+	/* Locked: nothing is listed, signed or logged in until UNLOCK. */
+	if (is_locked(c->srv)) {
+		struct msg_list_resp none = { NULL, 0 };
+
+		switch (type) {
+		case MSG_LIST:
+			if ((r = msg_list_req_get(in)) != 0)
+				return put_error(out, r, -1, "malformed LIST");
+			return msg_list_resp_put(out, &none);
+		case MSG_SIGN:
+		case MSG_LOGIN:
+		case MSG_SET_PIN:
+			warn("audit: %s refused: peer pid=%ld uid=%u exe=%s: agent locked",
+			     type == MSG_SIGN ? "sign" : type == MSG_LOGIN ? "login" : "set-pin",
+			     (long)c->pid, (unsigned)c->uid, c->exe);
+			return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "the agent is locked");
+		}
+	}
 	switch (type) {
 	case MSG_HELLO:
 		return handle_hello(c, in, out);
@@ -414,6 +591,10 @@ dispatch(struct conn *c, struct wbuf *in, struct wbuf *out)
 		return handle_status(c, in, out);
 	case MSG_SET_PIN:
 		return handle_set_pin(c, in, out);
+	case MSG_LOCK:
+		return handle_lock(c, in, out);
+	case MSG_UNLOCK:
+		return handle_unlock(c, in, out);
 	}
 	return put_error(out, MTLS_ERR_UNSUPPORTED_MESSAGE, -1, "unknown message type");
 }
@@ -456,6 +637,7 @@ conn_main(void *arg)
 	}
 	c->pid = cred.pid;
 	c->uid = cred.uid;
+	c->gid = cred.gid;
 	snprintf(path, sizeof(path), "/proc/%ld/exe", (long)cred.pid);
 	n = readlink(path, c->exe, sizeof(c->exe) - 1);
 	c->exe[n > 0 ? n : 0] = '\0';
@@ -633,7 +815,9 @@ shutdown_all(struct server *s)
 	free(s->sock_path);
 	free(s->config_path);
 	pthread_mutex_destroy(&s->mu);
+	pthread_mutex_destroy(&s->lock_mu);
 	pthread_cond_destroy(&s->idle);
+	mtls_wipe(s->lock_hash, sizeof(s->lock_hash));
 	free(s);
 }
 
@@ -643,6 +827,7 @@ server_run(struct server *s)
 	struct signalfd_siginfo si;
 	struct pollfd pfd[2];
 	pthread_attr_t attr;
+	time_t last_tick = 0;
 	sigset_t set;
 	int sfd;
 
@@ -668,7 +853,12 @@ server_run(struct server *s)
 			error("poll: %s", strerror(errno));
 			break;
 		}
-		token_expire(s->ts, time(NULL));
+		if (n == 0 || time(NULL) != last_tick) {
+			/* About once a second: timeouts, token removal/insertion. */
+			last_tick = time(NULL);
+			token_expire(s->ts, last_tick);
+			token_poll(s->ts);
+		}
 		if (n <= 0)
 			continue;
 		if (pfd[1].revents & POLLIN) {

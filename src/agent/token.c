@@ -10,6 +10,9 @@
 #include "config.h"
 
 #include <dlfcn.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -27,6 +30,7 @@
 
 #include "log.h"
 #include "mtls-agent.h"
+#include "confirm.h"
 #include "policy.h"
 #include "secmem.h"
 #include "token.h"
@@ -63,6 +67,11 @@ struct ident {
 	unsigned int key_bits;
 	uint32_t purposes;
 	EVP_PKEY *pkey;	   /* token-backed private key once logged in */
+	const struct config_identity *ci; /* its policy; NULL if discovered */
+	time_t attached_at;  /* when pkey was attached (lifetime) */
+	time_t last_used;    /* last signature (idle-logout) */
+	double bucket;	     /* rate-limit tokens left */
+	struct timespec bucket_at;
 };
 
 struct tokenset {
@@ -76,6 +85,8 @@ struct tokenset {
 	struct ident *ids;
 	size_t n;
 	time_t *login_time; /* per slot index: when it was logged in, 0 = no */
+	int stale;	    /* a signature saw the token vanish: rescan */
+	pthread_mutex_t stat_mu; /* last_used and rate buckets of identities */
 };
 
 /* The PKCS#11 return value libp11 left on the OpenSSL error queue. */
@@ -396,7 +407,7 @@ configured(struct tokenset *ts, struct ident **idsp, size_t *np, char *err,
 {
 	const struct config *cfg = ts->cfg;
 	struct ident *ids;
-	size_t k;
+	size_t k, n;
 	unsigned int i, c, ncerts;
 	int r = 0;
 
@@ -413,6 +424,7 @@ configured(struct tokenset *ts, struct ident **idsp, size_t *np, char *err,
 			goto out;
 		}
 		id->purposes = ci->purposes;
+		id->ci = ci;
 		if ((id->uri = p11_kit_uri_new()) == NULL) {
 			r = MTLS_ERR_ALLOC;
 			goto out;
@@ -488,21 +500,32 @@ configured(struct tokenset *ts, struct ident **idsp, size_t *np, char *err,
 				goto out;
 		}
 		if (id->cert == NULL) {
-			snprintf(err, err_len, "identity %s: no certificate found on a token matching its key URI and no certificate file given",
-				 ci->name);
-			r = MTLS_ERR_CONFIG;
-			goto out;
-		}
-		if (!id->present)
+			/* Its card may come later: offered once it is seen. */
+			warn("identity %s: no token with its certificate is present and no certificate file is given; waiting for the token",
+			     ci->name);
+		} else if (!id->present) {
 			warn("identity %s: its token is not present", id->name);
+		}
 	}
 out:
 	if (r != 0) {
 		idents_free(ids, cfg->n_identities);
 		return r;
 	}
+	/* Keep only identities whose certificate is known. */
+	for (k = 0, n = 0; k < cfg->n_identities; k++) {
+		if (ids[k].cert == NULL) {
+			ident_clear(&ids[k]);
+			continue;
+		}
+		if (n != k) {
+			ids[n] = ids[k];
+			memset(&ids[k], 0, sizeof(ids[k]));
+		}
+		n++;
+	}
 	*idsp = ids;
-	*np = cfg->n_identities;
+	*np = n;
 	return 0;
 }
 
@@ -575,6 +598,7 @@ attach_keys(struct tokenset *ts, PKCS11_SLOT *slot)
 			}
 			ERR_clear_error();
 			id->pkey = pk;
+			id->attached_at = id->last_used = time(NULL);
 			break;
 		}
 		if (id->pkey == NULL)
@@ -788,22 +812,99 @@ pin_file_logins(struct tokenset *ts, char *err, size_t err_len)
 	return 0;
 }
 
+/*
+ * The module must resolve (realpath) to a regular file inside one of the
+ * allowed directories, owned by root or by us, writable by no one else:
+ * a configuration or command line cannot make the agent load a library
+ * from anywhere.  A bare name is looked up in the allowed directories.
+ */
+static int
+module_allowed(const char *module, const char *dirs, char *resolved, size_t res_len,
+	       char *err, size_t err_len)
+{
+	char *copy = NULL, *dir, *save = NULL, *rp = NULL, *rd, cand[PATH_MAX];
+	struct stat st;
+	int r = MTLS_ERR_CONFIG, ok = 0;
+
+	if (dirs == NULL)
+		dirs = CONFIG_DEFAULT_MODULE_DIRS;
+	if (strchr(module, '/') == NULL) {
+		if ((copy = strdup(dirs)) == NULL)
+			return MTLS_ERR_ALLOC;
+		for (dir = strtok_r(copy, ":", &save); dir != NULL && rp == NULL;
+		     dir = strtok_r(NULL, ":", &save)) {
+			snprintf(cand, sizeof(cand), "%s/%s", dir, module);
+			rp = realpath(cand, NULL);
+		}
+		free(copy);
+		copy = NULL;
+	} else {
+		rp = realpath(module, NULL);
+	}
+	if (rp == NULL) {
+		snprintf(err, err_len, "PKCS#11 module %s: not found (module-dirs %s)", module, dirs);
+		return MTLS_ERR_CONFIG;
+	}
+	if ((copy = strdup(dirs)) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	for (dir = strtok_r(copy, ":", &save); dir != NULL && !ok; dir = strtok_r(NULL, ":", &save)) {
+		size_t n;
+
+		if ((rd = realpath(dir, NULL)) == NULL)
+			continue;
+		n = strlen(rd);
+		ok = strncmp(rp, rd, n) == 0 && (rp[n] == '/' || (n == 1 && rd[0] == '/'));
+		free(rd);
+	}
+	if (!ok) {
+		snprintf(err, err_len, "PKCS#11 module %s (%s) is outside the allowed directories %s",
+			 module, rp, dirs);
+		goto out;
+	}
+	if (stat(rp, &st) != 0 || !S_ISREG(st.st_mode)) {
+		snprintf(err, err_len, "PKCS#11 module %s is not a regular file", rp);
+		goto out;
+	}
+	if ((st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & 022) != 0) {
+		snprintf(err, err_len, "PKCS#11 module %s may be written by others (owner uid %u, mode %04o)",
+			 rp, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+		goto out;
+	}
+	if (strlen(rp) >= res_len) {
+		snprintf(err, err_len, "PKCS#11 module path too long");
+		goto out;
+	}
+	memcpy(resolved, rp, strlen(rp) + 1);
+	r = 0;
+out:
+	free(copy);
+	free(rp);
+	return r;
+}
+
 int
 token_open(const struct config *cfg, struct tokenset **out, char *err, size_t err_len)
 {
+	char module[PATH_MAX];
 	struct tokenset *ts;
 	int r;
 
 	*out = NULL;
+	if ((r = module_allowed(cfg->module, cfg->module_dirs, module, sizeof(module), err,
+				err_len)) != 0)
+		return r;
 	if ((ts = calloc(1, sizeof(*ts))) == NULL)
 		return MTLS_ERR_ALLOC;
 	pthread_rwlock_init(&ts->lock, NULL);
+	pthread_mutex_init(&ts->stat_mu, NULL);
 	ts->cfg = cfg;
 	if ((ts->p11 = PKCS11_CTX_new()) == NULL) {
 		r = MTLS_ERR_ALLOC;
 		goto out;
 	}
-	if (PKCS11_CTX_load(ts->p11, cfg->module) != 0) {
+	if (PKCS11_CTX_load(ts->p11, module) != 0) {
 		snprintf(err, err_len, "cannot load PKCS#11 module %s", cfg->module);
 		ERR_clear_error();
 		PKCS11_CTX_free(ts->p11);
@@ -812,7 +913,7 @@ token_open(const struct config *cfg, struct tokenset **out, char *err, size_t er
 		goto out;
 	}
 	/* Same library libp11 loaded, so the same (initialised) module. */
-	if ((ts->dl = dlopen(cfg->module, RTLD_NOW | RTLD_LOCAL)) != NULL) {
+	if ((ts->dl = dlopen(module, RTLD_NOW | RTLD_LOCAL)) != NULL) {
 		CK_C_GetFunctionList gfl = (CK_C_GetFunctionList)dlsym(ts->dl, "C_GetFunctionList");
 
 		if (gfl == NULL || gfl(&ts->fl) != CKR_OK)
@@ -842,6 +943,30 @@ out:
 	return r;
 }
 
+/*
+ * Identities rebuilt by a reload or a token rescan keep the lifetime and
+ * idle clocks of the keys they had, so neither restarts them.
+ */
+static void
+carry_timers(const struct ident *old, size_t n_old, struct ident *ids, size_t n)
+{
+	size_t i, k;
+
+	for (i = 0; i < n; i++) {
+		if (ids[i].pkey == NULL)
+			continue;
+		for (k = 0; k < n_old; k++) {
+			if (old[k].name == NULL || strcmp(old[k].name, ids[i].name) != 0 ||
+			    old[k].attached_at == 0)
+				continue;
+			ids[i].attached_at = old[k].attached_at;
+			ids[i].last_used = old[k].last_used;
+			ids[i].bucket = old[k].bucket;
+			ids[i].bucket_at = old[k].bucket_at;
+		}
+	}
+}
+
 int
 token_reload(struct tokenset *ts, const struct config *cfg, char *err, size_t err_len)
 {
@@ -867,10 +992,11 @@ token_reload(struct tokenset *ts, const struct config *cfg, char *err, size_t er
 	old_n = ts->n;
 	ts->ids = ids;
 	ts->n = n;
-	idents_free(old_ids, old_n);
 	for (i = 0; i < ts->nslots; i++)
 		if (ts->slots[i].token != NULL && slot_logged_in(&ts->slots[i]))
 			attach_keys(ts, &ts->slots[i]);
+	carry_timers(old_ids, old_n, ts->ids, ts->n);
+	idents_free(old_ids, old_n);
 	/* PIN files of new identities: errors are logged, not fatal here. */
 	if (pin_file_logins(ts, err, err_len) != 0)
 		warn("reload: %s", err);
@@ -904,6 +1030,7 @@ token_close(struct tokenset *ts)
 		dlclose(ts->dl);
 	free(ts->login_time);
 	pthread_rwlock_destroy(&ts->lock);
+	pthread_mutex_destroy(&ts->stat_mu);
 	free(ts);
 }
 
@@ -984,6 +1111,14 @@ copy_ident(struct tokenset *ts, const struct ident *id, struct mtls_agent_identi
 	return 0;
 }
 
+/* A token vanished under a signature: catch up before answering. */
+static void
+catch_up(struct tokenset *ts)
+{
+	if (__atomic_load_n(&ts->stale, __ATOMIC_RELAXED))
+		token_poll(ts);
+}
+
 int
 token_list(struct tokenset *ts, struct msg_list_resp *out)
 {
@@ -991,6 +1126,7 @@ token_list(struct tokenset *ts, struct msg_list_resp *out)
 	int r = 0;
 
 	memset(out, 0, sizeof(*out));
+	catch_up(ts);
 	pthread_rwlock_rdlock(&ts->lock);
 	n = ts->n > MTLS_IDS_MAX ? MTLS_IDS_MAX : ts->n;
 	if (n > 0 && (out->ids = calloc(n, sizeof(*out->ids))) == NULL) {
@@ -1021,6 +1157,7 @@ token_login(struct tokenset *ts, const char *name, const char *pin, int *retries
 	int r;
 
 	*retries = -1;
+	catch_up(ts);
 	pthread_rwlock_wrlock(&ts->lock);
 	if ((r = pick_slot(ts, name, &slot, &idx, why, why_len)) == 0)
 		r = login_slot(ts, slot, idx, pin, retries, why, why_len);
@@ -1223,12 +1360,77 @@ out:
 	return r;
 }
 
+/* 1 if the identity's key is past its lifetime or idle too long. */
+static int
+key_expired(struct tokenset *ts, struct ident *id, time_t now)
+{
+	time_t used;
+
+	if (id->pkey == NULL || id->ci == NULL)
+		return 0;
+	if (id->ci->lifetime > 0 && now - id->attached_at >= (time_t)id->ci->lifetime)
+		return 1;
+	pthread_mutex_lock(&ts->stat_mu);
+	used = id->last_used;
+	pthread_mutex_unlock(&ts->stat_mu);
+	return id->ci->idle_logout > 0 && now - used >= (time_t)id->ci->idle_logout;
+}
+
+/* Drops keys past lifetime/idle-logout; a token none of whose identities
+ * keeps a key is logged out. */
+static void
+expire_keys(struct tokenset *ts, time_t now)
+{
+	unsigned int i;
+	size_t k;
+	int due = 0;
+
+	pthread_rwlock_rdlock(&ts->lock);
+	for (k = 0; k < ts->n && !due; k++)
+		due = key_expired(ts, &ts->ids[k], now);
+	pthread_rwlock_unlock(&ts->lock);
+	if (!due)
+		return;
+	pthread_rwlock_wrlock(&ts->lock);
+	for (k = 0; k < ts->n; k++) {
+		struct ident *id = &ts->ids[k];
+
+		if (!key_expired(ts, id, now))
+			continue;
+		info("identity %s: %s; key dropped", id->name,
+		     id->ci->lifetime > 0 && now - id->attached_at >= (time_t)id->ci->lifetime ?
+			     "lifetime over" : "idle too long");
+		EVP_PKEY_free(id->pkey);
+		id->pkey = NULL;
+	}
+	for (i = 0; i < ts->nslots; i++) {
+		PKCS11_SLOT *slot = &ts->slots[i];
+		int used = 0;
+
+		if (slot->token == NULL || !slot_logged_in(slot))
+			continue;
+		for (k = 0; k < ts->n && !used; k++)
+			used = ts->ids[k].pkey != NULL && ident_slot(ts, &ts->ids[k], NULL) == slot;
+		/* Identities with a policy went; any without one keeps it. */
+		for (k = 0; k < ts->n && !used; k++)
+			used = ts->ids[k].ci == NULL && ident_slot(ts, &ts->ids[k], NULL) == slot;
+		if (used)
+			continue;
+		if (PKCS11_logout(slot) != 0)
+			ERR_clear_error();
+		ts->login_time[i] = 0;
+		info("token %s: logged out (no identity uses it any more)", slot->token->label);
+	}
+	pthread_rwlock_unlock(&ts->lock);
+}
+
 void
 token_expire(struct tokenset *ts, time_t now)
 {
 	unsigned int i;
 	int due = 0;
 
+	expire_keys(ts, now);
 	if (ts->cfg->login_timeout == 0)
 		return;
 	pthread_rwlock_rdlock(&ts->lock);
@@ -1333,27 +1535,109 @@ out:
 	return r;
 }
 
-int
-token_sign(struct tokenset *ts, const char *name, uint16_t scheme, int purpose,
-	   const unsigned char *content, size_t len, unsigned char **sig,
-	   size_t *sig_len, char *why, size_t why_len)
+/*
+ * Rate limit: a bucket of `rate` signatures refilled at rate/60 a second.
+ * Returns 1 if this signature may go ahead.
+ */
+static int
+rate_ok(struct tokenset *ts, struct ident *id, unsigned int rate)
+{
+	struct timespec now;
+	double elapsed;
+	int ok;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	pthread_mutex_lock(&ts->stat_mu);
+	if (id->bucket_at.tv_sec == 0 && id->bucket_at.tv_nsec == 0) {
+		id->bucket = rate;
+	} else {
+		elapsed = (double)(now.tv_sec - id->bucket_at.tv_sec) +
+			  (double)(now.tv_nsec - id->bucket_at.tv_nsec) / 1e9;
+		id->bucket += elapsed * rate / 60.0;
+		if (id->bucket > rate)
+			id->bucket = rate;
+	}
+	id->bucket_at = now;
+	ok = id->bucket >= 1.0;
+	if (ok)
+		id->bucket -= 1.0;
+	pthread_mutex_unlock(&ts->stat_mu);
+	return ok;
+}
+
+/* Phase 1 (read lock held): every decision that needs no token. */
+static int
+sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name,
+	    uint16_t scheme, int purpose, const unsigned char *content, size_t len,
+	    int *confirm, char *why, size_t why_len)
 {
 	const struct scheme_info *s;
 	struct ident *id;
 	int r;
 
-	*sig = NULL;
-	*sig_len = 0;
-	why[0] = '\0';
-	pthread_rwlock_rdlock(&ts->lock);
+	*confirm = 0;
 	if ((id = find_ident(ts, name)) == NULL) {
 		snprintf(why, why_len, "no identity named %s", name);
-		r = MTLS_ERR_NO_IDENTITY;
-		goto out;
+		return MTLS_ERR_NO_IDENTITY;
+	}
+	if (id->ci != NULL && id->ci->n_peers > 0 &&
+	    !policy_peer_matches(id->ci->peers, id->ci->n_peers, peer->uid, peer->gid,
+				 peer->exe)) {
+		snprintf(why, why_len, "peer uid %u gid %u exe %s may not use identity %s",
+			 (unsigned)peer->uid, (unsigned)peer->gid, peer->exe, name);
+		return MTLS_ERR_POLICY_DENIED;
 	}
 	if ((r = policy_check_sign(id->purposes, id->key_type, id->key_bits, scheme,
 				   purpose, content, len, &s, why, why_len)) != 0)
+		return r;
+	if (id->ci != NULL && id->ci->rate_limit > 0 && !rate_ok(ts, id, id->ci->rate_limit)) {
+		snprintf(why, why_len, "identity %s: more than %u signatures a minute", name,
+			 id->ci->rate_limit);
+		warn("rate limit hit: identity %s (%u a minute), peer pid %ld", name,
+		     id->ci->rate_limit, (long)peer->pid);
+		return MTLS_ERR_RATE_LIMITED;
+	}
+	*confirm = id->ci != NULL && id->ci->confirm;
+	return 0;
+}
+
+int
+token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name,
+	   uint16_t scheme, int purpose, const unsigned char *content, size_t len,
+	   unsigned char **sig, size_t *sig_len, char *why, size_t why_len)
+{
+	const struct scheme_info *s;
+	struct ident *id;
+	int r, confirm = 0;
+
+	*sig = NULL;
+	*sig_len = 0;
+	why[0] = '\0';
+	catch_up(ts);
+	pthread_rwlock_rdlock(&ts->lock);
+	r = sign_decide(ts, peer, name, scheme, purpose, content, len, &confirm, why, why_len);
+	pthread_rwlock_unlock(&ts->lock);
+	if (r != 0)
+		return r;
+	if (confirm) {
+		/* Asked with no lock held: other clients go on meanwhile. */
+		char prompt[512];
+
+		snprintf(prompt, sizeof(prompt),
+			 "Allow %s (pid %ld, uid %u) to sign a %s with the key \"%s\"?",
+			 peer->exe, (long)peer->pid, (unsigned)peer->uid,
+			 mtls_agent_purpose_name(purpose), name);
+		if ((r = confirm_ask(ts->cfg->askpass, ts->cfg->confirm_timeout, prompt, why,
+				     why_len)) != 0)
+			return r;
+	}
+	pthread_rwlock_rdlock(&ts->lock);
+	/* Again: a reload may have changed the identity meanwhile. */
+	if (confirm && (r = sign_decide(ts, peer, name, scheme, purpose, content, len,
+					&confirm, why, why_len)) != 0)
 		goto out;
+	id = find_ident(ts, name);
+	s = scheme_lookup(scheme);
 	if (!id->present) {
 		snprintf(why, why_len, "the token of %s is not present", name);
 		r = MTLS_ERR_TOKEN_ABSENT;
@@ -1374,9 +1658,218 @@ token_sign(struct tokenset *ts, const char *name, uint16_t scheme, int purpose,
 		goto out;
 	}
 	r = sign_with(id->pkey, s, purpose, content, len, sig, sig_len, why, why_len);
+	if (r == 0) {
+		pthread_mutex_lock(&ts->stat_mu);
+		id->last_used = time(NULL);
+		pthread_mutex_unlock(&ts->stat_mu);
+	} else if (r == MTLS_ERR_TOKEN || r == MTLS_ERR_TOKEN_ABSENT) {
+		/* A failure may mean the token went away under the key:
+		 * answer "absent" if so, and have the poller rescan. */
+		PKCS11_SLOT *slot = ident_slot(ts, id, NULL);
+		CK_TOKEN_INFO info;
+
+		if (slot == NULL || token_info(ts, slot, &info) != 0) {
+			snprintf(why, why_len, "the token of %s was removed", name);
+			r = MTLS_ERR_TOKEN_ABSENT;
+			__atomic_store_n(&ts->stale, 1, __ATOMIC_RELAXED);
+		}
+	}
 out:
 	pthread_rwlock_unlock(&ts->lock);
 	return r;
+}
+
+/* Trimmed copy of a space-padded PKCS#11 string. */
+static void
+unpad(char *dst, size_t dst_len, const unsigned char *src, size_t src_len)
+{
+	while (src_len > 0 && src[src_len - 1] == ' ')
+		src_len--;
+	if (src_len >= dst_len)
+		src_len = dst_len - 1;
+	memcpy(dst, src, src_len);
+	dst[src_len] = '\0';
+}
+
+/*
+ * 1 if the module's present tokens differ from what libp11 enumerated
+ * (a token removed, inserted, or replaced); read lock held.
+ */
+static int
+tokens_changed(struct tokenset *ts)
+{
+	CK_SLOT_ID ids[64];
+	CK_ULONG n = sizeof(ids) / sizeof(ids[0]), k;
+	CK_TOKEN_INFO info;
+	unsigned int i, known = 0, seen = 0;
+	char label[33], serial[17];
+
+	if (ts->fl == NULL)
+		return 0;
+	if (ts->fl->C_GetSlotList(CK_TRUE, ids, &n) != CKR_OK)
+		return 1;
+	for (i = 0; i < ts->nslots; i++) {
+		PKCS11_TOKEN *tok = ts->slots[i].token;
+
+		if (tok == NULL || !tok->initialized)
+			continue;
+		known++;
+		if (token_info(ts, &ts->slots[i], &info) != 0)
+			return 1; /* gone */
+	}
+	for (k = 0; k < n; k++) {
+		int found = 0;
+
+		if (ts->fl->C_GetTokenInfo(ids[k], &info) != CKR_OK ||
+		    !(info.flags & CKF_TOKEN_INITIALIZED))
+			continue;
+		seen++;
+		unpad(label, sizeof(label), info.label, sizeof(info.label));
+		unpad(serial, sizeof(serial), info.serialNumber, sizeof(info.serialNumber));
+		for (i = 0; i < ts->nslots && !found; i++) {
+			PKCS11_TOKEN *tok = ts->slots[i].token;
+
+			found = tok != NULL && tok->initialized &&
+				PKCS11_get_slotid_from_slot(&ts->slots[i]) == ids[k] &&
+				strcmp(tok->label ? tok->label : "", label) == 0 &&
+				strcmp(tok->serialnr ? tok->serialnr : "", serial) == 0;
+		}
+		if (!found)
+			return 1; /* new or replaced */
+	}
+	return seen != known;
+}
+
+/* Is this slot's token logged in, whatever libp11 remembers? */
+static int
+token_says_logged_in(struct tokenset *ts, PKCS11_SLOT *slot)
+{
+	CK_SESSION_HANDLE sess;
+	CK_SESSION_INFO si;
+	int in = 0;
+
+	if (ts->fl->C_OpenSession(PKCS11_get_slotid_from_slot(slot), CKF_SERIAL_SESSION, NULL,
+				  NULL, &sess) != CKR_OK)
+		return 0;
+	if (ts->fl->C_GetSessionInfo(sess, &si) == CKR_OK)
+		in = si.state == CKS_RO_USER_FUNCTIONS || si.state == CKS_RW_USER_FUNCTIONS;
+	(void)ts->fl->C_CloseSession(sess);
+	return in;
+}
+
+/*
+ * Identities whose token was pulled stay listed (as absent, so a caller
+ * hears "token absent", not "no such identity") until it comes back.
+ */
+static void
+merge_absent(struct tokenset *ts, struct ident **idsp, size_t *np)
+{
+	struct ident *ids = *idsp, *nv;
+	size_t i, k, n = *np;
+
+	for (i = 0; i < ts->n; i++) {
+		int kept = 0;
+
+		for (k = 0; k < n && !kept; k++)
+			kept = strcmp(ids[k].name, ts->ids[i].name) == 0;
+		if (kept || ident_slot(ts, &ts->ids[i], NULL) != NULL)
+			continue;
+		if ((nv = reallocarray(ids, n + 1, sizeof(*ids))) == NULL)
+			break;
+		ids = nv;
+		ids[n] = ts->ids[i];
+		ids[n].present = 0;
+		/* Moved, not copied: the old slot forgets it. */
+		memset(&ts->ids[i], 0, sizeof(ts->ids[i]));
+		ts->ids[i].name = NULL;
+		n++;
+	}
+	*idsp = ids;
+	*np = n;
+}
+
+/*
+ * Re-enumerates slots and identities after a token came or went; write
+ * lock held.  Keys of removed tokens are dropped (and with them libp11's
+ * session state); a token that stayed logged in is taken up again
+ * without a PIN (C_Login answers CKR_USER_ALREADY_LOGGED_IN, which libp11
+ * takes as success); a reinserted token needs a login again.
+ */
+static void
+reenumerate(struct tokenset *ts)
+{
+	struct ident *ids = NULL, *old_ids = NULL;
+	size_t old_n = 0;
+	PKCS11_SLOT *slots = NULL;
+	unsigned int nslots = 0, i;
+	size_t n = 0;
+	time_t *lt;
+	char err[256] = "";
+
+	for (i = 0; i < ts->n; i++) {
+		EVP_PKEY_free(ts->ids[i].pkey);
+		ts->ids[i].pkey = NULL;
+	}
+	if (PKCS11_enumerate_slots(ts->p11, &slots, &nslots) != 0) {
+		warn("token rescan: cannot list slots (PKCS#11 error 0x%lx); will retry", last_rv());
+		ERR_clear_error();
+		return;
+	}
+	if ((lt = calloc(nslots + 1, sizeof(time_t))) == NULL) {
+		PKCS11_release_all_slots(ts->p11, slots, nslots);
+		return;
+	}
+	PKCS11_release_all_slots(ts->p11, ts->slots, ts->nslots);
+	ts->slots = slots;
+	ts->nslots = nslots;
+	free(ts->login_time);
+	ts->login_time = lt;
+	if (build(ts, &ids, &n, err, sizeof(err)) != 0) {
+		warn("token rescan: %s; keeping the identities without keys", err);
+	} else {
+		merge_absent(ts, &ids, &n);
+		old_ids = ts->ids;
+		old_n = ts->n;
+		ts->ids = ids;
+		ts->n = n;
+	}
+	rescan(ts);
+	for (i = 0; i < ts->nslots; i++) {
+		PKCS11_SLOT *slot = &ts->slots[i];
+
+		if (slot->token == NULL || !slot->token->initialized ||
+		    !token_says_logged_in(ts, slot))
+			continue;
+		ERR_clear_error();
+		if (PKCS11_login(slot, 0, "") == 0) {
+			ts->login_time[i] = time(NULL);
+			attach_keys(ts, slot);
+		}
+		ERR_clear_error();
+	}
+	if (old_ids != NULL) {
+		carry_timers(old_ids, old_n, ts->ids, ts->n);
+		idents_free(old_ids, old_n);
+	}
+	info("tokens changed: %zu identit%s now", ts->n, ts->n == 1 ? "y" : "ies");
+}
+
+void
+token_poll(struct tokenset *ts)
+{
+	int changed;
+
+	pthread_rwlock_rdlock(&ts->lock);
+	changed = __atomic_load_n(&ts->stale, __ATOMIC_RELAXED) || tokens_changed(ts);
+	pthread_rwlock_unlock(&ts->lock);
+	if (!changed)
+		return;
+	pthread_rwlock_wrlock(&ts->lock);
+	/* Stale: a token vanished under a signature, and may be back by now
+	 * with its sessions and login gone: start afresh either way. */
+	if (__atomic_exchange_n(&ts->stale, 0, __ATOMIC_RELAXED) || tokens_changed(ts))
+		reenumerate(ts);
+	pthread_rwlock_unlock(&ts->lock);
 }
 
 void

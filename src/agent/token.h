@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "conf.h"
@@ -58,17 +59,33 @@ token_set_pin(struct tokenset *ts, const char *name, int mode, const char *old,
 __attribute__((warn_unused_result)) int
 token_logout(struct tokenset *ts, const char *name);
 
-/* Checks the request against the identity's policy and the purpose's
- * content rules, then hashes and signs on the token. */
+/* Who asks for a signature (from SO_PEERCRED and /proc). */
+struct sign_peer {
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	const char *exe;
+};
+
+/*
+ * Checks the request against the identity's policy (peers, purposes,
+ * scheme, content, rate limit), asks for confirmation if the identity
+ * wants it (with no lock held), then hashes and signs on the token.
+ */
 __attribute__((warn_unused_result)) int
-token_sign(struct tokenset *ts, const char *name, uint16_t scheme,
-	   int purpose, const unsigned char *content, size_t len,
+token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name,
+	   uint16_t scheme, int purpose, const unsigned char *content, size_t len,
 	   unsigned char **sig, size_t *sig_len, char *why, size_t why_len);
 
 /* Fills the token part of a status reply. */
 void token_status(struct tokenset *ts, struct mtls_agent_status *st);
 
-/* Logs out tokens logged in for longer than cfg->login_timeout. */
+/* Notices tokens removed, inserted or replaced since the last call and
+ * re-reads slots and identities if so; called about once a second. */
+void token_poll(struct tokenset *ts);
+
+/* Logs out tokens logged in for longer than cfg->login_timeout, and
+ * drops keys past their identity's lifetime or idle-logout. */
 void token_expire(struct tokenset *ts, time_t now);
 
 #endif

@@ -42,6 +42,37 @@ void certval_opts_init(struct certval_opts *o);
  * _UNTRUSTED, _REVOKED, _USAGE, _REVOCATION_UNKNOWN, MTLS_ERR_CONFIG (CA
  * or CRL files unreadable), MTLS_ERR_ALLOC; `why` gets one line saying
  * which certificate and why.
+ *
+ * On success `why` is "" or a line worth logging: an OCSP soft-fail
+ * ("OCSP soft-fail for '<subject>': <reason>"), a good answer without a
+ * nonce in soft mode, or CRLs missing where not required.
+ *
+ * Details:
+ * - The chain must end at a self-signed CA from ca_file/ca_dir (an
+ *   intermediate there is not an anchor); X509_V_FLAG_X509_STRICT.
+ *   Expiry of any certificate of the chain is _EXPIRED, and so on.
+ * - CRLs (crl_file: PEM CRLs, at least one; crl_dir: every regular file
+ *   in it that holds PEM CRLs, no c_rehash needed): every certificate of
+ *   the chain is checked against the CRLs present.  An expired, not yet
+ *   valid or badly signed CRL is _REVOCATION_UNKNOWN.  A certificate with
+ *   no CRL from its issuer is accepted unless crl_required (then
+ *   _REVOCATION_UNKNOWN); crl_required without a CRL source is _CONFIG.
+ * - EKU: an anyExtendedKeyUsage-only EKU does not count as clientAuth.
+ * - OCSP: after everything else.  http:// only (https is refused as
+ *   unknown); no proxy, http_proxy is ignored; ocsp_timeout (<= 0: 10 s)
+ *   bounds the connection and exchange, but not a DNS lookup of a host
+ *   name; a refused connection is retried by OpenSSL until the timeout.
+ *   The response must be signed by the issuer or a responder it
+ *   delegated to (OCSPSigning EKU), be current (5 min skew, judged by the
+ *   real clock, not `at`), carry our nonce (hard mode; soft mode accepts a
+ *   response without one, but never a different nonce: replays are
+ *   unknown) and report "good".  A correctly signed "revoked" is
+ *   _REVOKED in both modes whatever its nonce and age.  Everything else
+ *   (unreachable, timeout, unknown, bad signature, bad nonce, stale) is
+ *   _REVOCATION_UNKNOWN in hard mode and accepted in soft mode.
+ * - `at` moves the clock for the chain and CRL checks only.
+ * Thread-safe; blocks SIGPIPE in the calling thread during the OCSP
+ * exchange and consumes one raised meanwhile.
  */
 __attribute__((warn_unused_result)) int
 certval_verify(X509 *cert, STACK_OF(X509) *chain, const struct certval_opts *o,

@@ -48,6 +48,9 @@ mtls_agent_strerror(int err)
 	case MTLS_ERR_CERT_REVOCATION_UNKNOWN: return "certificate revocation status unknown";
 	case MTLS_ERR_USER_MISMATCH: return "certificate does not map to this user";
 	case MTLS_ERR_SIGNATURE_INVALID: return "signature does not verify";
+	case MTLS_ERR_AGENT_LOCKED: return "agent locked";
+	case MTLS_ERR_CONFIRM_DENIED: return "use of the key not confirmed";
+	case MTLS_ERR_RATE_LIMITED: return "signature rate limit reached";
 	}
 	return "unknown error";
 }

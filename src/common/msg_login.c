@@ -5,6 +5,7 @@
  * LOGOUT request:  string identity
  * SET_PIN request: string identity, u8 mode (1 change, 2 unblock),
  *                  string old_pin (or unblocking code), string new_pin
+ * LOCK, UNLOCK:    string passphrase (1-256 bytes, no NUL)
  * reply:           (empty)
  *
  * The PIN is copied straight from the frame into secure memory; the frame
@@ -166,4 +167,34 @@ int
 msg_empty_get(struct wbuf *b)
 {
 	return wbuf_expect_end(b);
+}
+
+int
+msg_lock_req_put(struct wbuf *b, uint8_t type, const struct msg_lock_req *m)
+{
+	int r;
+
+	if (type != MSG_LOCK && type != MSG_UNLOCK)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	if ((r = wbuf_put_u8(b, type)) != 0 || (r = put_pin(b, m->passphrase)) != 0)
+		return r;
+	return 0;
+}
+
+int
+msg_lock_req_get(struct wbuf *b, struct msg_lock_req *m)
+{
+	int r;
+
+	memset(m, 0, sizeof(*m));
+	if ((r = get_pin(b, &m->passphrase)) != 0 || (r = wbuf_expect_end(b)) != 0)
+		msg_lock_req_clear(m);
+	return r;
+}
+
+void
+msg_lock_req_clear(struct msg_lock_req *m)
+{
+	mtls_secure_free(m->passphrase);
+	memset(m, 0, sizeof(*m));
 }

@@ -48,6 +48,8 @@ enum msg_type {
 	MSG_LOGOUT = 5,
 	MSG_STATUS = 6,
 	MSG_SET_PIN = 7,
+	MSG_LOCK = 8,
+	MSG_UNLOCK = 9,
 	MSG_ERROR = 0x7f,
 	MSG_REPLY = 0x80
 };
@@ -94,7 +96,12 @@ struct msg_set_pin_req {
 	char *new_pin;	/* secure memory */
 };
 
-/* LOGIN, LOGOUT and SET_PIN replies are empty. */
+/* LOCK and UNLOCK carry one passphrase. */
+struct msg_lock_req {
+	char *passphrase; /* secure memory */
+};
+
+/* LOGIN, LOGOUT, SET_PIN, LOCK and UNLOCK replies are empty. */
 struct msg_logout_req {
 	char *identity; /* "" = every token */
 };
@@ -136,7 +143,11 @@ void msg_logout_req_clear(struct msg_logout_req *m);
 WUR int msg_set_pin_req_put(struct wbuf *b, const struct msg_set_pin_req *m);
 WUR int msg_set_pin_req_get(struct wbuf *b, struct msg_set_pin_req *m);
 void msg_set_pin_req_clear(struct msg_set_pin_req *m);
-/* Empty success reply for LOGIN / LOGOUT / SET_PIN (type = request type). */
+/* type: MSG_LOCK or MSG_UNLOCK. */
+WUR int msg_lock_req_put(struct wbuf *b, uint8_t type, const struct msg_lock_req *m);
+WUR int msg_lock_req_get(struct wbuf *b, struct msg_lock_req *m);
+void msg_lock_req_clear(struct msg_lock_req *m);
+/* Empty success reply for LOGIN / LOGOUT / SET_PIN / LOCK / UNLOCK. */
 WUR int msg_empty_resp_put(struct wbuf *b, uint8_t type);
 WUR int msg_empty_get(struct wbuf *b);
 

@@ -31,6 +31,7 @@
 struct mtls_agent {
 	pthread_mutex_t lock;
 	int fd;		/* -1 while disconnected */
+	pid_t pid;	/* process that opened fd */
 	char *path;	/* where to reconnect */
 	int timeout_ms; /* -1: wait forever */
 };
@@ -105,6 +106,8 @@ resolve_path(const char *path, char **outp)
 	return 0;
 }
 
+/* close() only, never shutdown(): a forked child's copy of the
+ * connection is also its parent's, and the parent goes on using it. */
 static void
 drop_connection(struct mtls_agent *a)
 {
@@ -112,6 +115,19 @@ drop_connection(struct mtls_agent *a)
 		close(a->fd);
 		a->fd = -1;
 	}
+}
+
+/*
+ * A handle inherited across fork() shares its connection with the parent:
+ * requests from both would interleave on one stream and the agent would
+ * see the parent's credentials.  The child drops its copy and connects on
+ * its own.
+ */
+static void
+check_fork(struct mtls_agent *a)
+{
+	if (a->fd != -1 && a->pid != getpid())
+		drop_connection(a);
 }
 
 /*
@@ -208,6 +224,7 @@ open_connection(struct mtls_agent *a)
 			goto fail;
 	}
 	a->fd = fd;
+	a->pid = getpid();
 	if ((r = hello(a)) != 0)
 		drop_connection(a);
 	return r;
@@ -231,6 +248,7 @@ exchange(struct mtls_agent *a, const struct wbuf *req, uint8_t expect,
 {
 	int attempt, r = MTLS_ERR_INTERNAL, was_error_reply = 0;
 
+	check_fork(a);
 	for (attempt = 0; attempt < 2; attempt++) {
 		if (a->fd == -1 && (r = open_connection(a)) != 0)
 			return r;
@@ -458,6 +476,46 @@ out:
 	wbuf_free(b);
 	wbuf_free(reply);
 	return r;
+}
+
+static int
+lock_request(mtls_agent *a, uint8_t type, const char *passphrase)
+{
+	struct msg_lock_req req = { (char *)passphrase };
+	struct wbuf *b = NULL, *reply = NULL;
+	int r;
+
+	set_last_message(NULL);
+	if (a == NULL || passphrase == NULL)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	if ((b = wbuf_new()) == NULL || (reply = wbuf_new()) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = msg_lock_req_put(b, type, &req)) != 0)
+		goto out;
+	pthread_mutex_lock(&a->lock);
+	/* Not resent: a failed unlock counts towards the back-off. */
+	r = exchange(a, b, type | MSG_REPLY, 0, reply, NULL);
+	if (r == 0 && (r = msg_empty_get(reply)) != 0)
+		drop_connection(a);
+	pthread_mutex_unlock(&a->lock);
+out:
+	wbuf_free(b);
+	wbuf_free(reply);
+	return r;
+}
+
+int
+mtls_agent_lock(mtls_agent *a, const char *passphrase)
+{
+	return lock_request(a, MSG_LOCK, passphrase);
+}
+
+int
+mtls_agent_unlock(mtls_agent *a, const char *passphrase)
+{
+	return lock_request(a, MSG_UNLOCK, passphrase);
 }
 
 int

@@ -567,9 +567,25 @@ agent_start_opts(struct agent_fixture *f, const struct agent_opts *o,
 		argv[argc++] = sock;
 	}
 	for (i = 0; o->args != NULL && o->args[i] != NULL; i++) {
-		if (argc >= sizeof(argv) / sizeof(argv[0]) - 1)
+		if (argc >= sizeof(argv) / sizeof(argv[0]) - 3)
 			return -1;
 		argv[argc++] = o->args[i];
+	}
+	/* The test shim lives in the build tree, outside the agent's default
+	 * module directories: allow its directory too. */
+	if (!has_arg(o->args, "--module-dirs") && !has_arg(o->args, "--config")) {
+		static char dirs[2 * PATH_MAX];
+		const char *slash = strrchr(f->lockout_module, '/');
+
+		for (i = 0; o->args != NULL && o->args[i] != NULL; i++) {
+			if (slash != NULL && strcmp(o->args[i], f->lockout_module) == 0) {
+				snprintf(dirs, sizeof(dirs), "/usr/lib:/usr/lib64:/lib:/lib64:%.*s",
+					 (int)(slash - f->lockout_module), f->lockout_module);
+				argv[argc++] = "--module-dirs";
+				argv[argc++] = dirs;
+				break;
+			}
+		}
 	}
 	argv[argc] = NULL;
 

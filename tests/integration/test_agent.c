@@ -19,6 +19,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1610,6 +1611,480 @@ test_change_pin(void **state)
 }
 
 /* ---------------------------------------------------------------------- */
+/* 14. the card is pulled and put back (shim plays the reader) */
+
+static void
+test_token_removal(void **state)
+{
+	const char *args[] = { "--module", fx.lockout_module, NULL };
+	char pulled[PATH_MAX], env_absent[PATH_MAX + 32];
+	const char *env[] = { env_absent, NULL };
+	struct agent_opts o = { 0 };
+	struct wbuf *c = pam_content();
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	mtls_agent *a;
+	int retries, i, r;
+	FILE *f;
+
+	assert_int_equal(fixture_path(&fx, "pulled", pulled, sizeof(pulled)), 0);
+	(void)unlink(pulled);
+	snprintf(env_absent, sizeof(env_absent), "MTLS_SHIM_ABSENT_FILE=%s", pulled);
+	o.args = args;
+	o.env = env;
+	if (agent_start_opts(&fx, &o, &ag) != 0) {
+		dump_log(&ag);
+		fail_msg("agent did not start");
+	}
+	a = connect_to(ag.sock);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+	free(sig);
+	sig = NULL;
+
+	/* Pulled: the very next signature hears "absent", at once. */
+	assert_non_null(f = fopen(pulled, "w"));
+	fclose(f);
+	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   MTLS_ERR_TOKEN_ABSENT);
+	/* After the agent's rescan the identity is still listed, as absent. */
+	for (i = 0; i < 40 && (flags_of(a, "p256") & MTLS_AGENT_ID_TOKEN_PRESENT); i++)
+		usleep(100 * 1000);
+	assert_int_equal(count_identities(a), N_KEYS);
+	assert_false(flags_of(a, "p256") & MTLS_AGENT_ID_TOKEN_PRESENT);
+	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   MTLS_ERR_TOKEN_ABSENT);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), MTLS_ERR_TOKEN_ABSENT);
+	assert_true(agent_alive(&ag));
+
+	/* Back: the identity returns without a restart, login required. */
+	assert_int_equal(unlink(pulled), 0);
+	for (i = 0; i < 40 && !(flags_of(a, "p256") & MTLS_AGENT_ID_TOKEN_PRESENT); i++)
+		usleep(100 * 1000);
+	assert_true(flags_of(a, "p256") & MTLS_AGENT_ID_TOKEN_PRESENT);
+	assert_false(flags_of(a, "p256") & MTLS_AGENT_ID_LOGGED_IN);
+	r = sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+		 MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len);
+	assert_err(r, MTLS_ERR_LOGIN_REQUIRED);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+	free(sig);
+	wbuf_free(c);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
+/* ---------------------------------------------------------------------- */
+/* 15. hardening and policies (issue 5) */
+
+/* A module outside the allowed directories, or writable by others, is
+ * never loaded. */
+static void
+test_module_allowlist(void **state)
+{
+	char copy[PATH_MAX];
+	const char *args[] = { "--module", copy, NULL };
+	const char *args_dirs[] = { "--module", copy, "--module-dirs", fx.dir, NULL };
+	const char *cp[] = { "cp", fx.module, copy, NULL };
+	char *log;
+
+	assert_int_equal(fixture_path(&fx, "copied-module.so", copy, sizeof(copy)), 0);
+	assert_int_equal(fixture_run(cp), 0);
+	assert_int_equal(chmod(copy, 0755), 0);
+	assert_int_not_equal(agent_start(&fx, NULL, args, &ag), 0);
+	assert_non_null(log = fixture_read_file(ag.log, NULL));
+	assert_non_null(strstr(log, "outside the allowed directories"));
+	free(log);
+	/* Allowed directory, but others may write the file. */
+	assert_int_equal(chmod(copy, 0666), 0);
+	assert_int_not_equal(agent_start(&fx, NULL, args_dirs, &ag), 0);
+	assert_non_null(log = fixture_read_file(ag.log, NULL));
+	assert_non_null(strstr(log, "may be written by others"));
+	free(log);
+	/* Allowed directory and safe mode: it loads. */
+	assert_int_equal(chmod(copy, 0755), 0);
+	start_agent(NULL, args_dirs, &ag);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
+/* No core dumps; the process is not dumpable (its /proc files are root's
+ * even though it runs as nobody: checked in test_peer_uid's agent). */
+static void
+test_no_core(void **state)
+{
+	char path[64], line[256], core[PATH_MAX];
+	int soft_zero = 0, st;
+	FILE *f;
+
+	start_agent(NULL, NULL, &ag);
+	snprintf(path, sizeof(path), "/proc/%ld/limits", (long)ag.pid);
+	assert_non_null(f = fopen(path, "r"));
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, "Max core file size", 18) == 0)
+			soft_zero = sscanf(line + 18, " %d", &st) == 1 && st == 0;
+	fclose(f);
+	assert_true(soft_zero);
+	/* A signal that dumps core leaves no core behind. */
+	(void)unlink("core");
+	snprintf(core, sizeof(core), "core.%ld", (long)ag.pid);
+	assert_int_equal(agent_signal(&ag, SIGQUIT), 0);
+	assert_int_equal(agent_wait(&ag, 5000), 0);
+	assert_int_not_equal(access("core", F_OK), 0);
+	assert_int_not_equal(access(core, F_OK), 0);
+}
+
+static void
+test_lock_unlock(void **state)
+{
+	struct wbuf *c = pam_content();
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	mtls_agent *a;
+	int retries, i, r;
+
+	start_agent(NULL, NULL, &ag);
+	a = connect_to(ag.sock);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	assert_err(mtls_agent_unlock(a, "not locked"), MTLS_ERR_INVALID_ARGUMENT);
+	assert_err(mtls_agent_lock(a, "correct horse"), 0);
+	assert_err(mtls_agent_lock(a, "again"), MTLS_ERR_AGENT_LOCKED);
+	/* Locked: nothing listed, nothing signed, no login. */
+	assert_int_equal(count_identities(a), 0);
+	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   MTLS_ERR_AGENT_LOCKED);
+	assert_null(sig);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), MTLS_ERR_AGENT_LOCKED);
+	/* A wrong passphrase, then an immediate retry is turned away. */
+	assert_err(mtls_agent_unlock(a, "wrong"), MTLS_ERR_AGENT_LOCKED);
+	assert_non_null(strstr(mtls_agent_last_message(), "wrong passphrase"));
+	assert_err(mtls_agent_unlock(a, "correct horse"), MTLS_ERR_AGENT_LOCKED);
+	assert_non_null(strstr(mtls_agent_last_message(), "try again"));
+	assert_int_equal(count_identities(a), 0);
+	/* After the back-off the right passphrase unlocks. */
+	for (i = 0, r = -1; i < 50 && r != 0; i++) {
+		usleep(50 * 1000);
+		r = mtls_agent_unlock(a, "correct horse");
+	}
+	assert_err(r, 0);
+	assert_int_equal(count_identities(a), N_KEYS);
+	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+	free(sig);
+	/* The passphrase is never logged. */
+	{
+		char *log = fixture_read_file(ag.log, NULL);
+
+		assert_non_null(log);
+		assert_null(strstr(log, "correct horse"));
+		free(log);
+	}
+	wbuf_free(c);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
+#define P256_ID "key = " TOKEN_URI ";id=%03\n"
+/* The same inside a printf format. */
+#define P256_ID_FMT "key = " TOKEN_URI ";id=%%03\n"
+
+static void
+test_peers_policy(void **state)
+{
+	char config[PATH_MAX + 1024], self[PATH_MAX];
+	struct wbuf *c = pam_content();
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	mtls_agent *a;
+	ssize_t n;
+	int retries;
+
+	assert_true((n = readlink("/proc/self/exe", self, sizeof(self) - 1)) > 0);
+	self[n] = '\0';
+	snprintf(config, sizeof(config),
+		 "[identity other-uid]\n" P256_ID_FMT "peers = uid:%u\n"
+		 "[identity my-uid]\n" P256_ID_FMT "peers = uid:%u\n"
+		 "[identity my-exe]\n" P256_ID_FMT "peers = uid:%u, exe:%s\n"
+		 "[identity other-exe]\n" P256_ID_FMT "peers = exe:/usr/bin/true\n"
+		 "[identity my-gid]\n" P256_ID_FMT "peers = gid:%u\n",
+		 (unsigned)getuid() + 4242, (unsigned)getuid(), (unsigned)getuid() + 4242, self,
+		 (unsigned)getgid());
+	start_agent(config, NULL, &ag);
+	a = connect_to(ag.sock);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	assert_err(sign(a, "other-uid", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   MTLS_ERR_POLICY_DENIED);
+	assert_err(sign(a, "other-exe", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   MTLS_ERR_POLICY_DENIED);
+	assert_null(sig);
+	assert_err(sign(a, "my-uid", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+	free(sig);
+	sig = NULL;
+	assert_err(sign(a, "my-exe", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+	free(sig);
+	sig = NULL;
+	assert_err(sign(a, "my-gid", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+	free(sig);
+	wbuf_free(c);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
+static void
+test_rate_limit(void **state)
+{
+	struct wbuf *c = pam_content();
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	mtls_agent *a;
+	int retries, i;
+	char *log;
+
+	start_agent("[identity slow]\n" P256_ID "rate-limit = 3\n"
+		    "[identity free]\n" P256_ID, NULL, &ag);
+	a = connect_to(ag.sock);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	for (i = 0; i < 3; i++) {
+		assert_err(sign(a, "slow", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+				MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+		free(sig);
+		sig = NULL;
+	}
+	assert_err(sign(a, "slow", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   MTLS_ERR_RATE_LIMITED);
+	/* Another identity on the same key is not held back. */
+	assert_err(sign(a, "free", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+	free(sig);
+	assert_non_null(log = fixture_read_file(ag.log, NULL));
+	assert_non_null(strstr(log, "rate limit hit: identity slow"));
+	free(log);
+	wbuf_free(c);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
+struct slow_signer {
+	const char *sock;
+	int result;
+	long ms;
+};
+
+static void *
+sign_in_thread(void *arg)
+{
+	struct slow_signer *w = arg;
+	struct wbuf *c = pam_content();
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	struct timespec t0, t1;
+	mtls_agent *a = NULL;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	w->result = mtls_agent_connect(w->sock, &a);
+	if (w->result == 0)
+		w->result = mtls_agent_sign(a, "confirmed-slow", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+					    MTLS_AGENT_PURPOSE_PAM_CHALLENGE, wbuf_ptr(c),
+					    wbuf_len(c), &sig, &sig_len);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	w->ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	free(sig);
+	mtls_agent_free(a);
+	wbuf_free(c);
+	return NULL;
+}
+
+static void
+test_confirm(void **state)
+{
+	char yes[PATH_MAX], no[PATH_MAX], slow[PATH_MAX], config[PATH_MAX + 1024];
+	struct slow_signer w = { 0 };
+	struct wbuf *c = pam_content();
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	struct timespec t0, t1;
+	pthread_t th;
+	mtls_agent *a;
+	int retries;
+	long ms;
+
+	assert_int_equal(fixture_path(&fx, "askpass-yes", yes, sizeof(yes)), 0);
+	assert_int_equal(fixture_path(&fx, "askpass-no", no, sizeof(no)), 0);
+	assert_int_equal(fixture_path(&fx, "askpass-slow", slow, sizeof(slow)), 0);
+	/* The prompt must name the asking program and the purpose. */
+	assert_int_equal(fixture_write_file(yes, "#!/bin/sh\n"
+					    "case \"$1\" in *pam-challenge*test_agent*|*test_agent*pam-challenge*) exit 0;; esac\n"
+					    "exit 3\n", 0755), 0);
+	assert_int_equal(fixture_write_file(no, "#!/bin/sh\nexit 1\n", 0755), 0);
+	assert_int_equal(fixture_write_file(slow, "#!/bin/sh\nexec sleep 30\n", 0755), 0);
+	snprintf(config, sizeof(config),
+		 "askpass = %s\nconfirm-timeout = 1\n"
+		 "[identity confirmed]\n" P256_ID_FMT "confirm = yes\n"
+		 "[identity unconfirmed]\n" P256_ID_FMT,
+		 yes);
+	start_agent(config, NULL, &ag);
+	a = connect_to(ag.sock);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	assert_err(sign(a, "confirmed", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+	free(sig);
+	sig = NULL;
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+
+	snprintf(config, sizeof(config),
+		 "askpass = %s\nconfirm-timeout = 1\n"
+		 "[identity confirmed]\n" P256_ID_FMT "confirm = yes\n"
+		 "[identity unconfirmed]\n" P256_ID_FMT,
+		 no);
+	start_agent(config, NULL, &ag);
+	a = connect_to(ag.sock);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	assert_err(sign(a, "confirmed", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   MTLS_ERR_CONFIRM_DENIED);
+	assert_null(sig);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+
+	/* A confirmation that never comes times out, and while it is
+	 * pending another identity is served at once. */
+	snprintf(config, sizeof(config),
+		 "askpass = %s\nconfirm-timeout = 2\n"
+		 "[identity confirmed-slow]\n" P256_ID_FMT "confirm = yes\n"
+		 "[identity unconfirmed]\n" P256_ID_FMT,
+		 slow);
+	start_agent(config, NULL, &ag);
+	a = connect_to(ag.sock);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	w.sock = ag.sock;
+	assert_int_equal(pthread_create(&th, NULL, sign_in_thread, &w), 0);
+	usleep(300 * 1000);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_err(sign(a, "unconfirmed", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	free(sig);
+	ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	assert_true(ms < 1000);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(w.result, MTLS_ERR_CONFIRM_DENIED);
+	assert_true(w.ms >= 1500 && w.ms < 10000);
+	wbuf_free(c);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
+static void
+test_lifetime_idle(void **state)
+{
+	struct wbuf *c = pam_content();
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	mtls_agent *a;
+	int retries, i;
+
+	start_agent("[identity short]\n" P256_ID "lifetime = 2\n"
+		    "[identity idle]\n key = " TOKEN_URI ";id=%01\nidle-logout = 2\n",
+		    NULL, &ag);
+	a = connect_to(ag.sock);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	assert_err(sign(a, "short", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+	free(sig);
+	sig = NULL;
+	/* Keep "idle" busy for a while: only "short" must expire. */
+	for (i = 0; i < 6; i++) {
+		usleep(500 * 1000);
+		assert_err(sign(a, "idle", MTLS_AGENT_RSA_PSS_RSAE_SHA256,
+				MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+		free(sig);
+		sig = NULL;
+	}
+	assert_err(sign(a, "short", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   MTLS_ERR_TOKEN);
+	assert_false(flags_of(a, "short") & MTLS_AGENT_ID_KEY_FOUND);
+	/* Now leave "idle" alone: its key goes, and with no identity left
+	 * using it the token is logged out. */
+	for (i = 0; i < 50 && (flags_of(a, "idle") & MTLS_AGENT_ID_LOGGED_IN); i++)
+		usleep(100 * 1000);
+	assert_false(flags_of(a, "idle") & MTLS_AGENT_ID_LOGGED_IN);
+	assert_err(sign(a, "idle", MTLS_AGENT_RSA_PSS_RSAE_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   MTLS_ERR_LOGIN_REQUIRED);
+	wbuf_free(c);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
+/* 1000 idle connections, and still a client signs; past the cap, BUSY. */
+static void
+test_many_connections(void **state)
+{
+	enum { IDLE = 1000 };
+	struct wbuf *c = pam_content();
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	struct rlimit rl;
+	mtls_agent *a;
+	int *fds, i, retries, busy;
+
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	if (rl.rlim_max < IDLE + 64) {
+		print_message("RLIMIT_NOFILE hard limit %lu: test skipped\n",
+			      (unsigned long)rl.rlim_max);
+		skip();
+	}
+	rl.rlim_cur = rl.rlim_max;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	assert_non_null(fds = calloc(IDLE, sizeof(*fds)));
+	start_agent("max-connections = 1100\n", NULL, &ag);
+	for (i = 0; i < IDLE; i++)
+		fds[i] = raw_connect(ag.sock);
+	a = connect_to(ag.sock);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	for (i = 0; i < 20; i++) {
+		assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+				MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+		free(sig);
+		sig = NULL;
+	}
+	mtls_agent_free(a);
+	for (i = 0; i < IDLE; i++)
+		close(fds[i]);
+	assert_int_equal(agent_stop(&ag), 0);
+
+	/* A small cap: the connection past it hears BUSY. */
+	start_agent("max-connections = 5\n", NULL, &ag);
+	for (i = 0; i < 5; i++)
+		fds[i] = raw_connect(ag.sock);
+	usleep(200 * 1000);
+	busy = mtls_agent_connect(ag.sock, &a);
+	assert_err(busy, MTLS_ERR_BUSY);
+	for (i = 0; i < 5; i++)
+		close(fds[i]);
+	/* Freed slots are usable again. */
+	for (i = 0; i < 50 && (busy = mtls_agent_connect(ag.sock, &a)) != 0; i++)
+		usleep(100 * 1000);
+	assert_err(busy, 0);
+	mtls_agent_free(a);
+	free(fds);
+	wbuf_free(c);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
+/* ---------------------------------------------------------------------- */
 /* 13. a handle survives an agent restart */
 
 static void
@@ -1657,6 +2132,15 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_pin_file, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_pin_locked, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_change_pin, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_token_removal, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_module_allowlist, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_no_core, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_lock_unlock, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_peers_policy, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_rate_limit, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_confirm, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_lifetime_idle, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_many_connections, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_reconnect, setup_none, teardown_agents),
 	};
 

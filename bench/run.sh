@@ -1,0 +1,487 @@
+#!/bin/bash
+# bench/run.sh - the benchmark run behind `make bench` (docs/BENCHMARKS.md).
+#
+# With no set-up by hand: makes a SoftHSM2 token in a temp directory
+# (tests/fixtures/softhsm-setup.sh), starts on loopback the agent, a
+# `p11-kit server` for the token and an `openssl s_server`, runs every row,
+# prints one table and writes it to bench/results-<date>.md.  Everything it
+# starts is stopped, and the temp directory removed, on every exit path.
+#
+# Each measurement is repeated BENCH_REPS times, the repetitions of a row
+# interleaved (rep 1 of every variant, then rep 2, ...) so that a burst of
+# load from elsewhere hits all variants alike; the table shows the median,
+# the spread (min-max) and the ratio of the median to the row's reference,
+# all from this one run.
+#
+# Environment:
+#   BENCH_REPS       repetitions per measurement (default 5, at least 5 for a record)
+#   BENCH_SECONDS    seconds per rate measurement (default 2)
+#   BENCH_PAM_LOGINS pamtester runs per PAM repetition (default 10)
+#   BENCH_RSS_COUNT  P-256 signatures for the memory row (default 1000000)
+#   BENCH_ROWS       rows to run, e.g. "1 2" (default "1 2 3 4 5")
+#   BENCH_OUT        results file (default bench/results-<date>.md in the source tree)
+#   top_srcdir, top_builddir  (set by make bench)
+set -u
+set -o pipefail
+
+prog=bench/run.sh
+REPS=${BENCH_REPS:-5}
+SECS=${BENCH_SECONDS:-2}
+PAM_LOGINS=${BENCH_PAM_LOGINS:-10}
+RSS_COUNT=${BENCH_RSS_COUNT:-1000000}
+ROWS=${BENCH_ROWS:-1 2 3 4 5}
+top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
+top_builddir=${top_builddir:-$top_srcdir}
+DATE=$(date +%Y-%m-%d)
+OUT=${BENCH_OUT:-$top_srcdir/bench/results-$DATE.md}
+
+SIGN=$top_builddir/bench/sign_bench
+HS=$top_builddir/bench/handshake_bench
+AGENT=$top_builddir/src/agent/mtls-agent
+CTL=$top_builddir/src/tools/mtls-agentctl
+MKCERT=$top_builddir/tests/fixtures/mkcert
+PAM_MODULE=$top_builddir/pam/.libs/pam_mtls_agent.so
+SETUP=$top_srcdir/tests/fixtures/softhsm-setup.sh
+
+die() {
+	echo "$prog: error: $*" >&2
+	exit 1
+}
+
+for f in "$SIGN" "$HS" "$AGENT" "$CTL" "$MKCERT"; do
+	[ -x "$f" ] || die "$f is not built (run make bench)"
+done
+for p in openssl p11-kit softhsm2-util pkcs11-tool; do
+	command -v "$p" >/dev/null || die "$p not found (Debian: openssl p11-kit softhsm2 opensc)"
+done
+MULTIARCH=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+P11KIT_CLIENT=
+for m in /usr/lib/$MULTIARCH/pkcs11/p11-kit-client.so /usr/lib64/pkcs11/p11-kit-client.so; do
+	[ -r "$m" ] && P11KIT_CLIENT=$m && break
+done
+[ -n "$P11KIT_CLIENT" ] || die "p11-kit-client.so not found (Debian: p11-kit-modules)"
+PAM_P11=
+for m in /lib/$MULTIARCH/security/pam_p11.so /usr/lib/$MULTIARCH/security/pam_p11.so; do
+	[ -r "$m" ] && PAM_P11=$m && break
+done
+
+# --- processes and the temp directory ----------------------------------------
+PIDS=()
+T=
+stop_pid() {
+	local pid=$1
+	kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+	kill -TERM "$pid" 2>/dev/null
+	for _ in $(seq 1 30); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+}
+cleanup() {
+	local rc=$? pid
+	trap - EXIT INT TERM
+	for pid in "${PIDS[@]}"; do
+		stop_pid "$pid"
+	done
+	[ -n "$T" ] && rm -rf "$T"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/mtls-bench.XXXXXX") || die "mktemp failed"
+chmod 0700 "$T"
+mkdir -m 0700 "$T/fx" "$T/run" "$T/run2"
+
+log() { printf '%s\n' "$*" >&2; }
+
+free_port() {
+	local p hex
+	for _ in $(seq 1 100); do
+		p=$((20000 + RANDOM % 40000))
+		hex=$(printf ':%04X ' "$p")
+		cat /proc/net/tcp /proc/net/tcp6 | grep -q "$hex" || { echo "$p"; return 0; }
+	done
+	die "no free port"
+}
+
+wait_listen() { # pid port
+	local hex
+	hex=$(printf ':%04X ' "$2")
+	for _ in $(seq 1 200); do
+		awk -v p="$hex" 'index($2 " ", p) && $4 == "0A" { f = 1 } END { exit !f }' \
+			/proc/net/tcp && return 0
+		kill -0 "$1" 2>/dev/null || return 1
+		sleep 0.05
+	done
+	return 1
+}
+
+# --- machine ------------------------------------------------------------------
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+MEM=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+log "$prog: $(nproc) CPUs ($CPU), $MEM, load $LOAD_START; $REPS repetitions, ${SECS}s each"
+
+# --- token, certificates, software keys ---------------------------------------
+log "$prog: SoftHSM2 token and certificates"
+out=$(MKCERT=$MKCERT "$SETUP" "$T/fx" 2>&1) || die "fixture: $out"
+# shellcheck disable=SC1091
+. "$T/fx/env.sh"
+D=$T/fx
+MODULE=$MTLS_TEST_MODULE
+TOKEN=$MTLS_TEST_TOKEN
+PIN=$MTLS_TEST_PIN
+# Software keys of the same types, for the PEM handshake row.
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$D/soft-rsa2048.key" 2>/dev/null &&
+	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$D/soft-p256.key" 2>/dev/null ||
+	die "openssl genpkey failed"
+for k in rsa2048 p256; do
+	openssl pkey -in "$D/soft-$k.key" -pubout -out "$D/soft-$k.pub.pem" 2>/dev/null &&
+		"$MKCERT" issue --ca-cert "$D/ca.pem" --ca-key "$D/ca.key" --pubkey "$D/soft-$k.pub.pem" \
+			--subj "/O=mtls-agent tests/CN=$k soft client" --eku clientAuth \
+			--out "$D/soft-$k.pem" >/dev/null 2>&1 || die "software certificate $k"
+done
+
+# --- the agent ----------------------------------------------------------------
+write_agent_conf() {
+	cat <<EOF
+module = $MODULE
+token = pkcs11:token=$TOKEN
+[identity rsa2048]
+key = pkcs11:token=$TOKEN;id=%01;type=private
+certificate = $D/rsa2048.pem
+chain = $D/ca.pem
+purposes = tls13
+[identity p256]
+key = pkcs11:token=$TOKEN;id=%03;type=private
+certificate = $D/p256.pem
+chain = $D/ca.pem
+purposes = tls13, pam
+EOF
+}
+write_agent_conf >"$T/agent.conf"
+chmod 0600 "$T/agent.conf"
+
+AGENT_PID=
+start_agent() { # socket-dir -> sets AGENT_PID, AGENT_SOCK
+	# Default log level: every signature writes its audit line (to a file
+	# nobody reads, as a journal would take it).
+	"$AGENT" --foreground --config "$T/agent.conf" --socket "$1/agent.sock" \
+		</dev/null >"$1/agent.out" 2>/dev/null &
+	AGENT_PID=$!
+	PIDS+=("$AGENT_PID")
+	for _ in $(seq 1 200); do
+		[ -S "$1/agent.sock" ] && grep -q MTLS_AGENT_SOCK "$1/agent.out" && break
+		kill -0 "$AGENT_PID" 2>/dev/null || die "the agent exited at start-up"
+		sleep 0.05
+	done
+	AGENT_SOCK=$1/agent.sock
+	printf '%s\n' "$PIN" | MTLS_AGENT_SOCK=$AGENT_SOCK "$CTL" login --pin-stdin >/dev/null ||
+		die "agent login failed"
+}
+start_agent "$T/run"
+MAIN_AGENT_SOCK=$AGENT_SOCK
+MAIN_AGENT_PID=$AGENT_PID
+
+# --- measurements --------------------------------------------------------------
+# Every variant has a key; its repetition values go to $T/v/<key>, one a line.
+mkdir "$T/v"
+declare -A LABEL UNIT
+ORDER=()
+
+variant() { # key unit label
+	LABEL[$1]=$3
+	UNIT[$1]=$2
+	ORDER+=("$1")
+}
+
+record() { # key value
+	[ -n "$2" ] || die "no value measured for ${LABEL[$1]}"
+	printf '%s\n' "$2" >>"$T/v/$1"
+}
+
+rate_of() { sed -n 's/^rate \([0-9.]*\) .*/\1/p'; }
+
+raw_sign() { # alg threads [module]
+	"$SIGN" --backend pkcs11 --module "${3:-$MODULE}" --token "$TOKEN" --pin "$PIN" \
+		--alg "$1" --threads "$2" --seconds "$SECS" | rate_of
+}
+p11kit_sign() { # alg
+	P11_KIT_SERVER_ADDRESS=unix:path=$T/p11kit.sock raw_sign "$1" 1 "$P11KIT_CLIENT"
+}
+agent_sign() { # alg threads
+	"$SIGN" --backend agent --socket "$MAIN_AGENT_SOCK" --identity "$1" --alg "$1" \
+		--threads "$2" --seconds "$SECS" | rate_of
+}
+
+# Row 1 and 2 ------------------------------------------------------------------
+if [[ " $ROWS " == *" 1 "* || " $ROWS " == *" 2 "* ]]; then
+	P11KIT_PID=
+	if [[ " $ROWS " == *" 1 "* ]]; then
+		p11-kit server -f -n "$T/p11kit.sock" --provider "$MODULE" "pkcs11:token=$TOKEN" \
+			</dev/null >"$T/p11kit.out" 2>&1 &
+		P11KIT_PID=$!
+		PIDS+=("$P11KIT_PID")
+		for _ in $(seq 1 100); do
+			[ -S "$T/p11kit.sock" ] && break
+			sleep 0.05
+		done
+		[ -S "$T/p11kit.sock" ] || die "p11-kit server did not start: $(cat "$T/p11kit.out")"
+	fi
+	for alg in rsa2048 p256; do
+		variant "1.raw.$alg" sig/s "1 $alg raw PKCS#11, 1 session (limit)"
+		[[ " $ROWS " == *" 1 "* ]] || continue
+		variant "1.p11kit.$alg" sig/s "1 $alg p11-kit server + p11-kit-client.so"
+		variant "1.agent.$alg" sig/s "1 $alg libmtls-agent -> mtls-agent"
+	done
+	if [[ " $ROWS " == *" 2 "* ]]; then
+		for alg in rsa2048 p256; do
+			for n in 4 16; do
+				variant "2.raw$n.$alg" sig/s "2 $alg raw PKCS#11, $n sessions ($n threads)"
+				variant "2.agent$n.$alg" sig/s "2 $alg mtls-agent, $n clients ($n threads)"
+			done
+		done
+	fi
+	for rep in $(seq 1 "$REPS"); do
+		log "$prog: rows 1-2, repetition $rep/$REPS"
+		for alg in rsa2048 p256; do
+			record "1.raw.$alg" "$(raw_sign "$alg" 1)"
+			if [[ " $ROWS " == *" 1 "* ]]; then
+				record "1.p11kit.$alg" "$(p11kit_sign "$alg")"
+				record "1.agent.$alg" "$(agent_sign "$alg" 1)"
+			fi
+			if [[ " $ROWS " == *" 2 "* ]]; then
+				for n in 4 16; do
+					record "2.raw$n.$alg" "$(raw_sign "$alg" "$n")"
+					record "2.agent$n.$alg" "$(agent_sign "$alg" "$n")"
+				done
+			fi
+		done
+	done
+	[ -n "$P11KIT_PID" ] && stop_pid "$P11KIT_PID"
+fi
+
+# Row 3 --------------------------------------------------------------------------
+if [[ " $ROWS " == *" 3 "* ]]; then
+	HS_PORT=
+	for _ in 1 2 3; do
+		HS_PORT=$(free_port)
+		openssl s_server -accept "127.0.0.1:$HS_PORT" -cert "$D/server.pem" -key "$D/server.key" \
+			-CAfile "$D/ca.pem" -Verify 1 -verify_return_error -tls1_3 -num_tickets 0 -rev \
+			</dev/null >"$T/s_server.log" 2>&1 &
+		S_PID=$!
+		PIDS+=("$S_PID")
+		wait_listen "$S_PID" "$HS_PORT" && break
+		HS_PORT=
+	done
+	[ -n "$HS_PORT" ] || die "openssl s_server did not start: $(cat "$T/s_server.log")"
+	hs() { # mode alg
+		local id=01
+		[ "$2" = p256 ] && id=03
+		case $1 in
+		pem) "$HS" --mode pem --port "$HS_PORT" --ca "$D/ca.pem" --cert "$D/soft-$2.pem" \
+			--key "$D/soft-$2.key" --seconds "$SECS" ;;
+		libp11) "$HS" --mode libp11 --port "$HS_PORT" --ca "$D/ca.pem" --cert "$D/$2.pem" \
+			--module "$MODULE" --token "$TOKEN" --pin "$PIN" --id "$id" --seconds "$SECS" ;;
+		agent | provider) "$HS" --mode "$1" --port "$HS_PORT" --ca "$D/ca.pem" \
+			--cert "$D/$2.pem" --socket "$MAIN_AGENT_SOCK" --identity "$2" --seconds "$SECS" ;;
+		esac | rate_of
+	}
+	for alg in rsa2048 p256; do
+		variant "3.libp11.$alg" hs/s "3 $alg handshakes, key via libp11 directly"
+		variant "3.pem.$alg" hs/s "3 $alg handshakes, software key from PEM"
+		variant "3.agent.$alg" hs/s "3 $alg handshakes, agent (SSL_CTX helper)"
+		variant "3.provider.$alg" hs/s "3 $alg handshakes, agent (provider, OSSL_STORE)"
+	done
+	for rep in $(seq 1 "$REPS"); do
+		log "$prog: row 3, repetition $rep/$REPS"
+		for alg in rsa2048 p256; do
+			for m in libp11 pem agent provider; do
+				record "3.$m.$alg" "$(hs "$m" "$alg")"
+			done
+		done
+	done
+	stop_pid "$S_PID"
+fi
+
+# Row 4 --------------------------------------------------------------------------
+if [[ " $ROWS " == *" 4 "* ]]; then
+	PAM_WRAPPER_LIB=$(pkg-config --libs pam_wrapper 2>/dev/null | tr ' ' '\n' | grep '\.so' | head -n 1)
+	NSS_WRAPPER_LIB=$(pkg-config --libs nss_wrapper 2>/dev/null | tr ' ' '\n' | grep '\.so' | head -n 1)
+	[ -e "$PAM_WRAPPER_LIB" ] || PAM_WRAPPER_LIB=/usr/lib/$MULTIARCH/libpam_wrapper.so
+	[ -e "$NSS_WRAPPER_LIB" ] || NSS_WRAPPER_LIB=/usr/lib/$MULTIARCH/libnss_wrapper.so
+	for f in "$PAM_WRAPPER_LIB" "$NSS_WRAPPER_LIB" "$PAM_MODULE" "$PAM_P11"; do
+		[ -r "$f" ] || die "row 4 needs $f (Debian: libpam-wrapper libnss-wrapper libpam-p11; make pam/pam_mtls_agent.la)"
+	done
+	command -v pamtester >/dev/null || die "row 4 needs pamtester"
+	# alice is this uid; both modules find the token's p256 certificate in
+	# a file in her home.
+	H=$T/home/alice
+	mkdir -p -m 0755 "$T/home" "$H" "$H/.eid" "$H/.config" "$H/.config/mtls-agent"
+	cp "$D/p256.pem" "$H/.eid/authorized_certificates"
+	cp "$D/p256.pem" "$H/.config/mtls-agent/authorized_certs"
+	chmod 0644 "$H/.eid/authorized_certificates" "$H/.config/mtls-agent/authorized_certs"
+	echo "root:x:0:0:root:/root:/bin/sh" >"$T/passwd"
+	echo "alice:x:$(id -u):$(id -g):Alice:$H:/bin/sh" >>"$T/passwd"
+	echo "root:x:0:" >"$T/group"
+	[ "$(id -g)" != 0 ] && echo "alice:x:$(id -g):" >>"$T/group"
+	# A CRL from the CA (empty: nothing revoked), required for the chain.
+	mkdir -m 0700 "$T/ca"
+	: >"$T/ca/index.txt"
+	echo 1000 >"$T/ca/crlnumber"
+	cat >"$T/ca/ca.cnf" <<EOF
+[ca]
+default_ca = bench_ca
+[bench_ca]
+database = $T/ca/index.txt
+crlnumber = $T/ca/crlnumber
+default_md = sha256
+default_crl_days = 30
+EOF
+	openssl ca -config "$T/ca/ca.cnf" -gencrl -keyfile "$D/ca.key" -cert "$D/ca.pem" \
+		-out "$D/crl.pem" >/dev/null 2>&1 || die "cannot make the CRL"
+	cat >"$T/pam.conf" <<EOF
+socket = $MAIN_AGENT_SOCK
+identity = p256
+ca_file = $D/ca.pem
+crl_file = $D/crl.pem
+crl_required
+map = authorized
+EOF
+	chmod 0600 "$T/pam.conf"
+	mkdir -m 0700 "$T/pam.d"
+	echo "auth required $PAM_MODULE config=$T/pam.conf" >"$T/pam.d/bench-mtls"
+	echo "auth required $PAM_P11 $MODULE" >"$T/pam.d/bench-p11"
+	pam_login() { # service stdin -> prints seconds for one pamtester process
+		local t0 t1
+		t0=$EPOCHREALTIME
+		printf '%s\n' "$2" | LD_PRELOAD="$PAM_WRAPPER_LIB $NSS_WRAPPER_LIB" PAM_WRAPPER=1 \
+			PAM_WRAPPER_SERVICE_DIR=$T/pam.d NSS_WRAPPER_PASSWD=$T/passwd \
+			NSS_WRAPPER_GROUP=$T/group pamtester "$1" alice authenticate \
+			>"$T/pamtester.out" 2>&1 || die "pamtester $1 failed: $(cat "$T/pamtester.out")"
+		t1=$EPOCHREALTIME
+		awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f\n", b - a }'
+	}
+	pam_rep() { # service stdin -> mean latency in ms over PAM_LOGINS runs
+		local i s=0 v
+		for i in $(seq 1 "$PAM_LOGINS"); do
+			v=$(pam_login "$1" "$2") || exit 1
+			s=$(awk -v s="$s" -v v="$v" 'BEGIN { print s + v }')
+		done
+		awk -v s="$s" -v n="$PAM_LOGINS" 'BEGIN { printf "%.2f\n", s * 1000 / n }'
+	}
+	# Correctness first: each module accepts alice (and they really did
+	# the work: the agent's log has the pam-challenge signature).
+	pam_login bench-mtls "" >/dev/null
+	pam_login bench-p11 "$PIN" >/dev/null
+	variant "4.p11" ms "4 PAM login (pamtester process), pam_p11 (PIN, token via libp11)"
+	variant "4.mtls" ms "4 PAM login (pamtester process), pam_mtls_agent (agent logged in, chain + CRL)"
+	for rep in $(seq 1 "$REPS"); do
+		log "$prog: row 4, repetition $rep/$REPS"
+		record 4.p11 "$(pam_rep bench-p11 "$PIN")"
+		record 4.mtls "$(pam_rep bench-mtls "")"
+	done
+fi
+
+# Row 5 --------------------------------------------------------------------------
+RSS_NOTE=
+if [[ " $ROWS " == *" 5 "* ]]; then
+	rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+	# A fresh agent, so that nothing measured above counts.
+	start_agent "$T/run2"
+	sleep 1
+	RSS_IDLE=$(rss_kib "$AGENT_PID")
+	log "$prog: row 5, idle RSS ${RSS_IDLE} KiB; 10000 then $RSS_COUNT P-256 signatures"
+	"$SIGN" --backend agent --socket "$AGENT_SOCK" --identity p256 --alg p256 --threads 2 \
+		--count 10000 >/dev/null || die "row 5 warm-up failed"
+	RSS_WARM=$(rss_kib "$AGENT_PID")
+	t0=$EPOCHREALTIME
+	r=$("$SIGN" --backend agent --socket "$AGENT_SOCK" --identity p256 --alg p256 --threads 2 \
+		--count "$RSS_COUNT") || die "row 5 signatures failed"
+	t1=$EPOCHREALTIME
+	RSS_AFTER=$(rss_kib "$AGENT_PID")
+	RSS_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", b - a }')
+	RSS_NOTE="Row 5: $((RSS_COUNT + 10000)) P-256 signatures (2 client threads) took ${RSS_SECS} s ($(echo "$r" | rate_of) sig/s)."
+	stop_pid "$AGENT_PID"
+	mib() { awk -v k="$1" 'BEGIN { printf "%.2f", k / 1024 }'; }
+	variant "5.idle" MiB "5 agent RSS idle (started, logged in)"
+	variant "5.warm" MiB "5 agent RSS after 10,000 signatures"
+	variant "5.after" MiB "5 agent RSS after $RSS_COUNT more signatures"
+	variant "5.growth" MiB "5 growth after $RSS_COUNT signatures (vs idle)"
+	variant "5.growthwarm" MiB "5 growth after $RSS_COUNT signatures (vs after 10,000)"
+	record 5.idle "$(mib "$RSS_IDLE")"
+	record 5.warm "$(mib "$RSS_WARM")"
+	record 5.after "$(mib "$RSS_AFTER")"
+	record 5.growth "$(mib $((RSS_AFTER - RSS_IDLE)))"
+	record 5.growthwarm "$(mib $((RSS_AFTER - RSS_WARM)))"
+fi
+
+# --- the table -----------------------------------------------------------------
+median() { sort -g "$1" | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+spread() { sort -g "$1" | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (lo == hi) print "-"; else printf "%g-%g", lo, hi }'; }
+med() { [ -s "$T/v/$1" ] && median "$T/v/$1"; }
+ratio() { # a b
+	[ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b }'
+}
+# Reference and target of each variant.
+ref_of() {
+	case $1 in
+	1.raw.*) echo "" ;;
+	1.*.rsa2048 | 2.*.rsa2048) echo 1.raw.rsa2048 ;;
+	1.*.p256 | 2.*.p256) echo 1.raw.p256 ;;
+	3.libp11.*) echo "" ;;
+	3.*.rsa2048) echo 3.libp11.rsa2048 ;;
+	3.*.p256) echo 3.libp11.p256 ;;
+	4.mtls) echo 4.p11 ;;
+	*) echo "" ;;
+	esac
+}
+target_of() { # key ratio-number value -> "met (>= x)" / "NOT met"
+	local k=$1 r=$2 v=$3 want= op=ge
+	case $k in
+	1.agent.rsa2048) want=0.95 ;;
+	1.agent.p256) want=0.80 ;;
+	2.agent4.rsa2048) want=1.6 ;;
+	3.agent.* | 3.provider.*) want=0.95 ;;
+	4.mtls) want=1.00; op=le ;;
+	5.idle) want=8; op=le; r=$v ;;
+	5.growth) want=1; op=le; r=$v ;;
+	*) return 0 ;;
+	esac
+	awk -v r="$r" -v w="$want" -v op="$op" 'BEGIN {
+		ok = (op == "ge") ? (r >= w) : (r <= w)
+		printf "%s %s %s", ok ? "met" : "**NOT met**", op == "ge" ? ">=" : "<=", w }'
+}
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+{
+	echo "## Benchmark run $DATE $(date +%H:%M:%S)"
+	echo
+	echo "- command: \`make bench\` (BENCH_REPS=$REPS BENCH_SECONDS=$SECS BENCH_PAM_LOGINS=$PAM_LOGINS BENCH_RSS_COUNT=$RSS_COUNT)"
+	echo "- machine: $(nproc) CPUs, $CPU, $MEM RAM, Linux $(uname -r)"
+	echo "- software: $(openssl version | cut -d' ' -f1-2), SoftHSM2 $(softhsm2-util --version 2>/dev/null), libp11 $(dpkg-query -W -f '${Version}' libp11-3 2>/dev/null), p11-kit $(p11-kit --version 2>/dev/null | head -n 1 | awk '{ print $NF }')"
+	echo "- load average (1, 5, 15 min): $LOAD_START at the start, $LOAD_END at the end"
+	echo "- median of $REPS repetitions (${SECS} s each for rates; $PAM_LOGINS logins each for PAM), min-max of the repetitions, ratio = median / median of the reference, in this run"
+	[ -n "$RSS_NOTE" ] && echo "- $RSS_NOTE"
+	echo
+	echo "| Row | Measurement | Median | Unit | Min-max | Ratio | Reference | Target |"
+	echo "|---|---|---:|---|---|---:|---|---|"
+	for k in "${ORDER[@]}"; do
+		v=$(med "$k")
+		ref=$(ref_of "$k")
+		rv=
+		[ -n "$ref" ] && rv=$(med "$ref")
+		rt=$(ratio "$v" "$rv")
+		tg=$(target_of "$k" "${rt%x}" "$v")
+		l=${LABEL[$k]}
+		refl=
+		[ -n "$ref" ] && refl=${LABEL[$ref]#* }
+		echo "| ${l%% *} | ${l#* } | $v | ${UNIT[$k]} | $(spread "$T/v/$k") | $rt | $refl | $tg |"
+	done
+} >"$T/table.md"
+cat "$T/table.md"
+cp "$T/table.md" "$OUT" || die "cannot write $OUT"
+log "$prog: written to $OUT"
