@@ -391,10 +391,14 @@ fi
 RSS_NOTE=
 if [[ " $ROWS " == *" 5 "* ]]; then
 	rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+	anon_kib() { awk '/^RssAnon/ { print $2 }' "/proc/$1/status"; }
+	pss_kib() { awk '/^Pss:/ { print $2 }' "/proc/$1/smaps_rollup"; }
 	# A fresh agent, so that nothing measured above counts.
 	start_agent "$T/run2"
 	sleep 1
 	RSS_IDLE=$(rss_kib "$AGENT_PID")
+	ANON_IDLE=$(anon_kib "$AGENT_PID")
+	PSS_IDLE=$(pss_kib "$AGENT_PID")
 	log "$prog: row 5, idle RSS ${RSS_IDLE} KiB; 10000 then $RSS_COUNT P-256 signatures"
 	"$SIGN" --backend agent --socket "$AGENT_SOCK" --identity p256 --alg p256 --threads 2 \
 		--count 10000 >/dev/null || die "row 5 warm-up failed"
@@ -404,19 +408,26 @@ if [[ " $ROWS " == *" 5 "* ]]; then
 		--count "$RSS_COUNT") || die "row 5 signatures failed"
 	t1=$EPOCHREALTIME
 	RSS_AFTER=$(rss_kib "$AGENT_PID")
+	ANON_AFTER=$(anon_kib "$AGENT_PID")
 	RSS_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", b - a }')
-	RSS_NOTE="Row 5: $((RSS_COUNT + 10000)) P-256 signatures (2 client threads) took ${RSS_SECS} s ($(echo "$r" | rate_of) sig/s)."
+	RSS_NOTE="Row 5: the $RSS_COUNT P-256 signatures (2 client threads, after 10,000 warm-up ones) took ${RSS_SECS} s ($(echo "$r" | rate_of) sig/s)."
 	stop_pid "$AGENT_PID"
 	mib() { awk -v k="$1" 'BEGIN { printf "%.2f", k / 1024 }'; }
-	variant "5.idle" MiB "5 agent RSS idle (started, logged in)"
-	variant "5.warm" MiB "5 agent RSS after 10,000 signatures"
-	variant "5.after" MiB "5 agent RSS after $RSS_COUNT more signatures"
-	variant "5.growth" MiB "5 growth after $RSS_COUNT signatures (vs idle)"
-	variant "5.growthwarm" MiB "5 growth after $RSS_COUNT signatures (vs after 10,000)"
+	variant "5.idle" MiB "5 agent VmRSS idle (started, logged in)"
+	variant "5.idleanon" MiB "5 agent RssAnon idle (its own memory; VmRSS minus mapped files)"
+	variant "5.idlepss" MiB "5 agent PSS idle (shared library pages divided among users)"
+	variant "5.warm" MiB "5 agent VmRSS after 10,000 signatures"
+	variant "5.after" MiB "5 agent VmRSS after $RSS_COUNT more signatures"
+	variant "5.growth" MiB "5 VmRSS growth, idle to after $RSS_COUNT"
+	variant "5.growthanon" MiB "5 RssAnon growth, idle to after $RSS_COUNT"
+	variant "5.growthwarm" MiB "5 VmRSS growth, after 10,000 to after $RSS_COUNT"
 	record 5.idle "$(mib "$RSS_IDLE")"
+	record 5.idleanon "$(mib "$ANON_IDLE")"
+	record 5.idlepss "$(mib "$PSS_IDLE")"
 	record 5.warm "$(mib "$RSS_WARM")"
 	record 5.after "$(mib "$RSS_AFTER")"
 	record 5.growth "$(mib $((RSS_AFTER - RSS_IDLE)))"
+	record 5.growthanon "$(mib $((ANON_AFTER - ANON_IDLE)))"
 	record 5.growthwarm "$(mib $((RSS_AFTER - RSS_WARM)))"
 fi
 
@@ -462,7 +473,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 	echo
 	echo "- command: \`make bench\` (BENCH_REPS=$REPS BENCH_SECONDS=$SECS BENCH_PAM_LOGINS=$PAM_LOGINS BENCH_RSS_COUNT=$RSS_COUNT)"
 	echo "- machine: $(nproc) CPUs, $CPU, $MEM RAM, Linux $(uname -r)"
-	echo "- software: $(openssl version | cut -d' ' -f1-2), SoftHSM2 $(softhsm2-util --version 2>/dev/null), libp11 $(dpkg-query -W -f '${Version}' libp11-3 2>/dev/null), p11-kit $(p11-kit --version 2>/dev/null | head -n 1 | awk '{ print $NF }')"
+	echo "- software: $(openssl version | cut -d' ' -f1-2), SoftHSM2 $(softhsm2-util --version 2>/dev/null), libp11 $(dpkg-query -W -f '${Version}' libp11-3 2>/dev/null), p11-kit $(dpkg-query -W -f '${Version}' p11-kit 2>/dev/null); TLS server: openssl s_server -rev"
 	echo "- load average (1, 5, 15 min): $LOAD_START at the start, $LOAD_END at the end"
 	echo "- median of $REPS repetitions (${SECS} s each for rates; $PAM_LOGINS logins each for PAM), min-max of the repetitions, ratio = median / median of the reference, in this run"
 	[ -n "$RSS_NOTE" ] && echo "- $RSS_NOTE"

@@ -14,6 +14,9 @@
  *
  * agent: one libmtls-agent handle per thread, each signature a TLS 1.3
  * client CertificateVerify content (the agent checks it and hashes it).
+ * With --refused and an --identity the agent does not have, each request
+ * is answered NO_IDENTITY without touching the token: the rate of round
+ * trips through socket, decoding, policy and audit line alone.
  *
  * Prints one line: "rate <signatures/s> count <n> seconds <s>".
  */
@@ -36,6 +39,7 @@ static const char *opt_backend, *opt_module, *opt_token, *opt_pin, *opt_socket, 
 static int opt_rsa = -1;
 static unsigned int opt_threads = 1;
 static double opt_seconds = 3.0;
+static int opt_refused; /* agent: count NO_IDENTITY replies (round-trip cost) */
 static unsigned long opt_count;
 
 static CK_FUNCTION_LIST_PTR p11;
@@ -206,6 +210,10 @@ agent_worker(void *arg)
 	while (more()) {
 		r = mtls_agent_sign(a, opt_ident, scheme, MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV,
 				    content, sizeof(content), &sig, &sig_len);
+		if (r == MTLS_ERR_NO_IDENTITY && opt_refused) {
+			w->done++;
+			continue;
+		}
 		if (r != 0) {
 			fprintf(stderr, "sign_bench: sign: %s (%s)\n", mtls_agent_strerror(r),
 				mtls_agent_last_message());
@@ -237,6 +245,7 @@ main(int argc, char **argv)
 		{ "socket", 1, NULL, 's' },  { "identity", 1, NULL, 'i' },
 		{ "alg", 1, NULL, 'a' },     { "threads", 1, NULL, 'n' },
 		{ "seconds", 1, NULL, 'S' }, { "count", 1, NULL, 'c' },
+		{ "refused", 0, NULL, 'r' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct worker *w;
@@ -264,6 +273,7 @@ main(int argc, char **argv)
 		case 'n': opt_threads = (unsigned int)strtoul(optarg, NULL, 10); break;
 		case 'S': opt_seconds = strtod(optarg, NULL); break;
 		case 'c': opt_count = strtoul(optarg, NULL, 10); break;
+		case 'r': opt_refused = 1; break;
 		default: usage();
 		}
 	}

@@ -676,6 +676,18 @@ certval_parse_der(const unsigned char *der, size_t len)
 		X509_free(x);
 		x = NULL;
 	}
+	/* Only DER: BER that OpenSSL would silently re-encode (unused bits
+	 * in a BIT STRING, ...) makes fingerprints over other bytes. */
+	if (x != NULL) {
+		unsigned char *re = NULL;
+		int rl = i2d_X509(x, &re);
+
+		if (rl <= 0 || (size_t)rl != len || memcmp(re, der, len) != 0) {
+			X509_free(x);
+			x = NULL;
+		}
+		OPENSSL_free(re);
+	}
 	ERR_clear_error();
 	return x;
 }

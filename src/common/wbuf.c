@@ -106,8 +106,9 @@ wbuf_reserve(struct wbuf *b, size_t len, unsigned char **dp)
 		b->d = nd;
 		b->alloc = nalloc;
 	}
+	/* Nothing allocated yet (len 0): no pointer arithmetic on NULL. */
 	if (dp != NULL)
-		*dp = b->d + b->size;
+		*dp = b->d != NULL ? b->d + b->size : NULL;
 	b->size += len;
 	return 0;
 }

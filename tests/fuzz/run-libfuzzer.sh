@@ -18,6 +18,10 @@ case $seconds in
 '' | *[!0-9]*) echo "$0: FUZZ_SECONDS must be a number of seconds" >&2; exit 2 ;;
 esac
 mkdir -p "$builddir/corpus-new/$name" "$builddir/crashes" || exit 2
+# A target's scratch files (fuzz_usermap's) go here: libFuzzer may leave
+# with _exit(), past the target's own clean-up.
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/$name.XXXXXX") || exit 2
+trap 'rm -rf "$scratch"' EXIT
 dict=
 [ -f "$fuzzdir/$name.dict" ] && dict="-dict=$fuzzdir/$name.dict"
 log=$target.libfuzzer.log
@@ -27,6 +31,7 @@ echo "  FUZZ     $name (${seconds}s)"
 # allocation a hostile peer could force; -max_len: well past every seed.
 # $dict is empty or one word.
 # shellcheck disable=SC2086
+TMPDIR=$scratch \
 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
 UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
 "$target.libfuzzer" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
