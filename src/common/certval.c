@@ -33,6 +33,7 @@
 #include <openssl/x509v3.h>
 
 #include "certval.h"
+#include "log.h"
 #include "mtls-agent.h"
 
 #define DEFAULT_OCSP_TIMEOUT 10
@@ -50,20 +51,6 @@ struct vstate {
 	int crl_missing; /* CRLs not found but not required either */
 };
 
-static void whyf(char *why, size_t why_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-whyf(char *why, size_t why_len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (why == NULL || why_len == 0)
-		return;
-	va_start(ap, fmt);
-	(void)vsnprintf(why, why_len, fmt, ap);
-	va_end(ap);
-}
 
 /*
  * The subject as one RFC 2253 line for `why`.  The RFC 2253 flags escape
@@ -171,7 +158,7 @@ load_crl_file(X509_STORE *store, const char *path, int *n, char *why, size_t why
 	int r = MTLS_ERR_CONFIG;
 
 	if ((bio = BIO_new_file(path, "r")) == NULL) {
-		whyf(why, why_len, "cannot read CRL file %s: %s", path, strerror(errno));
+		why_printf(why, why_len, "cannot read CRL file %s: %s", path, strerror(errno));
 		goto out;
 	}
 	for (;;) {
@@ -186,13 +173,13 @@ load_crl_file(X509_STORE *store, const char *path, int *n, char *why, size_t why
 				break;
 			}
 			ERR_clear_last_mark();
-			whyf(why, why_len, "CRL file %s: %s", path, ssl_reason());
+			why_printf(why, why_len, "CRL file %s: %s", path, ssl_reason());
 			goto out;
 		}
 		ERR_clear_last_mark();
 		if (!X509_STORE_add_crl(store, crl)) {
 			r = MTLS_ERR_ALLOC;
-			whyf(why, why_len, "cannot add CRL from %s", path);
+			why_printf(why, why_len, "cannot add CRL from %s", path);
 			goto out;
 		}
 		X509_CRL_free(crl);
@@ -221,20 +208,20 @@ load_crl_dir(X509_STORE *store, const char *dir, int *n, char *why, size_t why_l
 	int r = MTLS_ERR_CONFIG, files = 0;
 
 	if ((d = opendir(dir)) == NULL) {
-		whyf(why, why_len, "cannot open CRL directory %s: %s", dir, strerror(errno));
+		why_printf(why, why_len, "cannot open CRL directory %s: %s", dir, strerror(errno));
 		goto out;
 	}
 	while ((errno = 0, de = readdir(d)) != NULL) {
 		if (de->d_name[0] == '.')
 			continue;
 		if (++files > CRL_DIR_MAX_FILES) {
-			whyf(why, why_len, "CRL directory %s: more than %d files", dir,
+			why_printf(why, why_len, "CRL directory %s: more than %d files", dir,
 			     CRL_DIR_MAX_FILES);
 			goto out;
 		}
 		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >=
 		    sizeof(path)) {
-			whyf(why, why_len, "CRL directory %s: name too long", dir);
+			why_printf(why, why_len, "CRL directory %s: name too long", dir);
 			goto out;
 		}
 		if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
@@ -243,7 +230,7 @@ load_crl_dir(X509_STORE *store, const char *dir, int *n, char *why, size_t why_l
 			goto out;
 	}
 	if (errno != 0) {
-		whyf(why, why_len, "cannot read CRL directory %s: %s", dir, strerror(errno));
+		why_printf(why, why_len, "cannot read CRL directory %s: %s", dir, strerror(errno));
 		r = MTLS_ERR_CONFIG;
 		goto out;
 	}
@@ -268,22 +255,22 @@ build_store(const struct certval_opts *o, X509_STORE **storep, char *why, size_t
 	}
 	r = MTLS_ERR_CONFIG;
 	if (o->ca_file != NULL && !X509_STORE_load_file(store, o->ca_file)) {
-		whyf(why, why_len, "cannot load CA file %s: %s", o->ca_file, ssl_reason());
+		why_printf(why, why_len, "cannot load CA file %s: %s", o->ca_file, ssl_reason());
 		goto out;
 	}
 	if (o->ca_dir != NULL) {
 		/* The hashed-directory lookup is lazy and would turn a typo
 		 * into "unknown CA" later; say what is wrong now. */
 		if (stat(o->ca_dir, &st) != 0) {
-			whyf(why, why_len, "CA directory %s: %s", o->ca_dir, strerror(errno));
+			why_printf(why, why_len, "CA directory %s: %s", o->ca_dir, strerror(errno));
 			goto out;
 		}
 		if (!S_ISDIR(st.st_mode)) {
-			whyf(why, why_len, "CA directory %s: not a directory", o->ca_dir);
+			why_printf(why, why_len, "CA directory %s: not a directory", o->ca_dir);
 			goto out;
 		}
 		if (!X509_STORE_load_path(store, o->ca_dir)) {
-			whyf(why, why_len, "cannot use CA directory %s: %s", o->ca_dir,
+			why_printf(why, why_len, "cannot use CA directory %s: %s", o->ca_dir,
 			     ssl_reason());
 			goto out;
 		}
@@ -295,7 +282,7 @@ build_store(const struct certval_opts *o, X509_STORE **storep, char *why, size_t
 		goto out;
 	if (o->crl_file != NULL && o->crl_dir == NULL && ncrl == 0) {
 		/* A CRL file without a CRL is a mistake, not "no revocations". */
-		whyf(why, why_len, "CRL file %s holds no PEM CRL", o->crl_file);
+		why_printf(why, why_len, "CRL file %s holds no PEM CRL", o->crl_file);
 		r = MTLS_ERR_CONFIG;
 		goto out;
 	}
@@ -317,20 +304,20 @@ check_usage(X509 *cert, const struct certval_opts *o, const char *subj, char *wh
 	uint32_t flags = X509_get_extension_flags(cert);
 
 	if (flags & EXFLAG_INVALID) {
-		whyf(why, why_len, "certificate '%s': malformed extensions", subj);
+		why_printf(why, why_len, "certificate '%s': malformed extensions", subj);
 		return MTLS_ERR_CERT_INVALID;
 	}
 	if (o->require_client_eku) {
 		if ((flags & EXFLAG_XKUSAGE) &&
 		    !(X509_get_extended_key_usage(cert) & XKU_SSL_CLIENT)) {
-			whyf(why, why_len,
+			why_printf(why, why_len,
 			     "certificate '%s': extended key usage does not "
 			     "allow clientAuth",
 			     subj);
 			return MTLS_ERR_CERT_USAGE;
 		}
 		if (o->require_client_eku >= 2 && !(flags & EXFLAG_XKUSAGE)) {
-			whyf(why, why_len,
+			why_printf(why, why_len,
 			     "certificate '%s': no extended key usage "
 			     "(clientAuth required)",
 			     subj);
@@ -339,7 +326,7 @@ check_usage(X509 *cert, const struct certval_opts *o, const char *subj, char *wh
 	}
 	if (o->require_digital_signature && (flags & EXFLAG_KUSAGE) &&
 	    !(X509_get_key_usage(cert) & KU_DIGITAL_SIGNATURE)) {
-		whyf(why, why_len,
+		why_printf(why, why_len,
 		     "certificate '%s': key usage does not allow "
 		     "digitalSignature",
 		     subj);
@@ -366,7 +353,7 @@ ocsp_exchange(const char *host, const char *port, const char *path, OCSP_REQUEST
 
 	if ((reqbio = ASN1_item_i2d_mem_bio(ASN1_ITEM_rptr(OCSP_REQUEST),
 					    (const ASN1_VALUE *)req)) == NULL) {
-		whyf(err, err_len, "cannot encode the request");
+		why_printf(err, err_len, "cannot encode the request");
 		goto out;
 	}
 	sigemptyset(&pipeset);
@@ -387,12 +374,12 @@ ocsp_exchange(const char *host, const char *port, const char *path, OCSP_REQUEST
 		(void)pthread_sigmask(SIG_SETMASK, &oldset, NULL);
 	}
 	if (rspbio == NULL) {
-		whyf(err, err_len, "responder %s:%s unreachable or failed: %s", host, port,
+		why_printf(err, err_len, "responder %s:%s unreachable or failed: %s", host, port,
 		     ssl_reason());
 		goto out;
 	}
 	if ((resp = d2i_OCSP_RESPONSE_bio(rspbio, NULL)) == NULL) {
-		whyf(err, err_len, "responder %s:%s sent no OCSP response", host, port);
+		why_printf(err, err_len, "responder %s:%s sent no OCSP response", host, port);
 		goto out;
 	}
 out:
@@ -431,7 +418,7 @@ ocsp_check(X509 *cert, X509 *issuer, STACK_OF(X509) * untrusted, X509_STORE *sto
 	if (url == NULL) {
 		aia = X509_get1_ocsp(cert);
 		if (aia == NULL || sk_OPENSSL_STRING_num(aia) < 1) {
-			whyf(err, err_len,
+			why_printf(err, err_len,
 			     "no OCSP responder configured and "
 			     "none named in the certificate");
 			goto out;
@@ -439,19 +426,19 @@ ocsp_check(X509 *cert, X509 *issuer, STACK_OF(X509) * untrusted, X509_STORE *sto
 		url = sk_OPENSSL_STRING_value(aia, 0);
 	}
 	if (!OSSL_HTTP_parse_url(url, &use_ssl, NULL, &host, &port, NULL, &path, NULL, NULL)) {
-		whyf(err, err_len, "bad OCSP URL");
+		why_printf(err, err_len, "bad OCSP URL");
 		goto out;
 	}
 	if (use_ssl) {
 		/* An OCSP response is signed; TLS would add a chicken-and-egg
 		 * dependency on another validation.  RFC 6960 uses http. */
-		whyf(err, err_len,
+		why_printf(err, err_len,
 		     "OCSP URL must be http:// (https is not "
 		     "supported)");
 		goto out;
 	}
 	if (issuer == NULL) {
-		whyf(err, err_len, "no issuer certificate to ask about");
+		why_printf(err, err_len, "no issuer certificate to ask about");
 		goto out;
 	}
 	if ((req = OCSP_REQUEST_new()) == NULL ||
@@ -473,25 +460,25 @@ ocsp_check(X509 *cert, X509 *issuer, STACK_OF(X509) * untrusted, X509_STORE *sto
 		goto out;
 	rstatus = OCSP_response_status(resp);
 	if (rstatus != OCSP_RESPONSE_STATUS_SUCCESSFUL) {
-		whyf(err, err_len, "responder answered '%s'", OCSP_response_status_str(rstatus));
+		why_printf(err, err_len, "responder answered '%s'", OCSP_response_status_str(rstatus));
 		goto out;
 	}
 	if ((bs = OCSP_response_get1_basic(resp)) == NULL) {
-		whyf(err, err_len, "not a basic OCSP response");
+		why_printf(err, err_len, "not a basic OCSP response");
 		goto out;
 	}
 	/* Signed by the issuer or by a responder it delegated to
 	 * (id-kp-OCSPSigning), chaining to our trust store. */
 	if (OCSP_basic_verify(bs, untrusted, store, 0) <= 0) {
-		whyf(err, err_len, "response signature does not verify: %s", ssl_reason());
+		why_printf(err, err_len, "response signature does not verify: %s", ssl_reason());
 		goto out;
 	}
 	if (!OCSP_resp_find_status(bs, id, &status, &reason, &revtime, &thisupd, &nextupd)) {
-		whyf(err, err_len, "response has no status for this certificate");
+		why_printf(err, err_len, "response has no status for this certificate");
 		goto out;
 	}
 	if (status == V_OCSP_CERTSTATUS_REVOKED) {
-		whyf(err, err_len, "revoked (OCSP, reason: %s)",
+		why_printf(err, err_len, "revoked (OCSP, reason: %s)",
 		     reason >= 0 ? OCSP_crl_reason_str(reason) : "unspecified");
 		r = MTLS_ERR_CERT_REVOKED;
 		goto out;
@@ -500,24 +487,24 @@ ocsp_check(X509 *cert, X509 *issuer, STACK_OF(X509) * untrusted, X509_STORE *sto
 	if (nonce == -1) {
 		/* Some responders serve pre-signed answers without a nonce. */
 		if (o->ocsp == CERTVAL_OCSP_HARD) {
-			whyf(err, err_len, "response carries no nonce");
+			why_printf(err, err_len, "response carries no nonce");
 			goto out;
 		}
 		*no_nonce = 1;
 	} else if (nonce != 1) {
-		whyf(err, err_len,
+		why_printf(err, err_len,
 		     "response nonce does not match the request "
 		     "(replayed?)");
 		goto out;
 	}
 	if (!OCSP_check_validity(thisupd, nextupd, OCSP_SKEW, -1)) {
-		whyf(err, err_len,
+		why_printf(err, err_len,
 		     "response is not current (thisUpdate/"
 		     "nextUpdate)");
 		goto out;
 	}
 	if (status != V_OCSP_CERTSTATUS_GOOD) {
-		whyf(err, err_len, "responder does not know the certificate");
+		why_printf(err, err_len, "responder does not know the certificate");
 		goto out;
 	}
 	r = 0;
@@ -561,17 +548,17 @@ certval_verify(X509 *cert, STACK_OF(X509) * chain, const struct certval_opts *o,
 	if (why != NULL && why_len > 0)
 		why[0] = '\0';
 	if (cert == NULL || o == NULL) {
-		whyf(why, why_len, "no certificate or options");
+		why_printf(why, why_len, "no certificate or options");
 		return MTLS_ERR_INVALID_ARGUMENT;
 	}
 	subject_str(cert, subj, sizeof(subj));
 	if (o->ca_file == NULL && o->ca_dir == NULL) {
-		whyf(why, why_len, "no CA configured");
+		why_printf(why, why_len, "no CA configured");
 		return MTLS_ERR_CONFIG;
 	}
 	if (o->ocsp != CERTVAL_OCSP_OFF && o->ocsp != CERTVAL_OCSP_SOFT &&
 	    o->ocsp != CERTVAL_OCSP_HARD) {
-		whyf(why, why_len, "bad OCSP mode %d", (int)o->ocsp);
+		why_printf(why, why_len, "bad OCSP mode %d", (int)o->ocsp);
 		return MTLS_ERR_CONFIG;
 	}
 	if ((r = build_store(o, &store, why, why_len)) != 0)
@@ -588,7 +575,7 @@ certval_verify(X509 *cert, STACK_OF(X509) * chain, const struct certval_opts *o,
 		flags |= X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL;
 		st.crl_required = o->crl_required;
 	} else if (o->crl_required) {
-		whyf(why, why_len,
+		why_printf(why, why_len,
 		     "CRLs required but no CRL file or directory "
 		     "configured");
 		r = MTLS_ERR_CONFIG;
@@ -611,12 +598,12 @@ certval_verify(X509 *cert, STACK_OF(X509) * chain, const struct certval_opts *o,
 			r = MTLS_ERR_CERT_UNTRUSTED;
 		subject_str(X509_STORE_CTX_get_current_cert(ctx), bad, sizeof(bad));
 		if (depth > 0)
-			whyf(why, why_len,
+			why_printf(why, why_len,
 			     "certificate '%s': issuer '%s' at "
 			     "depth %d: %s",
 			     subj, bad, depth, X509_verify_cert_error_string(e));
 		else
-			whyf(why, why_len, "certificate '%s': %s", subj,
+			why_printf(why, why_len, "certificate '%s': %s", subj,
 			     X509_verify_cert_error_string(e));
 		goto out;
 	}
@@ -632,13 +619,13 @@ certval_verify(X509 *cert, STACK_OF(X509) * chain, const struct certval_opts *o,
 		r = ocsp_check(cert, sk_X509_num(verified) > 1 ? sk_X509_value(verified, 1) : NULL,
 			       verified, store, o, &no_nonce, err, sizeof(err));
 		if (r == MTLS_ERR_CERT_REVOCATION_UNKNOWN && o->ocsp == CERTVAL_OCSP_SOFT) {
-			whyf(why, why_len, "OCSP soft-fail for '%s': %s", subj, err);
+			why_printf(why, why_len, "OCSP soft-fail for '%s': %s", subj, err);
 			r = 0;
 		} else if (r != 0) {
-			whyf(why, why_len, "certificate '%s': OCSP: %s", subj,
+			why_printf(why, why_len, "certificate '%s': OCSP: %s", subj,
 			     err[0] != '\0' ? err : mtls_agent_strerror(r));
 		} else if (no_nonce) {
-			whyf(why, why_len,
+			why_printf(why, why_len,
 			     "OCSP for '%s': good, but the "
 			     "response carries no nonce (accepted in soft mode)",
 			     subj);
@@ -647,7 +634,7 @@ certval_verify(X509 *cert, STACK_OF(X509) * chain, const struct certval_opts *o,
 			goto out;
 	}
 	if (st.crl_missing > 0 && why != NULL && why_len > 0 && why[0] == '\0')
-		whyf(why, why_len,
+		why_printf(why, why_len,
 		     "certificate '%s': accepted; no CRL for %d "
 		     "certificate(s) of the chain (CRLs not required)",
 		     subj, st.crl_missing);

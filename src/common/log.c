@@ -59,3 +59,15 @@ log_msg(enum log_level level, const char *func, const char *fmt, ...)
 		fprintf(stderr, "%s: %s: %s\n", log_ident, name[level], msg);
 	}
 }
+
+void
+why_printf(char *why, size_t why_len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (why == NULL || why_len == 0)
+		return;
+	va_start(ap, fmt);
+	(void)vsnprintf(why, why_len, fmt, ap);
+	va_end(ap);
+}

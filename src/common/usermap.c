@@ -32,6 +32,7 @@
 #include <openssl/x509v3.h>
 
 #include "mtls-agent.h"
+#include "log.h"
 #include "usermap.h"
 
 #define FILE_MAX	   (1024 * 1024)
@@ -39,20 +40,6 @@
 #define SHA256_LEN	   32
 #define PW_BUF_MAX	   (1024 * 1024)
 
-static void whyf(char *why, size_t why_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-whyf(char *why, size_t why_len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (why == NULL || why_len == 0)
-		return;
-	va_start(ap, fmt);
-	(void)vsnprintf(why, why_len, fmt, ap);
-	va_end(ap);
-}
 
 /* ASN1 string -> NUL-terminated UTF-8; NULL if it holds a NUL byte. */
 static char *
@@ -85,11 +72,11 @@ only_subject_attr(X509 *cert, int nid, const char *label, char **out, char *why,
 
 	*out = NULL;
 	if ((i = X509_NAME_get_index_by_NID(name, nid, -1)) < 0) {
-		whyf(why, why_len, "certificate subject has no %s", label);
+		why_printf(why, why_len, "certificate subject has no %s", label);
 		return MTLS_ERR_USER_MISMATCH;
 	}
 	if (X509_NAME_get_index_by_NID(name, nid, i) >= 0) {
-		whyf(why, why_len,
+		why_printf(why, why_len,
 		     "certificate subject has more than one %s; "
 		     "refusing to choose",
 		     label);
@@ -97,7 +84,7 @@ only_subject_attr(X509 *cert, int nid, const char *label, char **out, char *why,
 	}
 	ent = X509_NAME_get_entry(name, i);
 	if ((*out = asn1_to_utf8(X509_NAME_ENTRY_get_data(ent))) == NULL) {
-		whyf(why, why_len, "certificate subject %s is not clean text", label);
+		why_printf(why, why_len, "certificate subject %s is not clean text", label);
 		return MTLS_ERR_USER_MISMATCH;
 	}
 	return 0;
@@ -125,10 +112,10 @@ map_subject_attr(X509 *cert, const char *user, int nid, const char *label, char 
 	if ((r = only_subject_attr(cert, nid, label, &v, why, why_len)) != 0)
 		return r;
 	if (strcmp(v, user) != 0) {
-		whyf(why, why_len, "certificate %s does not name user %s", label, user);
+		why_printf(why, why_len, "certificate %s does not name user %s", label, user);
 		r = MTLS_ERR_USER_MISMATCH;
 	} else
-		whyf(why, why_len, "certificate %s matches user %s", label, user);
+		why_printf(why, why_len, "certificate %s matches user %s", label, user);
 	OPENSSL_free(v);
 	return r;
 }
@@ -145,7 +132,7 @@ get_sans(X509 *cert, GENERAL_NAMES **sans, int *present, char *why, size_t why_l
 	*sans = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
 	*present = crit != -1;
 	if (*sans == NULL && crit != -1) {
-		whyf(why, why_len,
+		why_printf(why, why_len,
 		     "certificate subjectAltName is malformed or "
 		     "duplicated");
 		return MTLS_ERR_USER_MISMATCH;
@@ -174,10 +161,10 @@ map_email(X509 *cert, const char *user, char *why, size_t why_len)
 					   why_len)) != 0)
 			goto out;
 		if (email_matches(v, user)) {
-			whyf(why, why_len, "subject emailAddress matches user %s", user);
+			why_printf(why, why_len, "subject emailAddress matches user %s", user);
 			r = 0;
 		} else {
-			whyf(why, why_len,
+			why_printf(why, why_len,
 			     "subject emailAddress does not name "
 			     "user %s",
 			     user);
@@ -194,15 +181,15 @@ map_email(X509 *cert, const char *user, char *why, size_t why_len)
 		if ((v = asn1_to_utf8(gn->d.rfc822Name)) == NULL)
 			continue;
 		if (email_matches(v, user)) {
-			whyf(why, why_len, "email subjectAltName matches user %s", user);
+			why_printf(why, why_len, "email subjectAltName matches user %s", user);
 			r = 0;
 			goto out;
 		}
 	}
 	if (n == 0)
-		whyf(why, why_len, "certificate has no email subjectAltName");
+		why_printf(why, why_len, "certificate has no email subjectAltName");
 	else
-		whyf(why, why_len, "no email subjectAltName names user %s", user);
+		why_printf(why, why_len, "no email subjectAltName names user %s", user);
 	r = MTLS_ERR_USER_MISMATCH;
 out:
 	OPENSSL_free(v);
@@ -241,25 +228,25 @@ map_upn(X509 *cert, const char *user, char *why, size_t why_len)
 	r = MTLS_ERR_USER_MISMATCH;
 	if (n != 1) {
 		if (n == 0)
-			whyf(why, why_len, "certificate has no UPN");
+			why_printf(why, why_len, "certificate has no UPN");
 		else
-			whyf(why, why_len,
+			why_printf(why, why_len,
 			     "certificate has more than one UPN; "
 			     "refusing to choose");
 		goto out;
 	}
 	if (val == NULL || val->type != V_ASN1_UTF8STRING ||
 	    (v = asn1_to_utf8(val->value.utf8string)) == NULL) {
-		whyf(why, why_len, "certificate UPN is not a clean UTF8String");
+		why_printf(why, why_len, "certificate UPN is not a clean UTF8String");
 		goto out;
 	}
 	if ((at = strrchr(v, '@')) != NULL)
 		*at = '\0';
 	if (strcmp(v, user) != 0) {
-		whyf(why, why_len, "certificate UPN does not name user %s", user);
+		why_printf(why, why_len, "certificate UPN does not name user %s", user);
 		goto out;
 	}
-	whyf(why, why_len, "certificate UPN matches user %s", user);
+	why_printf(why, why_len, "certificate UPN matches user %s", user);
 	r = 0;
 out:
 	OPENSSL_free(v);
@@ -294,33 +281,33 @@ read_safe_file(int dirfd, const char *name, const char *shown, uid_t uid, char *
 			*missing = 1;
 			r = MTLS_ERR_USER_MISMATCH;
 		} else if (errno == ELOOP)
-			whyf(why, why_len, "%s is a symbolic link; refused", shown);
+			why_printf(why, why_len, "%s is a symbolic link; refused", shown);
 		else
-			whyf(why, why_len, "cannot open %s: %s", shown, strerror(errno));
+			why_printf(why, why_len, "cannot open %s: %s", shown, strerror(errno));
 		goto out;
 	}
 	if (fstat(fd, &st) != 0) {
-		whyf(why, why_len, "cannot stat %s: %s", shown, strerror(errno));
+		why_printf(why, why_len, "cannot stat %s: %s", shown, strerror(errno));
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		whyf(why, why_len, "%s is not a regular file; refused", shown);
+		why_printf(why, why_len, "%s is not a regular file; refused", shown);
 		goto out;
 	}
 	if (st.st_uid != 0 && st.st_uid != uid) {
-		whyf(why, why_len, "%s is owned by uid %lu, not by %s; refused", shown,
+		why_printf(why, why_len, "%s is owned by uid %lu, not by %s; refused", shown,
 		     (unsigned long)st.st_uid, uid == 0 ? "root" : "its user or root");
 		goto out;
 	}
 	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-		whyf(why, why_len,
+		why_printf(why, why_len,
 		     "%s is writable by group or others (mode "
 		     "%04o); refused",
 		     shown, (unsigned)(st.st_mode & 07777));
 		goto out;
 	}
 	if (st.st_size > FILE_MAX) {
-		whyf(why, why_len, "%s is larger than %d bytes; refused", shown, FILE_MAX);
+		why_printf(why, why_len, "%s is larger than %d bytes; refused", shown, FILE_MAX);
 		goto out;
 	}
 	/* One byte more than the limit tells a file that grew meanwhile. */
@@ -333,14 +320,14 @@ read_safe_file(int dirfd, const char *name, const char *shown, uid_t uid, char *
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			whyf(why, why_len, "cannot read %s: %s", shown, strerror(errno));
+			why_printf(why, why_len, "cannot read %s: %s", shown, strerror(errno));
 			goto out;
 		}
 		if (n == 0)
 			break;
 		len += (size_t)n;
 		if (len > FILE_MAX) {
-			whyf(why, why_len, "%s is larger than %d bytes; refused", shown, FILE_MAX);
+			why_printf(why, why_len, "%s is larger than %d bytes; refused", shown, FILE_MAX);
 			goto out;
 		}
 	}
@@ -474,19 +461,19 @@ map_file(X509 *cert, const char *user, const char *path, char *why, size_t why_l
 	int r, missing, listed = 0;
 
 	if (path == NULL || path[0] != '/') {
-		whyf(why, why_len, "map file must be an absolute path");
+		why_printf(why, why_len, "map file must be an absolute path");
 		return MTLS_ERR_CONFIG;
 	}
 	if ((r = read_safe_file(AT_FDCWD, path, path, 0, &buf, &len, &missing, why, why_len)) !=
 	    0) {
 		if (missing) {
-			whyf(why, why_len, "map file %s does not exist", path);
+			why_printf(why, why_len, "map file %s does not exist", path);
 			r = MTLS_ERR_CONFIG;
 		}
 		goto out;
 	}
 	if (memchr(buf, '\0', len) != NULL) {
-		whyf(why, why_len, "map file %s contains a NUL byte", path);
+		why_printf(why, why_len, "map file %s contains a NUL byte", path);
 		r = MTLS_ERR_CONFIG;
 		goto out;
 	}
@@ -507,7 +494,7 @@ map_file(X509 *cert, const char *user, const char *path, char *why, size_t why_l
 		if (who == NULL || strrchr(key, '\t') > who)
 			who = strrchr(key, '\t');
 		if (who == NULL) {
-			whyf(why, why_len,
+			why_printf(why, why_len,
 			     "%s:%zu: want \"<subject or sha256:"
 			     "fingerprint> <user>\"",
 			     path, lineno);
@@ -518,7 +505,7 @@ map_file(X509 *cert, const char *user, const char *path, char *why, size_t why_l
 		rtrim(key);
 		if (strncasecmp(key, "sha256:", 7) == 0) {
 			if (parse_sha256_hex(key + 7, want) != strlen(key + 7)) {
-				whyf(why, why_len,
+				why_printf(why, why_len,
 				     "%s:%zu: bad sha256 "
 				     "fingerprint",
 				     path, lineno);
@@ -535,15 +522,15 @@ map_file(X509 *cert, const char *user, const char *path, char *why, size_t why_l
 			matched = lineno;
 	}
 	if (matched > 0) {
-		whyf(why, why_len, "%s:%zu maps the certificate to %s", path, matched, user);
+		why_printf(why, why_len, "%s:%zu maps the certificate to %s", path, matched, user);
 		r = 0;
 	} else if (listed)
-		whyf(why, why_len,
+		why_printf(why, why_len,
 		     "%s maps the certificate to other users, "
 		     "not %s",
 		     path, user);
 	else
-		whyf(why, why_len, "certificate not listed in %s", path);
+		why_printf(why, why_len, "certificate not listed in %s", path);
 	if (matched == 0)
 		r = MTLS_ERR_USER_MISMATCH;
 out:
@@ -576,7 +563,7 @@ lookup_user(const char *user, struct passwd *pw, char **pwbuf, char *why, size_t
 	}
 	if (res == NULL) {
 		free(buf);
-		whyf(why, why_len, "no such user %s", user);
+		why_printf(why, why_len, "no such user %s", user);
 		return MTLS_ERR_USER_MISMATCH;
 	}
 	*pwbuf = buf;
@@ -607,7 +594,7 @@ expand_pattern(const char *pat, const struct passwd *pw, char *out, size_t out_l
 		else if (*pat == '%')
 			add = pct;
 		else {
-			whyf(why, why_len,
+			why_printf(why, why_len,
 			     "authorized file pattern: unknown "
 			     "escape %%%c (want %%h, %%u or %%%%)",
 			     *pat != '\0' ? *pat : '?');
@@ -621,12 +608,12 @@ expand_pattern(const char *pat, const struct passwd *pw, char *out, size_t out_l
 	}
 	out[o] = '\0';
 	if (out[0] != '/') {
-		whyf(why, why_len, "authorized file %s is not an absolute path", out);
+		why_printf(why, why_len, "authorized file %s is not an absolute path", out);
 		return MTLS_ERR_CONFIG;
 	}
 	return 0;
 toolong:
-	whyf(why, why_len, "authorized file path too long");
+	why_printf(why, why_len, "authorized file path too long");
 	return MTLS_ERR_CONFIG;
 }
 
@@ -665,7 +652,7 @@ authorized_matches(X509 *cert, const char *buf, size_t len, const char *path, ch
 			if (ERR_GET_LIB(e) == ERR_LIB_PEM &&
 			    ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
 				break;
-			whyf(why, why_len, "%s: a certificate does not parse", path);
+			why_printf(why, why_len, "%s: a certificate does not parse", path);
 			r = MTLS_ERR_CONFIG;
 			goto out;
 		}
@@ -674,7 +661,7 @@ authorized_matches(X509 *cert, const char *buf, size_t len, const char *path, ch
 		X509_free(x);
 		x = NULL;
 		if (n2 == n && memcmp(der, der2, (size_t)n) == 0) {
-			whyf(why, why_len, "certificate listed in %s", path);
+			why_printf(why, why_len, "certificate listed in %s", path);
 			r = 0;
 			goto out;
 		}
@@ -697,17 +684,17 @@ authorized_matches(X509 *cert, const char *buf, size_t len, const char *path, ch
 		if (strncasecmp(s, "sha256:", 7) != 0)
 			continue;
 		if (parse_sha256_hex(s + 7, want) == 0) {
-			whyf(why, why_len, "%s:%zu: bad sha256 key line", path, lineno);
+			why_printf(why, why_len, "%s:%zu: bad sha256 key line", path, lineno);
 			r = MTLS_ERR_CONFIG;
 			goto out;
 		}
 		if (memcmp(want, spki, SHA256_LEN) == 0) {
-			whyf(why, why_len, "%s:%zu: public key listed", path, lineno);
+			why_printf(why, why_len, "%s:%zu: public key listed", path, lineno);
 			r = 0;
 			goto out;
 		}
 	}
-	whyf(why, why_len, "certificate not in %s", path);
+	why_printf(why, why_len, "certificate not in %s", path);
 	r = MTLS_ERR_USER_MISMATCH;
 out:
 	free(copy);
@@ -743,20 +730,20 @@ map_authorized(X509 *cert, const char *user, const char *pattern, char *why, siz
 	base = strrchr(dir, '/');
 	*base++ = '\0';
 	if (*base == '\0') {
-		whyf(why, why_len, "authorized file %s names a directory", path);
+		why_printf(why, why_len, "authorized file %s names a directory", path);
 		r = MTLS_ERR_CONFIG;
 		goto out;
 	}
 	dfd = open(dir[0] != '\0' ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0) {
 		if (errno == ENOENT || errno == ENOTDIR) {
-			whyf(why, why_len,
+			why_printf(why, why_len,
 			     "no authorized certificates file "
 			     "(%s)",
 			     path);
 			r = MTLS_ERR_USER_MISMATCH;
 		} else {
-			whyf(why, why_len, "cannot open directory of %s: %s", path,
+			why_printf(why, why_len, "cannot open directory of %s: %s", path,
 			     strerror(errno));
 			r = MTLS_ERR_CONFIG;
 		}
@@ -764,18 +751,18 @@ map_authorized(X509 *cert, const char *user, const char *pattern, char *why, siz
 	}
 	r = MTLS_ERR_CONFIG;
 	if (fstat(dfd, &st) != 0) {
-		whyf(why, why_len, "cannot stat directory of %s: %s", path, strerror(errno));
+		why_printf(why, why_len, "cannot stat directory of %s: %s", path, strerror(errno));
 		goto out;
 	}
 	if (st.st_uid != 0 && st.st_uid != pw.pw_uid) {
-		whyf(why, why_len,
+		why_printf(why, why_len,
 		     "directory of %s is owned by uid %lu, not by "
 		     "%s or root; refused",
 		     path, (unsigned long)st.st_uid, user);
 		goto out;
 	}
 	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-		whyf(why, why_len,
+		why_printf(why, why_len,
 		     "directory of %s is writable by group or "
 		     "others (mode %04o); refused",
 		     path, (unsigned)(st.st_mode & 07777));
@@ -784,14 +771,14 @@ map_authorized(X509 *cert, const char *user, const char *pattern, char *why, siz
 	if ((r = read_safe_file(dfd, base, path, pw.pw_uid, &buf, &len, &missing, why, why_len)) !=
 	    0) {
 		if (missing)
-			whyf(why, why_len,
+			why_printf(why, why_len,
 			     "no authorized certificates file "
 			     "(%s)",
 			     path);
 		goto out;
 	}
 	if (memchr(buf, '\0', len) != NULL) {
-		whyf(why, why_len, "%s contains a NUL byte", path);
+		why_printf(why, why_len, "%s contains a NUL byte", path);
 		r = MTLS_ERR_CONFIG;
 		goto out;
 	}
@@ -812,19 +799,19 @@ usermap_check(X509 *cert, const char *user, const struct usermap_opts *o, char *
 	if (why != NULL && why_len > 0)
 		why[0] = '\0';
 	if (cert == NULL || o == NULL || user == NULL) {
-		whyf(why, why_len, "no certificate, user or options");
+		why_printf(why, why_len, "no certificate, user or options");
 		return MTLS_ERR_INVALID_ARGUMENT;
 	}
 	/* The user name comes from a login prompt: nothing that could walk
 	 * a path or hide in a log line. */
 	if (user[0] == '\0' || user[0] == '.' || user[0] == '-' || strchr(user, '/') != NULL ||
 	    strlen(user) > 256) {
-		whyf(why, why_len, "unusable user name");
+		why_printf(why, why_len, "unusable user name");
 		return MTLS_ERR_USER_MISMATCH;
 	}
 	for (const char *p = user; *p != '\0'; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
-			whyf(why, why_len, "unusable user name");
+			why_printf(why, why_len, "unusable user name");
 			return MTLS_ERR_USER_MISMATCH;
 		}
 	switch (o->method) {
@@ -839,7 +826,7 @@ usermap_check(X509 *cert, const char *user, const struct usermap_opts *o, char *
 		r = map_authorized(cert, user, o->authorized_file, why, why_len);
 		break;
 	default:
-		whyf(why, why_len, "unknown mapping method %d", (int)o->method);
+		why_printf(why, why_len, "unknown mapping method %d", (int)o->method);
 		r = MTLS_ERR_CONFIG;
 		break;
 	}

@@ -398,14 +398,39 @@ out:
 	return r;
 }
 
+/*
+ * Sends a request that carries a PIN or a passphrase and gets an empty
+ * reply.  Never resent once sent: a wrong PIN must not count twice, a
+ * failed unlock counts towards the back-off.  The request buffer wipes
+ * itself when freed.
+ */
+static int
+secret_exchange(mtls_agent *a, const struct wbuf *b, uint8_t type, int *retries_left)
+{
+	struct wbuf *reply;
+	int r, retries = -1;
+
+	if ((reply = wbuf_new()) == NULL)
+		return MTLS_ERR_ALLOC;
+	pthread_mutex_lock(&a->lock);
+	r = exchange(a, b, type | MSG_REPLY, 0, reply, &retries);
+	if (r == 0 && (r = msg_empty_get(reply)) != 0)
+		drop_connection(a);
+	pthread_mutex_unlock(&a->lock);
+	if ((r == MTLS_ERR_PIN_INCORRECT || r == MTLS_ERR_PIN_LOCKED) && retries_left != NULL)
+		*retries_left = retries;
+	wbuf_free(reply);
+	return r;
+}
+
 int
 mtls_agent_login(mtls_agent *a, const char *identity, const char *pin,
 		 int *retries_left)
 {
 	struct msg_login_req req = { 0 };
-	struct wbuf *b = NULL, *reply = NULL;
-	int r, retries = -1;
+	struct wbuf *b;
 	size_t pin_len;
+	int r;
 
 	set_last_message(NULL);
 	if (retries_left != NULL)
@@ -418,24 +443,11 @@ mtls_agent_login(mtls_agent *a, const char *identity, const char *pin,
 	/* The PIN is copied only into wire buffers, which wipe when freed. */
 	req.identity = (char *)(identity == NULL ? "" : identity);
 	req.pin = (char *)pin;
-	if ((b = wbuf_new()) == NULL || (reply = wbuf_new()) == NULL) {
-		r = MTLS_ERR_ALLOC;
-		goto out;
-	}
-	if ((r = msg_login_req_put(b, &req)) != 0)
-		goto out;
-	pthread_mutex_lock(&a->lock);
-	/* Never resent once sent: a wrong PIN must not count twice. */
-	r = exchange(a, b, MSG_LOGIN | MSG_REPLY, 0, reply, &retries);
-	if (r == 0 && (r = msg_empty_get(reply)) != 0)
-		drop_connection(a);
-	pthread_mutex_unlock(&a->lock);
-	if ((r == MTLS_ERR_PIN_INCORRECT || r == MTLS_ERR_PIN_LOCKED) &&
-	    retries_left != NULL)
-		*retries_left = retries;
-out:
+	if ((b = wbuf_new()) == NULL)
+		return MTLS_ERR_ALLOC;
+	if ((r = msg_login_req_put(b, &req)) == 0)
+		r = secret_exchange(a, b, MSG_LOGIN, retries_left);
 	wbuf_free(b);
-	wbuf_free(reply);
 	return r;
 }
 
@@ -444,8 +456,8 @@ set_pin(mtls_agent *a, const char *identity, uint8_t mode, const char *old_pin,
 	const char *new_pin, int *retries_left)
 {
 	struct msg_set_pin_req req = { 0 };
-	struct wbuf *b = NULL, *reply = NULL;
-	int r, retries = -1;
+	struct wbuf *b;
+	int r;
 
 	set_last_message(NULL);
 	if (retries_left != NULL)
@@ -457,24 +469,11 @@ set_pin(mtls_agent *a, const char *identity, uint8_t mode, const char *old_pin,
 	req.mode = mode;
 	req.old_pin = (char *)old_pin;
 	req.new_pin = (char *)new_pin;
-	if ((b = wbuf_new()) == NULL || (reply = wbuf_new()) == NULL) {
-		r = MTLS_ERR_ALLOC;
-		goto out;
-	}
-	if ((r = msg_set_pin_req_put(b, &req)) != 0)
-		goto out;
-	pthread_mutex_lock(&a->lock);
-	/* Never resent once sent, like LOGIN. */
-	r = exchange(a, b, MSG_SET_PIN | MSG_REPLY, 0, reply, &retries);
-	if (r == 0 && (r = msg_empty_get(reply)) != 0)
-		drop_connection(a);
-	pthread_mutex_unlock(&a->lock);
-	if ((r == MTLS_ERR_PIN_INCORRECT || r == MTLS_ERR_PIN_LOCKED) &&
-	    retries_left != NULL)
-		*retries_left = retries;
-out:
+	if ((b = wbuf_new()) == NULL)
+		return MTLS_ERR_ALLOC;
+	if ((r = msg_set_pin_req_put(b, &req)) == 0)
+		r = secret_exchange(a, b, MSG_SET_PIN, retries_left);
 	wbuf_free(b);
-	wbuf_free(reply);
 	return r;
 }
 
@@ -482,27 +481,17 @@ static int
 lock_request(mtls_agent *a, uint8_t type, const char *passphrase)
 {
 	struct msg_lock_req req = { (char *)passphrase };
-	struct wbuf *b = NULL, *reply = NULL;
+	struct wbuf *b;
 	int r;
 
 	set_last_message(NULL);
 	if (a == NULL || passphrase == NULL)
 		return MTLS_ERR_INVALID_ARGUMENT;
-	if ((b = wbuf_new()) == NULL || (reply = wbuf_new()) == NULL) {
-		r = MTLS_ERR_ALLOC;
-		goto out;
-	}
-	if ((r = msg_lock_req_put(b, type, &req)) != 0)
-		goto out;
-	pthread_mutex_lock(&a->lock);
-	/* Not resent: a failed unlock counts towards the back-off. */
-	r = exchange(a, b, type | MSG_REPLY, 0, reply, NULL);
-	if (r == 0 && (r = msg_empty_get(reply)) != 0)
-		drop_connection(a);
-	pthread_mutex_unlock(&a->lock);
-out:
+	if ((b = wbuf_new()) == NULL)
+		return MTLS_ERR_ALLOC;
+	if ((r = msg_lock_req_put(b, type, &req)) == 0)
+		r = secret_exchange(a, b, type, NULL);
 	wbuf_free(b);
-	wbuf_free(reply);
 	return r;
 }
 
