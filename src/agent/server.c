@@ -62,6 +62,7 @@ struct server {
 	struct conn *conns;
 	unsigned int nconn;
 	int stopping;
+	int watcher_done;	/* the token watcher has left its loop */
 	/* lock/unlock: only a salted slow hash of the passphrase is kept */
 	pthread_mutex_t lock_mu;
 	int locked;
@@ -791,7 +792,7 @@ shutdown_all(struct server *s)
 	close(s->listen_fd);
 	(void)unlink(s->sock_path);
 	pthread_mutex_lock(&s->mu);
-	s->stopping = 1;
+	__atomic_store_n(&s->stopping, 1, __ATOMIC_RELAXED);
 	for (c = s->conns; c != NULL; c = c->next)
 		shutdown(c->fd, SHUT_RDWR);
 	clock_gettime(CLOCK_REALTIME, &deadline);
@@ -800,6 +801,17 @@ shutdown_all(struct server *s)
 		if (pthread_cond_timedwait(&s->idle, &s->mu, &deadline) != 0)
 			break;
 	pthread_mutex_unlock(&s->mu);
+	/* The watcher leaves within a tick unless a module call holds it. */
+	{
+		int i;
+
+		for (i = 0; i < 30 && !__atomic_load_n(&s->watcher_done, __ATOMIC_ACQUIRE); i++)
+			usleep(100 * 1000);
+		if (!__atomic_load_n(&s->watcher_done, __ATOMIC_ACQUIRE)) {
+			warn("the token watcher is stuck in the PKCS#11 module at exit");
+			return;
+		}
+	}
 	if (s->nconn > 0) {
 		/* A thread stuck in the token: exit without freeing under it. */
 		warn("%u connection(s) still busy at exit", s->nconn);
@@ -821,13 +833,36 @@ shutdown_all(struct server *s)
 	free(s);
 }
 
+/*
+ * About once a second: login timeouts, lifetimes, idle keys, token
+ * removal and insertion.  A thread of its own, so that a module that is
+ * slow to answer never stops the main loop from accepting and from
+ * hearing SIGTERM.
+ */
+static void *
+watch_main(void *arg)
+{
+	struct server *s = arg;
+	struct timespec tick = { 1, 0 };
+
+	for (;;) {
+		nanosleep(&tick, NULL);
+		if (__atomic_load_n(&s->stopping, __ATOMIC_RELAXED))
+			break;
+		token_expire(s->ts, time(NULL));
+		token_poll(s->ts);
+	}
+	__atomic_store_n(&s->watcher_done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
 int
 server_run(struct server *s)
 {
 	struct signalfd_siginfo si;
 	struct pollfd pfd[2];
 	pthread_attr_t attr;
-	time_t last_tick = 0;
+	pthread_t watcher;
 	sigset_t set;
 	int sfd;
 
@@ -842,6 +877,12 @@ server_run(struct server *s)
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&attr, CONN_STACK_SIZE);
+	if (pthread_create(&watcher, &attr, watch_main, s) != 0) {
+		error("cannot start the token watcher");
+		pthread_attr_destroy(&attr);
+		close(sfd);
+		return MTLS_ERR_INTERNAL;
+	}
 	pfd[0].fd = s->listen_fd;
 	pfd[0].events = POLLIN;
 	pfd[1].fd = sfd;
@@ -852,12 +893,6 @@ server_run(struct server *s)
 		if (n < 0 && errno != EINTR) {
 			error("poll: %s", strerror(errno));
 			break;
-		}
-		if (n == 0 || time(NULL) != last_tick) {
-			/* About once a second: timeouts, token removal/insertion. */
-			last_tick = time(NULL);
-			token_expire(s->ts, last_tick);
-			token_poll(s->ts);
 		}
 		if (n <= 0)
 			continue;
