@@ -464,6 +464,12 @@ set_confirm_timeout(struct parser *p, char *v)
 }
 
 static int
+set_token_timeout(struct parser *p, char *v)
+{
+	return parse_uint(p, "token-timeout", v, 1, 3600, &p->cfg->token_timeout);
+}
+
+static int
 set_id_confirm(struct parser *p, char *v)
 {
 	return parse_bool(p, "confirm", v, &p->id->confirm);
@@ -570,6 +576,7 @@ static const struct key_def {
 	{ "module-dirs", GLOBAL, set_module_dirs },
 	{ "askpass", GLOBAL, set_askpass },
 	{ "confirm-timeout", GLOBAL, set_confirm_timeout },
+	{ "token-timeout", GLOBAL, set_token_timeout },
 	{ "key", IDENTITY, set_id_key },
 	{ "certificate", IDENTITY, set_id_certificate },
 	{ "chain", IDENTITY, set_id_chain },
@@ -818,6 +825,7 @@ config_defaults(struct config **out)
 	cfg->max_connections = CONFIG_DEFAULT_MAX_CONNECTIONS;
 	cfg->request_timeout = CONFIG_DEFAULT_REQUEST_TIMEOUT;
 	cfg->confirm_timeout = CONFIG_DEFAULT_CONFIRM_TIMEOUT;
+	cfg->token_timeout = CONFIG_DEFAULT_TOKEN_TIMEOUT;
 	cfg->log_level = (int)LOG_LEVEL_INFO;
 	*out = cfg;
 	return 0;

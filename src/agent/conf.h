@@ -36,6 +36,7 @@
 #define CONFIG_DEFAULT_MODULE_DIRS "/usr/lib:/usr/lib64:/lib:/lib64:/usr/local/lib"
 #define CONFIG_MAX_PEERS 32U			/* entries in "peers" */
 #define CONFIG_DEFAULT_CONFIRM_TIMEOUT 30U	/* seconds */
+#define CONFIG_DEFAULT_TOKEN_TIMEOUT 30U	/* seconds */
 #define CONFIG_MAX_PIN_FILE 256U		/* pin-file, newline included */
 
 struct config_identity {
@@ -79,6 +80,8 @@ struct config {
 				    modules may be loaded from */
 	char *askpass;		 /* "askpass": program asked to confirm */
 	unsigned int confirm_timeout; /* "confirm-timeout" s, default 30 */
+	unsigned int token_timeout; /* "token-timeout" s a signature may take
+				       before its token counts as hung, 30 */
 	struct config_identity *identities; /* in file order */
 	size_t n_identities;
 };

@@ -849,6 +849,8 @@ watch_main(void *arg)
 		nanosleep(&tick, NULL);
 		if (__atomic_load_n(&s->stopping, __ATOMIC_RELAXED))
 			break;
+		/* First the check that needs no module call. */
+		token_check_hang(s->ts);
 		token_expire(s->ts, time(NULL));
 		token_poll(s->ts);
 	}

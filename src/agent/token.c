@@ -86,6 +86,15 @@ struct tokenset {
 	size_t n;
 	time_t *login_time; /* per slot index: when it was logged in, 0 = no */
 	int stale;	    /* a signature saw the token vanish: rescan */
+	/*
+	 * Hang detection: signatures in flight and when the oldest began
+	 * (CLOCK_MONOTONIC seconds); set `hung` when one outlives
+	 * token-timeout, cleared when none is left.  While hung, new
+	 * signatures are refused at once instead of piling up in the module.
+	 */
+	unsigned int inflight;
+	long inflight_oldest;
+	int hung;
 	pthread_mutex_t stat_mu; /* last_used and rate buckets of identities */
 };
 
@@ -1601,6 +1610,61 @@ sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 	return 0;
 }
 
+static long
+mono_seconds(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (long)t.tv_sec;
+}
+
+/* Registers a signature about to call the module; refused while hung. */
+static int
+inflight_enter(struct tokenset *ts)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&ts->stat_mu);
+	if (ts->hung) {
+		r = MTLS_ERR_TIMEOUT;
+	} else {
+		if (ts->inflight++ == 0)
+			ts->inflight_oldest = mono_seconds();
+	}
+	pthread_mutex_unlock(&ts->stat_mu);
+	return r;
+}
+
+static void
+inflight_leave(struct tokenset *ts)
+{
+	pthread_mutex_lock(&ts->stat_mu);
+	if (--ts->inflight == 0) {
+		if (ts->hung)
+			info("the PKCS#11 module answers again");
+		ts->hung = 0;
+	} else {
+		/* Not exact (the oldest may be the one leaving), but it only
+		 * makes the hang verdict later, never earlier. */
+		ts->inflight_oldest = mono_seconds();
+	}
+	pthread_mutex_unlock(&ts->stat_mu);
+}
+
+void
+token_check_hang(struct tokenset *ts)
+{
+	pthread_mutex_lock(&ts->stat_mu);
+	if (!ts->hung && ts->inflight > 0 &&
+	    mono_seconds() - ts->inflight_oldest >= (long)ts->cfg->token_timeout) {
+		ts->hung = 1;
+		error("the PKCS#11 module has not answered a signature for %u s: refusing new signatures until it does",
+		      ts->cfg->token_timeout);
+	}
+	pthread_mutex_unlock(&ts->stat_mu);
+}
+
 int
 token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 	   uint16_t scheme, int purpose, const unsigned char *content, size_t len,
@@ -1657,7 +1721,14 @@ token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 		r = MTLS_ERR_LOGIN_REQUIRED;
 		goto out;
 	}
+	if (inflight_enter(ts) != 0) {
+		snprintf(why, why_len, "the PKCS#11 module has not answered a signature for over %u s",
+			 ts->cfg->token_timeout);
+		r = MTLS_ERR_TIMEOUT;
+		goto out;
+	}
 	r = sign_with(id->pkey, s, purpose, content, len, sig, sig_len, why, why_len);
+	inflight_leave(ts);
 	if (r == 0) {
 		pthread_mutex_lock(&ts->stat_mu);
 		id->last_used = time(NULL);

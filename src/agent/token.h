@@ -80,6 +80,11 @@ token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 /* Fills the token part of a status reply. */
 void token_status(struct tokenset *ts, struct mtls_agent_status *st);
 
+/* Marks the module hung when a signature has been in it for longer than
+ * token-timeout; new signatures then get MTLS_ERR_TIMEOUT at once, until
+ * the module answers.  Makes no module call. */
+void token_check_hang(struct tokenset *ts);
+
 /* Notices tokens removed, inserted or replaced since the last call and
  * re-reads slots and identities if so; called about once a second. */
 void token_poll(struct tokenset *ts);

@@ -2106,6 +2106,105 @@ test_many_connections(void **state)
 	assert_int_equal(agent_stop(&ag), 0);
 }
 
+struct hung_signer {
+	const char *sock;
+	int result;
+};
+
+static void *
+sign_hung(void *arg)
+{
+	struct hung_signer *w = arg;
+	struct wbuf *c = pam_content();
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	mtls_agent *a = NULL;
+
+	w->result = mtls_agent_connect(w->sock, &a);
+	if (w->result == 0)
+		w->result = mtls_agent_sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+					    MTLS_AGENT_PURPOSE_PAM_CHALLENGE, wbuf_ptr(c),
+					    wbuf_len(c), &sig, &sig_len);
+	free(sig);
+	mtls_agent_free(a);
+	wbuf_free(c);
+	return NULL;
+}
+
+/* A module that stops answering: typed errors, and the agent goes on. */
+static void
+test_module_hang(void **state)
+{
+	const char *args[] = { "--module", fx.lockout_module, NULL };
+	char hang[PATH_MAX], env_hang[PATH_MAX + 32];
+	const char *env[] = { env_hang, NULL };
+	struct agent_opts o = { 0 };
+	struct hung_signer w = { 0 };
+	struct wbuf *c = pam_content();
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	struct timespec t0, t1;
+	pthread_t th;
+	mtls_agent *a;
+	int retries, i, r;
+	long ms;
+	FILE *f;
+
+	skip_under_valgrind("hang timing");
+	assert_int_equal(fixture_path(&fx, "hang", hang, sizeof(hang)), 0);
+	(void)unlink(hang);
+	snprintf(env_hang, sizeof(env_hang), "MTLS_SHIM_HANG_FILE=%s", hang);
+	o.config_text = "token-timeout = 1\n";
+	o.args = args;
+	o.env = env;
+	if (agent_start_opts(&fx, &o, &ag) != 0) {
+		dump_log(&ag);
+		fail_msg("agent did not start");
+	}
+	a = connect_to(ag.sock);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+
+	/* The module hangs under one signature: its client gives up on its
+	 * own (library timeout), the agent marks the module hung... */
+	assert_non_null(f = fopen(hang, "w"));
+	fclose(f);
+	setenv("MTLS_AGENT_TIMEOUT", "3", 1);
+	w.sock = ag.sock;
+	assert_int_equal(pthread_create(&th, NULL, sign_hung, &w), 0);
+	usleep(2500 * 1000);
+	/* ...so the next signature is refused at once, with a reason. */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	r = sign(a, "p384", MTLS_AGENT_ECDSA_SECP384R1_SHA384, MTLS_AGENT_PURPOSE_PAM_CHALLENGE,
+		 c, &sig, &sig_len);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	assert_err(r, MTLS_ERR_TIMEOUT);
+	assert_true(ms < 1000);
+	assert_non_null(strstr(mtls_agent_last_message(), "has not answered"));
+	/* Listing and status still work; the agent is up. */
+	assert_int_equal(count_identities(a), N_KEYS);
+	assert_true(agent_alive(&ag));
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(w.result, MTLS_ERR_TIMEOUT);
+	unsetenv("MTLS_AGENT_TIMEOUT");
+
+	/* The module answers again: so does the agent. */
+	assert_int_equal(unlink(hang), 0);
+	for (i = 0, r = -1; i < 50 && r != 0; i++) {
+		free(sig);
+		sig = NULL;
+		usleep(100 * 1000);
+		r = sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			 MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len);
+	}
+	assert_err(r, 0);
+	free(sig);
+	wbuf_free(c);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
+
 /* ---------------------------------------------------------------------- */
 /* 13. a handle survives an agent restart */
 
@@ -2163,6 +2262,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_confirm, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_lifetime_idle, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_many_connections, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_module_hang, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_reconnect, setup_none, teardown_agents),
 	};
 
