@@ -109,6 +109,12 @@ write_config(const struct config *c)
 	add_kv(&t, "request-timeout", num);
 	FUZZ_CHECK(c->log_level >= 0 && c->log_level < 4);
 	add_kv(&t, "log-level", levels[c->log_level]);
+	add_kv(&t, "module-dirs", c->module_dirs);
+	add_kv(&t, "askpass", c->askpass);
+	snprintf(num, sizeof(num), "%u", c->confirm_timeout);
+	add_kv(&t, "confirm-timeout", num);
+	snprintf(num, sizeof(num), "%u", c->token_timeout);
+	add_kv(&t, "token-timeout", num);
 	for (i = 0; i < c->n_identities; i++) {
 		add(&t, "[identity ");
 		add(&t, c->identities[i].name);
@@ -118,6 +124,34 @@ write_config(const struct config *c)
 		add_kv(&t, "chain", c->identities[i].chain_file);
 		add_kv(&t, "pin-file", c->identities[i].pin_file);
 		add_purposes(&t, c->identities[i].purposes);
+		add_kv(&t, "confirm", c->identities[i].confirm ? "yes" : "no");
+		snprintf(num, sizeof(num), "%u", c->identities[i].lifetime);
+		add_kv(&t, "lifetime", num);
+		snprintf(num, sizeof(num), "%u", c->identities[i].idle_logout);
+		add_kv(&t, "idle-logout", num);
+		snprintf(num, sizeof(num), "%u", c->identities[i].rate_limit);
+		add_kv(&t, "rate-limit", num);
+		if (c->identities[i].n_peers > 0) {
+			const char *sep = "";
+			size_t k;
+
+			add(&t, "peers=");
+			for (k = 0; k < c->identities[i].n_peers; k++) {
+				const struct config_peer *pe = &c->identities[i].peers[k];
+
+				add(&t, sep);
+				if (pe->kind == PEER_EXE) {
+					add(&t, "exe:");
+					add(&t, pe->exe);
+				} else {
+					snprintf(num, sizeof(num), "%s:%lu",
+						 pe->kind == PEER_UID ? "uid" : "gid", pe->id);
+					add(&t, num);
+				}
+				sep = ",";
+			}
+			add(&t, "\n");
+		}
 	}
 	return t.s;
 }
@@ -144,6 +178,10 @@ check_same(const struct config *a, const struct config *b)
 	FUZZ_CHECK(a->max_connections == b->max_connections);
 	FUZZ_CHECK(a->request_timeout == b->request_timeout);
 	FUZZ_CHECK(a->log_level == b->log_level);
+	FUZZ_CHECK(streq(a->module_dirs, b->module_dirs));
+	FUZZ_CHECK(streq(a->askpass, b->askpass));
+	FUZZ_CHECK(a->confirm_timeout == b->confirm_timeout);
+	FUZZ_CHECK(a->token_timeout == b->token_timeout);
 	FUZZ_CHECK(a->n_identities == b->n_identities);
 	for (i = 0; i < a->n_identities; i++) {
 		FUZZ_CHECK(streq(a->identities[i].name, b->identities[i].name));
@@ -152,6 +190,16 @@ check_same(const struct config *a, const struct config *b)
 		FUZZ_CHECK(streq(a->identities[i].chain_file, b->identities[i].chain_file));
 		FUZZ_CHECK(streq(a->identities[i].pin_file, b->identities[i].pin_file));
 		FUZZ_CHECK(a->identities[i].purposes == b->identities[i].purposes);
+		FUZZ_CHECK(a->identities[i].confirm == b->identities[i].confirm);
+		FUZZ_CHECK(a->identities[i].lifetime == b->identities[i].lifetime);
+		FUZZ_CHECK(a->identities[i].idle_logout == b->identities[i].idle_logout);
+		FUZZ_CHECK(a->identities[i].rate_limit == b->identities[i].rate_limit);
+		FUZZ_CHECK(a->identities[i].n_peers == b->identities[i].n_peers);
+		for (size_t k = 0; k < a->identities[i].n_peers; k++) {
+			FUZZ_CHECK(a->identities[i].peers[k].kind == b->identities[i].peers[k].kind);
+			FUZZ_CHECK(a->identities[i].peers[k].id == b->identities[i].peers[k].id);
+			FUZZ_CHECK(streq(a->identities[i].peers[k].exe, b->identities[i].peers[k].exe));
+		}
 	}
 }
 
