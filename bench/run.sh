@@ -34,6 +34,7 @@ ROWS=${BENCH_ROWS:-1 2 3 4 5}
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
 top_builddir=${top_builddir:-$top_srcdir}
 DATE=$(date +%Y-%m-%d)
+START=$(date +%H:%M:%S)
 OUT=${BENCH_OUT:-$top_srcdir/bench/results-$DATE.md}
 
 SIGN=$top_builddir/bench/sign_bench
@@ -353,7 +354,8 @@ if [[ " $ROWS " == *" 4 "* ]]; then
 	# alice is this uid; both modules find the token's p256 certificate in
 	# a file in her home.
 	H=$T/home/alice
-	mkdir -p -m 0755 "$T/home" "$H" "$H/.eid" "$H/.config" "$H/.config/mtls-agent"
+	mkdir -p "$T/home" "$H/.eid" "$H/.config/mtls-agent"
+	chmod 0755 "$T/home" "$H" "$H/.eid" "$H/.config" "$H/.config/mtls-agent"
 	cp "$D/p256.pem" "$H/.eid/authorized_certificates"
 	cp "$D/p256.pem" "$H/.config/mtls-agent/authorized_certs"
 	chmod 0644 "$H/.eid/authorized_certificates" "$H/.config/mtls-agent/authorized_certs"
@@ -399,8 +401,8 @@ EOF
 		awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f\n", b - a }'
 	}
 	pam_rep() { # service stdin -> mean latency in ms over PAM_LOGINS runs
-		local i s=0 v
-		for i in $(seq 1 "$PAM_LOGINS"); do
+		local s=0 v
+		for _ in $(seq 1 "$PAM_LOGINS"); do
 			v=$(pam_login "$1" "$2") || exit 1
 			s=$(awk -v s="$s" -v v="$v" 'BEGIN { print s + v }')
 		done
@@ -499,7 +501,7 @@ ref_of() {
 	esac
 }
 target_of() { # key ratio-number value -> "met (>= x)" / "NOT met"
-	local k=$1 r=$2 v=$3 want= op=ge
+	local k=$1 r=$2 v=$3 want='' op=ge
 	case $k in
 	1.agent.rsa2048) want=0.95 ;;
 	1.agent.p256) want=0.80 ;;
@@ -516,7 +518,7 @@ target_of() { # key ratio-number value -> "met (>= x)" / "NOT met"
 }
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 {
-	echo "## Benchmark run $DATE $(date +%H:%M:%S)"
+	echo "## Benchmark run $DATE, $START to $(date +%H:%M:%S)"
 	echo
 	echo "- command: \`make bench\` (BENCH_REPS=$REPS BENCH_SECONDS=$SECS BENCH_PAM_LOGINS=$PAM_LOGINS BENCH_RSS_COUNT=$RSS_COUNT)"
 	echo "- machine: $(nproc) CPUs, $CPU, $MEM RAM, Linux $(uname -r)"

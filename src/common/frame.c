@@ -54,8 +54,24 @@ read_full(int fd, unsigned char *p, size_t len, int idle_ms, int timeout_ms,
 	ssize_t n;
 	int r;
 
+	int polled = 0, flags;
+
 	while (len > 0) {
-		n = recv(fd, p, len, MSG_DONTWAIT);
+		/*
+		 * The first byte of a frame is rarely there yet: with no limit
+		 * on the wait, block in recv itself; with a limit, poll first.
+		 * Either way one system call fewer than recv, EAGAIN, poll,
+		 * recv.  The rest of a frame is normally there already.
+		 */
+		flags = MSG_DONTWAIT;
+		if (*got == 0 && idle_ms < 0) {
+			flags = 0;
+		} else if (*got == 0 && !polled) {
+			polled = 1;
+			if ((r = wait_fd(fd, POLLIN, idle_ms)) != 0)
+				return r;
+		}
+		n = recv(fd, p, len, flags);
 		if (n > 0) {
 			if (*got == 0 && timeout_ms >= 0)
 				*deadline = now_ms() + timeout_ms;
