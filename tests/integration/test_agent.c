@@ -1754,13 +1754,14 @@ test_no_core(void **state)
 static void
 test_lock_unlock(void **state)
 {
-	struct wbuf *c = pam_content();
+	struct wbuf *c;
 	unsigned char *sig = NULL;
 	size_t sig_len = 0;
 	mtls_agent *a;
 	int retries, i, r;
 
 	skip_under_valgrind("back-off timing");
+	c = pam_content();
 
 	start_agent(NULL, NULL, &ag);
 	a = connect_to(ag.sock);
@@ -1812,7 +1813,7 @@ static void
 test_peers_policy(void **state)
 {
 	char config[PATH_MAX + 1024], self[PATH_MAX];
-	struct wbuf *c = pam_content();
+	struct wbuf *c;
 	unsigned char *sig = NULL;
 	size_t sig_len = 0;
 	mtls_agent *a;
@@ -1820,6 +1821,7 @@ test_peers_policy(void **state)
 	int retries;
 
 	skip_under_valgrind("peer executable");
+	c = pam_content();
 
 	assert_true((n = readlink("/proc/self/exe", self, sizeof(self) - 1)) > 0);
 	self[n] = '\0';
@@ -1927,7 +1929,7 @@ test_confirm(void **state)
 {
 	char yes[PATH_MAX], no[PATH_MAX], slow[PATH_MAX], config[PATH_MAX + 1024];
 	struct slow_signer w = { 0 };
-	struct wbuf *c = pam_content();
+	struct wbuf *c;
 	unsigned char *sig = NULL;
 	size_t sig_len = 0;
 	struct timespec t0, t1;
@@ -1937,6 +1939,7 @@ test_confirm(void **state)
 	long ms;
 
 	skip_under_valgrind("confirmation timing");
+	c = pam_content();
 
 	assert_int_equal(fixture_path(&fx, "askpass-yes", yes, sizeof(yes)), 0);
 	assert_int_equal(fixture_path(&fx, "askpass-no", no, sizeof(no)), 0);
@@ -2053,7 +2056,7 @@ static void
 test_many_connections(void **state)
 {
 	enum { IDLE = 1000 };
-	struct wbuf *c = pam_content();
+	struct wbuf *c;
 	unsigned char *sig = NULL;
 	size_t sig_len = 0;
 	struct rlimit rl;
@@ -2061,6 +2064,7 @@ test_many_connections(void **state)
 	int *fds, i, retries, busy;
 
 	skip_under_valgrind("descriptor counts");
+	c = pam_content();
 
 	assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
 	if (rl.rlim_max < IDLE + 64) {
@@ -2140,7 +2144,7 @@ test_module_hang(void **state)
 	const char *env[] = { env_hang, NULL };
 	struct agent_opts o = { 0 };
 	struct hung_signer w = { 0 };
-	struct wbuf *c = pam_content();
+	struct wbuf *c;
 	unsigned char *sig = NULL;
 	size_t sig_len = 0;
 	struct timespec t0, t1;
@@ -2151,6 +2155,7 @@ test_module_hang(void **state)
 	FILE *f;
 
 	skip_under_valgrind("hang timing");
+	c = pam_content();
 	assert_int_equal(fixture_path(&fx, "hang", hang, sizeof(hang)), 0);
 	(void)unlink(hang);
 	snprintf(env_hang, sizeof(env_hang), "MTLS_SHIM_HANG_FILE=%s", hang);
