@@ -640,16 +640,6 @@ find_ident(struct tokenset *ts, const char *name)
 	return NULL;
 }
 
-static int
-retries_from_flags(CK_FLAGS f)
-{
-	if (f & CKF_USER_PIN_LOCKED)
-		return 0;
-	if (f & CKF_USER_PIN_FINAL_TRY)
-		return 1;
-	return -1;
-}
-
 /*
  * Fresh token information straight from the module: libp11 caches token
  * flags at enumeration, and its PKCS11_update_slots() is unusable in
@@ -682,6 +672,63 @@ rescan(struct tokenset *ts)
 		slot = ident_slot(ts, &ts->ids[i], NULL);
 		ts->ids[i].present = slot != NULL && token_info(ts, slot, &info) == 0;
 	}
+}
+
+/*
+ * The one mapping of a failed PIN operation (login, SO login, C_SetPIN,
+ * C_InitPIN) to an MTLS_ERR_* and a reason; the token flags are re-read
+ * because they say how many tries are left.  `what` names the secret.
+ */
+static int
+pin_error(struct tokenset *ts, PKCS11_SLOT *slot, CK_RV rv, int so,
+	  int *retries, const char *what, char *why, size_t why_len)
+{
+	CK_TOKEN_INFO info;
+	CK_FLAGS locked = so ? CKF_SO_PIN_LOCKED : CKF_USER_PIN_LOCKED;
+	CK_FLAGS final = so ? CKF_SO_PIN_FINAL_TRY : CKF_USER_PIN_FINAL_TRY;
+	CK_FLAGS low = so ? CKF_SO_PIN_COUNT_LOW : CKF_USER_PIN_COUNT_LOW;
+	const char *label = slot->token->label;
+
+	*retries = -1;
+	if (token_info(ts, slot, &info) == 0)
+		*retries = (info.flags & locked) ? 0 : (info.flags & final) ? 1 : -1;
+	else
+		info.flags = 0;
+	switch (rv) {
+	case RV_PIN_INCORRECT:
+		if (info.flags & locked) {
+			snprintf(why, why_len, "token %s: %s incorrect; it is now locked", label, what);
+			return MTLS_ERR_PIN_LOCKED;
+		}
+		if (*retries >= 0)
+			snprintf(why, why_len, "token %s: %s incorrect, %d tr%s left", label, what,
+				 *retries, *retries == 1 ? "y" : "ies");
+		else if (info.flags & low)
+			snprintf(why, why_len, "token %s: %s incorrect, few tries left", label, what);
+		else
+			snprintf(why, why_len, "token %s: %s incorrect", label, what);
+		return MTLS_ERR_PIN_INCORRECT;
+	case RV_PIN_LOCKED:
+		*retries = 0;
+		snprintf(why, why_len, "token %s: %s locked", label, what);
+		return MTLS_ERR_PIN_LOCKED;
+	case RV_PIN_INVALID:
+	case RV_PIN_LEN_RANGE:
+		snprintf(why, why_len, "token %s: %s has a length or characters the token refuses",
+			 label, what);
+		return MTLS_ERR_PIN_INVALID;
+	case RV_PIN_EXPIRED:
+		snprintf(why, why_len, "token %s: %s expired; change it with the token's tools",
+			 label, what);
+		return MTLS_ERR_PIN_LOCKED;
+	case RV_TOKEN_NOT_PRESENT:
+	case RV_DEVICE_REMOVED:
+		snprintf(why, why_len, "token %s: removed", label);
+		return MTLS_ERR_TOKEN_ABSENT;
+	}
+	snprintf(why, why_len, "token %s: %s operation failed (PKCS#11 error 0x%lx)", label, what,
+		 (unsigned long)rv);
+	return MTLS_ERR_TOKEN;
 }
 
 /* Logs in `slot` with pin; write lock held. */
@@ -722,47 +769,7 @@ login_slot(struct tokenset *ts, PKCS11_SLOT *slot, unsigned int idx,
 	}
 	rv = last_rv();
 	ERR_clear_error();
-	/* Re-read the token flags: they say how many tries are left. */
-	if (token_info(ts, slot, &info) == 0)
-		*retries = retries_from_flags(info.flags);
-	else
-		info.flags = 0;
-	switch (rv) {
-	case RV_PIN_INCORRECT:
-		if (info.flags & CKF_USER_PIN_LOCKED) {
-			snprintf(why, why_len, "token %s: PIN incorrect; the PIN is now locked", label);
-			warn("%s", why);
-			return MTLS_ERR_PIN_LOCKED;
-		}
-		if (*retries >= 0)
-			snprintf(why, why_len, "token %s: PIN incorrect, %d tr%s left", label,
-				 *retries, *retries == 1 ? "y" : "ies");
-		else if (info.flags & CKF_USER_PIN_COUNT_LOW)
-			snprintf(why, why_len, "token %s: PIN incorrect, few tries left", label);
-		else
-			snprintf(why, why_len, "token %s: PIN incorrect", label);
-		warn("%s", why);
-		return MTLS_ERR_PIN_INCORRECT;
-	case RV_PIN_LOCKED:
-		*retries = 0;
-		snprintf(why, why_len, "token %s: PIN locked", label);
-		warn("%s", why);
-		return MTLS_ERR_PIN_LOCKED;
-	case RV_PIN_INVALID:
-	case RV_PIN_LEN_RANGE:
-		snprintf(why, why_len, "token %s: PIN has a length or characters the token refuses", label);
-		return MTLS_ERR_PIN_INVALID;
-	case RV_PIN_EXPIRED:
-		snprintf(why, why_len, "token %s: PIN expired; change it with the token's tools", label);
-		return MTLS_ERR_PIN_LOCKED;
-	case RV_TOKEN_NOT_PRESENT:
-	case RV_DEVICE_REMOVED:
-		snprintf(why, why_len, "token %s: removed", label);
-		return MTLS_ERR_TOKEN_ABSENT;
-	}
-	snprintf(why, why_len, "token %s: login failed (PKCS#11 error 0x%lx)", label, rv);
-	warn("%s", why);
-	return MTLS_ERR_TOKEN;
+	return pin_error(ts, slot, rv, 0, retries, "PIN", why, why_len);
 }
 
 static int
@@ -1222,45 +1229,6 @@ out:
 	return r;
 }
 
-/* Maps the PKCS#11 result of a PIN operation; flags re-read for retries. */
-static int
-pin_error(struct tokenset *ts, PKCS11_SLOT *slot, CK_RV rv, int so,
-	  int *retries, const char *what, char *why, size_t why_len)
-{
-	CK_TOKEN_INFO info;
-	CK_FLAGS locked = so ? CKF_SO_PIN_LOCKED : CKF_USER_PIN_LOCKED;
-	CK_FLAGS final = so ? CKF_SO_PIN_FINAL_TRY : CKF_USER_PIN_FINAL_TRY;
-	const char *label = slot->token->label;
-
-	*retries = -1;
-	if (token_info(ts, slot, &info) == 0)
-		*retries = (info.flags & locked) ? 0 : (info.flags & final) ? 1 : -1;
-	else
-		info.flags = 0;
-	switch (rv) {
-	case RV_PIN_INCORRECT:
-		if (info.flags & locked) {
-			snprintf(why, why_len, "token %s: %s incorrect; it is now locked", label, what);
-			return MTLS_ERR_PIN_LOCKED;
-		}
-		snprintf(why, why_len, "token %s: %s incorrect", label, what);
-		return MTLS_ERR_PIN_INCORRECT;
-	case RV_PIN_LOCKED:
-		*retries = 0;
-		snprintf(why, why_len, "token %s: %s locked", label, what);
-		return MTLS_ERR_PIN_LOCKED;
-	case RV_PIN_INVALID:
-	case RV_PIN_LEN_RANGE:
-		snprintf(why, why_len, "token %s: the new PIN has a length or characters the token refuses", label);
-		return MTLS_ERR_PIN_INVALID;
-	case RV_TOKEN_NOT_PRESENT:
-	case RV_DEVICE_REMOVED:
-		snprintf(why, why_len, "token %s: removed", label);
-		return MTLS_ERR_TOKEN_ABSENT;
-	}
-	snprintf(why, why_len, "token %s: PIN operation failed (PKCS#11 error 0x%lx)", label, rv);
-	return MTLS_ERR_TOKEN;
-}
 
 /*
  * PIN changes go straight to the module on a session of their own: libp11
