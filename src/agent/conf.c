@@ -464,6 +464,12 @@ set_confirm_timeout(struct parser *p, char *v)
 }
 
 static int
+set_busy_poll(struct parser *p, char *v)
+{
+	return parse_uint(p, "busy-poll", v, 0, CONFIG_MAX_BUSY_POLL, &p->cfg->busy_poll);
+}
+
+static int
 set_token_timeout(struct parser *p, char *v)
 {
 	return parse_uint(p, "token-timeout", v, 1, 3600, &p->cfg->token_timeout);
@@ -577,6 +583,7 @@ static const struct key_def {
 	{ "askpass", GLOBAL, set_askpass },
 	{ "confirm-timeout", GLOBAL, set_confirm_timeout },
 	{ "token-timeout", GLOBAL, set_token_timeout },
+	{ "busy-poll", GLOBAL, set_busy_poll },
 	{ "key", IDENTITY, set_id_key },
 	{ "certificate", IDENTITY, set_id_certificate },
 	{ "chain", IDENTITY, set_id_chain },
@@ -826,6 +833,7 @@ config_defaults(struct config **out)
 	cfg->request_timeout = CONFIG_DEFAULT_REQUEST_TIMEOUT;
 	cfg->confirm_timeout = CONFIG_DEFAULT_CONFIRM_TIMEOUT;
 	cfg->token_timeout = CONFIG_DEFAULT_TOKEN_TIMEOUT;
+	cfg->busy_poll = CONFIG_DEFAULT_BUSY_POLL;
 	cfg->log_level = (int)LOG_LEVEL_INFO;
 	*out = cfg;
 	return 0;

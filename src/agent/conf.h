@@ -37,6 +37,8 @@
 #define CONFIG_MAX_PEERS 32U			/* entries in "peers" */
 #define CONFIG_DEFAULT_CONFIRM_TIMEOUT 30U	/* seconds */
 #define CONFIG_DEFAULT_TOKEN_TIMEOUT 30U	/* seconds */
+#define CONFIG_DEFAULT_BUSY_POLL 50U		/* microseconds */
+#define CONFIG_MAX_BUSY_POLL 1000U
 #define CONFIG_MAX_PIN_FILE 256U		/* pin-file, newline included */
 
 struct config_identity {
@@ -82,6 +84,8 @@ struct config {
 	unsigned int confirm_timeout; /* "confirm-timeout" s, default 30 */
 	unsigned int token_timeout; /* "token-timeout" s a signature may take
 				       before its token counts as hung, 30 */
+	unsigned int busy_poll;	 /* "busy-poll" us to wait awake for a
+				    client's next request after a reply */
 	struct config_identity *identities; /* in file order */
 	size_t n_identities;
 };

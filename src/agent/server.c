@@ -45,6 +45,7 @@ struct conn {
 	char exe[256];
 	int hello_done;
 	struct conn *prev, *next;
+	struct frame_rx rx;
 };
 
 struct server {
@@ -63,6 +64,7 @@ struct server {
 	unsigned int nconn;
 	int stopping;
 	int watcher_done;	/* the token watcher has left its loop */
+	int spin;		/* more than one CPU: busy-poll is worth it */
 	/* lock/unlock: only a salted slow hash of the passphrase is kept */
 	pthread_mutex_t lock_mu;
 	int locked;
@@ -198,6 +200,7 @@ server_new(struct config *cfg, const char *config_path,
 	s->listen_fd = listen_fd;
 	s->uid = geteuid();
 	s->started = time(NULL);
+	s->spin = sysconf(_SC_NPROCESSORS_ONLN) > 1;
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_mutex_init(&s->lock_mu, NULL);
 	pthread_cond_init(&s->idle, NULL);
@@ -653,7 +656,7 @@ conn_main(void *arg)
 		goto done;
 	}
 	for (;;) {
-		r = frame_read(c->fd, in, MTLS_FRAME_MAX, -1, (int)c->srv->cfg->request_timeout);
+		r = frame_read(c->fd, &c->rx, in, MTLS_FRAME_MAX, -1, (int)c->srv->cfg->request_timeout);
 		if (r == MTLS_ERR_FRAME_TOO_LARGE || r == MTLS_ERR_BAD_REQUEST) {
 			/* The stream cannot be resynchronised: say why, close. */
 			warn("peer pid=%ld: %s; closing", (long)c->pid,
@@ -677,10 +680,14 @@ conn_main(void *arg)
 		wbuf_reset(in);
 		if ((r = frame_write(c->fd, out, (int)c->srv->cfg->request_timeout)) != 0)
 			break;
+		/* A client signing in a loop asks again within microseconds. */
+		if (c->srv->spin)
+			(void)frame_spin(c->fd, &c->rx, c->srv->cfg->busy_poll);
 	}
 done:
 	wbuf_free(in);
 	wbuf_free(out);
+	frame_rx_reset(&c->rx);
 	close(c->fd);
 	conn_unlink(c);
 	free(c);

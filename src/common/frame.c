@@ -5,12 +5,15 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
+#include <string.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "proto.h"
+#include "secmem.h"
 
 /* Waits until fd is ready for `events`; 0, MTLS_ERR_TIMEOUT or _IO. */
 static int
@@ -40,44 +43,37 @@ now_ms(void)
 }
 
 /*
- * Reads exactly len bytes into p.  *got counts bytes of the frame read so
- * far, so the caller can tell a clean EOF (nothing read) from a truncated
- * frame.  Before the first byte the wait is idle_ms; from the first byte
- * on, the whole frame must arrive by *deadline (a client that trickles one
- * byte at a time does not hold the connection longer).
+ * Reads at least `need` and at most `cap` bytes into p; *nread says how
+ * many.  *got counts bytes of the frame read so far, so the caller can tell
+ * a clean EOF (nothing read) from a truncated frame.  Before the first byte
+ * the wait is idle_ms; from the first byte on, the whole frame must arrive
+ * by *deadline (a client that trickles one byte at a time does not hold
+ * the connection longer).
  */
 static int
-read_full(int fd, unsigned char *p, size_t len, int idle_ms, int timeout_ms,
-	  size_t *got, long long *deadline)
+read_atleast(int fd, unsigned char *p, size_t need, size_t cap, int idle_ms,
+	     int timeout_ms, size_t *got, long long *deadline, size_t *nread)
 {
+	size_t done = 0;
 	long long left;
 	ssize_t n;
-	int r;
+	int r, flags;
 
-	int polled = 0, flags;
-
-	while (len > 0) {
+	*nread = 0;
+	while (done < need) {
 		/*
-		 * The first byte of a frame is rarely there yet: with no limit
-		 * on the wait, block in recv itself; with a limit, poll first.
-		 * Either way one system call fewer than recv, EAGAIN, poll,
-		 * recv.  The rest of a frame is normally there already.
+		 * With no limit on the wait for a first byte, block in recv
+		 * itself; otherwise try at once and poll only on EAGAIN (a
+		 * reply is often there already: frame_spin() waited for it).
 		 */
-		flags = MSG_DONTWAIT;
-		if (*got == 0 && idle_ms < 0) {
-			flags = 0;
-		} else if (*got == 0 && !polled) {
-			polled = 1;
-			if ((r = wait_fd(fd, POLLIN, idle_ms)) != 0)
-				return r;
-		}
-		n = recv(fd, p, len, flags);
+		flags = (*got == 0 && idle_ms < 0) ? 0 : MSG_DONTWAIT;
+		n = recv(fd, p + done, cap - done, flags);
 		if (n > 0) {
 			if (*got == 0 && timeout_ms >= 0)
 				*deadline = now_ms() + timeout_ms;
-			p += n;
-			len -= (size_t)n;
+			done += (size_t)n;
 			*got += (size_t)n;
+			*nread = done;
 			continue;
 		}
 		if (n == 0)
@@ -101,18 +97,58 @@ read_full(int fd, unsigned char *p, size_t len, int idle_ms, int timeout_ms,
 	return 0;
 }
 
+void
+frame_rx_reset(struct frame_rx *rx)
+{
+	mtls_wipe(rx->buf, sizeof(rx->buf));
+	rx->start = rx->end = 0;
+}
+
+/* Hands n stashed bytes to the caller's copy and wipes them (PINs pass here). */
+static void
+rx_take(struct frame_rx *rx, unsigned char *to, size_t n)
+{
+	memcpy(to, rx->buf + rx->start, n);
+	mtls_wipe(rx->buf + rx->start, n);
+	rx->start += n;
+	if (rx->start == rx->end)
+		rx->start = rx->end = 0;
+}
+
 int
-frame_read(int fd, struct wbuf *body, size_t max, int idle_ms, int timeout_ms)
+frame_read(int fd, struct frame_rx *rx, struct wbuf *body, size_t max,
+	   int idle_ms, int timeout_ms)
 {
 	unsigned char hdr[4], *p;
 	long long deadline = 0;
-	size_t got = 0;
+	size_t got, have, n, take;
 	uint32_t len;
 	int r;
 
 	wbuf_reset(body);
-	if ((r = read_full(fd, hdr, sizeof(hdr), idle_ms, timeout_ms, &got, &deadline)) != 0)
-		return r;
+	/*
+	 * The header, and as much of the frame as has arrived, in one recv
+	 * into the stash; bytes past this frame stay there for the next.
+	 */
+	have = rx->end - rx->start;
+	got = have;
+	if (got > 0 && timeout_ms >= 0)
+		deadline = now_ms() + timeout_ms;
+	if (have < sizeof(hdr)) {
+		if (rx->start > 0) {
+			memmove(rx->buf, rx->buf + rx->start, have);
+			mtls_wipe(rx->buf + have, rx->start);
+			rx->start = 0;
+			rx->end = have;
+		}
+		r = read_atleast(fd, rx->buf + rx->end, sizeof(hdr) - have,
+				 sizeof(rx->buf) - rx->end, idle_ms, timeout_ms, &got,
+				 &deadline, &n);
+		rx->end += n;
+		if (r != 0)
+			return r;
+	}
+	rx_take(rx, hdr, sizeof(hdr));
 	len = ((uint32_t)hdr[0] << 24) | ((uint32_t)hdr[1] << 16) |
 	      ((uint32_t)hdr[2] << 8) | (uint32_t)hdr[3];
 	/* The limit is checked before a single body byte is read. */
@@ -122,11 +158,49 @@ frame_read(int fd, struct wbuf *body, size_t max, int idle_ms, int timeout_ms)
 		return MTLS_ERR_BAD_REQUEST;
 	if ((r = wbuf_reserve(body, len, &p)) != 0)
 		return r;
-	if ((r = read_full(fd, p, len, timeout_ms, timeout_ms, &got, &deadline)) != 0) {
+	take = rx->end - rx->start;
+	if (take > len)
+		take = len;
+	rx_take(rx, p, take);
+	/* The rest (a large frame, or a slow writer) goes straight to body. */
+	if (take < len &&
+	    (r = read_atleast(fd, p + take, len - take, len - take, timeout_ms,
+			      timeout_ms, &got, &deadline, &n)) != 0) {
 		wbuf_reset(body);
 		return r == MTLS_ERR_CONNECTION_CLOSED ? MTLS_ERR_TRUNCATED : r;
 	}
 	return 0;
+}
+
+int
+frame_spin(int fd, struct frame_rx *rx, unsigned int spin_us)
+{
+	struct timespec ts;
+	long long end;
+	ssize_t n;
+
+	if (rx->end > rx->start)
+		return 1;
+	if (spin_us == 0)
+		return 0;
+	rx->start = rx->end = 0;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	end = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec + (long long)spin_us * 1000;
+	for (;;) {
+		/* The probe is the read: what arrives goes to the stash. */
+		n = recv(fd, rx->buf, sizeof(rx->buf), MSG_DONTWAIT);
+		if (n > 0) {
+			rx->end = (size_t)n;
+			return 1;
+		}
+		if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+			return 1; /* EOF or error: frame_read() will say which */
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		if ((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec >= end)
+			return 0;
+		/* Any other runnable thread on this CPU goes first. */
+		sched_yield();
+	}
 }
 
 int

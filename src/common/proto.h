@@ -164,6 +164,13 @@ void identity_clear(struct mtls_agent_identity *id);
 
 /*
  * Frame I/O on a blocking or non-blocking stream socket.
+ *
+ * Reads go through a per-connection stash: one recv takes the header and
+ * as much of the body as has arrived, and bytes past the frame (a client
+ * that pipelines) wait there for the next frame_read().  Bytes handed out
+ * are wiped from the stash.  One stash per connection, reset (and wiped)
+ * with frame_rx_reset() whenever the connection is replaced.
+ *
  * frame_read() resets `body`, reads one frame header, refuses a length of
  * 0 or over `max` (MTLS_ERR_FRAME_TOO_LARGE) before reading the body, then
  * reads the body.  idle_ms bounds the wait for the first byte (-1: none);
@@ -172,8 +179,26 @@ void identity_clear(struct mtls_agent_identity *id);
  * MTLS_ERR_CONNECTION_CLOSED; an empty frame is MTLS_ERR_BAD_REQUEST.
  * frame_write() writes the header and `body` completely.
  */
-WUR int frame_read(int fd, struct wbuf *body, size_t max, int idle_ms,
-		   int timeout_ms);
+#define FRAME_RX_SIZE 2048
+struct frame_rx {
+	size_t start, end; /* unread bytes are buf[start..end) */
+	unsigned char buf[FRAME_RX_SIZE];
+};
+
+void frame_rx_reset(struct frame_rx *rx);
+WUR int frame_read(int fd, struct frame_rx *rx, struct wbuf *body, size_t max,
+		   int idle_ms, int timeout_ms);
 WUR int frame_write(int fd, const struct wbuf *body, int timeout_ms);
+
+/*
+ * Busy-polls fd for up to spin_us microseconds (0: does not wait), yielding
+ * the CPU to any other runnable thread between tries; what arrives goes to
+ * the stash.  Returns 1 as soon as there is something to read (or EOF),
+ * 0 when the time is up.  A reply expected within a millisecond or so is
+ * then read without putting the waiting CPU to sleep: on virtual machines
+ * waking an idle CPU costs 50-150 us, as much as a P-256 signature
+ * (docs/BENCHMARKS.md).
+ */
+int frame_spin(int fd, struct frame_rx *rx, unsigned int spin_us);
 
 #endif

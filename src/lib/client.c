@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mtls-agent.h"
@@ -27,13 +28,24 @@
 #define DEFAULT_TIMEOUT_S 120
 #define TIMEOUT_ENV "MTLS_AGENT_TIMEOUT"
 #define SOCK_SUBPATH "/mtls-agent/agent.sock"
+/*
+ * Busy-polling for a SIGN reply: at most this many microseconds, and only
+ * while signatures take less than that (a slow token is waited for asleep).
+ */
+#define DEFAULT_BUSY_POLL_US 2000
+#define MAX_BUSY_POLL_US 100000
+#define BUSY_POLL_ENV "MTLS_AGENT_BUSY_POLL"
 
 struct mtls_agent {
 	pthread_mutex_t lock;
 	int fd;		/* -1 while disconnected */
 	pid_t pid;	/* process that opened fd */
+	unsigned long fork_gen; /* fork_gen when fd was opened */
+	struct frame_rx rx;	/* bytes read from fd, not yet a frame */
 	char *path;	/* where to reconnect */
 	int timeout_ms; /* -1: wait forever */
+	unsigned int spin_max_us; /* busy-poll limit; 0: never */
+	unsigned int sign_us;	  /* running mean of SIGN round trips; 0: none yet */
 };
 
 /* Detail text of the last error reply this thread received. */
@@ -72,6 +84,55 @@ timeout_from_env(void)
 	if (v > INT_MAX / 1000)
 		return INT_MAX;
 	return (int)v * 1000;
+}
+
+/*
+ * $MTLS_AGENT_BUSY_POLL in microseconds (0 turns busy-polling off); junk is
+ * ignored.  With one CPU there is nobody to spin for: the agent needs it.
+ */
+static unsigned int
+busy_poll_from_env(void)
+{
+	const char *s = getenv(BUSY_POLL_ENV);
+	char *end;
+	long v;
+
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+		return 0;
+	if (s == NULL || *s == '\0')
+		return DEFAULT_BUSY_POLL_US;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < 0)
+		return DEFAULT_BUSY_POLL_US;
+	return v > MAX_BUSY_POLL_US ? MAX_BUSY_POLL_US : (unsigned int)v;
+}
+
+/*
+ * How long to busy-poll for the reply to the next SIGN: a little over the
+ * running mean of the last round trips, or the limit while there is none;
+ * nothing once signatures take longer than the limit.
+ */
+static unsigned int
+sign_spin_budget(const struct mtls_agent *a)
+{
+	unsigned int want;
+
+	if (a->spin_max_us == 0 || a->sign_us > a->spin_max_us)
+		return 0;
+	if (a->sign_us == 0)
+		return a->spin_max_us;
+	want = a->sign_us + a->sign_us / 2 + 50;
+	return want < a->spin_max_us ? want : a->spin_max_us;
+}
+
+static unsigned long long
+now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000;
 }
 
 /* The socket path the caller asked for, or the one the environment names. */
@@ -115,6 +176,28 @@ drop_connection(struct mtls_agent *a)
 		close(a->fd);
 		a->fd = -1;
 	}
+	frame_rx_reset(&a->rx);
+}
+
+/*
+ * Fork detection without a system call per request: a child handler
+ * counts forks (glibc drops it if this library is dlclose()d).  Should
+ * registering fail, getpid() is compared instead.
+ */
+static unsigned long fork_gen;
+static int fork_watched;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void
+fork_child(void)
+{
+	__atomic_add_fetch(&fork_gen, 1, __ATOMIC_RELAXED);
+}
+
+static void
+fork_watch(void)
+{
+	fork_watched = pthread_atfork(NULL, NULL, fork_child) == 0;
 }
 
 /*
@@ -126,7 +209,10 @@ drop_connection(struct mtls_agent *a)
 static void
 check_fork(struct mtls_agent *a)
 {
-	if (a->fd != -1 && a->pid != getpid())
+	if (a->fd == -1)
+		return;
+	if (fork_watched ? a->fork_gen != __atomic_load_n(&fork_gen, __ATOMIC_RELAXED) :
+			   a->pid != getpid())
 		drop_connection(a);
 }
 
@@ -144,7 +230,7 @@ read_reply(struct mtls_agent *a, uint8_t expect, struct wbuf *reply,
 	uint8_t type;
 	int r;
 
-	if ((r = frame_read(a->fd, reply, MTLS_FRAME_MAX, a->timeout_ms,
+	if ((r = frame_read(a->fd, &a->rx, reply, MTLS_FRAME_MAX, a->timeout_ms,
 			    a->timeout_ms)) != 0 ||
 	    (r = wbuf_get_u8(reply, &type)) != 0)
 		return r;
@@ -225,6 +311,7 @@ open_connection(struct mtls_agent *a)
 	}
 	a->fd = fd;
 	a->pid = getpid();
+	a->fork_gen = __atomic_load_n(&fork_gen, __ATOMIC_RELAXED);
 	if ((r = hello(a)) != 0)
 		drop_connection(a);
 	return r;
@@ -247,11 +334,15 @@ exchange(struct mtls_agent *a, const struct wbuf *req, uint8_t expect,
 	 int retry_after_send, struct wbuf *reply, int *retries)
 {
 	int attempt, r = MTLS_ERR_INTERNAL, was_error_reply = 0;
+	int is_sign = expect == (MSG_SIGN | MSG_REPLY);
+	unsigned long long t0 = 0, us;
 
 	check_fork(a);
 	for (attempt = 0; attempt < 2; attempt++) {
 		if (a->fd == -1 && (r = open_connection(a)) != 0)
 			return r;
+		if (is_sign)
+			t0 = now_us();
 		r = frame_write(a->fd, req, a->timeout_ms);
 		if (r == MTLS_ERR_CONNECTION_CLOSED || r == MTLS_ERR_IO) {
 			drop_connection(a);
@@ -259,7 +350,16 @@ exchange(struct mtls_agent *a, const struct wbuf *req, uint8_t expect,
 		}
 		if (r != 0)
 			break;
+		if (is_sign)
+			(void)frame_spin(a->fd, &a->rx, sign_spin_budget(a));
 		r = read_reply(a, expect, reply, retries, &was_error_reply);
+		if (is_sign && r == 0) {
+			us = now_us() - t0;
+			if (us > UINT_MAX / 4)
+				us = UINT_MAX / 4;
+			a->sign_us = a->sign_us == 0 ? (unsigned int)us :
+				     (unsigned int)((3ULL * a->sign_us + us) / 4);
+		}
 		if (r == MTLS_ERR_CONNECTION_CLOSED && retry_after_send) {
 			drop_connection(a);
 			continue;
@@ -285,7 +385,9 @@ mtls_agent_connect(const char *path, mtls_agent **out)
 	if ((a = calloc(1, sizeof(*a))) == NULL)
 		return MTLS_ERR_ALLOC;
 	a->fd = -1;
+	(void)pthread_once(&fork_once, fork_watch);
 	a->timeout_ms = timeout_from_env();
+	a->spin_max_us = busy_poll_from_env();
 	if ((r = pthread_mutex_init(&a->lock, NULL)) != 0) {
 		free(a);
 		return MTLS_ERR_INTERNAL;

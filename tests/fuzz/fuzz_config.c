@@ -115,6 +115,9 @@ write_config(const struct config *c)
 	add_kv(&t, "confirm-timeout", num);
 	snprintf(num, sizeof(num), "%u", c->token_timeout);
 	add_kv(&t, "token-timeout", num);
+	FUZZ_CHECK(c->busy_poll <= CONFIG_MAX_BUSY_POLL);
+	snprintf(num, sizeof(num), "%u", c->busy_poll);
+	add_kv(&t, "busy-poll", num);
 	for (i = 0; i < c->n_identities; i++) {
 		add(&t, "[identity ");
 		add(&t, c->identities[i].name);

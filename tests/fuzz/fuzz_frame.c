@@ -57,6 +57,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const uint8_t *s;
 	size_t max, len, off = 0, fed = 0;
 	struct wbuf *body;
+	static struct frame_rx rx;
 	uint32_t flen;
 	ssize_t n;
 	int sv[2], r;
@@ -81,9 +82,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	close(sv[0]);
 	FUZZ_CHECK((body = wbuf_new()) != NULL);
+	frame_rx_reset(&rx);
 
 	for (;;) {
-		r = frame_read(sv[1], body, max, 1000, 1000);
+		r = frame_read(sv[1], &rx, body, max, 1000, 1000);
 		if (r != 0)
 			break;
 		FUZZ_CHECK(fed - off >= 4);

@@ -455,6 +455,17 @@ sign_refused(mtls_agent *a, const char *identity, uint16_t scheme, int purpose,
 /* ---------------------------------------------------------------------- */
 /* raw socket helpers (frames built with the real codecs) */
 
+/* One read stash per raw connection, by descriptor. */
+#define RAW_FDS 4096
+static struct frame_rx raw_rx[RAW_FDS];
+
+static struct frame_rx *
+rx_of(int fd)
+{
+	assert_true(fd >= 0 && fd < RAW_FDS);
+	return &raw_rx[fd];
+}
+
 static int
 raw_connect(const char *path)
 {
@@ -466,6 +477,7 @@ raw_connect(const char *path)
 	assert_true((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) != -1);
 	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0)
 		fail_msg("connect %s: %s", path, strerror(errno));
+	frame_rx_reset(rx_of(fd));
 	return fd;
 }
 
@@ -491,7 +503,7 @@ raw_read(int fd, uint8_t *type, struct wbuf *body)
 {
 	int r;
 
-	if ((r = frame_read(fd, body, MTLS_FRAME_MAX, IO_TIMEOUT_MS, IO_TIMEOUT_MS)) != 0)
+	if ((r = frame_read(fd, rx_of(fd), body, MTLS_FRAME_MAX, IO_TIMEOUT_MS, IO_TIMEOUT_MS)) != 0)
 		return r;
 	assert_int_equal(wbuf_get_u8(body, type), 0);
 	return 0;
@@ -982,6 +994,38 @@ test_protocol_abuse(void **state)
 	close(fd);
 	assert_int_equal(count_identities(bystander), N_KEYS);
 	assert_fresh_client_lists(ag.sock, N_KEYS);
+
+	/* Pipelined: HELLO, LIST, LIST in one write get three replies, in
+	 * order (the agent keeps what it read past a frame for the next). */
+	{
+		unsigned char wire[3 * 4 + 64];
+		struct wbuf *h = hello_body(MTLS_PROTO_MIN, MTLS_PROTO_MAX);
+		struct wbuf *body = wbuf_new();
+		size_t off = 0, i;
+		uint8_t type;
+
+		assert_non_null(body);
+		assert_true(wbuf_len(h) <= 64 - 2);
+		wire[off++] = 0, wire[off++] = 0, wire[off++] = 0;
+		wire[off++] = (unsigned char)wbuf_len(h);
+		memcpy(wire + off, wbuf_ptr(h), wbuf_len(h));
+		off += wbuf_len(h);
+		for (i = 0; i < 2; i++) {
+			wire[off++] = 0, wire[off++] = 0, wire[off++] = 0, wire[off++] = 1;
+			wire[off++] = MSG_LIST;
+		}
+		wbuf_free(h);
+		fd = raw_connect(ag.sock);
+		raw_send(fd, wire, off);
+		assert_err(raw_read(fd, &type, body), 0);
+		assert_int_equal(type, MSG_HELLO | MSG_REPLY);
+		for (i = 0; i < 2; i++) {
+			assert_err(raw_read(fd, &type, body), 0);
+			assert_int_equal(type, MSG_LIST | MSG_REPLY);
+		}
+		wbuf_free(body);
+		close(fd);
+	}
 
 	/* Anything before HELLO. */
 	fd = raw_connect(ag.sock);

@@ -512,13 +512,14 @@ proxy_conn(void *arg)
 {
 	int cfd = (int)(intptr_t)arg, ufd;
 	struct wbuf *b = wbuf_new();
+	struct frame_rx crx = { 0 }, urx = { 0 };
 
 	if (b == NULL || (ufd = unix_connect(px.upstream)) < 0)
 		goto out_c;
 	for (;;) {
-		if (frame_read(cfd, b, MTLS_FRAME_MAX, -1, 5000) != 0 ||
+		if (frame_read(cfd, &crx, b, MTLS_FRAME_MAX, -1, 5000) != 0 ||
 		    frame_write(ufd, b, 5000) != 0 ||
-		    frame_read(ufd, b, MTLS_FRAME_MAX, 30000, 30000) != 0)
+		    frame_read(ufd, &urx, b, MTLS_FRAME_MAX, 30000, 30000) != 0)
 			break;
 		pthread_mutex_lock(&px.lock);
 		if (wbuf_len(b) > 0 && wbuf_ptr(b)[0] == (MSG_SIGN | MSG_REPLY) &&

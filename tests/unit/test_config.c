@@ -263,6 +263,19 @@ test_values_at_limits(void **state)
 	assert_int_equal(cfg->log_level, LOG_LEVEL_ERROR);
 	config_free(cfg);
 
+	/* busy-poll: microseconds, 0 (off) to 1000, default 50. */
+	cfg = parse_ok("busy-poll = 0\n");
+	assert_int_equal(cfg->busy_poll, 0);
+	config_free(cfg);
+	cfg = parse_ok("busy-poll = 1000\n");
+	assert_int_equal(cfg->busy_poll, 1000);
+	config_free(cfg);
+	cfg = parse_ok("log-level = info\n");
+	assert_int_equal(cfg->busy_poll, CONFIG_DEFAULT_BUSY_POLL);
+	config_free(cfg);
+	parse_fails("busy-poll = 1001\n", 1, "from 0 to 1000");
+	parse_fails("busy-poll = -1\n", 1, "is not a number");
+	parse_fails("[identity a]\nbusy-poll = 5\n", 2, "busy-poll");
 	/* Leading zeros are still decimal. */
 	cfg = parse_ok("max-connections = 0010\nlog-level = warning\nallow-root = 1\n");
 	assert_int_equal(cfg->max_connections, 10);

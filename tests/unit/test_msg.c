@@ -1267,10 +1267,14 @@ test_error_refused(void **state)
 
 static int sv[2] = {-1, -1};
 
+/* The reading end's stash, fresh for every test. */
+static struct frame_rx rx;
+
 static int
 setup_pair(void **state)
 {
 	(void)state;
+	frame_rx_reset(&rx);
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
 		return -1;
 	return 0;
@@ -1335,10 +1339,10 @@ test_frame_roundtrip(void **state)
 	assert_int_equal(frame_write(sv[0], out, 1000), 0);
 	/* Two frames back to back are read one at a time. */
 	assert_int_equal(frame_write(sv[0], out, 1000), 0);
-	assert_int_equal(frame_read(sv[1], in, MTLS_FRAME_MAX, 1000, 1000), 0);
+	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 1000, 1000), 0);
 	assert_int_equal(wbuf_len(in), wbuf_len(out));
 	assert_memory_equal(wbuf_ptr(in), wbuf_ptr(out), wbuf_len(out));
-	assert_int_equal(frame_read(sv[1], in, MTLS_FRAME_MAX, 1000, 1000), 0);
+	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 1000, 1000), 0);
 	assert_int_equal(wbuf_len(in), wbuf_len(out));
 	assert_memory_equal(wbuf_ptr(in), wbuf_ptr(out), wbuf_len(out));
 	assert_nothing_pending(sv[1]);
@@ -1363,7 +1367,7 @@ test_frame_roundtrip(void **state)
 	rq.content_len = 32;
 	assert_int_equal(msg_sign_req_put(out, &rq), 0);
 	assert_int_equal(frame_write(sv[0], out, 1000), 0);
-	assert_int_equal(frame_read(sv[1], in, MTLS_FRAME_MAX, 1000, 1000), 0);
+	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 1000, 1000), 0);
 	assert_int_equal(wbuf_get_u8(in, &type), 0);
 	assert_int_equal(type, MSG_SIGN);
 	assert_int_equal(msg_sign_req_get(in, &rq), 0);
@@ -1406,7 +1410,7 @@ test_frame_max_size(void **state)
 		wbuf_free(in);
 		_exit(r == 0 ? 0 : 1);
 	}
-	assert_int_equal(frame_read(sv[1], in, MTLS_FRAME_MAX, 5000, 5000), 0);
+	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 5000, 5000), 0);
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
@@ -1439,21 +1443,21 @@ test_frame_too_large(void **state)
 	assert_int_equal(MTLS_FRAME_MAX + 1, 0x00100001);
 	write_raw(over, 4);
 	t0 = now_s();
-	assert_int_equal(frame_read(sv[1], in, MTLS_FRAME_MAX, 3000, 3000),
+	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 3000, 3000),
 			 MTLS_ERR_FRAME_TOO_LARGE);
 	assert_true(now_s() - t0 < 1.0);
 	assert_int_equal(wbuf_len(in), 0);
 
 	write_raw(huge, 4);
 	t0 = now_s();
-	assert_int_equal(frame_read(sv[1], in, MTLS_FRAME_MAX, 3000, 3000),
+	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 3000, 3000),
 			 MTLS_ERR_FRAME_TOO_LARGE);
 	assert_true(now_s() - t0 < 1.0);
 
 	/* The caller's own, smaller limit counts too. */
 	write_raw(hundred_one, 4);
 	t0 = now_s();
-	assert_int_equal(frame_read(sv[1], in, 100, 3000, 3000), MTLS_ERR_FRAME_TOO_LARGE);
+	assert_int_equal(frame_read(sv[1], &rx, in, 100, 3000, 3000), MTLS_ERR_FRAME_TOO_LARGE);
 	assert_true(now_s() - t0 < 1.0);
 	wbuf_free(in);
 }
@@ -1466,7 +1470,7 @@ test_frame_zero_length(void **state)
 
 	(void)state;
 	write_raw(zero, 4);
-	assert_int_equal(frame_read(sv[1], in, MTLS_FRAME_MAX, 1000, 1000), MTLS_ERR_BAD_REQUEST);
+	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 1000, 1000), MTLS_ERR_BAD_REQUEST);
 	assert_int_equal(wbuf_len(in), 0);
 	wbuf_free(in);
 }
@@ -1478,7 +1482,7 @@ test_frame_closed_before_any_byte(void **state)
 
 	(void)state;
 	close_writer();
-	assert_int_equal(frame_read(sv[1], in, MTLS_FRAME_MAX, 1000, 1000),
+	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 1000, 1000),
 			 MTLS_ERR_CONNECTION_CLOSED);
 	assert_int_equal(wbuf_len(in), 0);
 	wbuf_free(in);
@@ -1495,7 +1499,7 @@ test_frame_closed_mid_body(void **state)
 	assert_int_equal(wbuf_put(in, "old", 3), 0);
 	write_raw(part, sizeof(part));
 	close_writer();
-	assert_int_equal(frame_read(sv[1], in, MTLS_FRAME_MAX, 1000, 1000), MTLS_ERR_TRUNCATED);
+	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 1000, 1000), MTLS_ERR_TRUNCATED);
 	assert_int_equal(wbuf_len(in), 0);
 	wbuf_free(in);
 }
@@ -1509,7 +1513,7 @@ test_frame_closed_mid_header(void **state)
 	(void)state;
 	write_raw(part, sizeof(part));
 	close_writer();
-	assert_int_equal(frame_read(sv[1], in, MTLS_FRAME_MAX, 1000, 1000), MTLS_ERR_TRUNCATED);
+	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 1000, 1000), MTLS_ERR_TRUNCATED);
 	wbuf_free(in);
 }
 
@@ -1525,7 +1529,7 @@ test_frame_timeout_mid_header(void **state)
 	t0 = now_s();
 	/* Once a frame has started the per-chunk timeout applies, not the
 	 * (much longer) idle limit. */
-	assert_int_equal(frame_read(sv[1], in, MTLS_FRAME_MAX, 5000, 200), MTLS_ERR_TIMEOUT);
+	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 5000, 200), MTLS_ERR_TIMEOUT);
 	dt = now_s() - t0;
 	assert_true(dt >= 0.15);
 	assert_true(dt < 1.0);
@@ -1542,7 +1546,7 @@ test_frame_timeout_mid_body(void **state)
 	(void)state;
 	write_raw(part, sizeof(part));
 	t0 = now_s();
-	assert_int_equal(frame_read(sv[1], in, MTLS_FRAME_MAX, 5000, 200), MTLS_ERR_TIMEOUT);
+	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 5000, 200), MTLS_ERR_TIMEOUT);
 	dt = now_s() - t0;
 	assert_true(dt >= 0.15);
 	assert_true(dt < 1.0);
@@ -1558,10 +1562,109 @@ test_frame_idle_timeout(void **state)
 
 	(void)state;
 	t0 = now_s();
-	assert_int_equal(frame_read(sv[1], in, MTLS_FRAME_MAX, 100, -1), MTLS_ERR_TIMEOUT);
+	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 100, -1), MTLS_ERR_TIMEOUT);
 	dt = now_s() - t0;
 	assert_true(dt >= 0.05);
 	assert_true(dt < 1.0);
+	wbuf_free(in);
+}
+
+/* Frames that arrive in one piece are handed out one at a time, in order,
+ * and a frame larger than the stash still arrives whole. */
+static void
+test_frame_pipelined(void **state)
+{
+	static unsigned char wire[3 * 4 + 10 + 1 + FRAME_RX_SIZE * 2];
+	size_t lens[3] = { 10, 1, FRAME_RX_SIZE * 2 }, off = 0, i, j;
+	struct wbuf *in = newbuf();
+
+	(void)state;
+	for (i = 0; i < 3; i++) {
+		wire[off++] = 0;
+		wire[off++] = (unsigned char)(lens[i] >> 16);
+		wire[off++] = (unsigned char)(lens[i] >> 8);
+		wire[off++] = (unsigned char)lens[i];
+		for (j = 0; j < lens[i]; j++)
+			wire[off++] = (unsigned char)(i * 50 + j);
+	}
+	assert_int_equal(send(sv[0], wire, off, 0), (ssize_t)off);
+	off = 0;
+	for (i = 0; i < 3; i++) {
+		assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 1000, 1000), 0);
+		assert_int_equal(wbuf_len(in), lens[i]);
+		assert_memory_equal(wbuf_ptr(in), wire + off + 4, lens[i]);
+		off += 4 + lens[i];
+	}
+	assert_int_equal(rx.end - rx.start, 0);
+	assert_nothing_pending(sv[1]);
+	wbuf_free(in);
+}
+
+/* A frame's bytes (a PIN, say) do not stay behind in the stash. */
+static void
+test_frame_stash_wiped(void **state)
+{
+	static const unsigned char secret[] = "pin-0123456789-pin";
+	unsigned char wire[4 + sizeof(secret)] = { 0, 0, 0, sizeof(secret) };
+	struct wbuf *in = newbuf();
+	size_t i;
+
+	(void)state;
+	memcpy(wire + 4, secret, sizeof(secret));
+	/* Twice: the second frame is handed out of the stash. */
+	assert_int_equal(send(sv[0], wire, sizeof(wire), 0), (ssize_t)sizeof(wire));
+	assert_int_equal(send(sv[0], wire, sizeof(wire), 0), (ssize_t)sizeof(wire));
+	assert_int_equal(frame_spin(sv[1], &rx, 100000), 1);
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 1000, 1000), 0);
+		assert_memory_equal(wbuf_ptr(in), secret, sizeof(secret));
+	}
+	for (i = 0; i + 8 <= sizeof(rx.buf); i++)
+		assert_false(memcmp(rx.buf + i, secret, 8) == 0);
+	wbuf_free(in);
+}
+
+static long long
+mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* frame_spin: waits its time and no longer; returns at once when there is
+ * something to read, or an EOF; 0 microseconds does not wait at all. */
+static void
+test_frame_spin(void **state)
+{
+	struct wbuf *out = newbuf(), *in = newbuf();
+	struct msg_hello_req hq = {1, 1, (char *)"spin"};
+	long long t0;
+
+	(void)state;
+	t0 = mono_us();
+	assert_int_equal(frame_spin(sv[1], &rx, 3000), 0);
+	assert_true(mono_us() - t0 >= 3000);
+	assert_true(mono_us() - t0 < 2000000);
+	assert_int_equal(frame_spin(sv[1], &rx, 0), 0);
+
+	assert_int_equal(msg_hello_req_put(out, &hq), 0);
+	assert_int_equal(frame_write(sv[0], out, 1000), 0);
+	t0 = mono_us();
+	assert_int_equal(frame_spin(sv[1], &rx, 10000000), 1);
+	assert_true(mono_us() - t0 < 5000000);
+	/* Already in the stash: no wait even with 0. */
+	assert_int_equal(frame_spin(sv[1], &rx, 0), 1);
+	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 1000, 1000), 0);
+	assert_memory_equal(wbuf_ptr(in), wbuf_ptr(out), wbuf_len(out));
+
+	close(sv[0]);
+	sv[0] = -1;
+	assert_int_equal(frame_spin(sv[1], &rx, 10000000), 1);
+	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 1000, 1000),
+			 MTLS_ERR_CONNECTION_CLOSED);
+	wbuf_free(out);
 	wbuf_free(in);
 }
 
@@ -1672,6 +1775,9 @@ main(void)
 	    FRAME_TEST(test_frame_timeout_mid_body),
 	    FRAME_TEST(test_frame_idle_timeout),
 	    FRAME_TEST(test_frame_write_to_closed),
+	    FRAME_TEST(test_frame_pipelined),
+	    FRAME_TEST(test_frame_stash_wiped),
+	    FRAME_TEST(test_frame_spin),
 	};
 	int r;
 
