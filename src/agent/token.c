@@ -1453,6 +1453,38 @@ map_sign_error(unsigned long rv, char *why, size_t why_len)
 	return MTLS_ERR_TOKEN;
 }
 
+/*
+ * The digests the schemes use, fetched once: a fetch per signature takes
+ * the provider store's lock and a lookup every time.
+ */
+static const char *const digest_names[] = { "SHA256", "SHA384", "SHA512" };
+static EVP_MD *digests[sizeof(digest_names) / sizeof(digest_names[0])];
+static pthread_once_t digests_once = PTHREAD_ONCE_INIT;
+
+static void
+fetch_digests(void)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(digests) / sizeof(digests[0]); i++)
+		digests[i] = EVP_MD_fetch(NULL, digest_names[i], NULL);
+}
+
+/* A digest for `name`: the fetched-once one (*owned 0), or a new fetch. */
+static EVP_MD *
+digest_get(const char *name, int *owned)
+{
+	size_t i;
+
+	(void)pthread_once(&digests_once, fetch_digests);
+	*owned = 0;
+	for (i = 0; i < sizeof(digests) / sizeof(digests[0]); i++)
+		if (digests[i] != NULL && strcmp(name, digest_names[i]) == 0)
+			return digests[i];
+	*owned = 1;
+	return EVP_MD_fetch(NULL, name, NULL);
+}
+
 /* Hashes (unless the content is the digest) and signs with the token key. */
 static int
 sign_with(EVP_PKEY *pkey, const struct scheme_info *s, int purpose,
@@ -1465,9 +1497,9 @@ sign_with(EVP_PKEY *pkey, const struct scheme_info *s, int purpose,
 	EVP_PKEY_CTX *pctx = NULL;
 	EVP_MD *dgst = NULL;
 	size_t slen = 0, tbs_len;
-	int r = MTLS_ERR_INTERNAL;
+	int r = MTLS_ERR_INTERNAL, dgst_owned = 0, max;
 
-	if ((dgst = EVP_MD_fetch(NULL, s->digest, NULL)) == NULL)
+	if ((dgst = digest_get(s->digest, &dgst_owned)) == NULL)
 		goto out;
 	if (purpose == MTLS_AGENT_PURPOSE_RAW_DIGEST) {
 		tbs = content;
@@ -1486,9 +1518,11 @@ sign_with(EVP_PKEY *pkey, const struct scheme_info *s, int purpose,
 		    (s->pss && EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1))
 			goto out;
 	}
-	if (EVP_PKEY_CTX_set_signature_md(pctx, dgst) != 1 ||
-	    EVP_PKEY_sign(pctx, NULL, &slen, tbs, tbs_len) != 1)
+	if (EVP_PKEY_CTX_set_signature_md(pctx, dgst) != 1)
 		goto out;
+	/* The largest signature the key makes (an ECDSA one may be shorter). */
+	max = EVP_PKEY_get_size(pkey);
+	slen = max > 0 ? (size_t)max : 0;
 	if (slen == 0 || slen > MTLS_SIG_MAX || (sig = malloc(slen)) == NULL) {
 		r = MTLS_ERR_ALLOC;
 		goto out;
@@ -1507,7 +1541,8 @@ out:
 	ERR_clear_error();
 	free(sig);
 	EVP_PKEY_CTX_free(pctx);
-	EVP_MD_free(dgst);
+	if (dgst_owned)
+		EVP_MD_free(dgst);
 	mtls_wipe(md, sizeof(md));
 	return r;
 }
