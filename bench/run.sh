@@ -38,6 +38,7 @@ START=$(date +%H:%M:%S)
 OUT=${BENCH_OUT:-$top_srcdir/bench/results-$DATE.md}
 
 SIGN=$top_builddir/bench/sign_bench
+FLOOR=$top_builddir/bench/module_floor
 HS=$top_builddir/bench/handshake_bench
 AGENT=$top_builddir/src/agent/mtls-agent
 CTL=$top_builddir/src/tools/mtls-agentctl
@@ -50,7 +51,7 @@ die() {
 	exit 1
 }
 
-for f in "$SIGN" "$HS" "$AGENT" "$CTL" "$MKCERT"; do
+for f in "$SIGN" "$HS" "$FLOOR" "$AGENT" "$CTL" "$MKCERT"; do
 	[ -x "$f" ] || die "$f is not built (run make bench)"
 done
 for p in openssl p11-kit softhsm2-util pkcs11-tool; do
@@ -241,6 +242,12 @@ agent_sign() { # alg threads
 	"$SIGN" --backend agent --socket "$MAIN_AGENT_SOCK" --identity "$1" --alg "$1" \
 		--threads "$2" --seconds "$SECS" | rate_of
 }
+# The same with the client library's busy-polling off (MTLS_AGENT_BUSY_POLL=0):
+# what a sleeping client pays on this machine for waking up.
+agent_sign_sleeping() { # alg
+	MTLS_AGENT_BUSY_POLL=0 "$SIGN" --backend agent --socket "$MAIN_AGENT_SOCK" --identity "$1" --alg "$1" \
+		--threads 1 --seconds "$SECS" | rate_of
+}
 
 # Row 1 and 2 ------------------------------------------------------------------
 if [[ " $ROWS " == *" 1 "* || " $ROWS " == *" 2 "* ]]; then
@@ -261,6 +268,7 @@ if [[ " $ROWS " == *" 1 "* || " $ROWS " == *" 2 "* ]]; then
 		[[ " $ROWS " == *" 1 "* ]] || continue
 		variant "1.p11kit.$alg" sig/s "1 $alg p11-kit server + p11-kit-client.so"
 		variant "1.agent.$alg" sig/s "1 $alg libmtls-agent -> mtls-agent"
+		variant "1.agentsleep.$alg" sig/s "1 $alg the same, client busy-poll off (MTLS_AGENT_BUSY_POLL=0)"
 	done
 	if [[ " $ROWS " == *" 2 "* ]]; then
 		for alg in rsa2048 p256; do
@@ -277,6 +285,7 @@ if [[ " $ROWS " == *" 1 "* || " $ROWS " == *" 2 "* ]]; then
 			if [[ " $ROWS " == *" 1 "* ]]; then
 				record "1.p11kit.$alg" "$(p11kit_sign "$alg")"
 				record "1.agent.$alg" "$(agent_sign "$alg" 1)"
+				record "1.agentsleep.$alg" "$(agent_sign_sleeping "$alg")"
 			fi
 			if [[ " $ROWS " == *" 2 "* ]]; then
 				for n in 4 16; do
@@ -438,6 +447,20 @@ if [[ " $ROWS " == *" 5 "* ]]; then
 	rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 	anon_kib() { awk '/^RssAnon/ { print $2 }' "/proc/$1/status"; }
 	pss_kib() { awk '/^Pss:/ { print $2 }' "/proc/$1/smaps_rollup"; }
+	# The floor: a process that only loads the module, opens a session
+	# and logs in (bench/module_floor links nothing but libc).
+	printf '%s\n' "$PIN" | "$FLOOR" "$MODULE" "$TOKEN" >"$T/floor.out" 2>&1 &
+	FLOOR_PID=$!
+	PIDS+=("$FLOOR_PID")
+	for _ in $(seq 1 100); do
+		grep -q ready "$T/floor.out" 2>/dev/null && break
+		kill -0 "$FLOOR_PID" 2>/dev/null || die "module_floor: $(cat "$T/floor.out")"
+		sleep 0.05
+	done
+	sleep 1
+	RSS_FLOOR=$(rss_kib "$FLOOR_PID")
+	ANON_FLOOR=$(anon_kib "$FLOOR_PID")
+	stop_pid "$FLOOR_PID"
 	# A fresh agent, so that nothing measured above counts.
 	if [ -s "$T/agent-p256.conf" ]; then
 		start_agent "$T/run2" "$T/agent-p256.conf"
@@ -462,7 +485,10 @@ if [[ " $ROWS " == *" 5 "* ]]; then
 	RSS_NOTE="Row 5: the $RSS_COUNT P-256 signatures (2 client threads, after 10,000 warm-up ones) took ${RSS_SECS} s ($(echo "$r" | rate_of) sig/s)."
 	stop_pid "$AGENT_PID"
 	mib() { awk -v k="$1" 'BEGIN { printf "%.2f", k / 1024 }'; }
+	variant "5.floor" MiB "5 the module alone: VmRSS of a process that loads it and logs in (module_floor)"
+	variant "5.flooranon" MiB "5 the module alone: its RssAnon"
 	variant "5.idle" MiB "5 agent VmRSS idle (started, logged in)"
+	variant "5.overfloor" MiB "5 agent VmRSS idle minus the module alone (what the agent adds)"
 	variant "5.idleanon" MiB "5 agent RssAnon idle (its own memory; VmRSS minus mapped files)"
 	variant "5.idlepss" MiB "5 agent PSS idle (shared library pages divided among users)"
 	variant "5.warm" MiB "5 agent VmRSS after 10,000 signatures"
@@ -470,7 +496,10 @@ if [[ " $ROWS " == *" 5 "* ]]; then
 	variant "5.growth" MiB "5 VmRSS growth, idle to after $RSS_COUNT"
 	variant "5.growthanon" MiB "5 RssAnon growth, idle to after $RSS_COUNT"
 	variant "5.growthwarm" MiB "5 VmRSS growth, after 10,000 to after $RSS_COUNT"
+	record 5.floor "$(mib "$RSS_FLOOR")"
+	record 5.flooranon "$(mib "$ANON_FLOOR")"
 	record 5.idle "$(mib "$RSS_IDLE")"
+	record 5.overfloor "$(mib $((RSS_IDLE - RSS_FLOOR)))"
 	record 5.idleanon "$(mib "$ANON_IDLE")"
 	record 5.idlepss "$(mib "$PSS_IDLE")"
 	record 5.warm "$(mib "$RSS_WARM")"
@@ -497,6 +526,7 @@ ref_of() {
 	3.*.rsa2048) echo 3.libp11.rsa2048 ;;
 	3.*.p256) echo 3.libp11.p256 ;;
 	4.mtls) echo 4.p11 ;;
+	5.idle) echo 5.floor ;;
 	*) echo "" ;;
 	esac
 }
