@@ -64,7 +64,13 @@ struct server {
 	unsigned int nconn;
 	int stopping;
 	int watcher_done;	/* the token watcher has left its loop */
-	int spin;		/* more than one CPU: busy-poll is worth it */
+	/*
+	 * Busy-polling for a client's next request is worth it only while a
+	 * CPU is free for the client: at most ncpu/2 connections at a time
+	 * may be inside a request or busy-polling (0 on one CPU).
+	 */
+	int spin_max;
+	int active;		/* connections inside a request or busy-polling */
 	/* lock/unlock: only a salted slow hash of the passphrase is kept */
 	pthread_mutex_t lock_mu;
 	int locked;
@@ -200,7 +206,7 @@ server_new(struct config *cfg, const char *config_path,
 	s->listen_fd = listen_fd;
 	s->uid = geteuid();
 	s->started = time(NULL);
-	s->spin = sysconf(_SC_NPROCESSORS_ONLN) > 1;
+	s->spin_max = (int)(sysconf(_SC_NPROCESSORS_ONLN) / 2);
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_mutex_init(&s->lock_mu, NULL);
 	pthread_cond_init(&s->idle, NULL);
@@ -673,16 +679,21 @@ conn_main(void *arg)
 			break;
 		}
 		wbuf_reset(out);
-		if ((r = dispatch(c, in, out)) != 0) {
+		(void)__atomic_add_fetch(&c->srv->active, 1, __ATOMIC_RELAXED);
+		r = dispatch(c, in, out);
+		if (r != 0) {
+			(void)__atomic_sub_fetch(&c->srv->active, 1, __ATOMIC_RELAXED);
 			warn("cannot build reply: %s", mtls_agent_strerror(r));
 			break;
 		}
 		wbuf_reset(in);
-		if ((r = frame_write(c->fd, out, (int)c->srv->cfg->request_timeout)) != 0)
-			break;
+		r = frame_write(c->fd, out, (int)c->srv->cfg->request_timeout);
 		/* A client signing in a loop asks again within microseconds. */
-		if (c->srv->spin)
+		if (r == 0 && __atomic_load_n(&c->srv->active, __ATOMIC_RELAXED) <= c->srv->spin_max)
 			(void)frame_spin(c->fd, &c->rx, c->srv->cfg->busy_poll);
+		(void)__atomic_sub_fetch(&c->srv->active, 1, __ATOMIC_RELAXED);
+		if (r != 0)
+			break;
 	}
 done:
 	wbuf_free(in);

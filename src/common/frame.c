@@ -177,6 +177,7 @@ frame_spin(int fd, struct frame_rx *rx, unsigned int spin_us)
 {
 	struct timespec ts;
 	long long end;
+	unsigned int i;
 	ssize_t n;
 
 	if (rx->end > rx->start)
@@ -186,7 +187,7 @@ frame_spin(int fd, struct frame_rx *rx, unsigned int spin_us)
 	rx->start = rx->end = 0;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	end = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec + (long long)spin_us * 1000;
-	for (;;) {
+	for (i = 1;; i++) {
 		/* The probe is the read: what arrives goes to the stash. */
 		n = recv(fd, rx->buf, sizeof(rx->buf), MSG_DONTWAIT);
 		if (n > 0) {
@@ -198,8 +199,13 @@ frame_spin(int fd, struct frame_rx *rx, unsigned int spin_us)
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		if ((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec >= end)
 			return 0;
-		/* Any other runnable thread on this CPU goes first. */
-		sched_yield();
+		/*
+		 * Any other runnable thread on this CPU goes first, every
+		 * fourth try (a yield costs a system call, and so delays
+		 * noticing the reply, when there is nobody to yield to).
+		 */
+		if (i % 16 == 0)
+			sched_yield();
 	}
 }
 

@@ -3,9 +3,11 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -35,29 +37,60 @@ log_get_level(void)
 	return log_level;
 }
 
+/* Writes all of p to stderr: one line, one write(2) (no stdio buffer). */
+static void
+write_line(const char *p, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = write(STDERR_FILENO, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
 void
 log_msg(enum log_level level, const char *func, const char *fmt, ...)
 {
 	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
 	static const char *const name[] = { "error", "warning", "info", "debug" };
-	char msg[1024];
+	char line[1200];
 	va_list ap;
+	int off, n;
+	size_t len;
 
 	if (level > log_level)
 		return;
+	if (log_syslog)
+		off = 0;
+	else if (level == LOG_LEVEL_DEBUG)
+		off = snprintf(line, sizeof(line), "%s: debug: %s: ", log_ident, func);
+	else
+		off = snprintf(line, sizeof(line), "%s: %s: ", log_ident, name[level]);
+	if (off < 0 || (size_t)off >= sizeof(line) - 2)
+		off = 0;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = vsnprintf(line + off, sizeof(line) - (size_t)off - 1, fmt, ap);
 	va_end(ap);
+	/* A message longer than the line is cut, as before. */
+	len = n < 0 ? (size_t)off : (size_t)off + (size_t)n;
+	if (len > sizeof(line) - 2)
+		len = sizeof(line) - 2;
 	if (log_syslog) {
+		line[len] = '\0';
 		if (level == LOG_LEVEL_DEBUG)
-			syslog(prio[level], "%s: %s", func, msg);
+			syslog(prio[level], "%s: %s", func, line);
 		else
-			syslog(prio[level], "%s", msg);
-	} else if (level == LOG_LEVEL_DEBUG) {
-		fprintf(stderr, "%s: debug: %s: %s\n", log_ident, func, msg);
-	} else {
-		fprintf(stderr, "%s: %s: %s\n", log_ident, name[level], msg);
+			syslog(prio[level], "%s", line);
+		return;
 	}
+	line[len++] = '\n';
+	write_line(line, len);
 }
 
 void

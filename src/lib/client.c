@@ -90,6 +90,12 @@ timeout_from_env(void)
  * $MTLS_AGENT_BUSY_POLL in microseconds (0 turns busy-polling off); junk is
  * ignored.  With one CPU there is nobody to spin for: the agent needs it.
  */
+/*
+ * Busy-polling helps only while a CPU is free for the agent: at most
+ * ncpu/2 threads of this process busy-poll at a time, the others sleep.
+ */
+static int spinners, spinners_max;
+
 static unsigned int
 busy_poll_from_env(void)
 {
@@ -97,7 +103,7 @@ busy_poll_from_env(void)
 	char *end;
 	long v;
 
-	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+	if (spinners_max < 1)
 		return 0;
 	if (s == NULL || *s == '\0')
 		return DEFAULT_BUSY_POLL_US;
@@ -198,6 +204,7 @@ static void
 fork_watch(void)
 {
 	fork_watched = pthread_atfork(NULL, NULL, fork_child) == 0;
+	spinners_max = (int)(sysconf(_SC_NPROCESSORS_ONLN) / 2);
 }
 
 /*
@@ -336,6 +343,7 @@ exchange(struct mtls_agent *a, const struct wbuf *req, uint8_t expect,
 	int attempt, r = MTLS_ERR_INTERNAL, was_error_reply = 0;
 	int is_sign = expect == (MSG_SIGN | MSG_REPLY);
 	unsigned long long t0 = 0, us;
+	unsigned int spin_us;
 
 	check_fork(a);
 	for (attempt = 0; attempt < 2; attempt++) {
@@ -350,8 +358,11 @@ exchange(struct mtls_agent *a, const struct wbuf *req, uint8_t expect,
 		}
 		if (r != 0)
 			break;
-		if (is_sign)
-			(void)frame_spin(a->fd, &a->rx, sign_spin_budget(a));
+		if (is_sign && (spin_us = sign_spin_budget(a)) > 0) {
+			if (__atomic_add_fetch(&spinners, 1, __ATOMIC_RELAXED) <= spinners_max)
+				(void)frame_spin(a->fd, &a->rx, spin_us);
+			(void)__atomic_sub_fetch(&spinners, 1, __ATOMIC_RELAXED);
+		}
 		r = read_reply(a, expect, reply, retries, &was_error_reply);
 		if (is_sign && r == 0) {
 			us = now_us() - t0;
