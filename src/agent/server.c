@@ -46,6 +46,7 @@ struct conn {
 	int hello_done;
 	struct conn *prev, *next;
 	struct frame_rx rx;
+	long gap_us;	/* from the last reply to the next request, -1: none yet */
 };
 
 struct server {
@@ -633,6 +634,7 @@ conn_main(void *arg)
 	struct conn *c = arg;
 	struct wbuf *in = NULL, *out = NULL;
 	struct ucred cred;
+	struct timespec replied = { 0, 0 };
 	socklen_t clen = sizeof(cred);
 	char path[64];
 	ssize_t n;
@@ -661,8 +663,11 @@ conn_main(void *arg)
 				debug("peer pid=%ld gone before the refusal", (long)c->pid);
 		goto done;
 	}
+	c->gap_us = -1;
 	for (;;) {
 		r = frame_read(c->fd, &c->rx, in, MTLS_FRAME_MAX, -1, (int)c->srv->cfg->request_timeout);
+		if (c->gap_us == -2)
+			c->gap_us = usec_since(&replied);
 		if (r == MTLS_ERR_FRAME_TOO_LARGE || r == MTLS_ERR_BAD_REQUEST) {
 			/* The stream cannot be resynchronised: say why, close. */
 			warn("peer pid=%ld: %s; closing", (long)c->pid,
@@ -688,9 +693,17 @@ conn_main(void *arg)
 		}
 		wbuf_reset(in);
 		r = frame_write(c->fd, out, (int)c->srv->cfg->request_timeout);
-		/* A client signing in a loop asks again within microseconds. */
-		if (r == 0 && __atomic_load_n(&c->srv->active, __ATOMIC_RELAXED) <= c->srv->spin_max)
+		/*
+		 * A client signing in a loop asks again within microseconds:
+		 * wait awake for it, unless this client's last pause was
+		 * longer than that (one handshake now and then), or no CPU is
+		 * left for the clients.
+		 */
+		if (r == 0 && c->gap_us <= (long)c->srv->cfg->busy_poll &&
+		    __atomic_load_n(&c->srv->active, __ATOMIC_RELAXED) <= c->srv->spin_max)
 			(void)frame_spin(c->fd, &c->rx, c->srv->cfg->busy_poll);
+		clock_gettime(CLOCK_MONOTONIC, &replied);
+		c->gap_us = -2; /* measured when the next request is in */
 		(void)__atomic_sub_fetch(&c->srv->active, 1, __ATOMIC_RELAXED);
 		if (r != 0)
 			break;
