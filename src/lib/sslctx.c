@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/provider.h>
@@ -193,7 +194,7 @@ mtls_agent_ssl_ctx_use_identity(SSL_CTX *ctx, const char *socket_path, const cha
 {
 	struct mtls_agent_identity *ids = NULL;
 	const struct mtls_agent_identity *id;
-	char *uri_name = NULL, *uri_socket = NULL;
+	char *uri_name = NULL, *uri_socket = NULL, abs_socket[PATH_MAX];
 	const char *want, *socket;
 	mtls_agent *a = NULL;
 	EVP_PKEY *pkey = NULL;
@@ -214,6 +215,21 @@ mtls_agent_ssl_ctx_use_identity(SSL_CTX *ctx, const char *socket_path, const cha
 	socket = uri_socket != NULL ? uri_socket : socket_path;
 	if (socket != NULL && *socket == '\0')
 		socket = NULL;
+	/* The key is loaded by a mtls-agent: URI, which names sockets by
+	 * absolute path: a relative one is taken from the current directory. */
+	if (socket != NULL && *socket != '/') {
+		size_t dl;
+
+		r = MTLS_ERR_INVALID_ARGUMENT;
+		if (getcwd(abs_socket, sizeof(abs_socket)) == NULL)
+			goto out;
+		dl = strlen(abs_socket);
+		if (dl + 1 + strlen(socket) + 1 > sizeof(abs_socket))
+			goto out;
+		abs_socket[dl] = '/';
+		memcpy(abs_socket + dl + 1, socket, strlen(socket) + 1);
+		socket = abs_socket;
+	}
 
 	if ((r = pthread_once(&libctx_once, make_libctx)) != 0 || agent_libctx == NULL) {
 		r = MTLS_ERR_INTERNAL;

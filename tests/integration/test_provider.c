@@ -416,6 +416,25 @@ test_identity_names(void **state)
 
 	assert_null(client_ctx(&ag, "no-such-identity", TLS1_3_VERSION, &err));
 	assert_int_equal(err, MTLS_ERR_NO_IDENTITY);
+
+	/* A socket path relative to the current directory works too. */
+	{
+		struct agent_proc rel = ag;
+		char cwd[PATH_MAX], dir[PATH_MAX], *slash;
+
+		assert_non_null(getcwd(cwd, sizeof(cwd)));
+		format_into(dir, "%s", ag.sock);
+		assert_non_null(slash = strrchr(dir, '/'));
+		*slash = '\0';
+		assert_int_equal(chdir(dir), 0);
+		format_into(rel.sock, "%s", slash + 1);
+		cctx = client_ctx(&rel, "p256", TLS1_3_VERSION, &err);
+		assert_int_equal(chdir(cwd), 0);
+		if (cctx == NULL)
+			fail_msg("relative socket %s: %s", rel.sock, mtls_agent_strerror(err));
+		expect_handshake(&ag, cctx, sctx, "p256");
+		SSL_CTX_free(cctx);
+	}
 	assert_null(client_ctx(&ag, "mtls-agent:p256?bogus=1", TLS1_3_VERSION, &err));
 	assert_int_equal(err, MTLS_ERR_INVALID_ARGUMENT);
 	SSL_CTX_free(sctx);
