@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,6 +238,28 @@ usec_since(const struct timespec *t0)
 	return (t1.tv_sec - t0->tv_sec) * 1000000L + (t1.tv_nsec - t0->tv_nsec) / 1000;
 }
 
+/*
+ * One audit line: "audit: WHAT: peer pid=P uid=U exe=E" and then `fmt`,
+ * which brings its own separator (" identity=..." or ": reason").
+ */
+static void audit_peer(const struct conn *c, enum log_level level, const char *what,
+		       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void
+audit_peer(const struct conn *c, enum log_level level, const char *what, const char *fmt, ...)
+{
+	char rest[1024];
+	va_list ap;
+
+	if (level > log_get_level())
+		return;
+	va_start(ap, fmt);
+	vsnprintf(rest, sizeof(rest), fmt, ap);
+	va_end(ap);
+	log_msg(level, __func__, "audit: %s: peer pid=%ld uid=%u exe=%s%s", what, (long)c->pid,
+		(unsigned)c->uid, c->exe, rest);
+}
+
 /* One line per signature and per refusal; never a PIN. */
 static void
 audit(const struct conn *c, const char *op, const char *identity, uint16_t scheme,
@@ -245,14 +268,17 @@ audit(const struct conn *c, const char *op, const char *identity, uint16_t schem
 	const char *sn = mtls_agent_scheme_name(scheme);
 	const char *pn = mtls_agent_purpose_name(purpose);
 
+	char what[32];
+
+	snprintf(what, sizeof(what), "%s %s", op, r == 0 ? "ok" : "refused");
 	if (r == 0)
-		info("audit: %s ok: peer pid=%ld uid=%u exe=%s identity=%s scheme=%s purpose=%s latency=%ldus",
-		     op, (long)c->pid, (unsigned)c->uid, c->exe, identity, sn ? sn : "?",
-		     pn ? pn : "?", usec);
+		audit_peer(c, LOG_LEVEL_INFO, what, " identity=%s scheme=%s purpose=%s latency=%ldus",
+			   identity, sn ? sn : "?", pn ? pn : "?", usec);
 	else
-		warn("audit: %s refused: peer pid=%ld uid=%u exe=%s identity=%s scheme=%s purpose=%s result=%s%s%s latency=%ldus",
-		     op, (long)c->pid, (unsigned)c->uid, c->exe, identity, sn ? sn : "?",
-		     pn ? pn : "?", mtls_agent_strerror(r), why[0] ? ": " : "", why, usec);
+		audit_peer(c, LOG_LEVEL_WARN, what,
+			   " identity=%s scheme=%s purpose=%s result=%s%s%s latency=%ldus", identity,
+			   sn ? sn : "?", pn ? pn : "?", mtls_agent_strerror(r), why[0] ? ": " : "",
+			   why, usec);
 }
 
 static int
@@ -347,18 +373,16 @@ handle_login(struct conn *c, struct wbuf *in, struct wbuf *out)
 	int r, retries = -1;
 
 	if ((r = msg_login_req_get(in, &req)) != 0) {
-		warn("audit: login refused: peer pid=%ld uid=%u exe=%s: %s", (long)c->pid,
-		     (unsigned)c->uid, c->exe, mtls_agent_strerror(r));
+		audit_peer(c, LOG_LEVEL_WARN, "login refused", ": %s", mtls_agent_strerror(r));
 		return put_error(out, r, -1, "malformed LOGIN");
 	}
 	r = token_login(c->srv->ts, req.identity, req.pin, &retries, why, sizeof(why));
 	if (r == 0)
-		info("audit: login ok: peer pid=%ld uid=%u exe=%s identity=%s", (long)c->pid,
-		     (unsigned)c->uid, c->exe, req.identity[0] ? req.identity : "(token)");
+		audit_peer(c, LOG_LEVEL_INFO, "login ok", " identity=%s",
+			   req.identity[0] ? req.identity : "(token)");
 	else
-		warn("audit: login refused: peer pid=%ld uid=%u exe=%s identity=%s result=%s: %s",
-		     (long)c->pid, (unsigned)c->uid, c->exe,
-		     req.identity[0] ? req.identity : "(token)", mtls_agent_strerror(r), why);
+		audit_peer(c, LOG_LEVEL_WARN, "login refused", " identity=%s result=%s: %s",
+			   req.identity[0] ? req.identity : "(token)", mtls_agent_strerror(r), why);
 	msg_login_req_clear(&req);
 	return r == 0 ? msg_empty_resp_put(out, MSG_LOGIN) : put_error(out, r, retries, why);
 }
@@ -371,21 +395,20 @@ handle_set_pin(struct conn *c, struct wbuf *in, struct wbuf *out)
 	int r, retries = -1;
 
 	if ((r = msg_set_pin_req_get(in, &req)) != 0) {
-		warn("audit: set-pin refused: peer pid=%ld uid=%u exe=%s: %s", (long)c->pid,
-		     (unsigned)c->uid, c->exe, mtls_agent_strerror(r));
+		audit_peer(c, LOG_LEVEL_WARN, "set-pin refused", ": %s", mtls_agent_strerror(r));
 		return put_error(out, r, -1, "malformed SET_PIN");
 	}
 	r = token_set_pin(c->srv->ts, req.identity, req.mode, req.old_pin, req.new_pin,
 			  &retries, why, sizeof(why));
 	if (r == 0)
-		info("audit: %s ok: peer pid=%ld uid=%u exe=%s identity=%s",
-		     req.mode == SET_PIN_CHANGE ? "change-pin" : "unblock-pin", (long)c->pid,
-		     (unsigned)c->uid, c->exe, req.identity[0] ? req.identity : "(token)");
+		audit_peer(c, LOG_LEVEL_INFO,
+			   req.mode == SET_PIN_CHANGE ? "change-pin ok" : "unblock-pin ok",
+			   " identity=%s", req.identity[0] ? req.identity : "(token)");
 	else
-		warn("audit: %s refused: peer pid=%ld uid=%u exe=%s identity=%s result=%s: %s",
-		     req.mode == SET_PIN_CHANGE ? "change-pin" : "unblock-pin", (long)c->pid,
-		     (unsigned)c->uid, c->exe, req.identity[0] ? req.identity : "(token)",
-		     mtls_agent_strerror(r), why);
+		audit_peer(c, LOG_LEVEL_WARN,
+			   req.mode == SET_PIN_CHANGE ? "change-pin refused" : "unblock-pin refused",
+			   " identity=%s result=%s: %s", req.identity[0] ? req.identity : "(token)",
+			   mtls_agent_strerror(r), why);
 	msg_set_pin_req_clear(&req);
 	return r == 0 ? msg_empty_resp_put(out, MSG_SET_PIN) : put_error(out, r, retries, why);
 }
@@ -399,8 +422,8 @@ handle_logout(struct conn *c, struct wbuf *in, struct wbuf *out)
 	if ((r = msg_logout_req_get(in, &req)) != 0)
 		return put_error(out, r, -1, "malformed LOGOUT");
 	r = token_logout(c->srv->ts, req.identity);
-	info("audit: logout: peer pid=%ld uid=%u identity=%s result=%s", (long)c->pid,
-	     (unsigned)c->uid, req.identity[0] ? req.identity : "(all)", mtls_agent_strerror(r));
+	audit_peer(c, LOG_LEVEL_INFO, "logout", " identity=%s result=%s",
+		   req.identity[0] ? req.identity : "(all)", mtls_agent_strerror(r));
 	msg_logout_req_clear(&req);
 	return r == 0 ? msg_empty_resp_put(out, MSG_LOGOUT) : put_error(out, r, -1, "");
 }
@@ -468,8 +491,7 @@ handle_lock(struct conn *c, struct wbuf *in, struct wbuf *out)
 	memset(&s->lock_next_try, 0, sizeof(s->lock_next_try));
 	pthread_mutex_unlock(&s->lock_mu);
 	mtls_wipe(hash, sizeof(hash));
-	info("audit: lock: agent locked by peer pid=%ld uid=%u exe=%s", (long)c->pid,
-	     (unsigned)c->uid, c->exe);
+	audit_peer(c, LOG_LEVEL_INFO, "lock", ": agent locked");
 	return msg_empty_resp_put(out, MSG_LOCK);
 }
 
@@ -500,8 +522,7 @@ handle_unlock(struct conn *c, struct wbuf *in, struct wbuf *out)
 		pthread_mutex_unlock(&s->lock_mu);
 		msg_lock_req_clear(&req);
 		snprintf(msg, sizeof(msg), "too many failed unlocks: try again in %ld ms", wait_ms);
-		warn("audit: unlock refused: peer pid=%ld uid=%u exe=%s: %s", (long)c->pid,
-		     (unsigned)c->uid, c->exe, msg);
+		audit_peer(c, LOG_LEVEL_WARN, "unlock refused", ": %s", msg);
 		return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, msg);
 	}
 	/* One guess at a time: parallel connections cannot each slip one
@@ -549,12 +570,10 @@ handle_unlock(struct conn *c, struct wbuf *in, struct wbuf *out)
 	pthread_mutex_unlock(&s->lock_mu);
 	mtls_wipe(hash, sizeof(hash));
 	if (!ok) {
-		warn("audit: unlock refused: peer pid=%ld uid=%u exe=%s: wrong passphrase",
-		     (long)c->pid, (unsigned)c->uid, c->exe);
+		audit_peer(c, LOG_LEVEL_WARN, "unlock refused", ": wrong passphrase");
 		return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "wrong passphrase");
 	}
-	info("audit: unlock: agent unlocked by peer pid=%ld uid=%u exe=%s", (long)c->pid,
-	     (unsigned)c->uid, c->exe);
+	audit_peer(c, LOG_LEVEL_INFO, "unlock", ": agent unlocked");
 	return msg_empty_resp_put(out, MSG_UNLOCK);
 }
 
@@ -581,9 +600,11 @@ dispatch(struct conn *c, struct wbuf *in, struct wbuf *out)
 		case MSG_SIGN:
 		case MSG_LOGIN:
 		case MSG_SET_PIN:
-			warn("audit: %s refused: peer pid=%ld uid=%u exe=%s: agent locked",
-			     type == MSG_SIGN ? "sign" : type == MSG_LOGIN ? "login" : "set-pin",
-			     (long)c->pid, (unsigned)c->uid, c->exe);
+			audit_peer(c, LOG_LEVEL_WARN,
+				   type == MSG_SIGN    ? "sign refused" :
+				   type == MSG_LOGIN   ? "login refused" :
+							 "set-pin refused",
+				   ": agent locked");
 			return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "the agent is locked");
 		}
 	}
@@ -656,8 +677,7 @@ conn_main(void *arg)
 	if (n <= 0)
 		snprintf(c->exe, sizeof(c->exe), "?");
 	if (!policy_peer_allowed(cred.uid, c->srv->uid, c->srv->cfg->allow_root)) {
-		warn("audit: connection refused: peer pid=%ld uid=%u exe=%s: uid not allowed",
-		     (long)c->pid, (unsigned)c->uid, c->exe);
+		audit_peer(c, LOG_LEVEL_WARN, "connection refused", ": uid not allowed");
 		if (put_error(out, MTLS_ERR_PEER_DENIED, -1, "this agent serves only its own user") == 0)
 			if (frame_write(c->fd, out, 1000) != 0)
 				debug("peer pid=%ld gone before the refusal", (long)c->pid);
