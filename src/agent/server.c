@@ -417,15 +417,17 @@ static int
 handle_logout(struct conn *c, struct wbuf *in, struct wbuf *out)
 {
 	struct msg_logout_req req;
+	char why[256] = "";
 	int r;
 
 	if ((r = msg_logout_req_get(in, &req)) != 0)
 		return put_error(out, r, -1, "malformed LOGOUT");
-	r = token_logout(c->srv->ts, req.identity);
-	audit_peer(c, LOG_LEVEL_INFO, "logout", " identity=%s result=%s",
-		   req.identity[0] ? req.identity : "(all)", mtls_agent_strerror(r));
+	r = token_logout(c->srv->ts, req.identity, why, sizeof(why));
+	audit_peer(c, r == 0 ? LOG_LEVEL_INFO : LOG_LEVEL_WARN, "logout",
+		   " identity=%s result=%s%s%s", req.identity[0] ? req.identity : "(all)",
+		   mtls_agent_strerror(r), why[0] ? ": " : "", why);
 	msg_logout_req_clear(&req);
-	return r == 0 ? msg_empty_resp_put(out, MSG_LOGOUT) : put_error(out, r, -1, "");
+	return r == 0 ? msg_empty_resp_put(out, MSG_LOGOUT) : put_error(out, r, -1, why);
 }
 
 static int

@@ -983,6 +983,40 @@ carry_timers(const struct ident *old, size_t n_old, struct ident *ids, size_t n)
 	}
 }
 
+/*
+ * The write lock, for what changes the token state: login, PIN change,
+ * logout, reload.  A signature stuck in a hung module holds the read lock
+ * for ever; rather than wait behind it (the main thread, for a reload),
+ * give up with TIMEOUT as soon as the module counts as hung.
+ */
+static int
+write_lock(struct tokenset *ts, char *why, size_t why_len)
+{
+	struct timespec until;
+	int hung;
+
+	for (;;) {
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 200 * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		if (pthread_rwlock_timedwrlock(&ts->lock, &until) == 0)
+			return 0;
+		token_check_hang(ts);
+		pthread_mutex_lock(&ts->stat_mu);
+		hung = ts->hung;
+		pthread_mutex_unlock(&ts->stat_mu);
+		if (hung) {
+			why_printf(why, why_len,
+				   "the PKCS#11 module has not answered a signature for over %u s",
+				   ts->cfg->token_timeout);
+			return MTLS_ERR_TIMEOUT;
+		}
+	}
+}
+
 int
 token_reload(struct tokenset *ts, const struct config *cfg, char *err, size_t err_len)
 {
@@ -997,7 +1031,8 @@ token_reload(struct tokenset *ts, const struct config *cfg, char *err, size_t er
 			 old->module, cfg->module);
 		return MTLS_ERR_CONFIG;
 	}
-	pthread_rwlock_wrlock(&ts->lock);
+	if ((r = write_lock(ts, err, err_len)) != 0)
+		return r;
 	rescan(ts);
 	ts->cfg = cfg;
 	if ((r = build(ts, &ids, &n, err, err_len)) != 0) {
@@ -1174,7 +1209,8 @@ token_login(struct tokenset *ts, const char *name, const char *pin, int *retries
 
 	*retries = -1;
 	catch_up(ts);
-	pthread_rwlock_wrlock(&ts->lock);
+	if ((r = write_lock(ts, why, why_len)) != 0)
+		return r;
 	if ((r = pick_slot(ts, name, &slot, &idx, why, why_len)) == 0)
 		r = login_slot(ts, slot, idx, pin, retries, why, why_len);
 	pthread_rwlock_unlock(&ts->lock);
@@ -1256,7 +1292,8 @@ token_set_pin(struct tokenset *ts, const char *name, int mode, const char *old,
 	int r;
 
 	*retries = -1;
-	pthread_rwlock_wrlock(&ts->lock);
+	if ((r = write_lock(ts, why, why_len)) != 0)
+		return r;
 	if ((r = pick_slot(ts, name, &slot, &idx, why, why_len)) != 0)
 		goto out;
 	if (mode == SET_PIN_UNBLOCK) {
@@ -1308,13 +1345,14 @@ out:
 }
 
 int
-token_logout(struct tokenset *ts, const char *name)
+token_logout(struct tokenset *ts, const char *name, char *why, size_t why_len)
 {
 	struct ident *id = NULL;
 	unsigned int i;
 	int r = 0;
 
-	pthread_rwlock_wrlock(&ts->lock);
+	if ((r = write_lock(ts, why, why_len)) != 0)
+		return r;
 	if (name[0] != '\0' && (id = find_ident(ts, name)) == NULL) {
 		r = MTLS_ERR_NO_IDENTITY;
 		goto out;

@@ -57,7 +57,7 @@ token_set_pin(struct tokenset *ts, const char *name, int mode, const char *old,
 
 /* Logs out the token of `name` ("" = every token). */
 __attribute__((warn_unused_result)) int
-token_logout(struct tokenset *ts, const char *name);
+token_logout(struct tokenset *ts, const char *name, char *why, size_t why_len);
 
 /* Who asks for a signature (from SO_PEERCRED and /proc). */
 struct sign_peer {

@@ -694,3 +694,13 @@ agent_log(const struct agent_proc *p)
 
 	return s != NULL ? s : strdup("");
 }
+
+int
+agent_logged(const struct agent_proc *p, const char *needle)
+{
+	char *log = agent_log(p);
+	int found = log != NULL && strstr(log, needle) != NULL;
+
+	free(log);
+	return found;
+}

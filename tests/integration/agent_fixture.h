@@ -109,4 +109,7 @@ int agent_stop(struct agent_proc *p);
 /* The agent's stderr so far; malloc'd, never NULL. */
 char *agent_log(const struct agent_proc *p);
 
+/* 1 if the agent's log so far holds `needle`. */
+int agent_logged(const struct agent_proc *p, const char *needle);
+
 #endif

@@ -2237,6 +2237,30 @@ test_module_hang(void **state)
 	assert_int_equal(w.result, MTLS_ERR_TIMEOUT);
 	unsetenv("MTLS_AGENT_TIMEOUT");
 
+	/* Login, logout and a reload do not wait behind the hung signature
+	 * either (it holds the token state's read lock): typed TIMEOUT. */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), MTLS_ERR_TIMEOUT);
+	assert_non_null(strstr(mtls_agent_last_message(), "has not answered"));
+	assert_err(mtls_agent_logout(a, NULL), MTLS_ERR_TIMEOUT);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	assert_true(ms < 2000);
+	assert_int_equal(kill(ag.pid, SIGHUP), 0);
+	for (i = 0; i < 50 && !agent_logged(&ag, "SIGHUP: the PKCS#11 module has not answered"); i++)
+		usleep(100 * 1000);
+	if (!agent_logged(&ag, "SIGHUP: the PKCS#11 module has not answered")) {
+		dump_log(&ag);
+		fail_msg("SIGHUP during the hang: no refusal logged");
+	}
+	/* The main thread still accepts connections. */
+	{
+		mtls_agent *b = connect_to(ag.sock);
+
+		assert_int_equal(count_identities(b), N_KEYS);
+		mtls_agent_free(b);
+	}
+
 	/* The module answers again: so does the agent. */
 	assert_int_equal(unlink(hang), 0);
 	for (i = 0, r = -1; i < 50 && r != 0; i++) {
@@ -2247,6 +2271,9 @@ test_module_hang(void **state)
 			 MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len);
 	}
 	assert_err(r, 0);
+	/* ...and a login goes through again (still logged in: no logout
+	 * happened while the module hung). */
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
 	free(sig);
 	wbuf_free(c);
 	mtls_agent_free(a);

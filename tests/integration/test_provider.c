@@ -122,17 +122,6 @@ drain_errors(char *buf, size_t len)
 	}
 }
 
-/* 1 if the agent logged `needle`. */
-static int
-agent_logged(const struct agent_proc *p, const char *needle)
-{
-	char *log = agent_log(p);
-	int found = strstr(log, needle) != NULL;
-
-	free(log);
-	return found;
-}
-
 static int
 count_in(const char *hay, const char *needle)
 {
