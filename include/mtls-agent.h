@@ -35,7 +35,7 @@ extern "C" {
 
 /* Largest content one signature request may carry, and longest PIN. */
 #define MTLS_AGENT_CONTENT_MAX (1024 * 1024 - 1024)
-#define MTLS_AGENT_PIN_MAX 256
+#define MTLS_AGENT_PIN_MAX     256
 
 /* Environment variable naming the agent socket, as printed by the agent. */
 #define MTLS_AGENT_SOCK_ENV "MTLS_AGENT_SOCK"
@@ -46,47 +46,47 @@ extern "C" {
  */
 enum mtls_agent_error {
 	MTLS_ERR_OK = 0,
-	MTLS_ERR_INTERNAL = -1,		  /* a bug or an unexpected failure */
-	MTLS_ERR_ALLOC = -2,		  /* out of memory */
-	MTLS_ERR_BAD_REQUEST = -3,	  /* malformed message */
-	MTLS_ERR_UNSUPPORTED_VERSION = -4, /* no common protocol version */
-	MTLS_ERR_NO_IDENTITY = -5,	  /* no such identity */
-	MTLS_ERR_TOKEN_ABSENT = -6,	  /* the identity's token is not present */
-	MTLS_ERR_LOGIN_REQUIRED = -7,	  /* the token must be logged in first */
-	MTLS_ERR_PIN_INCORRECT = -8,	  /* wrong PIN */
-	MTLS_ERR_PIN_LOCKED = -9,	  /* PIN blocked; needs the PUK/SO */
-	MTLS_ERR_POLICY_DENIED = -10,	  /* the identity's policy forbids it */
-	MTLS_ERR_CONTENT_REJECTED = -11,  /* content does not match purpose */
-	MTLS_ERR_PEER_DENIED = -12,	  /* this peer may not use the agent */
-	MTLS_ERR_FRAME_TOO_LARGE = -13,	  /* frame over the size limit */
-	MTLS_ERR_TRUNCATED = -14,	  /* message ends early */
-	MTLS_ERR_TRAILING_DATA = -15,	  /* bytes left after the message */
-	MTLS_ERR_STRING_NUL = -16,	  /* embedded NUL in a string */
-	MTLS_ERR_UNSUPPORTED_SCHEME = -17, /* scheme unknown or wrong key type */
-	MTLS_ERR_UNSUPPORTED_MESSAGE = -18, /* unknown message type */
-	MTLS_ERR_INVALID_ARGUMENT = -19,  /* bad argument from the caller */
-	MTLS_ERR_CONNECT = -20,		  /* cannot reach the agent socket */
-	MTLS_ERR_IO = -21,		  /* read/write error on the socket */
-	MTLS_ERR_CONNECTION_CLOSED = -22, /* the peer closed the connection */
-	MTLS_ERR_TIMEOUT = -23,		  /* the operation timed out */
-	MTLS_ERR_TOKEN = -24,		  /* the PKCS#11 module failed */
-	MTLS_ERR_PIN_INVALID = -25,	  /* PIN empty, too long or bad chars */
-	MTLS_ERR_BUSY = -26,		  /* too many connections */
-	MTLS_ERR_CONFIG = -27,		  /* bad configuration */
-	MTLS_ERR_HELLO_REQUIRED = -28,	  /* first message must be HELLO */
-	MTLS_ERR_NO_SOCKET = -29,	  /* no socket path known */
-	MTLS_ERR_CERT_INVALID = -30,	  /* certificate does not parse */
-	MTLS_ERR_CERT_EXPIRED = -31,	  /* certificate (or chain) expired */
-	MTLS_ERR_CERT_NOT_YET_VALID = -32, /* certificate not valid yet */
-	MTLS_ERR_CERT_UNTRUSTED = -33,	  /* no chain to a trusted CA */
-	MTLS_ERR_CERT_REVOKED = -34,	  /* revoked (CRL or OCSP) */
-	MTLS_ERR_CERT_USAGE = -35,	  /* key usage / EKU not allowed */
+	MTLS_ERR_INTERNAL = -1,			/* a bug or an unexpected failure */
+	MTLS_ERR_ALLOC = -2,			/* out of memory */
+	MTLS_ERR_BAD_REQUEST = -3,		/* malformed message */
+	MTLS_ERR_UNSUPPORTED_VERSION = -4,	/* no common protocol version */
+	MTLS_ERR_NO_IDENTITY = -5,		/* no such identity */
+	MTLS_ERR_TOKEN_ABSENT = -6,		/* the identity's token is not present */
+	MTLS_ERR_LOGIN_REQUIRED = -7,		/* the token must be logged in first */
+	MTLS_ERR_PIN_INCORRECT = -8,		/* wrong PIN */
+	MTLS_ERR_PIN_LOCKED = -9,		/* PIN blocked; needs the PUK/SO */
+	MTLS_ERR_POLICY_DENIED = -10,		/* the identity's policy forbids it */
+	MTLS_ERR_CONTENT_REJECTED = -11,	/* content does not match purpose */
+	MTLS_ERR_PEER_DENIED = -12,		/* this peer may not use the agent */
+	MTLS_ERR_FRAME_TOO_LARGE = -13,		/* frame over the size limit */
+	MTLS_ERR_TRUNCATED = -14,		/* message ends early */
+	MTLS_ERR_TRAILING_DATA = -15,		/* bytes left after the message */
+	MTLS_ERR_STRING_NUL = -16,		/* embedded NUL in a string */
+	MTLS_ERR_UNSUPPORTED_SCHEME = -17,	/* scheme unknown or wrong key type */
+	MTLS_ERR_UNSUPPORTED_MESSAGE = -18,	/* unknown message type */
+	MTLS_ERR_INVALID_ARGUMENT = -19,	/* bad argument from the caller */
+	MTLS_ERR_CONNECT = -20,			/* cannot reach the agent socket */
+	MTLS_ERR_IO = -21,			/* read/write error on the socket */
+	MTLS_ERR_CONNECTION_CLOSED = -22,	/* the peer closed the connection */
+	MTLS_ERR_TIMEOUT = -23,			/* the operation timed out */
+	MTLS_ERR_TOKEN = -24,			/* the PKCS#11 module failed */
+	MTLS_ERR_PIN_INVALID = -25,		/* PIN empty, too long or bad chars */
+	MTLS_ERR_BUSY = -26,			/* too many connections */
+	MTLS_ERR_CONFIG = -27,			/* bad configuration */
+	MTLS_ERR_HELLO_REQUIRED = -28,		/* first message must be HELLO */
+	MTLS_ERR_NO_SOCKET = -29,		/* no socket path known */
+	MTLS_ERR_CERT_INVALID = -30,		/* certificate does not parse */
+	MTLS_ERR_CERT_EXPIRED = -31,		/* certificate (or chain) expired */
+	MTLS_ERR_CERT_NOT_YET_VALID = -32,	/* certificate not valid yet */
+	MTLS_ERR_CERT_UNTRUSTED = -33,		/* no chain to a trusted CA */
+	MTLS_ERR_CERT_REVOKED = -34,		/* revoked (CRL or OCSP) */
+	MTLS_ERR_CERT_USAGE = -35,		/* key usage / EKU not allowed */
 	MTLS_ERR_CERT_REVOCATION_UNKNOWN = -36, /* status unknown (hard fail) */
-	MTLS_ERR_USER_MISMATCH = -37,	  /* certificate maps to another user */
-	MTLS_ERR_SIGNATURE_INVALID = -38, /* signature does not verify */
-	MTLS_ERR_AGENT_LOCKED = -39,	  /* agent locked with a passphrase */
-	MTLS_ERR_CONFIRM_DENIED = -40,	  /* use not confirmed (refused, timeout) */
-	MTLS_ERR_RATE_LIMITED = -41,	  /* identity's signature rate exceeded */
+	MTLS_ERR_USER_MISMATCH = -37,		/* certificate maps to another user */
+	MTLS_ERR_SIGNATURE_INVALID = -38,	/* signature does not verify */
+	MTLS_ERR_AGENT_LOCKED = -39,		/* agent locked with a passphrase */
+	MTLS_ERR_CONFIRM_DENIED = -40,		/* use not confirmed (refused, timeout) */
+	MTLS_ERR_RATE_LIMITED = -41,		/* identity's signature rate exceeded */
 	MTLS_ERR_LAST_ = -41
 };
 
@@ -98,45 +98,45 @@ MTLS_AGENT_API const char *mtls_agent_strerror(int err);
 
 /* Key types. */
 #define MTLS_AGENT_KEY_RSA 1
-#define MTLS_AGENT_KEY_EC 2
+#define MTLS_AGENT_KEY_EC  2
 
 /* Purposes: what a signature request claims to sign (docs/PROTOCOL.md). */
 #define MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV 1 /* tls13-client-certificate-verify */
-#define MTLS_AGENT_PURPOSE_PAM_CHALLENGE 2   /* pam-challenge */
-#define MTLS_AGENT_PURPOSE_RAW_DIGEST 3	     /* raw-digest */
+#define MTLS_AGENT_PURPOSE_PAM_CHALLENGE   2 /* pam-challenge */
+#define MTLS_AGENT_PURPOSE_RAW_DIGEST	   3 /* raw-digest */
 #define MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV 4 /* tls12-client-certificate-verify */
 
 /* TLS SignatureScheme code points (RFC 8446 section 4.2.3). */
-#define MTLS_AGENT_RSA_PKCS1_SHA256 0x0401
-#define MTLS_AGENT_RSA_PKCS1_SHA384 0x0501
-#define MTLS_AGENT_RSA_PKCS1_SHA512 0x0601
+#define MTLS_AGENT_RSA_PKCS1_SHA256	  0x0401
+#define MTLS_AGENT_RSA_PKCS1_SHA384	  0x0501
+#define MTLS_AGENT_RSA_PKCS1_SHA512	  0x0601
 #define MTLS_AGENT_ECDSA_SECP256R1_SHA256 0x0403
 #define MTLS_AGENT_ECDSA_SECP384R1_SHA384 0x0503
-#define MTLS_AGENT_RSA_PSS_RSAE_SHA256 0x0804
-#define MTLS_AGENT_RSA_PSS_RSAE_SHA384 0x0805
-#define MTLS_AGENT_RSA_PSS_RSAE_SHA512 0x0806
+#define MTLS_AGENT_RSA_PSS_RSAE_SHA256	  0x0804
+#define MTLS_AGENT_RSA_PSS_RSAE_SHA384	  0x0805
+#define MTLS_AGENT_RSA_PSS_RSAE_SHA512	  0x0806
 
 /* Identity flags (struct mtls_agent_identity.flags). */
-#define MTLS_AGENT_ID_TOKEN_PRESENT 0x01
-#define MTLS_AGENT_ID_LOGGED_IN 0x02
-#define MTLS_AGENT_ID_KEY_FOUND 0x04	/* private key seen on the token */
-#define MTLS_AGENT_ID_PIN_COUNT_LOW 0x08
-#define MTLS_AGENT_ID_PIN_FINAL_TRY 0x10
-#define MTLS_AGENT_ID_PIN_LOCKED 0x20
+#define MTLS_AGENT_ID_TOKEN_PRESENT  0x01
+#define MTLS_AGENT_ID_LOGGED_IN	     0x02
+#define MTLS_AGENT_ID_KEY_FOUND	     0x04 /* private key seen on the token */
+#define MTLS_AGENT_ID_PIN_COUNT_LOW  0x08
+#define MTLS_AGENT_ID_PIN_FINAL_TRY  0x10
+#define MTLS_AGENT_ID_PIN_LOCKED     0x20
 #define MTLS_AGENT_ID_PROTECTED_AUTH 0x40 /* PIN pad on the reader */
 
 /* One identity offered by the agent.  Owned by the array it came in. */
 struct mtls_agent_identity {
-	char *name;		 /* identity name, used in requests */
-	char *token_label;	 /* label of the token holding the key */
-	char *key_label;	 /* CKA_LABEL of the key, may be "" */
-	unsigned char *key_id;	 /* CKA_ID of the key */
+	char *name;	       /* identity name, used in requests */
+	char *token_label;     /* label of the token holding the key */
+	char *key_label;       /* CKA_LABEL of the key, may be "" */
+	unsigned char *key_id; /* CKA_ID of the key */
 	size_t key_id_len;
-	int key_type;		 /* MTLS_AGENT_KEY_* */
-	unsigned int key_bits;	 /* modulus or curve size */
-	uint32_t flags;		 /* MTLS_AGENT_ID_* */
-	uint32_t purposes;	 /* bit (1 << MTLS_AGENT_PURPOSE_*) allowed */
-	uint16_t *schemes;	 /* SignatureSchemes the key can do */
+	int key_type;	       /* MTLS_AGENT_KEY_* */
+	unsigned int key_bits; /* modulus or curve size */
+	uint32_t flags;	       /* MTLS_AGENT_ID_* */
+	uint32_t purposes;     /* bit (1 << MTLS_AGENT_PURPOSE_*) allowed */
+	uint16_t *schemes;     /* SignatureSchemes the key can do */
 	size_t n_schemes;
 	unsigned char *cert_der; /* certificate (DER); NULL if none */
 	size_t cert_der_len;
@@ -147,12 +147,12 @@ struct mtls_agent_identity {
 
 /* Agent status. */
 struct mtls_agent_status {
-	char *version;		/* agent version string */
-	uint32_t pid;		/* agent process id */
-	uint32_t uptime;	/* seconds since start */
-	uint32_t connections;	/* open client connections */
-	uint32_t identities;	/* identities configured */
-	uint32_t tokens_present; /* tokens currently present */
+	char *version;		   /* agent version string */
+	uint32_t pid;		   /* agent process id */
+	uint32_t uptime;	   /* seconds since start */
+	uint32_t connections;	   /* open client connections */
+	uint32_t identities;	   /* identities configured */
+	uint32_t tokens_present;   /* tokens currently present */
 	uint32_t tokens_logged_in; /* tokens currently logged in */
 };
 
@@ -185,7 +185,7 @@ MTLS_AGENT_API const char *mtls_agent_last_message(void);
  * caller frees with mtls_agent_identities_free().
  */
 MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_list(mtls_agent *agent,
-				   struct mtls_agent_identity **ids, size_t *n);
+						  struct mtls_agent_identity **ids, size_t *n);
 MTLS_AGENT_API void mtls_agent_identities_free(struct mtls_agent_identity *ids, size_t n);
 
 /*
@@ -199,9 +199,9 @@ MTLS_AGENT_API void mtls_agent_identities_free(struct mtls_agent_identity *ids, 
  * MTLS_ERR_UNSUPPORTED_SCHEME ...
  */
 MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_sign(mtls_agent *agent, const char *identity,
-				   uint16_t scheme, int purpose,
-				   const unsigned char *content, size_t content_len,
-				   unsigned char **sig, size_t *sig_len);
+						  uint16_t scheme, int purpose,
+						  const unsigned char *content, size_t content_len,
+						  unsigned char **sig, size_t *sig_len);
 
 /*
  * Logs in the token of `identity` (NULL or "": the only token, or the
@@ -210,7 +210,7 @@ MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_sign(mtls_agent *agent, const char 
  * does not say.  The library wipes its copies of the PIN.
  */
 MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_login(mtls_agent *agent, const char *identity,
-				    const char *pin, int *retries_left);
+						   const char *pin, int *retries_left);
 
 /*
  * Changes the user PIN of the token of `identity` (NULL or "": the only
@@ -218,8 +218,8 @@ MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_login(mtls_agent *agent, const char
  * is set as for mtls_agent_login().
  */
 MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_change_pin(mtls_agent *agent, const char *identity,
-					 const char *old_pin, const char *new_pin,
-					 int *retries_left);
+							const char *old_pin, const char *new_pin,
+							int *retries_left);
 
 /*
  * Unblocks (re-sets) the user PIN with the unblocking code: the token's SO
@@ -227,8 +227,8 @@ MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_change_pin(mtls_agent *agent, const
  * only for this, then logged out.
  */
 MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_unblock_pin(mtls_agent *agent, const char *identity,
-					  const char *puk, const char *new_pin,
-					  int *retries_left);
+							 const char *puk, const char *new_pin,
+							 int *retries_left);
 
 /*
  * Locks the agent with a passphrase: until mtls_agent_unlock() with the
@@ -244,7 +244,7 @@ MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_logout(mtls_agent *agent, const cha
 
 /* Fills *st; free its members with mtls_agent_status_clear(). */
 MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_get_status(mtls_agent *agent,
-					 struct mtls_agent_status *st);
+							struct mtls_agent_status *st);
 MTLS_AGENT_API void mtls_agent_status_clear(struct mtls_agent_status *st);
 
 /* Scheme and purpose names ("rsa_pss_rsae_sha256",
@@ -271,9 +271,9 @@ MTLS_AGENT_API int mtls_agent_purpose_from_name(const char *name);
  * Returns 0 or MTLS_ERR_NO_IDENTITY, MTLS_ERR_CONNECT, MTLS_ERR_INTERNAL...
  */
 struct ssl_ctx_st;
-MTLS_AGENT_API MTLS_AGENT_WUR int
-mtls_agent_ssl_ctx_use_identity(struct ssl_ctx_st *ctx, const char *socket_path,
-				const char *identity);
+MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_ssl_ctx_use_identity(struct ssl_ctx_st *ctx,
+								  const char *socket_path,
+								  const char *identity);
 
 /*
  * The provider's entry point, for OSSL_PROVIDER_add_builtin(libctx,
@@ -283,10 +283,9 @@ mtls_agent_ssl_ctx_use_identity(struct ssl_ctx_st *ctx, const char *socket_path,
  */
 struct ossl_core_handle_st;
 struct ossl_dispatch_st;
-MTLS_AGENT_API int
-mtls_agent_provider_init(const struct ossl_core_handle_st *handle,
-			 const struct ossl_dispatch_st *in,
-			 const struct ossl_dispatch_st **out, void **provctx);
+MTLS_AGENT_API int mtls_agent_provider_init(const struct ossl_core_handle_st *handle,
+					    const struct ossl_dispatch_st *in,
+					    const struct ossl_dispatch_st **out, void **provctx);
 
 #ifdef __cplusplus
 }

@@ -141,8 +141,8 @@ config_peers_free(struct config_peer *peers, size_t n)
 }
 
 static int
-parse_uint(struct parser *p, const char *key, const char *v, unsigned long min,
-	   unsigned long max, unsigned int *out)
+parse_uint(struct parser *p, const char *key, const char *v, unsigned long min, unsigned long max,
+	   unsigned int *out)
 {
 	char shown[SHOW_MAX + 1];
 	unsigned long n;
@@ -167,18 +167,16 @@ parse_bool(struct parser *p, const char *key, const char *v, int *out)
 {
 	char shown[SHOW_MAX + 1];
 
-	if (strcasecmp(v, "yes") == 0 || strcasecmp(v, "true") == 0 ||
-	    strcmp(v, "1") == 0) {
+	if (strcasecmp(v, "yes") == 0 || strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0) {
 		*out = 1;
 		return 0;
 	}
-	if (strcasecmp(v, "no") == 0 || strcasecmp(v, "false") == 0 ||
-	    strcmp(v, "0") == 0) {
+	if (strcasecmp(v, "no") == 0 || strcasecmp(v, "false") == 0 || strcmp(v, "0") == 0) {
 		*out = 0;
 		return 0;
 	}
-	return perr(p, "%s: '%s' is not a boolean (yes, no, true, false, 1, 0)",
-		    key, show(v, shown, sizeof(shown)));
+	return perr(p, "%s: '%s' is not a boolean (yes, no, true, false, 1, 0)", key,
+		    show(v, shown, sizeof(shown)));
 }
 
 static int
@@ -216,9 +214,10 @@ parse_purposes(struct parser *p, const char *key, char *v, uint32_t *out)
 		if (*item == '\0')
 			return perr(p, "%s: empty purpose in list", key);
 		if ((purpose = purpose_from_config_name(item)) <= 0 || purpose > 31)
-			return perr(p, "%s: unknown purpose '%s' (known: tls13, "
-				    "tls12, pam, raw-digest)", key,
-				    show(item, shown, sizeof(shown)));
+			return perr(p,
+				    "%s: unknown purpose '%s' (known: tls13, "
+				    "tls12, pam, raw-digest)",
+				    key, show(item, shown, sizeof(shown)));
 		bits |= 1U << purpose;
 	}
 	*out = bits;
@@ -251,13 +250,17 @@ check_uri(struct parser *p, const char *key, const char *v, int private_key)
 		goto out;
 	}
 	if (p11_kit_uri_get_pin_value(uri) != NULL) {
-		r = perr(p, "%s: PKCS#11 URI contains pin-value; put the PIN "
-			 "in a pin-file instead", key);
+		r = perr(p,
+			 "%s: PKCS#11 URI contains pin-value; put the PIN "
+			 "in a pin-file instead",
+			 key);
 		goto out;
 	}
 	if (p11_kit_uri_get_pin_source(uri) != NULL) {
-		r = perr(p, "%s: pin-source in PKCS#11 URI is not supported; "
-			 "use pin-file", key);
+		r = perr(p,
+			 "%s: pin-source in PKCS#11 URI is not supported; "
+			 "use pin-file",
+			 key);
 		goto out;
 	}
 	if (private_key && (cls = p11_kit_uri_get_attribute(uri, CKA_CLASS)) != NULL) {
@@ -267,8 +270,10 @@ check_uri(struct parser *p, const char *key, const char *v, int private_key)
 		}
 		memcpy(&c, cls->pValue, sizeof(c));
 		if (c != CKO_PRIVATE_KEY) {
-			r = perr(p, "%s: PKCS#11 URI names an object that is "
-				 "not a private key (use type=private or no type)", key);
+			r = perr(p,
+				 "%s: PKCS#11 URI names an object that is "
+				 "not a private key (use type=private or no type)",
+				 key);
 			goto out;
 		}
 	}
@@ -301,8 +306,7 @@ set_socket(struct parser *p, char *v)
 	if ((r = check_abs_path(p, "socket", v)) != 0)
 		return r;
 	if (strlen(v) >= sizeof(sun.sun_path))
-		return perr(p, "socket: path longer than %zu bytes",
-			    sizeof(sun.sun_path) - 1);
+		return perr(p, "socket: path longer than %zu bytes", sizeof(sun.sun_path) - 1);
 	return set_string(p, &p->cfg->socket_path, v);
 }
 
@@ -607,8 +611,7 @@ valid_name(const char *s)
 		if (i >= CONFIG_MAX_NAME)
 			return 0;
 		if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') ||
-		      (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '_' ||
-		      s[i] == '-'))
+		      (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '_' || s[i] == '-'))
 			return 0;
 	}
 	return i > 0;
@@ -651,9 +654,10 @@ section(struct parser *p, char *s)
 	if (*name == '\0')
 		return perr(p, "[identity] section without a name");
 	if (!valid_name(name))
-		return perr(p, "invalid identity name '%s' (1 to %u of A-Z a-z "
-			    "0-9 . _ -)", show(name, shown, sizeof(shown)),
-			    CONFIG_MAX_NAME);
+		return perr(p,
+			    "invalid identity name '%s' (1 to %u of A-Z a-z "
+			    "0-9 . _ -)",
+			    show(name, shown, sizeof(shown)), CONFIG_MAX_NAME);
 	for (i = 0; i < cfg->n_identities; i++)
 		if (strcmp(cfg->identities[i].name, name) == 0)
 			return perr(p, "duplicate identity name '%s'", name);
@@ -700,19 +704,21 @@ assignment(struct parser *p, char *s)
 	}
 	if (i == sizeof(keys) / sizeof(keys[0])) {
 		if (other_scope && scope == IDENTITY)
-			return perr(p, "unknown key '%s' in [identity %s] (global "
+			return perr(p,
+				    "unknown key '%s' in [identity %s] (global "
 				    "keys go before the first section)",
 				    key, p->id->name);
 		if (other_scope)
-			return perr(p, "unknown key '%s' outside an [identity] "
-				    "section", key);
+			return perr(p,
+				    "unknown key '%s' outside an [identity] "
+				    "section",
+				    key);
 		return perr(p, "unknown key '%s'", show(key, shown, sizeof(shown)));
 	}
 	/* The table is short: its index is the key's bit in `seen`. */
 	if (p->seen & (1U << i)) {
 		if (scope == IDENTITY)
-			return perr(p, "duplicate key '%s' in [identity %s]", key,
-				    p->id->name);
+			return perr(p, "duplicate key '%s' in [identity %s]", key, p->id->name);
 		return perr(p, "duplicate key '%s'", key);
 	}
 	p->seen |= 1U << i;
@@ -746,8 +752,8 @@ parse_line(struct parser *p, char *line)
 
 /* text need not be NUL-terminated: a NUL inside len is an error. */
 static int
-parse_text(const char *text, size_t len, const char *source,
-	   struct config **out, char *err, size_t err_len)
+parse_text(const char *text, size_t len, const char *source, struct config **out, char *err,
+	   size_t err_len)
 {
 	struct parser p;
 	struct config *cfg = NULL;
@@ -840,8 +846,7 @@ config_defaults(struct config **out)
 }
 
 int
-config_parse(const char *text, const char *source, struct config **out,
-	     char *err, size_t err_len)
+config_parse(const char *text, const char *source, struct config **out, char *err, size_t err_len)
 {
 	if (err != NULL && err_len > 0)
 		err[0] = '\0';
@@ -850,8 +855,8 @@ config_parse(const char *text, const char *source, struct config **out,
 	*out = NULL;
 	if (text == NULL)
 		return MTLS_ERR_INVALID_ARGUMENT;
-	return parse_text(text, strlen(text), source != NULL ? source : "(config)",
-			  out, err, err_len);
+	return parse_text(text, strlen(text), source != NULL ? source : "(config)", out, err,
+			  err_len);
 }
 
 /*
@@ -912,15 +917,18 @@ config_load(const char *path, struct config **out, char *err, size_t err_len)
 	}
 	/* Whoever can write this file chooses the module the agent loads. */
 	if (st.st_uid != 0 && st.st_uid != geteuid()) {
-		errf(err, err_len, "%s: owned by uid %lu, neither root nor the "
-		     "agent's user (uid %lu)", path, (unsigned long)st.st_uid,
-		     (unsigned long)geteuid());
+		errf(err, err_len,
+		     "%s: owned by uid %lu, neither root nor the "
+		     "agent's user (uid %lu)",
+		     path, (unsigned long)st.st_uid, (unsigned long)geteuid());
 		r = MTLS_ERR_CONFIG;
 		goto out;
 	}
 	if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
-		errf(err, err_len, "%s: writable by group or others (mode %04o); "
-		     "run chmod go-w", path, (unsigned int)(st.st_mode & 07777));
+		errf(err, err_len,
+		     "%s: writable by group or others (mode %04o); "
+		     "run chmod go-w",
+		     path, (unsigned int)(st.st_mode & 07777));
 		r = MTLS_ERR_CONFIG;
 		goto out;
 	}
@@ -983,19 +991,21 @@ config_read_pin_file(const char *path, char **pin, char *err, size_t err_len)
 		goto out;
 	}
 	if (st.st_uid != geteuid()) {
-		errf(err, err_len, "pin-file %s: owned by uid %lu, not by the "
-		     "agent's user (uid %lu)", path, (unsigned long)st.st_uid,
-		     (unsigned long)geteuid());
+		errf(err, err_len,
+		     "pin-file %s: owned by uid %lu, not by the "
+		     "agent's user (uid %lu)",
+		     path, (unsigned long)st.st_uid, (unsigned long)geteuid());
 		goto out;
 	}
 	if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-		errf(err, err_len, "pin-file %s: mode %04o gives group or others "
-		     "access; run chmod 600", path, (unsigned int)(st.st_mode & 07777));
+		errf(err, err_len,
+		     "pin-file %s: mode %04o gives group or others "
+		     "access; run chmod 600",
+		     path, (unsigned int)(st.st_mode & 07777));
 		goto out;
 	}
 	if (st.st_size < 0 || (unsigned long long)st.st_size > CONFIG_MAX_PIN_FILE) {
-		errf(err, err_len, "pin-file %s: larger than %u bytes", path,
-		     CONFIG_MAX_PIN_FILE);
+		errf(err, err_len, "pin-file %s: larger than %u bytes", path, CONFIG_MAX_PIN_FILE);
 		goto out;
 	}
 	/* Straight into secure memory: no other copy of the PIN exists. */
@@ -1010,8 +1020,7 @@ config_read_pin_file(const char *path, char **pin, char *err, size_t err_len)
 	}
 	n = (size_t)got;
 	if (n > CONFIG_MAX_PIN_FILE) {
-		errf(err, err_len, "pin-file %s: larger than %u bytes", path,
-		     CONFIG_MAX_PIN_FILE);
+		errf(err, err_len, "pin-file %s: larger than %u bytes", path, CONFIG_MAX_PIN_FILE);
 		goto out;
 	}
 	if (memchr(buf, '\0', n) != NULL) {

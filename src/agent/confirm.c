@@ -33,7 +33,8 @@ confirm_ask(const char *askpass, unsigned int timeout_s, const char *prompt, cha
 	pid_t pid, w;
 
 	if (askpass == NULL) {
-		snprintf(why, why_len, "confirmation required but no askpass program is configured");
+		snprintf(why, why_len,
+			 "confirmation required but no askpass program is configured");
 		return MTLS_ERR_CONFIRM_DENIED;
 	}
 	/* The environment is built before fork: the child of a threaded

@@ -11,8 +11,7 @@
 
 /* Returns 0 if confirmed; MTLS_ERR_CONFIRM_DENIED if refused, timed out
  * (the program is killed), or no program is configured. */
-__attribute__((warn_unused_result)) int
-confirm_ask(const char *askpass, unsigned int timeout_s, const char *prompt, char *why,
-	    size_t why_len);
+__attribute__((warn_unused_result)) int confirm_ask(const char *askpass, unsigned int timeout_s,
+						    const char *prompt, char *why, size_t why_len);
 
 #endif

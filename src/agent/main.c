@@ -30,7 +30,8 @@ usage(FILE *f)
 		"  -f, --foreground     stay in the foreground, log to stderr\n"
 		"  -d, --debug          debug logging (implies --foreground)\n"
 		"  -c, --config FILE    configuration file (see mtls-agent.conf(5))\n"
-		"  -a, --socket PATH    listening socket (default $XDG_RUNTIME_DIR/mtls-agent/agent.sock)\n"
+		"  -a, --socket PATH    listening socket (default "
+		"$XDG_RUNTIME_DIR/mtls-agent/agent.sock)\n"
 		"  -M, --module PATH    PKCS#11 module (default %s)\n"
 		"  -t, --token URI      tokens to offer when no identities are configured\n"
 		"      --allow-root     let root use the agent\n"
@@ -90,19 +91,17 @@ harden(void)
 int
 main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "foreground", no_argument, NULL, 'f' },
-		{ "debug", no_argument, NULL, 'd' },
-		{ "config", required_argument, NULL, 'c' },
-		{ "socket", required_argument, NULL, 'a' },
-		{ "module", required_argument, NULL, 'M' },
-		{ "token", required_argument, NULL, 't' },
-		{ "allow-root", no_argument, NULL, 'R' },
-		{ "module-dirs", required_argument, NULL, 'D' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct option opts[] = { { "foreground", no_argument, NULL, 'f' },
+					      { "debug", no_argument, NULL, 'd' },
+					      { "config", required_argument, NULL, 'c' },
+					      { "socket", required_argument, NULL, 'a' },
+					      { "module", required_argument, NULL, 'M' },
+					      { "token", required_argument, NULL, 't' },
+					      { "allow-root", no_argument, NULL, 'R' },
+					      { "module-dirs", required_argument, NULL, 'D' },
+					      { "help", no_argument, NULL, 'h' },
+					      { "version", no_argument, NULL, 'V' },
+					      { NULL, 0, NULL, 0 } };
 	const char *opt_config = NULL, *opt_socket = NULL, *opt_module = NULL, *opt_token = NULL;
 	const char *opt_module_dirs = NULL;
 	int foreground = 0, debug_on = 0, allow_root = 0, ch, r, ready[2] = { -1, -1 };
@@ -189,7 +188,8 @@ main(int argc, char **argv)
 			close(listen_fd);
 			listen_fd = -1;
 			if (read(ready[0], &status, 1) != 1 || status != 0) {
-				fprintf(stderr, "mtls-agent: start-up failed (see the system log)\n");
+				fprintf(stderr,
+					"mtls-agent: start-up failed (see the system log)\n");
 				goto fail;
 			}
 			printf("MTLS_AGENT_SOCK=%s; export MTLS_AGENT_SOCK;\n", sock);

@@ -45,10 +45,9 @@ policy_peer_allowed(uid_t peer_uid, uid_t agent_uid, int allow_root)
 }
 
 int
-policy_check_sign(uint32_t purposes, int key_type, unsigned int key_bits,
-		  uint16_t scheme, int purpose, const unsigned char *content,
-		  size_t len, const struct scheme_info **sp, char *why,
-		  size_t why_len)
+policy_check_sign(uint32_t purposes, int key_type, unsigned int key_bits, uint16_t scheme,
+		  int purpose, const unsigned char *content, size_t len,
+		  const struct scheme_info **sp, char *why, size_t why_len)
 {
 	const struct scheme_info *s;
 	const char *pname;

@@ -28,10 +28,10 @@ int policy_peer_allowed(uid_t peer_uid, uid_t agent_uid, int allow_root);
  * On success *sp is the scheme.  Returns 0, MTLS_ERR_UNSUPPORTED_SCHEME,
  * MTLS_ERR_POLICY_DENIED or MTLS_ERR_CONTENT_REJECTED, with `why` set.
  */
-__attribute__((warn_unused_result)) int
-policy_check_sign(uint32_t purposes, int key_type, unsigned int key_bits,
-		  uint16_t scheme, int purpose, const unsigned char *content,
-		  size_t len, const struct scheme_info **sp, char *why,
-		  size_t why_len);
+__attribute__((warn_unused_result)) int policy_check_sign(uint32_t purposes, int key_type,
+							  unsigned int key_bits, uint16_t scheme,
+							  int purpose, const unsigned char *content,
+							  size_t len, const struct scheme_info **sp,
+							  char *why, size_t why_len);
 
 #endif

@@ -47,7 +47,7 @@ struct conn {
 	int hello_done;
 	struct conn *prev, *next;
 	struct frame_rx rx;
-	long gap_us;	/* from the last reply to the next request, -1: none yet */
+	long gap_us; /* from the last reply to the next request, -1: none yet */
 };
 
 struct server {
@@ -65,27 +65,27 @@ struct server {
 	struct conn *conns;
 	unsigned int nconn;
 	int stopping;
-	int watcher_done;	/* the token watcher has left its loop */
+	int watcher_done; /* the token watcher has left its loop */
 	/*
 	 * Busy-polling for a client's next request is worth it only while a
 	 * CPU is free for the client: at most ncpu/2 connections at a time
 	 * may be inside a request or busy-polling (0 on one CPU).
 	 */
 	int spin_max;
-	int active;		/* connections inside a request or busy-polling */
+	int active; /* connections inside a request or busy-polling */
 	/* lock/unlock: only a salted slow hash of the passphrase is kept */
 	pthread_mutex_t lock_mu;
 	int locked;
 	unsigned char lock_salt[16];
 	unsigned char lock_hash[32];
 	unsigned int lock_failures;
-	int unlock_busy;		/* a slow hash is running */
+	int unlock_busy;	       /* a slow hash is running */
 	struct timespec lock_next_try; /* CLOCK_MONOTONIC */
 };
 
-#define LOCK_KDF_ITERATIONS 200000
+#define LOCK_KDF_ITERATIONS  200000
 #define LOCK_BACKOFF_BASE_MS 500
-#define LOCK_BACKOFF_MAX_MS 30000
+#define LOCK_BACKOFF_MAX_MS  30000
 
 /* Configs retired by reload are chained through this list node. */
 struct retired_cfg {
@@ -117,15 +117,17 @@ server_listen(const char *path, int *fdp, char *err, size_t err_len)
 
 	*fdp = -1;
 	if (path[0] != '/' || strlen(path) >= sizeof(sun.sun_path)) {
-		snprintf(err, err_len, "socket path %s: must be absolute and shorter than %zu bytes",
-			 path, sizeof(sun.sun_path));
+		snprintf(err, err_len,
+			 "socket path %s: must be absolute and shorter than %zu bytes", path,
+			 sizeof(sun.sun_path));
 		return MTLS_ERR_CONFIG;
 	}
 	snprintf(dir, sizeof(dir), "%s", path);
 	slash = strrchr(dir, '/');
 	*(slash == dir ? slash + 1 : slash) = '\0';
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-		snprintf(err, err_len, "cannot create socket directory %s: %s", dir, strerror(errno));
+		snprintf(err, err_len, "cannot create socket directory %s: %s", dir,
+			 strerror(errno));
 		return MTLS_ERR_CONFIG;
 	}
 	if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
@@ -139,7 +141,9 @@ server_listen(const char *path, int *fdp, char *err, size_t err_len)
 		return MTLS_ERR_CONFIG;
 	}
 	if ((st.st_mode & 077) != 0) {
-		snprintf(err, err_len, "socket directory %s has mode %04o: group and others must have no access (chmod 700)",
+		snprintf(err, err_len,
+			 "socket directory %s has mode %04o: group and others must have no access "
+			 "(chmod 700)",
 			 dir, (unsigned)(st.st_mode & 07777));
 		return MTLS_ERR_CONFIG;
 	}
@@ -187,9 +191,8 @@ fail:
 }
 
 int
-server_new(struct config *cfg, const char *config_path,
-	   const struct config_overrides *ov, struct tokenset *ts, int listen_fd,
-	   const char *sock_path, struct server **out)
+server_new(struct config *cfg, const char *config_path, const struct config_overrides *ov,
+	   struct tokenset *ts, int listen_fd, const char *sock_path, struct server **out)
 {
 	struct server *s;
 
@@ -262,8 +265,8 @@ audit_peer(const struct conn *c, enum log_level level, const char *what, const c
 
 /* One line per signature and per refusal; never a PIN. */
 static void
-audit(const struct conn *c, const char *op, const char *identity, uint16_t scheme,
-      int purpose, int r, const char *why, long usec)
+audit(const struct conn *c, const char *op, const char *identity, uint16_t scheme, int purpose,
+      int r, const char *why, long usec)
 {
 	const char *sn = mtls_agent_scheme_name(scheme);
 	const char *pn = mtls_agent_purpose_name(purpose);
@@ -272,13 +275,14 @@ audit(const struct conn *c, const char *op, const char *identity, uint16_t schem
 
 	snprintf(what, sizeof(what), "%s %s", op, r == 0 ? "ok" : "refused");
 	if (r == 0)
-		audit_peer(c, LOG_LEVEL_INFO, what, " identity=%s scheme=%s purpose=%s latency=%ldus",
-			   identity, sn ? sn : "?", pn ? pn : "?", usec);
+		audit_peer(c, LOG_LEVEL_INFO, what,
+			   " identity=%s scheme=%s purpose=%s latency=%ldus", identity,
+			   sn ? sn : "?", pn ? pn : "?", usec);
 	else
 		audit_peer(c, LOG_LEVEL_WARN, what,
-			   " identity=%s scheme=%s purpose=%s result=%s%s%s latency=%ldus", identity,
-			   sn ? sn : "?", pn ? pn : "?", mtls_agent_strerror(r), why[0] ? ": " : "",
-			   why, usec);
+			   " identity=%s scheme=%s purpose=%s result=%s%s%s latency=%ldus",
+			   identity, sn ? sn : "?", pn ? pn : "?", mtls_agent_strerror(r),
+			   why[0] ? ": " : "", why, usec);
 }
 
 static int
@@ -398,15 +402,16 @@ handle_set_pin(struct conn *c, struct wbuf *in, struct wbuf *out)
 		audit_peer(c, LOG_LEVEL_WARN, "set-pin refused", ": %s", mtls_agent_strerror(r));
 		return put_error(out, r, -1, "malformed SET_PIN");
 	}
-	r = token_set_pin(c->srv->ts, req.identity, req.mode, req.old_pin, req.new_pin,
-			  &retries, why, sizeof(why));
+	r = token_set_pin(c->srv->ts, req.identity, req.mode, req.old_pin, req.new_pin, &retries,
+			  why, sizeof(why));
 	if (r == 0)
 		audit_peer(c, LOG_LEVEL_INFO,
 			   req.mode == SET_PIN_CHANGE ? "change-pin ok" : "unblock-pin ok",
 			   " identity=%s", req.identity[0] ? req.identity : "(token)");
 	else
 		audit_peer(c, LOG_LEVEL_WARN,
-			   req.mode == SET_PIN_CHANGE ? "change-pin refused" : "unblock-pin refused",
+			   req.mode == SET_PIN_CHANGE ? "change-pin refused"
+						      : "unblock-pin refused",
 			   " identity=%s result=%s: %s", req.identity[0] ? req.identity : "(token)",
 			   mtls_agent_strerror(r), why);
 	msg_set_pin_req_clear(&req);
@@ -462,7 +467,9 @@ static int
 kdf(const char *pass, const unsigned char *salt, unsigned char *out)
 {
 	return PKCS5_PBKDF2_HMAC(pass, (int)strlen(pass), salt, 16, LOCK_KDF_ITERATIONS,
-				 EVP_sha256(), 32, out) == 1 ? 0 : MTLS_ERR_INTERNAL;
+				 EVP_sha256(), 32, out) == 1
+		   ? 0
+		   : MTLS_ERR_INTERNAL;
 }
 
 static int
@@ -556,7 +563,8 @@ handle_unlock(struct conn *c, struct wbuf *in, struct wbuf *out)
 		mtls_wipe(s->lock_hash, sizeof(s->lock_hash));
 	} else {
 		/* The window opens when the answer goes out. */
-		long delay = LOCK_BACKOFF_BASE_MS << (s->lock_failures < 10 ? s->lock_failures : 10);
+		long delay = LOCK_BACKOFF_BASE_MS
+			     << (s->lock_failures < 10 ? s->lock_failures : 10);
 
 		if (delay > LOCK_BACKOFF_MAX_MS)
 			delay = LOCK_BACKOFF_MAX_MS;
@@ -603,32 +611,23 @@ dispatch(struct conn *c, struct wbuf *in, struct wbuf *out)
 		case MSG_LOGIN:
 		case MSG_SET_PIN:
 			audit_peer(c, LOG_LEVEL_WARN,
-				   type == MSG_SIGN    ? "sign refused" :
-				   type == MSG_LOGIN   ? "login refused" :
-							 "set-pin refused",
+				   type == MSG_SIGN    ? "sign refused"
+				   : type == MSG_LOGIN ? "login refused"
+						       : "set-pin refused",
 				   ": agent locked");
 			return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "the agent is locked");
 		}
 	}
 	switch (type) {
-	case MSG_HELLO:
-		return handle_hello(c, in, out);
-	case MSG_LIST:
-		return handle_list(c, in, out);
-	case MSG_SIGN:
-		return handle_sign(c, in, out);
-	case MSG_LOGIN:
-		return handle_login(c, in, out);
-	case MSG_LOGOUT:
-		return handle_logout(c, in, out);
-	case MSG_STATUS:
-		return handle_status(c, in, out);
-	case MSG_SET_PIN:
-		return handle_set_pin(c, in, out);
-	case MSG_LOCK:
-		return handle_lock(c, in, out);
-	case MSG_UNLOCK:
-		return handle_unlock(c, in, out);
+	case MSG_HELLO: return handle_hello(c, in, out);
+	case MSG_LIST: return handle_list(c, in, out);
+	case MSG_SIGN: return handle_sign(c, in, out);
+	case MSG_LOGIN: return handle_login(c, in, out);
+	case MSG_LOGOUT: return handle_logout(c, in, out);
+	case MSG_STATUS: return handle_status(c, in, out);
+	case MSG_SET_PIN: return handle_set_pin(c, in, out);
+	case MSG_LOCK: return handle_lock(c, in, out);
+	case MSG_UNLOCK: return handle_unlock(c, in, out);
 	}
 	return put_error(out, MTLS_ERR_UNSUPPORTED_MESSAGE, -1, "unknown message type");
 }
@@ -680,29 +679,35 @@ conn_main(void *arg)
 		snprintf(c->exe, sizeof(c->exe), "?");
 	if (!policy_peer_allowed(cred.uid, c->srv->uid, c->srv->cfg->allow_root)) {
 		audit_peer(c, LOG_LEVEL_WARN, "connection refused", ": uid not allowed");
-		if (put_error(out, MTLS_ERR_PEER_DENIED, -1, "this agent serves only its own user") == 0)
+		if (put_error(out, MTLS_ERR_PEER_DENIED, -1,
+			      "this agent serves only its own user") == 0)
 			if (frame_write(c->fd, out, 1000) != 0)
 				debug("peer pid=%ld gone before the refusal", (long)c->pid);
 		goto done;
 	}
 	c->gap_us = -1;
 	for (;;) {
-		r = frame_read(c->fd, &c->rx, in, MTLS_FRAME_MAX, -1, (int)c->srv->cfg->request_timeout);
+		r = frame_read(c->fd, &c->rx, in, MTLS_FRAME_MAX, -1,
+			       (int)c->srv->cfg->request_timeout);
 		if (c->gap_us == -2)
 			c->gap_us = usec_since(&replied);
 		if (r == MTLS_ERR_FRAME_TOO_LARGE || r == MTLS_ERR_BAD_REQUEST) {
 			/* The stream cannot be resynchronised: say why, close. */
 			warn("peer pid=%ld: %s; closing", (long)c->pid,
-			     r == MTLS_ERR_BAD_REQUEST ? "empty frame" : "frame over the size limit");
-			if (put_error(out, r, -1, r == MTLS_ERR_BAD_REQUEST ? "empty frame" :
-						  "frame larger than 1048576 bytes") == 0)
+			     r == MTLS_ERR_BAD_REQUEST ? "empty frame"
+						       : "frame over the size limit");
+			if (put_error(out, r, -1,
+				      r == MTLS_ERR_BAD_REQUEST
+					  ? "empty frame"
+					  : "frame larger than 1048576 bytes") == 0)
 				if (frame_write(c->fd, out, 1000) != 0)
-				debug("peer pid=%ld gone before the refusal", (long)c->pid);
+					debug("peer pid=%ld gone before the refusal", (long)c->pid);
 			break;
 		}
 		if (r != 0) {
 			if (r != MTLS_ERR_CONNECTION_CLOSED)
-				debug("peer pid=%ld: %s; closing", (long)c->pid, mtls_agent_strerror(r));
+				debug("peer pid=%ld: %s; closing", (long)c->pid,
+				      mtls_agent_strerror(r));
 			break;
 		}
 		wbuf_reset(out);

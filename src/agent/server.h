@@ -19,16 +19,16 @@ struct server;
  * with no group/other access; a live agent already on the path is an
  * error, a stale socket file is replaced; the socket is mode 0600.
  */
-__attribute__((warn_unused_result)) int
-server_listen(const char *path, int *fd, char *err, size_t err_len);
+__attribute__((warn_unused_result)) int server_listen(const char *path, int *fd, char *err,
+						      size_t err_len);
 
 /* Takes ownership of cfg, ts and listen_fd.  config_path (may be NULL)
  * is re-read on SIGHUP, with the command-line overrides `ov` (which must
  * outlive the server) applied again. */
-__attribute__((warn_unused_result)) int
-server_new(struct config *cfg, const char *config_path,
-	   const struct config_overrides *ov, struct tokenset *ts, int listen_fd,
-	   const char *sock_path, struct server **out);
+__attribute__((warn_unused_result)) int server_new(struct config *cfg, const char *config_path,
+						   const struct config_overrides *ov,
+						   struct tokenset *ts, int listen_fd,
+						   const char *sock_path, struct server **out);
 
 /* Serves until SIGTERM or SIGINT; then closes connections, removes the
  * socket, logs out and frees.  The caller must have blocked SIGTERM,

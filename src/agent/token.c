@@ -36,16 +36,16 @@
 #include "token.h"
 
 /* PKCS#11 return values we act on (libp11 reports them as the reason). */
-#define RV_DEVICE_ERROR 0x30UL
-#define RV_DEVICE_REMOVED 0x32UL
-#define RV_PIN_INCORRECT 0xA0UL
-#define RV_PIN_INVALID 0xA1UL
-#define RV_PIN_LEN_RANGE 0xA2UL
-#define RV_PIN_EXPIRED 0xA3UL
-#define RV_PIN_LOCKED 0xA4UL
-#define RV_SESSION_HANDLE_INVALID 0xB3UL
-#define RV_TOKEN_NOT_PRESENT 0xE0UL
-#define RV_USER_NOT_LOGGED_IN 0x101UL
+#define RV_DEVICE_ERROR		    0x30UL
+#define RV_DEVICE_REMOVED	    0x32UL
+#define RV_PIN_INCORRECT	    0xA0UL
+#define RV_PIN_INVALID		    0xA1UL
+#define RV_PIN_LEN_RANGE	    0xA2UL
+#define RV_PIN_EXPIRED		    0xA3UL
+#define RV_PIN_LOCKED		    0xA4UL
+#define RV_SESSION_HANDLE_INVALID   0xB3UL
+#define RV_TOKEN_NOT_PRESENT	    0xE0UL
+#define RV_USER_NOT_LOGGED_IN	    0x101UL
 #define RV_USER_PIN_NOT_INITIALIZED 0x102UL
 
 struct ident {
@@ -56,7 +56,7 @@ struct ident {
 	P11KitUri *uri;	   /* key URI: token and object selection */
 	char *token_label; /* token the identity was found on */
 	char *token_serial;
-	int present;	   /* token seen at the last scan */
+	int present; /* token seen at the last scan */
 	X509 *cert;
 	unsigned char *cert_der;
 	size_t cert_der_len;
@@ -66,11 +66,11 @@ struct ident {
 	int key_type;
 	unsigned int key_bits;
 	uint32_t purposes;
-	EVP_PKEY *pkey;	   /* token-backed private key once logged in */
+	EVP_PKEY *pkey;			  /* token-backed private key once logged in */
 	const struct config_identity *ci; /* its policy; NULL if discovered */
-	time_t attached_at;  /* when pkey was attached (lifetime) */
-	time_t last_used;    /* last signature (idle-logout) */
-	double bucket;	     /* rate-limit tokens left */
+	time_t attached_at;		  /* when pkey was attached (lifetime) */
+	time_t last_used;		  /* last signature (idle-logout) */
+	double bucket;			  /* rate-limit tokens left */
 	struct timespec bucket_at;
 };
 
@@ -78,8 +78,8 @@ struct tokenset {
 	pthread_rwlock_t lock;
 	const struct config *cfg;
 	PKCS11_CTX *p11;
-	void *dl;		  /* our own handle on the module libp11 loaded */
-	CK_FUNCTION_LIST_PTR fl;  /* its function list, for fresh token flags */
+	void *dl;		 /* our own handle on the module libp11 loaded */
+	CK_FUNCTION_LIST_PTR fl; /* its function list, for fresh token flags */
 	PKCS11_SLOT *slots;
 	unsigned int nslots;
 	struct ident *ids;
@@ -172,8 +172,8 @@ valid_name(const char *s)
 	for (i = 0; i < n; i++) {
 		char c = s[i];
 
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
 			return 0;
 	}
 	return 1;
@@ -260,7 +260,8 @@ load_chain(struct ident *id, const char *path, char *err, size_t err_len)
 	unsigned char *der;
 
 	if ((f = fopen(path, "r")) == NULL) {
-		snprintf(err, err_len, "identity %s: chain %s: %s", id->name, path, strerror(errno));
+		snprintf(err, err_len, "identity %s: chain %s: %s", id->name, path,
+			 strerror(errno));
 		return MTLS_ERR_CONFIG;
 	}
 	while ((x = PEM_read_X509(f, NULL, NULL, NULL)) != NULL) {
@@ -278,7 +279,8 @@ load_chain(struct ident *id, const char *path, char *err, size_t err_len)
 			break;
 		if (id->chain_der == NULL &&
 		    ((id->chain_der = calloc(MTLS_CHAIN_MAX, sizeof(*id->chain_der))) == NULL ||
-		     (id->chain_der_len = calloc(MTLS_CHAIN_MAX, sizeof(*id->chain_der_len))) == NULL)) {
+		     (id->chain_der_len = calloc(MTLS_CHAIN_MAX, sizeof(*id->chain_der_len))) ==
+			 NULL)) {
 			OPENSSL_free(der);
 			fclose(f);
 			return MTLS_ERR_ALLOC;
@@ -302,8 +304,7 @@ load_chain(struct ident *id, const char *path, char *err, size_t err_len)
 }
 
 static int
-id_matches(const struct ident *id, const unsigned char *oid, size_t oid_len,
-	   const char *label)
+id_matches(const struct ident *id, const unsigned char *oid, size_t oid_len, const char *label)
 {
 	if (id->id_len > 0)
 		return oid_len == id->id_len && memcmp(oid, id->id, oid_len) == 0;
@@ -319,7 +320,7 @@ grow(struct ident **ids, size_t n, size_t *cap)
 		return 0;
 	if ((nv = reallocarray(*ids, *cap == 0 ? 8 : *cap * 2, sizeof(**ids))) == NULL)
 		return MTLS_ERR_ALLOC;
-	memset(nv + *cap, 0, (( *cap == 0 ? 8 : *cap * 2) - *cap) * sizeof(**ids));
+	memset(nv + *cap, 0, ((*cap == 0 ? 8 : *cap * 2) - *cap) * sizeof(**ids));
 	*ids = nv;
 	*cap = *cap == 0 ? 8 : *cap * 2;
 	return 0;
@@ -411,8 +412,7 @@ out:
 
 /* Configured identities: each names its key by URI. */
 static int
-configured(struct tokenset *ts, struct ident **idsp, size_t *np, char *err,
-	   size_t err_len)
+configured(struct tokenset *ts, struct ident **idsp, size_t *np, char *err, size_t err_len)
 {
 	const struct config *cfg = ts->cfg;
 	struct ident *ids;
@@ -438,7 +438,8 @@ configured(struct tokenset *ts, struct ident **idsp, size_t *np, char *err,
 			r = MTLS_ERR_ALLOC;
 			goto out;
 		}
-		if (p11_kit_uri_parse(ci->key_uri, P11_KIT_URI_FOR_ANY, id->uri) != P11_KIT_URI_OK) {
+		if (p11_kit_uri_parse(ci->key_uri, P11_KIT_URI_FOR_ANY, id->uri) !=
+		    P11_KIT_URI_OK) {
 			snprintf(err, err_len, "identity %s: bad key URI", ci->name);
 			r = MTLS_ERR_CONFIG;
 			goto out;
@@ -460,8 +461,8 @@ configured(struct tokenset *ts, struct ident **idsp, size_t *np, char *err,
 			}
 		}
 		if (id->id_len == 0 && id->key_label == NULL) {
-			snprintf(err, err_len, "identity %s: key URI names neither id= nor object=",
-				 ci->name);
+			snprintf(err, err_len,
+				 "identity %s: key URI names neither id= nor object=", ci->name);
 			r = MTLS_ERR_CONFIG;
 			goto out;
 		}
@@ -481,7 +482,8 @@ configured(struct tokenset *ts, struct ident **idsp, size_t *np, char *err,
 				goto out;
 			}
 		}
-		if (ci->chain_file != NULL && (r = load_chain(id, ci->chain_file, err, err_len)) != 0)
+		if (ci->chain_file != NULL &&
+		    (r = load_chain(id, ci->chain_file, err, err_len)) != 0)
 			goto out;
 		/* Find the token, and the certificate on it if none was given. */
 		for (i = 0; i < ts->nslots && !id->present; i++) {
@@ -497,7 +499,8 @@ configured(struct tokenset *ts, struct ident **idsp, size_t *np, char *err,
 				}
 				for (c = 0; c < ncerts && id->cert == NULL; c++) {
 					if (certs[c].x509 == NULL ||
-					    !id_matches(id, certs[c].id, certs[c].id_len, certs[c].label))
+					    !id_matches(id, certs[c].id, certs[c].id_len,
+							certs[c].label))
 						continue;
 					if ((r = set_cert(id, certs[c].x509)) != 0)
 						warn("identity %s: unsupported key type", id->name);
@@ -510,7 +513,8 @@ configured(struct tokenset *ts, struct ident **idsp, size_t *np, char *err,
 		}
 		if (id->cert == NULL) {
 			/* Its card may come later: offered once it is seen. */
-			warn("identity %s: no token with its certificate is present and no certificate file is given; waiting for the token",
+			warn("identity %s: no token with its certificate is present and no "
+			     "certificate file is given; waiting for the token",
 			     ci->name);
 		} else if (!id->present) {
 			warn("identity %s: its token is not present", id->name);
@@ -599,7 +603,8 @@ attach_keys(struct tokenset *ts, PKCS11_SLOT *slot)
 			}
 			/* A key that is not the certificate's is never used. */
 			if (EVP_PKEY_eq(pk, X509_get0_pubkey(id->cert)) == 0) {
-				warn("identity %s: private key on the token does not match its certificate; not used",
+				warn("identity %s: private key on the token does not match its "
+				     "certificate; not used",
 				     id->name);
 				EVP_PKEY_free(pk);
 				ERR_clear_error();
@@ -657,7 +662,9 @@ token_info(struct tokenset *ts, PKCS11_SLOT *slot, CK_TOKEN_INFO *info)
 	if (rv == CKR_OK)
 		return 0;
 	return rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_DEVICE_REMOVED ||
-		       rv == CKR_TOKEN_NOT_RECOGNIZED ? MTLS_ERR_TOKEN_ABSENT : MTLS_ERR_TOKEN;
+		       rv == CKR_TOKEN_NOT_RECOGNIZED
+		   ? MTLS_ERR_TOKEN_ABSENT
+		   : MTLS_ERR_TOKEN;
 }
 
 /* Refreshes which identities' tokens are present. */
@@ -680,8 +687,8 @@ rescan(struct tokenset *ts)
  * because they say how many tries are left.  `what` names the secret.
  */
 static int
-pin_error(struct tokenset *ts, PKCS11_SLOT *slot, CK_RV rv, int so,
-	  int *retries, const char *what, char *why, size_t why_len)
+pin_error(struct tokenset *ts, PKCS11_SLOT *slot, CK_RV rv, int so, int *retries, const char *what,
+	  char *why, size_t why_len)
 {
 	CK_TOKEN_INFO info;
 	CK_FLAGS locked = so ? CKF_SO_PIN_LOCKED : CKF_USER_PIN_LOCKED;
@@ -697,14 +704,16 @@ pin_error(struct tokenset *ts, PKCS11_SLOT *slot, CK_RV rv, int so,
 	switch (rv) {
 	case RV_PIN_INCORRECT:
 		if (info.flags & locked) {
-			snprintf(why, why_len, "token %s: %s incorrect; it is now locked", label, what);
+			snprintf(why, why_len, "token %s: %s incorrect; it is now locked", label,
+				 what);
 			return MTLS_ERR_PIN_LOCKED;
 		}
 		if (*retries >= 0)
 			snprintf(why, why_len, "token %s: %s incorrect, %d tr%s left", label, what,
 				 *retries, *retries == 1 ? "y" : "ies");
 		else if (info.flags & low)
-			snprintf(why, why_len, "token %s: %s incorrect, few tries left", label, what);
+			snprintf(why, why_len, "token %s: %s incorrect, few tries left", label,
+				 what);
 		else
 			snprintf(why, why_len, "token %s: %s incorrect", label, what);
 		return MTLS_ERR_PIN_INCORRECT;
@@ -733,8 +742,8 @@ pin_error(struct tokenset *ts, PKCS11_SLOT *slot, CK_RV rv, int so,
 
 /* Logs in `slot` with pin; write lock held. */
 static int
-login_slot(struct tokenset *ts, PKCS11_SLOT *slot, unsigned int idx,
-	   const char *pin, int *retries, char *why, size_t why_len)
+login_slot(struct tokenset *ts, PKCS11_SLOT *slot, unsigned int idx, const char *pin, int *retries,
+	   char *why, size_t why_len)
 {
 	CK_TOKEN_INFO info;
 	unsigned long rv;
@@ -835,8 +844,8 @@ pin_file_logins(struct tokenset *ts, char *err, size_t err_len)
  * from anywhere.  A bare name is looked up in the allowed directories.
  */
 static int
-module_allowed(const char *module, const char *dirs, char *resolved, size_t res_len,
-	       char *err, size_t err_len)
+module_allowed(const char *module, const char *dirs, char *resolved, size_t res_len, char *err,
+	       size_t err_len)
 {
 	char *copy = NULL, *dir, *save = NULL, *rp = NULL, *rd, cand[PATH_MAX];
 	struct stat st;
@@ -858,14 +867,16 @@ module_allowed(const char *module, const char *dirs, char *resolved, size_t res_
 		rp = realpath(module, NULL);
 	}
 	if (rp == NULL) {
-		snprintf(err, err_len, "PKCS#11 module %s: not found (module-dirs %s)", module, dirs);
+		snprintf(err, err_len, "PKCS#11 module %s: not found (module-dirs %s)", module,
+			 dirs);
 		return MTLS_ERR_CONFIG;
 	}
 	if ((copy = strdup(dirs)) == NULL) {
 		r = MTLS_ERR_ALLOC;
 		goto out;
 	}
-	for (dir = strtok_r(copy, ":", &save); dir != NULL && !ok; dir = strtok_r(NULL, ":", &save)) {
+	for (dir = strtok_r(copy, ":", &save); dir != NULL && !ok;
+	     dir = strtok_r(NULL, ":", &save)) {
 		size_t n;
 
 		if ((rd = realpath(dir, NULL)) == NULL)
@@ -875,8 +886,9 @@ module_allowed(const char *module, const char *dirs, char *resolved, size_t res_
 		free(rd);
 	}
 	if (!ok) {
-		snprintf(err, err_len, "PKCS#11 module %s (%s) is outside the allowed directories %s",
-			 module, rp, dirs);
+		snprintf(err, err_len,
+			 "PKCS#11 module %s (%s) is outside the allowed directories %s", module, rp,
+			 dirs);
 		goto out;
 	}
 	if (stat(rp, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -884,8 +896,9 @@ module_allowed(const char *module, const char *dirs, char *resolved, size_t res_
 		goto out;
 	}
 	if ((st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & 022) != 0) {
-		snprintf(err, err_len, "PKCS#11 module %s may be written by others (owner uid %u, mode %04o)",
-			 rp, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+		snprintf(err, err_len,
+			 "PKCS#11 module %s may be written by others (owner uid %u, mode %04o)", rp,
+			 (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
 		goto out;
 	}
 	if (strlen(rp) >= res_len) {
@@ -949,8 +962,8 @@ token_open(const struct config *cfg, struct tokenset **out, char *err, size_t er
 		goto out;
 	if ((r = pin_file_logins(ts, err, err_len)) != 0)
 		goto out;
-	info("%zu identit%s on %u slot%s of %s", ts->n, ts->n == 1 ? "y" : "ies",
-	     ts->nslots, ts->nslots == 1 ? "" : "s", cfg->module);
+	info("%zu identit%s on %u slot%s of %s", ts->n, ts->n == 1 ? "y" : "ies", ts->nslots,
+	     ts->nslots == 1 ? "" : "s", cfg->module);
 	*out = ts;
 	ts = NULL;
 	r = 0;
@@ -1027,8 +1040,8 @@ token_reload(struct tokenset *ts, const struct config *cfg, char *err, size_t er
 	int r;
 
 	if (strcmp(cfg->module, old->module) != 0) {
-		snprintf(err, err_len, "module changed (%s -> %s): restart the agent",
-			 old->module, cfg->module);
+		snprintf(err, err_len, "module changed (%s -> %s): restart the agent", old->module,
+			 cfg->module);
 		return MTLS_ERR_CONFIG;
 	}
 	if ((r = write_lock(ts, err, err_len)) != 0)
@@ -1153,7 +1166,8 @@ copy_ident(struct tokenset *ts, const struct ident *id, struct mtls_agent_identi
 		    (o->chain_der_len = calloc(id->n_chain, sizeof(*o->chain_der_len))) == NULL)
 			return MTLS_ERR_ALLOC;
 		for (i = 0; i < id->n_chain; i++) {
-			if ((o->chain_der[i] = dup_mem(id->chain_der[i], id->chain_der_len[i])) == NULL)
+			if ((o->chain_der[i] = dup_mem(id->chain_der[i], id->chain_der_len[i])) ==
+			    NULL)
 				return MTLS_ERR_ALLOC;
 			o->chain_der_len[i] = id->chain_der_len[i];
 			o->n_chain = i + 1;
@@ -1196,12 +1210,12 @@ out:
 	return r;
 }
 
-static int pick_slot(struct tokenset *ts, const char *name, PKCS11_SLOT **slotp,
-		     unsigned int *idxp, char *why, size_t why_len);
+static int pick_slot(struct tokenset *ts, const char *name, PKCS11_SLOT **slotp, unsigned int *idxp,
+		     char *why, size_t why_len);
 
 int
-token_login(struct tokenset *ts, const char *name, const char *pin, int *retries,
-	    char *why, size_t why_len)
+token_login(struct tokenset *ts, const char *name, const char *pin, int *retries, char *why,
+	    size_t why_len)
 {
 	PKCS11_SLOT *slot = NULL;
 	unsigned int idx = 0;
@@ -1219,8 +1233,8 @@ token_login(struct tokenset *ts, const char *name, const char *pin, int *retries
 
 /* The slot of identity `name`, or of the only token ("" ); write lock held. */
 static int
-pick_slot(struct tokenset *ts, const char *name, PKCS11_SLOT **slotp,
-	  unsigned int *idxp, char *why, size_t why_len)
+pick_slot(struct tokenset *ts, const char *name, PKCS11_SLOT **slotp, unsigned int *idxp, char *why,
+	  size_t why_len)
 {
 	PKCS11_SLOT *slot = NULL, *s;
 	unsigned int idx = 0, sidx;
@@ -1265,7 +1279,6 @@ out:
 	return r;
 }
 
-
 /*
  * PIN changes go straight to the module on a session of their own: libp11
  * 0.4.12 hands out read-only sessions from its pool (C_SetPIN then fails
@@ -1282,8 +1295,8 @@ rw_session(struct tokenset *ts, PKCS11_SLOT *slot, CK_SESSION_HANDLE *s)
 }
 
 int
-token_set_pin(struct tokenset *ts, const char *name, int mode, const char *old,
-	      const char *new_pin, int *retries, char *why, size_t why_len)
+token_set_pin(struct tokenset *ts, const char *name, int mode, const char *old, const char *new_pin,
+	      int *retries, char *why, size_t why_len)
 {
 	CK_SESSION_HANDLE sess = CK_INVALID_HANDLE;
 	PKCS11_SLOT *slot = NULL;
@@ -1413,8 +1426,9 @@ expire_keys(struct tokenset *ts, time_t now)
 		if (!key_expired(ts, id, now))
 			continue;
 		info("identity %s: %s; key dropped", id->name,
-		     id->ci->lifetime > 0 && now - id->attached_at >= (time_t)id->ci->lifetime ?
-			     "lifetime over" : "idle too long");
+		     id->ci->lifetime > 0 && now - id->attached_at >= (time_t)id->ci->lifetime
+			 ? "lifetime over"
+			 : "idle too long");
 		EVP_PKEY_free(id->pkey);
 		id->pkey = NULL;
 	}
@@ -1525,9 +1539,8 @@ digest_get(const char *name, int *owned)
 
 /* Hashes (unless the content is the digest) and signs with the token key. */
 static int
-sign_with(EVP_PKEY *pkey, const struct scheme_info *s, int purpose,
-	  const unsigned char *content, size_t len, unsigned char **sigp,
-	  size_t *sig_len, char *why, size_t why_len)
+sign_with(EVP_PKEY *pkey, const struct scheme_info *s, int purpose, const unsigned char *content,
+	  size_t len, unsigned char **sigp, size_t *sig_len, char *why, size_t why_len)
 {
 	unsigned char md[EVP_MAX_MD_SIZE], *sig = NULL;
 	const unsigned char *tbs = md;
@@ -1548,11 +1561,11 @@ sign_with(EVP_PKEY *pkey, const struct scheme_info *s, int purpose,
 		tbs_len = md_len;
 	}
 	ERR_clear_error();
-	if ((pctx = EVP_PKEY_CTX_new(pkey, NULL)) == NULL ||
-	    EVP_PKEY_sign_init(pctx) != 1)
+	if ((pctx = EVP_PKEY_CTX_new(pkey, NULL)) == NULL || EVP_PKEY_sign_init(pctx) != 1)
 		goto out;
 	if (s->key_type == MTLS_AGENT_KEY_RSA) {
-		if (EVP_PKEY_CTX_set_rsa_padding(pctx, s->pss ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING) != 1 ||
+		if (EVP_PKEY_CTX_set_rsa_padding(pctx, s->pss ? RSA_PKCS1_PSS_PADDING
+							      : RSA_PKCS1_PADDING) != 1 ||
 		    (s->pss && EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1))
 			goto out;
 	}
@@ -1617,9 +1630,9 @@ rate_ok(struct tokenset *ts, struct ident *id, unsigned int rate)
 
 /* Phase 1 (read lock held): every decision that needs no token. */
 static int
-sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name,
-	    uint16_t scheme, int purpose, const unsigned char *content, size_t len,
-	    int *confirm, char *why, size_t why_len)
+sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name, uint16_t scheme,
+	    int purpose, const unsigned char *content, size_t len, int *confirm, char *why,
+	    size_t why_len)
 {
 	const struct scheme_info *s;
 	struct ident *id;
@@ -1631,14 +1644,13 @@ sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 		return MTLS_ERR_NO_IDENTITY;
 	}
 	if (id->ci != NULL && id->ci->n_peers > 0 &&
-	    !policy_peer_matches(id->ci->peers, id->ci->n_peers, peer->uid, peer->gid,
-				 peer->exe)) {
+	    !policy_peer_matches(id->ci->peers, id->ci->n_peers, peer->uid, peer->gid, peer->exe)) {
 		snprintf(why, why_len, "peer uid %u gid %u exe %s may not use identity %s",
 			 (unsigned)peer->uid, (unsigned)peer->gid, peer->exe, name);
 		return MTLS_ERR_POLICY_DENIED;
 	}
-	if ((r = policy_check_sign(id->purposes, id->key_type, id->key_bits, scheme,
-				   purpose, content, len, &s, why, why_len)) != 0)
+	if ((r = policy_check_sign(id->purposes, id->key_type, id->key_bits, scheme, purpose,
+				   content, len, &s, why, why_len)) != 0)
 		return r;
 	if (id->ci != NULL && id->ci->rate_limit > 0 && !rate_ok(ts, id, id->ci->rate_limit)) {
 		snprintf(why, why_len, "identity %s: more than %u signatures a minute", name,
@@ -1700,16 +1712,17 @@ token_check_hang(struct tokenset *ts)
 	if (!ts->hung && ts->inflight > 0 &&
 	    mono_seconds() - ts->inflight_oldest >= (long)ts->cfg->token_timeout) {
 		ts->hung = 1;
-		error("the PKCS#11 module has not answered a signature for %u s: refusing new signatures until it does",
+		error("the PKCS#11 module has not answered a signature for %u s: refusing new "
+		      "signatures until it does",
 		      ts->cfg->token_timeout);
 	}
 	pthread_mutex_unlock(&ts->stat_mu);
 }
 
 int
-token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name,
-	   uint16_t scheme, int purpose, const unsigned char *content, size_t len,
-	   unsigned char **sig, size_t *sig_len, char *why, size_t why_len)
+token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name, uint16_t scheme,
+	   int purpose, const unsigned char *content, size_t len, unsigned char **sig,
+	   size_t *sig_len, char *why, size_t why_len)
 {
 	const struct scheme_info *s;
 	struct ident *id;
@@ -1729,17 +1742,17 @@ token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 		char prompt[512];
 
 		snprintf(prompt, sizeof(prompt),
-			 "Allow %s (pid %ld, uid %u) to sign a %s with the key \"%s\"?",
-			 peer->exe, (long)peer->pid, (unsigned)peer->uid,
-			 mtls_agent_purpose_name(purpose), name);
+			 "Allow %s (pid %ld, uid %u) to sign a %s with the key \"%s\"?", peer->exe,
+			 (long)peer->pid, (unsigned)peer->uid, mtls_agent_purpose_name(purpose),
+			 name);
 		if ((r = confirm_ask(ts->cfg->askpass, ts->cfg->confirm_timeout, prompt, why,
 				     why_len)) != 0)
 			return r;
 	}
 	pthread_rwlock_rdlock(&ts->lock);
 	/* Again: a reload may have changed the identity meanwhile. */
-	if (confirm && (r = sign_decide(ts, peer, name, scheme, purpose, content, len,
-					&confirm, why, why_len)) != 0)
+	if (confirm && (r = sign_decide(ts, peer, name, scheme, purpose, content, len, &confirm,
+					why, why_len)) != 0)
 		goto out;
 	id = find_ident(ts, name);
 	s = scheme_lookup(scheme);
@@ -1753,7 +1766,9 @@ token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 
 		if (slot != NULL && slot_logged_in(slot)) {
 			/* Logged in, yet no usable key: say so, not "log in". */
-			snprintf(why, why_len, "no private key for %s on its token, or one that does not match its certificate",
+			snprintf(why, why_len,
+				 "no private key for %s on its token, or one that does not match "
+				 "its certificate",
 				 name);
 			r = MTLS_ERR_TOKEN;
 			goto out;
@@ -1763,7 +1778,8 @@ token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 		goto out;
 	}
 	if (inflight_enter(ts) != 0) {
-		snprintf(why, why_len, "the PKCS#11 module has not answered a signature for over %u s",
+		snprintf(why, why_len,
+			 "the PKCS#11 module has not answered a signature for over %u s",
 			 ts->cfg->token_timeout);
 		r = MTLS_ERR_TIMEOUT;
 		goto out;
@@ -1860,8 +1876,8 @@ token_says_logged_in(struct tokenset *ts, PKCS11_SLOT *slot)
 	CK_SESSION_INFO si;
 	int in = 0;
 
-	if (ts->fl->C_OpenSession(PKCS11_get_slotid_from_slot(slot), CKF_SERIAL_SESSION, NULL,
-				  NULL, &sess) != CKR_OK)
+	if (ts->fl->C_OpenSession(PKCS11_get_slotid_from_slot(slot), CKF_SERIAL_SESSION, NULL, NULL,
+				  &sess) != CKR_OK)
 		return 0;
 	if (ts->fl->C_GetSessionInfo(sess, &si) == CKR_OK)
 		in = si.state == CKS_RO_USER_FUNCTIONS || si.state == CKS_RW_USER_FUNCTIONS;
@@ -1923,7 +1939,8 @@ reenumerate(struct tokenset *ts)
 		ts->ids[i].pkey = NULL;
 	}
 	if (PKCS11_enumerate_slots(ts->p11, &slots, &nslots) != 0) {
-		warn("token rescan: cannot list slots (PKCS#11 error 0x%lx); will retry", last_rv());
+		warn("token rescan: cannot list slots (PKCS#11 error 0x%lx); will retry",
+		     last_rv());
 		ERR_clear_error();
 		return;
 	}

@@ -23,41 +23,39 @@ struct tokenset;
 
 /* Loads cfg->module, finds the identities, logs in those with a PIN file.
  * cfg must outlive the token set (or be replaced with token_reload). */
-__attribute__((warn_unused_result)) int
-token_open(const struct config *cfg, struct tokenset **out, char *err,
-	   size_t err_len);
+__attribute__((warn_unused_result)) int token_open(const struct config *cfg, struct tokenset **out,
+						   char *err, size_t err_len);
 
 /* Re-reads identities for a new configuration (same module required;
  * a changed module is refused with MTLS_ERR_CONFIG). */
-__attribute__((warn_unused_result)) int
-token_reload(struct tokenset *ts, const struct config *cfg, char *err,
-	     size_t err_len);
+__attribute__((warn_unused_result)) int token_reload(struct tokenset *ts, const struct config *cfg,
+						     char *err, size_t err_len);
 
 /* Logs out every token, frees everything; accepts NULL. */
 void token_close(struct tokenset *ts);
 
 /* A copy of the identities for a LIST reply. */
-__attribute__((warn_unused_result)) int
-token_list(struct tokenset *ts, struct msg_list_resp *out);
+__attribute__((warn_unused_result)) int token_list(struct tokenset *ts, struct msg_list_resp *out);
 
 /* Logs in the token of `name` ("" = the only token).  *retries is set to
  * the tries left the token reports, or -1. */
-__attribute__((warn_unused_result)) int
-token_login(struct tokenset *ts, const char *name, const char *pin,
-	    int *retries, char *why, size_t why_len);
+__attribute__((warn_unused_result)) int token_login(struct tokenset *ts, const char *name,
+						    const char *pin, int *retries, char *why,
+						    size_t why_len);
 
 /*
  * SET_PIN: mode SET_PIN_CHANGE changes the user PIN from old to new;
  * SET_PIN_UNBLOCK logs in as SO with `old` (the unblocking code), sets the
  * user PIN to new, and logs the user in with it.  *retries as for login.
  */
-__attribute__((warn_unused_result)) int
-token_set_pin(struct tokenset *ts, const char *name, int mode, const char *old,
-	      const char *new_pin, int *retries, char *why, size_t why_len);
+__attribute__((warn_unused_result)) int token_set_pin(struct tokenset *ts, const char *name,
+						      int mode, const char *old,
+						      const char *new_pin, int *retries, char *why,
+						      size_t why_len);
 
 /* Logs out the token of `name` ("" = every token). */
-__attribute__((warn_unused_result)) int
-token_logout(struct tokenset *ts, const char *name, char *why, size_t why_len);
+__attribute__((warn_unused_result)) int token_logout(struct tokenset *ts, const char *name,
+						     char *why, size_t why_len);
 
 /* Who asks for a signature (from SO_PEERCRED and /proc). */
 struct sign_peer {
@@ -73,9 +71,9 @@ struct sign_peer {
  * wants it (with no lock held), then hashes and signs on the token.
  */
 __attribute__((warn_unused_result)) int
-token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name,
-	   uint16_t scheme, int purpose, const unsigned char *content, size_t len,
-	   unsigned char **sig, size_t *sig_len, char *why, size_t why_len);
+token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name, uint16_t scheme,
+	   int purpose, const unsigned char *content, size_t len, unsigned char **sig,
+	   size_t *sig_len, char *why, size_t why_len);
 
 /* Fills the token part of a status reply. */
 void token_status(struct tokenset *ts, struct mtls_agent_status *st);

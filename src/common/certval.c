@@ -51,7 +51,6 @@ struct vstate {
 	int crl_missing; /* CRLs not found but not required either */
 };
 
-
 /*
  * The subject as one RFC 2253 line for `why`.  The RFC 2253 flags escape
  * control characters already; anything unprintable that is left is
@@ -216,7 +215,7 @@ load_crl_dir(X509_STORE *store, const char *dir, int *n, char *why, size_t why_l
 			continue;
 		if (++files > CRL_DIR_MAX_FILES) {
 			why_printf(why, why_len, "CRL directory %s: more than %d files", dir,
-			     CRL_DIR_MAX_FILES);
+				   CRL_DIR_MAX_FILES);
 			goto out;
 		}
 		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >=
@@ -271,7 +270,7 @@ build_store(const struct certval_opts *o, X509_STORE **storep, char *why, size_t
 		}
 		if (!X509_STORE_load_path(store, o->ca_dir)) {
 			why_printf(why, why_len, "cannot use CA directory %s: %s", o->ca_dir,
-			     ssl_reason());
+				   ssl_reason());
 			goto out;
 		}
 	}
@@ -311,25 +310,25 @@ check_usage(X509 *cert, const struct certval_opts *o, const char *subj, char *wh
 		if ((flags & EXFLAG_XKUSAGE) &&
 		    !(X509_get_extended_key_usage(cert) & XKU_SSL_CLIENT)) {
 			why_printf(why, why_len,
-			     "certificate '%s': extended key usage does not "
-			     "allow clientAuth",
-			     subj);
+				   "certificate '%s': extended key usage does not "
+				   "allow clientAuth",
+				   subj);
 			return MTLS_ERR_CERT_USAGE;
 		}
 		if (o->require_client_eku >= 2 && !(flags & EXFLAG_XKUSAGE)) {
 			why_printf(why, why_len,
-			     "certificate '%s': no extended key usage "
-			     "(clientAuth required)",
-			     subj);
+				   "certificate '%s': no extended key usage "
+				   "(clientAuth required)",
+				   subj);
 			return MTLS_ERR_CERT_USAGE;
 		}
 	}
 	if (o->require_digital_signature && (flags & EXFLAG_KUSAGE) &&
 	    !(X509_get_key_usage(cert) & KU_DIGITAL_SIGNATURE)) {
 		why_printf(why, why_len,
-		     "certificate '%s': key usage does not allow "
-		     "digitalSignature",
-		     subj);
+			   "certificate '%s': key usage does not allow "
+			   "digitalSignature",
+			   subj);
 		return MTLS_ERR_CERT_USAGE;
 	}
 	return 0;
@@ -348,7 +347,7 @@ ocsp_exchange(const char *host, const char *port, const char *path, OCSP_REQUEST
 	OCSP_RESPONSE *resp = NULL;
 	BIO *reqbio = NULL, *rspbio = NULL;
 	sigset_t pipeset, oldset, pending;
-	struct timespec zero = {0, 0};
+	struct timespec zero = { 0, 0 };
 	int was_pending = 0, masked = 0;
 
 	if ((reqbio = ASN1_item_i2d_mem_bio(ASN1_ITEM_rptr(OCSP_REQUEST),
@@ -375,7 +374,7 @@ ocsp_exchange(const char *host, const char *port, const char *path, OCSP_REQUEST
 	}
 	if (rspbio == NULL) {
 		why_printf(err, err_len, "responder %s:%s unreachable or failed: %s", host, port,
-		     ssl_reason());
+			   ssl_reason());
 		goto out;
 	}
 	if ((resp = d2i_OCSP_RESPONSE_bio(rspbio, NULL)) == NULL) {
@@ -419,8 +418,8 @@ ocsp_check(X509 *cert, X509 *issuer, STACK_OF(X509) * untrusted, X509_STORE *sto
 		aia = X509_get1_ocsp(cert);
 		if (aia == NULL || sk_OPENSSL_STRING_num(aia) < 1) {
 			why_printf(err, err_len,
-			     "no OCSP responder configured and "
-			     "none named in the certificate");
+				   "no OCSP responder configured and "
+				   "none named in the certificate");
 			goto out;
 		}
 		url = sk_OPENSSL_STRING_value(aia, 0);
@@ -433,8 +432,8 @@ ocsp_check(X509 *cert, X509 *issuer, STACK_OF(X509) * untrusted, X509_STORE *sto
 		/* An OCSP response is signed; TLS would add a chicken-and-egg
 		 * dependency on another validation.  RFC 6960 uses http. */
 		why_printf(err, err_len,
-		     "OCSP URL must be http:// (https is not "
-		     "supported)");
+			   "OCSP URL must be http:// (https is not "
+			   "supported)");
 		goto out;
 	}
 	if (issuer == NULL) {
@@ -460,7 +459,8 @@ ocsp_check(X509 *cert, X509 *issuer, STACK_OF(X509) * untrusted, X509_STORE *sto
 		goto out;
 	rstatus = OCSP_response_status(resp);
 	if (rstatus != OCSP_RESPONSE_STATUS_SUCCESSFUL) {
-		why_printf(err, err_len, "responder answered '%s'", OCSP_response_status_str(rstatus));
+		why_printf(err, err_len, "responder answered '%s'",
+			   OCSP_response_status_str(rstatus));
 		goto out;
 	}
 	if ((bs = OCSP_response_get1_basic(resp)) == NULL) {
@@ -479,7 +479,7 @@ ocsp_check(X509 *cert, X509 *issuer, STACK_OF(X509) * untrusted, X509_STORE *sto
 	}
 	if (status == V_OCSP_CERTSTATUS_REVOKED) {
 		why_printf(err, err_len, "revoked (OCSP, reason: %s)",
-		     reason >= 0 ? OCSP_crl_reason_str(reason) : "unspecified");
+			   reason >= 0 ? OCSP_crl_reason_str(reason) : "unspecified");
 		r = MTLS_ERR_CERT_REVOKED;
 		goto out;
 	}
@@ -493,14 +493,14 @@ ocsp_check(X509 *cert, X509 *issuer, STACK_OF(X509) * untrusted, X509_STORE *sto
 		*no_nonce = 1;
 	} else if (nonce != 1) {
 		why_printf(err, err_len,
-		     "response nonce does not match the request "
-		     "(replayed?)");
+			   "response nonce does not match the request "
+			   "(replayed?)");
 		goto out;
 	}
 	if (!OCSP_check_validity(thisupd, nextupd, OCSP_SKEW, -1)) {
 		why_printf(err, err_len,
-		     "response is not current (thisUpdate/"
-		     "nextUpdate)");
+			   "response is not current (thisUpdate/"
+			   "nextUpdate)");
 		goto out;
 	}
 	if (status != V_OCSP_CERTSTATUS_GOOD) {
@@ -540,7 +540,7 @@ certval_verify(X509 *cert, STACK_OF(X509) * chain, const struct certval_opts *o,
 	X509_STORE_CTX *ctx = NULL;
 	X509_VERIFY_PARAM *param;
 	STACK_OF(X509) *verified = NULL;
-	struct vstate st = {0, 0};
+	struct vstate st = { 0, 0 };
 	char subj[SUBJECT_MAX], bad[SUBJECT_MAX], err[256];
 	unsigned long flags;
 	int r, e, depth, no_nonce = 0;
@@ -576,8 +576,8 @@ certval_verify(X509 *cert, STACK_OF(X509) * chain, const struct certval_opts *o,
 		st.crl_required = o->crl_required;
 	} else if (o->crl_required) {
 		why_printf(why, why_len,
-		     "CRLs required but no CRL file or directory "
-		     "configured");
+			   "CRLs required but no CRL file or directory "
+			   "configured");
 		r = MTLS_ERR_CONFIG;
 		goto out;
 	}
@@ -599,12 +599,12 @@ certval_verify(X509 *cert, STACK_OF(X509) * chain, const struct certval_opts *o,
 		subject_str(X509_STORE_CTX_get_current_cert(ctx), bad, sizeof(bad));
 		if (depth > 0)
 			why_printf(why, why_len,
-			     "certificate '%s': issuer '%s' at "
-			     "depth %d: %s",
-			     subj, bad, depth, X509_verify_cert_error_string(e));
+				   "certificate '%s': issuer '%s' at "
+				   "depth %d: %s",
+				   subj, bad, depth, X509_verify_cert_error_string(e));
 		else
 			why_printf(why, why_len, "certificate '%s': %s", subj,
-			     X509_verify_cert_error_string(e));
+				   X509_verify_cert_error_string(e));
 		goto out;
 	}
 	if ((r = check_usage(cert, o, subj, why, why_len)) != 0)
@@ -623,21 +623,21 @@ certval_verify(X509 *cert, STACK_OF(X509) * chain, const struct certval_opts *o,
 			r = 0;
 		} else if (r != 0) {
 			why_printf(why, why_len, "certificate '%s': OCSP: %s", subj,
-			     err[0] != '\0' ? err : mtls_agent_strerror(r));
+				   err[0] != '\0' ? err : mtls_agent_strerror(r));
 		} else if (no_nonce) {
 			why_printf(why, why_len,
-			     "OCSP for '%s': good, but the "
-			     "response carries no nonce (accepted in soft mode)",
-			     subj);
+				   "OCSP for '%s': good, but the "
+				   "response carries no nonce (accepted in soft mode)",
+				   subj);
 		}
 		if (r != 0)
 			goto out;
 	}
 	if (st.crl_missing > 0 && why != NULL && why_len > 0 && why[0] == '\0')
 		why_printf(why, why_len,
-		     "certificate '%s': accepted; no CRL for %d "
-		     "certificate(s) of the chain (CRLs not required)",
-		     subj, st.crl_missing);
+			   "certificate '%s': accepted; no CRL for %d "
+			   "certificate(s) of the chain (CRLs not required)",
+			   subj, st.crl_missing);
 	r = 0;
 out:
 	sk_X509_pop_free(verified, X509_free);

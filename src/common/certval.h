@@ -12,24 +12,24 @@
 #include <openssl/x509.h>
 
 enum certval_ocsp {
-	CERTVAL_OCSP_OFF = 0,	/* no OCSP */
-	CERTVAL_OCSP_SOFT = 1,	/* query; unreachable/unknown is accepted */
-	CERTVAL_OCSP_HARD = 2,	/* query; anything but "good" is refused */
+	CERTVAL_OCSP_OFF = 0,  /* no OCSP */
+	CERTVAL_OCSP_SOFT = 1, /* query; unreachable/unknown is accepted */
+	CERTVAL_OCSP_HARD = 2, /* query; anything but "good" is refused */
 };
 
 struct certval_opts {
-	const char *ca_file;	  /* PEM bundle of trusted CAs; or NULL */
-	const char *ca_dir;	  /* hashed CA directory (c_rehash); or NULL */
-	const char *crl_file;	  /* PEM CRL(s); or NULL */
-	const char *crl_dir;	  /* directory of PEM CRLs; or NULL */
-	int crl_required;	  /* 1: every cert in the chain must have a CRL */
+	const char *ca_file;  /* PEM bundle of trusted CAs; or NULL */
+	const char *ca_dir;   /* hashed CA directory (c_rehash); or NULL */
+	const char *crl_file; /* PEM CRL(s); or NULL */
+	const char *crl_dir;  /* directory of PEM CRLs; or NULL */
+	int crl_required;     /* 1: every cert in the chain must have a CRL */
 	enum certval_ocsp ocsp;
-	const char *ocsp_url;	  /* responder; NULL = the certificate's AIA */
-	int ocsp_timeout;	  /* seconds for the whole OCSP exchange */
-	int require_client_eku;	  /* EKU must allow clientAuth (if present,
-				     and present at all when this is 2) */
+	const char *ocsp_url;	       /* responder; NULL = the certificate's AIA */
+	int ocsp_timeout;	       /* seconds for the whole OCSP exchange */
+	int require_client_eku;	       /* EKU must allow clientAuth (if present,
+					  and present at all when this is 2) */
 	int require_digital_signature; /* keyUsage must allow it if present */
-	time_t at;		  /* check time; 0 = now */
+	time_t at;		       /* check time; 0 = now */
 };
 
 /* Sets the defaults: EKU clientAuth and digitalSignature required, OCSP
@@ -74,9 +74,9 @@ void certval_opts_init(struct certval_opts *o);
  * Thread-safe; blocks SIGPIPE in the calling thread during the OCSP
  * exchange and consumes one raised meanwhile.
  */
-__attribute__((warn_unused_result)) int
-certval_verify(X509 *cert, STACK_OF(X509) *chain, const struct certval_opts *o,
-	       char *why, size_t why_len);
+__attribute__((warn_unused_result)) int certval_verify(X509 *cert, STACK_OF(X509) * chain,
+						       const struct certval_opts *o, char *why,
+						       size_t why_len);
 
 /* Parses DER into a new X509; NULL if it does not parse. */
 X509 *certval_parse_der(const unsigned char *der, size_t len);

@@ -51,8 +51,8 @@ now_ms(void)
  * the connection longer).
  */
 static int
-read_atleast(int fd, unsigned char *p, size_t need, size_t cap, int idle_ms,
-	     int timeout_ms, size_t *got, long long *deadline, size_t *nread)
+read_atleast(int fd, unsigned char *p, size_t need, size_t cap, int idle_ms, int timeout_ms,
+	     size_t *got, long long *deadline, size_t *nread)
 {
 	size_t done = 0;
 	long long left;
@@ -81,8 +81,9 @@ read_atleast(int fd, unsigned char *p, size_t need, size_t cap, int idle_ms,
 		if (errno == EINTR)
 			continue;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
-			return errno != ECONNRESET ? MTLS_ERR_IO :
-			       *got == 0 ? MTLS_ERR_CONNECTION_CLOSED : MTLS_ERR_TRUNCATED;
+			return errno != ECONNRESET ? MTLS_ERR_IO
+			       : *got == 0	   ? MTLS_ERR_CONNECTION_CLOSED
+						   : MTLS_ERR_TRUNCATED;
 		if (*got == 0) {
 			r = wait_fd(fd, POLLIN, idle_ms);
 		} else if (timeout_ms < 0) {
@@ -116,8 +117,7 @@ rx_take(struct frame_rx *rx, unsigned char *to, size_t n)
 }
 
 int
-frame_read(int fd, struct frame_rx *rx, struct wbuf *body, size_t max,
-	   int idle_ms, int timeout_ms)
+frame_read(int fd, struct frame_rx *rx, struct wbuf *body, size_t max, int idle_ms, int timeout_ms)
 {
 	unsigned char hdr[4], *p;
 	long long deadline = 0;
@@ -142,15 +142,15 @@ frame_read(int fd, struct frame_rx *rx, struct wbuf *body, size_t max,
 			rx->end = have;
 		}
 		r = read_atleast(fd, rx->buf + rx->end, sizeof(hdr) - have,
-				 sizeof(rx->buf) - rx->end, idle_ms, timeout_ms, &got,
-				 &deadline, &n);
+				 sizeof(rx->buf) - rx->end, idle_ms, timeout_ms, &got, &deadline,
+				 &n);
 		rx->end += n;
 		if (r != 0)
 			return r;
 	}
 	rx_take(rx, hdr, sizeof(hdr));
-	len = ((uint32_t)hdr[0] << 24) | ((uint32_t)hdr[1] << 16) |
-	      ((uint32_t)hdr[2] << 8) | (uint32_t)hdr[3];
+	len = ((uint32_t)hdr[0] << 24) | ((uint32_t)hdr[1] << 16) | ((uint32_t)hdr[2] << 8) |
+	      (uint32_t)hdr[3];
 	/* The limit is checked before a single body byte is read. */
 	if (len > max || len > MTLS_FRAME_MAX)
 		return MTLS_ERR_FRAME_TOO_LARGE;
@@ -163,9 +163,8 @@ frame_read(int fd, struct frame_rx *rx, struct wbuf *body, size_t max,
 		take = len;
 	rx_take(rx, p, take);
 	/* The rest (a large frame, or a slow writer) goes straight to body. */
-	if (take < len &&
-	    (r = read_atleast(fd, p + take, len - take, len - take, timeout_ms,
-			      timeout_ms, &got, &deadline, &n)) != 0) {
+	if (take < len && (r = read_atleast(fd, p + take, len - take, len - take, timeout_ms,
+					    timeout_ms, &got, &deadline, &n)) != 0) {
 		wbuf_reset(body);
 		return r == MTLS_ERR_CONNECTION_CLOSED ? MTLS_ERR_TRUNCATED : r;
 	}
@@ -255,8 +254,8 @@ frame_write(int fd, const struct wbuf *body, int timeout_ms)
 				return r;
 			continue;
 		}
-		return (errno == EPIPE || errno == ECONNRESET) ?
-			       MTLS_ERR_CONNECTION_CLOSED : MTLS_ERR_IO;
+		return (errno == EPIPE || errno == ECONNRESET) ? MTLS_ERR_CONNECTION_CLOSED
+							       : MTLS_ERR_IO;
 	}
 	return 0;
 }

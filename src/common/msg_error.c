@@ -35,8 +35,7 @@ msg_error_get(struct wbuf *b, struct msg_error *m)
 	int r;
 
 	memset(m, 0, sizeof(*m));
-	if ((r = wbuf_get_u32(b, &code)) != 0 ||
-	    (r = wbuf_get_u32(b, &retries)) != 0 ||
+	if ((r = wbuf_get_u32(b, &code)) != 0 || (r = wbuf_get_u32(b, &retries)) != 0 ||
 	    (r = wbuf_get_cstring(b, &m->message, MTLS_TEXT_MAX)) != 0 ||
 	    (r = wbuf_expect_end(b)) != 0)
 		goto out;

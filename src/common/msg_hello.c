@@ -16,10 +16,8 @@ msg_hello_req_put(struct wbuf *b, const struct msg_hello_req *m)
 {
 	int r;
 
-	if ((r = wbuf_put_u8(b, MSG_HELLO)) != 0 ||
-	    (r = wbuf_put_u32(b, m->min_version)) != 0 ||
-	    (r = wbuf_put_u32(b, m->max_version)) != 0 ||
-	    (r = wbuf_put_cstring(b, m->client)) != 0)
+	if ((r = wbuf_put_u8(b, MSG_HELLO)) != 0 || (r = wbuf_put_u32(b, m->min_version)) != 0 ||
+	    (r = wbuf_put_u32(b, m->max_version)) != 0 || (r = wbuf_put_cstring(b, m->client)) != 0)
 		return r;
 	return 0;
 }
@@ -56,8 +54,7 @@ msg_hello_resp_put(struct wbuf *b, const struct msg_hello_resp *m)
 	int r;
 
 	if ((r = wbuf_put_u8(b, MSG_HELLO | MSG_REPLY)) != 0 ||
-	    (r = wbuf_put_u32(b, m->version)) != 0 ||
-	    (r = wbuf_put_cstring(b, m->agent)) != 0)
+	    (r = wbuf_put_u32(b, m->version)) != 0 || (r = wbuf_put_cstring(b, m->agent)) != 0)
 		return r;
 	return 0;
 }

@@ -41,8 +41,7 @@ put_identity(struct wbuf *b, const struct mtls_agent_identity *id)
 	    (r = wbuf_put_cstring(b, id->key_label)) != 0 ||
 	    (r = wbuf_put_string(b, id->key_id, id->key_id_len)) != 0 ||
 	    (r = wbuf_put_u8(b, (uint8_t)id->key_type)) != 0 ||
-	    (r = wbuf_put_u32(b, id->key_bits)) != 0 ||
-	    (r = wbuf_put_u32(b, id->flags)) != 0 ||
+	    (r = wbuf_put_u32(b, id->key_bits)) != 0 || (r = wbuf_put_u32(b, id->flags)) != 0 ||
 	    (r = wbuf_put_u32(b, id->purposes)) != 0 ||
 	    (r = wbuf_put_u32(b, (uint32_t)id->n_schemes)) != 0)
 		return r;
@@ -107,10 +106,8 @@ get_identity(struct wbuf *b, struct mtls_agent_identity *id)
 	    (r = wbuf_get_cstring(b, &id->token_label, MTLS_NAME_MAX)) != 0 ||
 	    (r = wbuf_get_cstring(b, &id->key_label, MTLS_NAME_MAX)) != 0 ||
 	    (r = wbuf_get_string(b, &id->key_id, &id->key_id_len, MTLS_NAME_MAX)) != 0 ||
-	    (r = wbuf_get_u8(b, &type)) != 0 ||
-	    (r = wbuf_get_u32(b, &bits)) != 0 ||
-	    (r = wbuf_get_u32(b, &id->flags)) != 0 ||
-	    (r = wbuf_get_u32(b, &id->purposes)) != 0 ||
+	    (r = wbuf_get_u8(b, &type)) != 0 || (r = wbuf_get_u32(b, &bits)) != 0 ||
+	    (r = wbuf_get_u32(b, &id->flags)) != 0 || (r = wbuf_get_u32(b, &id->purposes)) != 0 ||
 	    (r = wbuf_get_u32(b, &n)) != 0)
 		return r;
 	if (type != MTLS_AGENT_KEY_RSA && type != MTLS_AGENT_KEY_EC)
@@ -145,8 +142,8 @@ get_identity(struct wbuf *b, struct mtls_agent_identity *id)
 		    (id->chain_der_len = calloc(n, sizeof(*id->chain_der_len))) == NULL)
 			return MTLS_ERR_ALLOC;
 		for (i = 0; i < n; i++) {
-			if ((r = wbuf_get_string(b, &id->chain_der[i],
-						 &id->chain_der_len[i], MTLS_CERT_MAX)) != 0)
+			if ((r = wbuf_get_string(b, &id->chain_der[i], &id->chain_der_len[i],
+						 MTLS_CERT_MAX)) != 0)
 				return r;
 			id->n_chain = i + 1;
 			if (id->chain_der_len[i] == 0)

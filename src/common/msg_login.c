@@ -54,8 +54,7 @@ msg_login_req_put(struct wbuf *b, const struct msg_login_req *m)
 
 	if (m->pin == NULL || strlen(m->pin) == 0 || strlen(m->pin) > MTLS_PIN_MAX)
 		return MTLS_ERR_PIN_INVALID;
-	if ((r = wbuf_put_u8(b, MSG_LOGIN)) != 0 ||
-	    (r = wbuf_put_cstring(b, m->identity)) != 0 ||
+	if ((r = wbuf_put_u8(b, MSG_LOGIN)) != 0 || (r = wbuf_put_cstring(b, m->identity)) != 0 ||
 	    (r = put_pin(b, m->pin)) != 0)
 		return r;
 	return 0;
@@ -68,8 +67,7 @@ msg_login_req_get(struct wbuf *b, struct msg_login_req *m)
 
 	memset(m, 0, sizeof(*m));
 	if ((r = wbuf_get_cstring(b, &m->identity, MTLS_NAME_MAX)) != 0 ||
-	    (r = get_pin(b, &m->pin)) != 0 ||
-	    (r = wbuf_expect_end(b)) != 0)
+	    (r = get_pin(b, &m->pin)) != 0 || (r = wbuf_expect_end(b)) != 0)
 		msg_login_req_clear(m);
 	return r;
 }
@@ -81,10 +79,8 @@ msg_set_pin_req_put(struct wbuf *b, const struct msg_set_pin_req *m)
 
 	if (m->mode != SET_PIN_CHANGE && m->mode != SET_PIN_UNBLOCK)
 		return MTLS_ERR_INVALID_ARGUMENT;
-	if ((r = wbuf_put_u8(b, MSG_SET_PIN)) != 0 ||
-	    (r = wbuf_put_cstring(b, m->identity)) != 0 ||
-	    (r = wbuf_put_u8(b, m->mode)) != 0 ||
-	    (r = put_pin(b, m->old_pin)) != 0 ||
+	if ((r = wbuf_put_u8(b, MSG_SET_PIN)) != 0 || (r = wbuf_put_cstring(b, m->identity)) != 0 ||
+	    (r = wbuf_put_u8(b, m->mode)) != 0 || (r = put_pin(b, m->old_pin)) != 0 ||
 	    (r = put_pin(b, m->new_pin)) != 0)
 		return r;
 	return 0;
@@ -97,10 +93,8 @@ msg_set_pin_req_get(struct wbuf *b, struct msg_set_pin_req *m)
 
 	memset(m, 0, sizeof(*m));
 	if ((r = wbuf_get_cstring(b, &m->identity, MTLS_NAME_MAX)) != 0 ||
-	    (r = wbuf_get_u8(b, &m->mode)) != 0 ||
-	    (r = get_pin(b, &m->old_pin)) != 0 ||
-	    (r = get_pin(b, &m->new_pin)) != 0 ||
-	    (r = wbuf_expect_end(b)) != 0)
+	    (r = wbuf_get_u8(b, &m->mode)) != 0 || (r = get_pin(b, &m->old_pin)) != 0 ||
+	    (r = get_pin(b, &m->new_pin)) != 0 || (r = wbuf_expect_end(b)) != 0)
 		goto out;
 	if (m->mode != SET_PIN_CHANGE && m->mode != SET_PIN_UNBLOCK)
 		r = MTLS_ERR_BAD_REQUEST;
@@ -132,8 +126,7 @@ msg_logout_req_put(struct wbuf *b, const struct msg_logout_req *m)
 {
 	int r;
 
-	if ((r = wbuf_put_u8(b, MSG_LOGOUT)) != 0 ||
-	    (r = wbuf_put_cstring(b, m->identity)) != 0)
+	if ((r = wbuf_put_u8(b, MSG_LOGOUT)) != 0 || (r = wbuf_put_cstring(b, m->identity)) != 0)
 		return r;
 	return 0;
 }

@@ -19,10 +19,8 @@ msg_sign_req_put(struct wbuf *b, const struct msg_sign_req *m)
 
 	if (m->content_len > MTLS_CONTENT_MAX)
 		return MTLS_ERR_FRAME_TOO_LARGE;
-	if ((r = wbuf_put_u8(b, MSG_SIGN)) != 0 ||
-	    (r = wbuf_put_cstring(b, m->identity)) != 0 ||
-	    (r = wbuf_put_u16(b, m->scheme)) != 0 ||
-	    (r = wbuf_put_u8(b, m->purpose)) != 0 ||
+	if ((r = wbuf_put_u8(b, MSG_SIGN)) != 0 || (r = wbuf_put_cstring(b, m->identity)) != 0 ||
+	    (r = wbuf_put_u16(b, m->scheme)) != 0 || (r = wbuf_put_u8(b, m->purpose)) != 0 ||
 	    (r = wbuf_put_string(b, m->content, m->content_len)) != 0)
 		return r;
 	return 0;
@@ -35,10 +33,8 @@ msg_sign_req_get(struct wbuf *b, struct msg_sign_req *m)
 
 	memset(m, 0, sizeof(*m));
 	if ((r = wbuf_get_cstring(b, &m->identity, MTLS_NAME_MAX)) != 0 ||
-	    (r = wbuf_get_u16(b, &m->scheme)) != 0 ||
-	    (r = wbuf_get_u8(b, &m->purpose)) != 0 ||
-	    (r = wbuf_get_string(b, &m->content, &m->content_len,
-				 MTLS_CONTENT_MAX)) != 0 ||
+	    (r = wbuf_get_u16(b, &m->scheme)) != 0 || (r = wbuf_get_u8(b, &m->purpose)) != 0 ||
+	    (r = wbuf_get_string(b, &m->content, &m->content_len, MTLS_CONTENT_MAX)) != 0 ||
 	    (r = wbuf_expect_end(b)) != 0)
 		msg_sign_req_clear(m);
 	return r;

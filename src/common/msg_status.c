@@ -24,10 +24,8 @@ msg_status_resp_put(struct wbuf *b, const struct mtls_agent_status *m)
 	int r;
 
 	if ((r = wbuf_put_u8(b, MSG_STATUS | MSG_REPLY)) != 0 ||
-	    (r = wbuf_put_cstring(b, m->version)) != 0 ||
-	    (r = wbuf_put_u32(b, m->pid)) != 0 ||
-	    (r = wbuf_put_u32(b, m->uptime)) != 0 ||
-	    (r = wbuf_put_u32(b, m->connections)) != 0 ||
+	    (r = wbuf_put_cstring(b, m->version)) != 0 || (r = wbuf_put_u32(b, m->pid)) != 0 ||
+	    (r = wbuf_put_u32(b, m->uptime)) != 0 || (r = wbuf_put_u32(b, m->connections)) != 0 ||
 	    (r = wbuf_put_u32(b, m->identities)) != 0 ||
 	    (r = wbuf_put_u32(b, m->tokens_present)) != 0 ||
 	    (r = wbuf_put_u32(b, m->tokens_logged_in)) != 0)
@@ -42,13 +40,11 @@ msg_status_resp_get(struct wbuf *b, struct mtls_agent_status *m)
 
 	memset(m, 0, sizeof(*m));
 	if ((r = wbuf_get_cstring(b, &m->version, MTLS_TEXT_MAX)) != 0 ||
-	    (r = wbuf_get_u32(b, &m->pid)) != 0 ||
-	    (r = wbuf_get_u32(b, &m->uptime)) != 0 ||
+	    (r = wbuf_get_u32(b, &m->pid)) != 0 || (r = wbuf_get_u32(b, &m->uptime)) != 0 ||
 	    (r = wbuf_get_u32(b, &m->connections)) != 0 ||
 	    (r = wbuf_get_u32(b, &m->identities)) != 0 ||
 	    (r = wbuf_get_u32(b, &m->tokens_present)) != 0 ||
-	    (r = wbuf_get_u32(b, &m->tokens_logged_in)) != 0 ||
-	    (r = wbuf_expect_end(b)) != 0)
+	    (r = wbuf_get_u32(b, &m->tokens_logged_in)) != 0 || (r = wbuf_expect_end(b)) != 0)
 		mtls_agent_status_clear(m);
 	return r;
 }

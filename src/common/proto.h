@@ -30,15 +30,15 @@
 #define MTLS_PROTO_MAX 1
 
 /* Bounds on decoded fields (a hostile peer cannot make us allocate more). */
-#define MTLS_NAME_MAX 256	 /* identity names, labels, client names */
-#define MTLS_TEXT_MAX 1024	 /* error messages, version strings */
-#define MTLS_PIN_MAX MTLS_AGENT_PIN_MAX /* PIN bytes */
+#define MTLS_NAME_MAX	 256			/* identity names, labels, client names */
+#define MTLS_TEXT_MAX	 1024			/* error messages, version strings */
+#define MTLS_PIN_MAX	 MTLS_AGENT_PIN_MAX	/* PIN bytes */
 #define MTLS_CONTENT_MAX MTLS_AGENT_CONTENT_MAX /* content to sign */
-#define MTLS_SIG_MAX 1024	 /* a signature (RSA-8192 is 1024 bytes) */
-#define MTLS_CERT_MAX (64 * 1024) /* one DER certificate */
-#define MTLS_IDS_MAX 256	 /* identities in a LIST reply */
-#define MTLS_CHAIN_MAX 16	 /* chain certificates per identity */
-#define MTLS_SCHEMES_MAX 32	 /* schemes per identity */
+#define MTLS_SIG_MAX	 1024			/* a signature (RSA-8192 is 1024 bytes) */
+#define MTLS_CERT_MAX	 (64 * 1024)		/* one DER certificate */
+#define MTLS_IDS_MAX	 256			/* identities in a LIST reply */
+#define MTLS_CHAIN_MAX	 16			/* chain certificates per identity */
+#define MTLS_SCHEMES_MAX 32			/* schemes per identity */
 
 enum msg_type {
 	MSG_HELLO = 1,
@@ -86,7 +86,7 @@ struct msg_login_req {
 	char *pin;	/* secure memory (secmem.h) */
 };
 /* SET_PIN modes. */
-#define SET_PIN_CHANGE 1  /* old = current user PIN */
+#define SET_PIN_CHANGE	1 /* old = current user PIN */
 #define SET_PIN_UNBLOCK 2 /* old = unblocking code (the SO PIN, "PUK") */
 
 struct msg_set_pin_req {
@@ -109,9 +109,9 @@ struct msg_logout_req {
 /* STATUS has an empty request; the reply is struct mtls_agent_status. */
 
 struct msg_error {
-	int code;	/* negative MTLS_ERR_* */
-	int retries;	/* PIN tries left, -1 unknown / not applicable */
-	char *message;	/* human-readable detail, may be "" */
+	int code;      /* negative MTLS_ERR_* */
+	int retries;   /* PIN tries left, -1 unknown / not applicable */
+	char *message; /* human-readable detail, may be "" */
 };
 
 WUR int msg_hello_req_put(struct wbuf *b, const struct msg_hello_req *m);
@@ -186,8 +186,8 @@ struct frame_rx {
 };
 
 void frame_rx_reset(struct frame_rx *rx);
-WUR int frame_read(int fd, struct frame_rx *rx, struct wbuf *body, size_t max,
-		   int idle_ms, int timeout_ms);
+WUR int frame_read(int fd, struct frame_rx *rx, struct wbuf *body, size_t max, int idle_ms,
+		   int timeout_ms);
 WUR int frame_write(int fd, const struct wbuf *body, int timeout_ms);
 
 /*

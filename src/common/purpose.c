@@ -59,8 +59,8 @@ reject(char *why, size_t why_len, const char *reason)
  * signature scheme's hash, so both lengths are accepted.
  */
 static int
-check_tls13(const struct scheme_info *s, const unsigned char *c, size_t len,
-	    char *why, size_t why_len)
+check_tls13(const struct scheme_info *s, const unsigned char *c, size_t len, char *why,
+	    size_t why_len)
 {
 	static const char ctx[] = TLS13_CLIENT_CV_CONTEXT;
 	struct wbuf *b;
@@ -70,14 +70,15 @@ check_tls13(const struct scheme_info *s, const unsigned char *c, size_t len,
 
 	if (s->key_type == MTLS_AGENT_KEY_RSA && !s->pss) {
 		if (why != NULL && why_len > 0)
-			snprintf(why, why_len, "%s is not allowed in TLS 1.3 "
-				 "CertificateVerify (RFC 8446 4.4.3)", s->name);
+			snprintf(why, why_len,
+				 "%s is not allowed in TLS 1.3 "
+				 "CertificateVerify (RFC 8446 4.4.3)",
+				 s->name);
 		return MTLS_ERR_UNSUPPORTED_SCHEME;
 	}
 	if ((b = wbuf_from(c, len)) == NULL)
 		return MTLS_ERR_ALLOC;
-	if (wbuf_get(b, pad, sizeof(pad)) != 0 ||
-	    wbuf_get(b, label, sizeof(label)) != 0) {
+	if (wbuf_get(b, pad, sizeof(pad)) != 0 || wbuf_get(b, label, sizeof(label)) != 0) {
 		r = reject(why, why_len, "too short for a TLS 1.3 CertificateVerify content");
 		goto out;
 	}
@@ -126,8 +127,7 @@ check_pam(const unsigned char *c, size_t len, char *why, size_t why_len)
 
 	if ((b = wbuf_from(c, len)) == NULL)
 		return MTLS_ERR_ALLOC;
-	if (wbuf_get(b, label, sizeof(label)) != 0 ||
-	    memcmp(label, ctx, sizeof(ctx)) != 0) {
+	if (wbuf_get(b, label, sizeof(label)) != 0 || memcmp(label, ctx, sizeof(ctx)) != 0) {
 		r = reject(why, why_len, "not a PAM challenge (context string)");
 		goto out;
 	}
@@ -176,18 +176,19 @@ check_tls12(const unsigned char *c, size_t len, char *why, size_t why_len)
 		return MTLS_ERR_ALLOC;
 	while (wbuf_len(b) > 0) {
 		if (wbuf_get_u8(b, &type) != 0 || wbuf_get_u8(b, &hi) != 0 ||
-		    wbuf_get_u16(b, &lo) != 0 ||
-		    wbuf_consume(b, ((size_t)hi << 16) | lo) != 0) {
+		    wbuf_get_u16(b, &lo) != 0 || wbuf_consume(b, ((size_t)hi << 16) | lo) != 0) {
 			r = reject(why, why_len, "TLS 1.2 transcript: bad handshake framing");
 			goto out;
 		}
 		if (count++ == 0 && type != 1) {
-			r = reject(why, why_len, "TLS 1.2 transcript does not start with a ClientHello");
+			r = reject(why, why_len,
+				   "TLS 1.2 transcript does not start with a ClientHello");
 			goto out;
 		}
 	}
 	if (count < 2 || type != 16) {
-		r = reject(why, why_len, "TLS 1.2 transcript does not end with a ClientKeyExchange");
+		r = reject(why, why_len,
+			   "TLS 1.2 transcript does not end with a ClientKeyExchange");
 		goto out;
 	}
 	r = 0;
@@ -197,32 +198,29 @@ out:
 }
 
 int
-purpose_check(int purpose, const struct scheme_info *s,
-	      const unsigned char *content, size_t len, char *why,
-	      size_t why_len)
+purpose_check(int purpose, const struct scheme_info *s, const unsigned char *content, size_t len,
+	      char *why, size_t why_len)
 {
 	if (why != NULL && why_len > 0)
 		why[0] = '\0';
 	if (s == NULL)
 		return MTLS_ERR_UNSUPPORTED_SCHEME;
 	switch (purpose) {
-	case MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV:
-		return check_tls13(s, content, len, why, why_len);
-	case MTLS_AGENT_PURPOSE_PAM_CHALLENGE:
-		return check_pam(content, len, why, why_len);
-	case MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV:
-		return check_tls12(content, len, why, why_len);
+	case MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV: return check_tls13(s, content, len, why, why_len);
+	case MTLS_AGENT_PURPOSE_PAM_CHALLENGE: return check_pam(content, len, why, why_len);
+	case MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV: return check_tls12(content, len, why, why_len);
 	case MTLS_AGENT_PURPOSE_RAW_DIGEST:
 		if (len != s->hash_len)
-			return reject(why, why_len, "raw digest length does not match the scheme's hash");
+			return reject(why, why_len,
+				      "raw digest length does not match the scheme's hash");
 		return 0;
 	}
 	return reject(why, why_len, "unknown purpose");
 }
 
 int
-pam_challenge_put(struct wbuf *b, const unsigned char *nonce, size_t nonce_len,
-		  const char *service, const char *user)
+pam_challenge_put(struct wbuf *b, const unsigned char *nonce, size_t nonce_len, const char *service,
+		  const char *user)
 {
 	static const char ctx[] = PAM_CHALLENGE_CONTEXT;
 	int r;
@@ -231,8 +229,7 @@ pam_challenge_put(struct wbuf *b, const unsigned char *nonce, size_t nonce_len,
 		return MTLS_ERR_INVALID_ARGUMENT;
 	if ((r = wbuf_put(b, ctx, sizeof(ctx))) != 0 ||
 	    (r = wbuf_put_string(b, nonce, nonce_len)) != 0 ||
-	    (r = wbuf_put_cstring(b, service)) != 0 ||
-	    (r = wbuf_put_cstring(b, user)) != 0)
+	    (r = wbuf_put_cstring(b, service)) != 0 || (r = wbuf_put_cstring(b, user)) != 0)
 		return r;
 	return 0;
 }

@@ -13,14 +13,14 @@
 #include "wbuf.h"
 
 /* RFC 8446 4.4.3: 64 spaces, the context string, one zero byte. */
-#define TLS13_CV_PAD_LEN 64
+#define TLS13_CV_PAD_LEN	64
 #define TLS13_CLIENT_CV_CONTEXT "TLS 1.3, client CertificateVerify"
 
 /* The PAM challenge: this prefix (with its NUL), then string nonce,
  * string service, string user (u32-length-prefixed, wbuf encoding). */
 #define PAM_CHALLENGE_CONTEXT "mtls-agent pam-challenge v1"
-#define PAM_NONCE_MIN 32
-#define PAM_NONCE_MAX 256
+#define PAM_NONCE_MIN	      32
+#define PAM_NONCE_MAX	      256
 
 /*
  * Checks that `content` is what `purpose` says for scheme `s` (NULL, an
@@ -28,14 +28,14 @@
  * Returns 0 or MTLS_ERR_CONTENT_REJECTED (or _UNSUPPORTED_SCHEME when the
  * purpose forbids the scheme); on refusal `why` gets a short reason.
  */
-__attribute__((warn_unused_result)) int
-purpose_check(int purpose, const struct scheme_info *s,
-	      const unsigned char *content, size_t len, char *why,
-	      size_t why_len);
+__attribute__((warn_unused_result)) int purpose_check(int purpose, const struct scheme_info *s,
+						      const unsigned char *content, size_t len,
+						      char *why, size_t why_len);
 
 /* Builds a PAM challenge into b. */
-__attribute__((warn_unused_result)) int
-pam_challenge_put(struct wbuf *b, const unsigned char *nonce, size_t nonce_len,
-		  const char *service, const char *user);
+__attribute__((warn_unused_result)) int pam_challenge_put(struct wbuf *b,
+							  const unsigned char *nonce,
+							  size_t nonce_len, const char *service,
+							  const char *user);
 
 #endif

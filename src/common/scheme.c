@@ -9,14 +9,19 @@
 #include "scheme.h"
 
 static const struct scheme_info schemes[] = {
-	{ MTLS_AGENT_RSA_PSS_RSAE_SHA256, "rsa_pss_rsae_sha256", MTLS_AGENT_KEY_RSA, "SHA256", 32, 1, 0 },
-	{ MTLS_AGENT_RSA_PSS_RSAE_SHA384, "rsa_pss_rsae_sha384", MTLS_AGENT_KEY_RSA, "SHA384", 48, 1, 0 },
-	{ MTLS_AGENT_RSA_PSS_RSAE_SHA512, "rsa_pss_rsae_sha512", MTLS_AGENT_KEY_RSA, "SHA512", 64, 1, 0 },
+	{ MTLS_AGENT_RSA_PSS_RSAE_SHA256, "rsa_pss_rsae_sha256", MTLS_AGENT_KEY_RSA, "SHA256", 32,
+	  1, 0 },
+	{ MTLS_AGENT_RSA_PSS_RSAE_SHA384, "rsa_pss_rsae_sha384", MTLS_AGENT_KEY_RSA, "SHA384", 48,
+	  1, 0 },
+	{ MTLS_AGENT_RSA_PSS_RSAE_SHA512, "rsa_pss_rsae_sha512", MTLS_AGENT_KEY_RSA, "SHA512", 64,
+	  1, 0 },
 	{ MTLS_AGENT_RSA_PKCS1_SHA256, "rsa_pkcs1_sha256", MTLS_AGENT_KEY_RSA, "SHA256", 32, 0, 0 },
 	{ MTLS_AGENT_RSA_PKCS1_SHA384, "rsa_pkcs1_sha384", MTLS_AGENT_KEY_RSA, "SHA384", 48, 0, 0 },
 	{ MTLS_AGENT_RSA_PKCS1_SHA512, "rsa_pkcs1_sha512", MTLS_AGENT_KEY_RSA, "SHA512", 64, 0, 0 },
-	{ MTLS_AGENT_ECDSA_SECP256R1_SHA256, "ecdsa_secp256r1_sha256", MTLS_AGENT_KEY_EC, "SHA256", 32, 0, 256 },
-	{ MTLS_AGENT_ECDSA_SECP384R1_SHA384, "ecdsa_secp384r1_sha384", MTLS_AGENT_KEY_EC, "SHA384", 48, 0, 384 },
+	{ MTLS_AGENT_ECDSA_SECP256R1_SHA256, "ecdsa_secp256r1_sha256", MTLS_AGENT_KEY_EC, "SHA256",
+	  32, 0, 256 },
+	{ MTLS_AGENT_ECDSA_SECP384R1_SHA384, "ecdsa_secp384r1_sha384", MTLS_AGENT_KEY_EC, "SHA384",
+	  48, 0, 384 },
 };
 
 const struct scheme_info *

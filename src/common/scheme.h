@@ -9,12 +9,12 @@
 
 struct scheme_info {
 	uint16_t code;
-	const char *name;	/* RFC 8446 name */
-	int key_type;		/* MTLS_AGENT_KEY_* */
-	const char *digest;	/* OpenSSL digest name */
-	size_t hash_len;	/* digest output length */
-	int pss;		/* RSASSA-PSS, salt length = hash length */
-	unsigned int ec_bits;	/* curve size an ECDSA scheme requires */
+	const char *name;     /* RFC 8446 name */
+	int key_type;	      /* MTLS_AGENT_KEY_* */
+	const char *digest;   /* OpenSSL digest name */
+	size_t hash_len;      /* digest output length */
+	int pss;	      /* RSASSA-PSS, salt length = hash length */
+	unsigned int ec_bits; /* curve size an ECDSA scheme requires */
 };
 
 /* NULL if the code point is not one we sign with. */

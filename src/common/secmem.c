@@ -68,8 +68,7 @@ mtls_secure_alloc(size_t len)
 	if (len > SIZE_MAX - hdr - (size_t)page)
 		return NULL;
 	map_len = ((hdr + len + (size_t)page - 1) / (size_t)page) * (size_t)page;
-	m = mmap(NULL, map_len, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	m = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (m == MAP_FAILED)
 		return NULL;
 	/* Best effort: an unprivileged user may have a small RLIMIT_MEMLOCK. */

@@ -40,7 +40,6 @@
 #define SHA256_LEN	   32
 #define PW_BUF_MAX	   (1024 * 1024)
 
-
 /* ASN1 string -> NUL-terminated UTF-8; NULL if it holds a NUL byte. */
 static char *
 asn1_to_utf8(const ASN1_STRING *s)
@@ -77,9 +76,9 @@ only_subject_attr(X509 *cert, int nid, const char *label, char **out, char *why,
 	}
 	if (X509_NAME_get_index_by_NID(name, nid, i) >= 0) {
 		why_printf(why, why_len,
-		     "certificate subject has more than one %s; "
-		     "refusing to choose",
-		     label);
+			   "certificate subject has more than one %s; "
+			   "refusing to choose",
+			   label);
 		return MTLS_ERR_USER_MISMATCH;
 	}
 	ent = X509_NAME_get_entry(name, i);
@@ -133,8 +132,8 @@ get_sans(X509 *cert, GENERAL_NAMES **sans, int *present, char *why, size_t why_l
 	*present = crit != -1;
 	if (*sans == NULL && crit != -1) {
 		why_printf(why, why_len,
-		     "certificate subjectAltName is malformed or "
-		     "duplicated");
+			   "certificate subjectAltName is malformed or "
+			   "duplicated");
 		return MTLS_ERR_USER_MISMATCH;
 	}
 	return 0;
@@ -165,9 +164,9 @@ map_email(X509 *cert, const char *user, char *why, size_t why_len)
 			r = 0;
 		} else {
 			why_printf(why, why_len,
-			     "subject emailAddress does not name "
-			     "user %s",
-			     user);
+				   "subject emailAddress does not name "
+				   "user %s",
+				   user);
 			r = MTLS_ERR_USER_MISMATCH;
 		}
 		goto out;
@@ -231,8 +230,8 @@ map_upn(X509 *cert, const char *user, char *why, size_t why_len)
 			why_printf(why, why_len, "certificate has no UPN");
 		else
 			why_printf(why, why_len,
-			     "certificate has more than one UPN; "
-			     "refusing to choose");
+				   "certificate has more than one UPN; "
+				   "refusing to choose");
 		goto out;
 	}
 	if (val == NULL || val->type != V_ASN1_UTF8STRING ||
@@ -296,14 +295,14 @@ read_safe_file(int dirfd, const char *name, const char *shown, uid_t uid, char *
 	}
 	if (st.st_uid != 0 && st.st_uid != uid) {
 		why_printf(why, why_len, "%s is owned by uid %lu, not by %s; refused", shown,
-		     (unsigned long)st.st_uid, uid == 0 ? "root" : "its user or root");
+			   (unsigned long)st.st_uid, uid == 0 ? "root" : "its user or root");
 		goto out;
 	}
 	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
 		why_printf(why, why_len,
-		     "%s is writable by group or others (mode "
-		     "%04o); refused",
-		     shown, (unsigned)(st.st_mode & 07777));
+			   "%s is writable by group or others (mode "
+			   "%04o); refused",
+			   shown, (unsigned)(st.st_mode & 07777));
 		goto out;
 	}
 	if (st.st_size > FILE_MAX) {
@@ -327,7 +326,8 @@ read_safe_file(int dirfd, const char *name, const char *shown, uid_t uid, char *
 			break;
 		len += (size_t)n;
 		if (len > FILE_MAX) {
-			why_printf(why, why_len, "%s is larger than %d bytes; refused", shown, FILE_MAX);
+			why_printf(why, why_len, "%s is larger than %d bytes; refused", shown,
+				   FILE_MAX);
 			goto out;
 		}
 	}
@@ -495,9 +495,9 @@ map_file(X509 *cert, const char *user, const char *path, char *why, size_t why_l
 			who = strrchr(key, '\t');
 		if (who == NULL) {
 			why_printf(why, why_len,
-			     "%s:%zu: want \"<subject or sha256:"
-			     "fingerprint> <user>\"",
-			     path, lineno);
+				   "%s:%zu: want \"<subject or sha256:"
+				   "fingerprint> <user>\"",
+				   path, lineno);
 			r = MTLS_ERR_CONFIG;
 			goto out;
 		}
@@ -506,9 +506,9 @@ map_file(X509 *cert, const char *user, const char *path, char *why, size_t why_l
 		if (strncasecmp(key, "sha256:", 7) == 0) {
 			if (parse_sha256_hex(key + 7, want) != strlen(key + 7)) {
 				why_printf(why, why_len,
-				     "%s:%zu: bad sha256 "
-				     "fingerprint",
-				     path, lineno);
+					   "%s:%zu: bad sha256 "
+					   "fingerprint",
+					   path, lineno);
 				r = MTLS_ERR_CONFIG;
 				goto out;
 			}
@@ -526,9 +526,9 @@ map_file(X509 *cert, const char *user, const char *path, char *why, size_t why_l
 		r = 0;
 	} else if (listed)
 		why_printf(why, why_len,
-		     "%s maps the certificate to other users, "
-		     "not %s",
-		     path, user);
+			   "%s maps the certificate to other users, "
+			   "not %s",
+			   path, user);
 	else
 		why_printf(why, why_len, "certificate not listed in %s", path);
 	if (matched == 0)
@@ -595,9 +595,9 @@ expand_pattern(const char *pat, const struct passwd *pw, char *out, size_t out_l
 			add = pct;
 		else {
 			why_printf(why, why_len,
-			     "authorized file pattern: unknown "
-			     "escape %%%c (want %%h, %%u or %%%%)",
-			     *pat != '\0' ? *pat : '?');
+				   "authorized file pattern: unknown "
+				   "escape %%%c (want %%h, %%u or %%%%)",
+				   *pat != '\0' ? *pat : '?');
 			return MTLS_ERR_CONFIG;
 		}
 		n = strlen(add);
@@ -738,13 +738,13 @@ map_authorized(X509 *cert, const char *user, const char *pattern, char *why, siz
 	if (dfd < 0) {
 		if (errno == ENOENT || errno == ENOTDIR) {
 			why_printf(why, why_len,
-			     "no authorized certificates file "
-			     "(%s)",
-			     path);
+				   "no authorized certificates file "
+				   "(%s)",
+				   path);
 			r = MTLS_ERR_USER_MISMATCH;
 		} else {
 			why_printf(why, why_len, "cannot open directory of %s: %s", path,
-			     strerror(errno));
+				   strerror(errno));
 			r = MTLS_ERR_CONFIG;
 		}
 		goto out;
@@ -756,25 +756,25 @@ map_authorized(X509 *cert, const char *user, const char *pattern, char *why, siz
 	}
 	if (st.st_uid != 0 && st.st_uid != pw.pw_uid) {
 		why_printf(why, why_len,
-		     "directory of %s is owned by uid %lu, not by "
-		     "%s or root; refused",
-		     path, (unsigned long)st.st_uid, user);
+			   "directory of %s is owned by uid %lu, not by "
+			   "%s or root; refused",
+			   path, (unsigned long)st.st_uid, user);
 		goto out;
 	}
 	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
 		why_printf(why, why_len,
-		     "directory of %s is writable by group or "
-		     "others (mode %04o); refused",
-		     path, (unsigned)(st.st_mode & 07777));
+			   "directory of %s is writable by group or "
+			   "others (mode %04o); refused",
+			   path, (unsigned)(st.st_mode & 07777));
 		goto out;
 	}
 	if ((r = read_safe_file(dfd, base, path, pw.pw_uid, &buf, &len, &missing, why, why_len)) !=
 	    0) {
 		if (missing)
 			why_printf(why, why_len,
-			     "no authorized certificates file "
-			     "(%s)",
-			     path);
+				   "no authorized certificates file "
+				   "(%s)",
+				   path);
 		goto out;
 	}
 	if (memchr(buf, '\0', len) != NULL) {
@@ -841,8 +841,9 @@ usermap_method_from_name(const char *name)
 		const char *name;
 		enum usermap_method m;
 	} names[] = {
-	    {"cn", USERMAP_CN},	  {"uid", USERMAP_UID},		{"email", USERMAP_EMAIL},
-	    {"upn", USERMAP_UPN}, {"mapfile", USERMAP_MAPFILE}, {"authorized", USERMAP_AUTHORIZED},
+		{ "cn", USERMAP_CN },		{ "uid", USERMAP_UID },
+		{ "email", USERMAP_EMAIL },	{ "upn", USERMAP_UPN },
+		{ "mapfile", USERMAP_MAPFILE }, { "authorized", USERMAP_AUTHORIZED },
 	};
 	size_t i;
 

@@ -10,15 +10,15 @@
 #include <openssl/x509.h>
 
 enum usermap_method {
-	USERMAP_CN = 1,		/* subject CN == user */
-	USERMAP_UID,		/* subject UID attribute (0.9.2342.19200300.100.1.1) */
-	USERMAP_EMAIL,		/* rfc822Name SAN (or emailAddress) local part or
-				   whole address == user */
-	USERMAP_UPN,		/* Microsoft UPN otherName SAN (user@REALM):
-				   local part == user */
-	USERMAP_MAPFILE,	/* root-owned map file: "<subject or sha256
-				   fingerprint> <user>" lines */
-	USERMAP_AUTHORIZED,	/* per-user authorized-certificates file */
+	USERMAP_CN = 1,	    /* subject CN == user */
+	USERMAP_UID,	    /* subject UID attribute (0.9.2342.19200300.100.1.1) */
+	USERMAP_EMAIL,	    /* rfc822Name SAN (or emailAddress) local part or
+			       whole address == user */
+	USERMAP_UPN,	    /* Microsoft UPN otherName SAN (user@REALM):
+			       local part == user */
+	USERMAP_MAPFILE,    /* root-owned map file: "<subject or sha256
+			       fingerprint> <user>" lines */
+	USERMAP_AUTHORIZED, /* per-user authorized-certificates file */
 };
 
 struct usermap_opts {
@@ -67,9 +67,9 @@ struct usermap_opts {
  *   SubjectPublicKeyInfo DER>" lines match by public key (openssl x509
  *   -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum).
  */
-__attribute__((warn_unused_result)) int
-usermap_check(X509 *cert, const char *user, const struct usermap_opts *o,
-	      char *why, size_t why_len);
+__attribute__((warn_unused_result)) int usermap_check(X509 *cert, const char *user,
+						      const struct usermap_opts *o, char *why,
+						      size_t why_len);
 
 /* Parses "cn", "uid", "email", "upn", "mapfile", "authorized"; 0 if unknown. */
 int usermap_method_from_name(const char *name);

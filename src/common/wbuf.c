@@ -239,8 +239,8 @@ wbuf_peek_u32(const struct wbuf *b, uint32_t *v)
 	if (wbuf_len(b) < 4)
 		return MTLS_ERR_TRUNCATED;
 	p = b->d + b->off;
-	*v = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
-	     ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+	*v = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) |
+	     (uint32_t)p[3];
 	return 0;
 }
 
@@ -255,8 +255,7 @@ wbuf_get_u32(struct wbuf *b, uint32_t *v)
 }
 
 int
-wbuf_get_string_direct(struct wbuf *b, const unsigned char **dp, size_t *lenp,
-		       size_t max)
+wbuf_get_string_direct(struct wbuf *b, const unsigned char **dp, size_t *lenp, size_t max)
 {
 	uint32_t len;
 	int r;

@@ -61,12 +61,10 @@ WUR int wbuf_get_u32(struct wbuf *b, uint32_t *v);
 WUR int wbuf_peek_u32(const struct wbuf *b, uint32_t *v);
 /* Reads a string without copying: *dp points into the buffer and stays
  * valid until the buffer changes.  `max` bounds the length (0: none). */
-WUR int wbuf_get_string_direct(struct wbuf *b, const unsigned char **dp,
-			       size_t *lenp, size_t max);
+WUR int wbuf_get_string_direct(struct wbuf *b, const unsigned char **dp, size_t *lenp, size_t max);
 /* Reads a string into a new malloc'd copy (NUL-terminated for
  * convenience; *lenp excludes it).  `max` bounds the length (0: none). */
-WUR int wbuf_get_string(struct wbuf *b, unsigned char **dp, size_t *lenp,
-			size_t max);
+WUR int wbuf_get_string(struct wbuf *b, unsigned char **dp, size_t *lenp, size_t max);
 /* Reads a string that must not contain NUL into a new C string. */
 WUR int wbuf_get_cstring(struct wbuf *b, char **sp, size_t max);
 

@@ -26,24 +26,24 @@
 
 /* The agent may be waiting for a PIN pad or a slow token. */
 #define DEFAULT_TIMEOUT_S 120
-#define TIMEOUT_ENV "MTLS_AGENT_TIMEOUT"
-#define SOCK_SUBPATH "/mtls-agent/agent.sock"
+#define TIMEOUT_ENV	  "MTLS_AGENT_TIMEOUT"
+#define SOCK_SUBPATH	  "/mtls-agent/agent.sock"
 /*
  * Busy-polling for a SIGN reply: at most this many microseconds, and only
  * while signatures take less than that (a slow token is waited for asleep).
  */
 #define DEFAULT_BUSY_POLL_US 2000
-#define MAX_BUSY_POLL_US 100000
-#define BUSY_POLL_ENV "MTLS_AGENT_BUSY_POLL"
+#define MAX_BUSY_POLL_US     100000
+#define BUSY_POLL_ENV	     "MTLS_AGENT_BUSY_POLL"
 
 struct mtls_agent {
 	pthread_mutex_t lock;
-	int fd;		/* -1 while disconnected */
-	pid_t pid;	/* process that opened fd */
-	unsigned long fork_gen; /* fork_gen when fd was opened */
-	struct frame_rx rx;	/* bytes read from fd, not yet a frame */
-	char *path;	/* where to reconnect */
-	int timeout_ms; /* -1: wait forever */
+	int fd;			  /* -1 while disconnected */
+	pid_t pid;		  /* process that opened fd */
+	unsigned long fork_gen;	  /* fork_gen when fd was opened */
+	struct frame_rx rx;	  /* bytes read from fd, not yet a frame */
+	char *path;		  /* where to reconnect */
+	int timeout_ms;		  /* -1: wait forever */
 	unsigned int spin_max_us; /* busy-poll limit; 0: never */
 	unsigned int sign_us;	  /* running mean of SIGN round trips; 0: none yet */
 };
@@ -218,8 +218,8 @@ check_fork(struct mtls_agent *a)
 {
 	if (a->fd == -1)
 		return;
-	if (fork_watched ? a->fork_gen != __atomic_load_n(&fork_gen, __ATOMIC_RELAXED) :
-			   a->pid != getpid())
+	if (fork_watched ? a->fork_gen != __atomic_load_n(&fork_gen, __ATOMIC_RELAXED)
+			 : a->pid != getpid())
 		drop_connection(a);
 }
 
@@ -230,15 +230,15 @@ check_fork(struct mtls_agent *a)
  * *was_error_reply is set.
  */
 static int
-read_reply(struct mtls_agent *a, uint8_t expect, struct wbuf *reply,
-	   int *retries, int *was_error_reply)
+read_reply(struct mtls_agent *a, uint8_t expect, struct wbuf *reply, int *retries,
+	   int *was_error_reply)
 {
 	struct msg_error err = { 0 };
 	uint8_t type;
 	int r;
 
-	if ((r = frame_read(a->fd, &a->rx, reply, MTLS_FRAME_MAX, a->timeout_ms,
-			    a->timeout_ms)) != 0 ||
+	if ((r = frame_read(a->fd, &a->rx, reply, MTLS_FRAME_MAX, a->timeout_ms, a->timeout_ms)) !=
+		0 ||
 	    (r = wbuf_get_u8(reply, &type)) != 0)
 		return r;
 	if (type == expect)
@@ -312,8 +312,7 @@ open_connection(struct mtls_agent *a)
 		while ((r = poll(&pfd, 1, a->timeout_ms)) == -1 && errno == EINTR)
 			;
 		elen = sizeof(e);
-		if (r != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &elen) == -1 ||
-		    e != 0)
+		if (r != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &elen) == -1 || e != 0)
 			goto fail;
 	}
 	a->fd = fd;
@@ -337,8 +336,8 @@ fail:
  * call starts afresh.
  */
 static int
-exchange(struct mtls_agent *a, const struct wbuf *req, uint8_t expect,
-	 int retry_after_send, struct wbuf *reply, int *retries)
+exchange(struct mtls_agent *a, const struct wbuf *req, uint8_t expect, int retry_after_send,
+	 struct wbuf *reply, int *retries)
 {
 	int attempt, r = MTLS_ERR_INTERNAL, was_error_reply = 0;
 	int is_sign = expect == (MSG_SIGN | MSG_REPLY);
@@ -368,8 +367,8 @@ exchange(struct mtls_agent *a, const struct wbuf *req, uint8_t expect,
 			us = now_us() - t0;
 			if (us > UINT_MAX / 4)
 				us = UINT_MAX / 4;
-			a->sign_us = a->sign_us == 0 ? (unsigned int)us :
-				     (unsigned int)((3ULL * a->sign_us + us) / 4);
+			a->sign_us = a->sign_us == 0 ? (unsigned int)us
+						     : (unsigned int)((3ULL * a->sign_us + us) / 4);
 		}
 		if (r == MTLS_ERR_CONNECTION_CLOSED && retry_after_send) {
 			drop_connection(a);
@@ -403,8 +402,7 @@ mtls_agent_connect(const char *path, mtls_agent **out)
 		free(a);
 		return MTLS_ERR_INTERNAL;
 	}
-	if ((r = resolve_path(path, &a->path)) != 0 ||
-	    (r = open_connection(a)) != 0)
+	if ((r = resolve_path(path, &a->path)) != 0 || (r = open_connection(a)) != 0)
 		goto out;
 	*out = a;
 	a = NULL;
@@ -463,9 +461,9 @@ out:
 }
 
 int
-mtls_agent_sign(mtls_agent *a, const char *identity, uint16_t scheme,
-		int purpose, const unsigned char *content, size_t content_len,
-		unsigned char **sig, size_t *sig_len)
+mtls_agent_sign(mtls_agent *a, const char *identity, uint16_t scheme, int purpose,
+		const unsigned char *content, size_t content_len, unsigned char **sig,
+		size_t *sig_len)
 {
 	struct msg_sign_req req = { 0 };
 	struct msg_sign_resp resp = { 0 };
@@ -478,8 +476,7 @@ mtls_agent_sign(mtls_agent *a, const char *identity, uint16_t scheme,
 	if (sig_len != NULL)
 		*sig_len = 0;
 	if (a == NULL || identity == NULL || sig == NULL || sig_len == NULL ||
-	    (content == NULL && content_len != 0) || purpose < 0 ||
-	    purpose > UINT8_MAX)
+	    (content == NULL && content_len != 0) || purpose < 0 || purpose > UINT8_MAX)
 		return MTLS_ERR_INVALID_ARGUMENT;
 	if (content_len > MTLS_CONTENT_MAX)
 		return MTLS_ERR_FRAME_TOO_LARGE;
@@ -537,8 +534,7 @@ secret_exchange(mtls_agent *a, const struct wbuf *b, uint8_t type, int *retries_
 }
 
 int
-mtls_agent_login(mtls_agent *a, const char *identity, const char *pin,
-		 int *retries_left)
+mtls_agent_login(mtls_agent *a, const char *identity, const char *pin, int *retries_left)
 {
 	struct msg_login_req req = { 0 };
 	struct wbuf *b;
@@ -565,8 +561,8 @@ mtls_agent_login(mtls_agent *a, const char *identity, const char *pin,
 }
 
 static int
-set_pin(mtls_agent *a, const char *identity, uint8_t mode, const char *old_pin,
-	const char *new_pin, int *retries_left)
+set_pin(mtls_agent *a, const char *identity, uint8_t mode, const char *old_pin, const char *new_pin,
+	int *retries_left)
 {
 	struct msg_set_pin_req req = { 0 };
 	struct wbuf *b;
@@ -621,15 +617,15 @@ mtls_agent_unlock(mtls_agent *a, const char *passphrase)
 }
 
 int
-mtls_agent_change_pin(mtls_agent *a, const char *identity, const char *old_pin,
-		      const char *new_pin, int *retries_left)
+mtls_agent_change_pin(mtls_agent *a, const char *identity, const char *old_pin, const char *new_pin,
+		      int *retries_left)
 {
 	return set_pin(a, identity, SET_PIN_CHANGE, old_pin, new_pin, retries_left);
 }
 
 int
-mtls_agent_unblock_pin(mtls_agent *a, const char *identity, const char *puk,
-		       const char *new_pin, int *retries_left)
+mtls_agent_unblock_pin(mtls_agent *a, const char *identity, const char *puk, const char *new_pin,
+		       int *retries_left)
 {
 	return set_pin(a, identity, SET_PIN_UNBLOCK, puk, new_pin, retries_left);
 }

@@ -25,22 +25,24 @@
  * libssl also looks keys up by the short name of the NID (rsaEncryption,
  * id-ecPublicKey).
  */
-static const OSSL_ALGORITHM keymgmt_algs[] = {
-    {"RSA:rsaEncryption", "provider=" PROV_NAME, prov_rsa_keymgmt_functions, "mtls-agent RSA key"},
-    {"EC:id-ecPublicKey", "provider=" PROV_NAME, prov_ec_keymgmt_functions, "mtls-agent EC key"},
-    {NULL, NULL, NULL, NULL}};
+static const OSSL_ALGORITHM keymgmt_algs[] = { { "RSA:rsaEncryption", "provider=" PROV_NAME,
+						 prov_rsa_keymgmt_functions, "mtls-agent RSA key" },
+					       { "EC:id-ecPublicKey", "provider=" PROV_NAME,
+						 prov_ec_keymgmt_functions, "mtls-agent EC key" },
+					       { NULL, NULL, NULL, NULL } };
 
 static const OSSL_ALGORITHM signature_algs[] = {
-    {"RSA:rsaEncryption", "provider=" PROV_NAME, prov_rsa_signature_functions,
-     "RSA signatures made by mtls-agent"},
-    {"ECDSA", "provider=" PROV_NAME, prov_ecdsa_signature_functions,
-     "ECDSA signatures made by mtls-agent"},
-    {NULL, NULL, NULL, NULL}};
+	{ "RSA:rsaEncryption", "provider=" PROV_NAME, prov_rsa_signature_functions,
+	  "RSA signatures made by mtls-agent" },
+	{ "ECDSA", "provider=" PROV_NAME, prov_ecdsa_signature_functions,
+	  "ECDSA signatures made by mtls-agent" },
+	{ NULL, NULL, NULL, NULL }
+};
 
-static const OSSL_ALGORITHM store_algs[] = {{PROV_URI_SCHEME, "provider=" PROV_NAME,
-					     prov_store_functions,
-					     "identities of a running mtls-agent"},
-					    {NULL, NULL, NULL, NULL}};
+static const OSSL_ALGORITHM store_algs[] = { { PROV_URI_SCHEME, "provider=" PROV_NAME,
+					       prov_store_functions,
+					       "identities of a running mtls-agent" },
+					     { NULL, NULL, NULL, NULL } };
 
 /* Reason strings, filled once: the agent's texts come from strerror. */
 static OSSL_ITEM reason_strings[-MTLS_ERR_LAST_ + (PROV_R_MAX_ - PROV_R_NOT_AGENT_KEY) + 1];
@@ -50,21 +52,22 @@ static void
 fill_reason_strings(void)
 {
 	static const char *const own[] = {
-	    [PROV_R_NOT_AGENT_KEY - PROV_R_NOT_AGENT_KEY] = "key has no agent identity",
-	    [PROV_R_UNSUPPORTED_DIGEST - PROV_R_NOT_AGENT_KEY] =
-		"digest not supported for this key",
-	    [PROV_R_UNSUPPORTED_PADDING - PROV_R_NOT_AGENT_KEY] = "unsupported RSA padding",
-	    [PROV_R_UNSUPPORTED_SALTLEN - PROV_R_NOT_AGENT_KEY] =
-		"PSS salt length must equal the hash length",
-	    [PROV_R_MGF1_MISMATCH - PROV_R_NOT_AGENT_KEY] =
-		"MGF1 digest must equal the signature digest",
-	    [PROV_R_BUFFER_TOO_SMALL - PROV_R_NOT_AGENT_KEY] = "signature buffer too small",
-	    [PROV_R_CONTENT_TOO_LARGE - PROV_R_NOT_AGENT_KEY] = "content too large for the agent",
-	    [PROV_R_BAD_URI - PROV_R_NOT_AGENT_KEY] = "malformed mtls-agent: URI",
-	    [PROV_R_BAD_CERTIFICATE - PROV_R_NOT_AGENT_KEY] = "identity certificate unusable",
-	    [PROV_R_OPERATION_UNSUPPORTED - PROV_R_NOT_AGENT_KEY] =
-		"operation not supported by mtls-agent keys",
-	    [PROV_R_INTERNAL - PROV_R_NOT_AGENT_KEY] = "internal error",
+		[PROV_R_NOT_AGENT_KEY - PROV_R_NOT_AGENT_KEY] = "key has no agent identity",
+		[PROV_R_UNSUPPORTED_DIGEST - PROV_R_NOT_AGENT_KEY] =
+		    "digest not supported for this key",
+		[PROV_R_UNSUPPORTED_PADDING - PROV_R_NOT_AGENT_KEY] = "unsupported RSA padding",
+		[PROV_R_UNSUPPORTED_SALTLEN - PROV_R_NOT_AGENT_KEY] =
+		    "PSS salt length must equal the hash length",
+		[PROV_R_MGF1_MISMATCH - PROV_R_NOT_AGENT_KEY] =
+		    "MGF1 digest must equal the signature digest",
+		[PROV_R_BUFFER_TOO_SMALL - PROV_R_NOT_AGENT_KEY] = "signature buffer too small",
+		[PROV_R_CONTENT_TOO_LARGE - PROV_R_NOT_AGENT_KEY] =
+		    "content too large for the agent",
+		[PROV_R_BAD_URI - PROV_R_NOT_AGENT_KEY] = "malformed mtls-agent: URI",
+		[PROV_R_BAD_CERTIFICATE - PROV_R_NOT_AGENT_KEY] = "identity certificate unusable",
+		[PROV_R_OPERATION_UNSUPPORTED - PROV_R_NOT_AGENT_KEY] =
+		    "operation not supported by mtls-agent keys",
+		[PROV_R_INTERNAL - PROV_R_NOT_AGENT_KEY] = "internal error",
 	};
 	size_t n = 0;
 	int i;
@@ -115,10 +118,11 @@ static const OSSL_PARAM *
 gettable_params(void *provctx)
 {
 	static const OSSL_PARAM params[] = {
-	    OSSL_PARAM_DEFN(OSSL_PROV_PARAM_NAME, OSSL_PARAM_UTF8_PTR, NULL, 0),
-	    OSSL_PARAM_DEFN(OSSL_PROV_PARAM_VERSION, OSSL_PARAM_UTF8_PTR, NULL, 0),
-	    OSSL_PARAM_DEFN(OSSL_PROV_PARAM_BUILDINFO, OSSL_PARAM_UTF8_PTR, NULL, 0),
-	    OSSL_PARAM_DEFN(OSSL_PROV_PARAM_STATUS, OSSL_PARAM_INTEGER, NULL, 0), OSSL_PARAM_END};
+		OSSL_PARAM_DEFN(OSSL_PROV_PARAM_NAME, OSSL_PARAM_UTF8_PTR, NULL, 0),
+		OSSL_PARAM_DEFN(OSSL_PROV_PARAM_VERSION, OSSL_PARAM_UTF8_PTR, NULL, 0),
+		OSSL_PARAM_DEFN(OSSL_PROV_PARAM_BUILDINFO, OSSL_PARAM_UTF8_PTR, NULL, 0),
+		OSSL_PARAM_DEFN(OSSL_PROV_PARAM_STATUS, OSSL_PARAM_INTEGER, NULL, 0), OSSL_PARAM_END
+	};
 
 	return params;
 }
@@ -167,12 +171,13 @@ teardown(void *provctx)
 }
 
 static const OSSL_DISPATCH provider_functions[] = {
-    {OSSL_FUNC_PROVIDER_TEARDOWN, (void (*)(void))teardown},
-    {OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, (void (*)(void))gettable_params},
-    {OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))get_params},
-    {OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))query_operation},
-    {OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))get_reason_strings},
-    {0, NULL}};
+	{ OSSL_FUNC_PROVIDER_TEARDOWN, (void (*)(void))teardown },
+	{ OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, (void (*)(void))gettable_params },
+	{ OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))get_params },
+	{ OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))query_operation },
+	{ OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))get_reason_strings },
+	{ 0, NULL }
+};
 
 int
 mtls_agent_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,

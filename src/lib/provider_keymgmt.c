@@ -257,14 +257,14 @@ key_match(const void *keydata1, const void *keydata2, int selection)
 static const OSSL_PARAM *
 rsa_gettable_params(void *provctx)
 {
-	static const OSSL_PARAM params[] = {
-	    OSSL_PARAM_int(OSSL_PKEY_PARAM_BITS, NULL),
-	    OSSL_PARAM_int(OSSL_PKEY_PARAM_SECURITY_BITS, NULL),
-	    OSSL_PARAM_int(OSSL_PKEY_PARAM_MAX_SIZE, NULL),
-	    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_DEFAULT_DIGEST, NULL, 0),
-	    OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_N, NULL, 0),
-	    OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_E, NULL, 0),
-	    OSSL_PARAM_END};
+	static const OSSL_PARAM params[] = { OSSL_PARAM_int(OSSL_PKEY_PARAM_BITS, NULL),
+					     OSSL_PARAM_int(OSSL_PKEY_PARAM_SECURITY_BITS, NULL),
+					     OSSL_PARAM_int(OSSL_PKEY_PARAM_MAX_SIZE, NULL),
+					     OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_DEFAULT_DIGEST,
+								    NULL, 0),
+					     OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_N, NULL, 0),
+					     OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_E, NULL, 0),
+					     OSSL_PARAM_END };
 
 	return params;
 }
@@ -273,16 +273,17 @@ static const OSSL_PARAM *
 ec_gettable_params(void *provctx)
 {
 	static const OSSL_PARAM params[] = {
-	    OSSL_PARAM_int(OSSL_PKEY_PARAM_BITS, NULL),
-	    OSSL_PARAM_int(OSSL_PKEY_PARAM_SECURITY_BITS, NULL),
-	    OSSL_PARAM_int(OSSL_PKEY_PARAM_MAX_SIZE, NULL),
-	    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_DEFAULT_DIGEST, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, NULL, 0),
-	    OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0),
-	    OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_ENCODING, NULL, 0),
-	    OSSL_PARAM_END};
+		OSSL_PARAM_int(OSSL_PKEY_PARAM_BITS, NULL),
+		OSSL_PARAM_int(OSSL_PKEY_PARAM_SECURITY_BITS, NULL),
+		OSSL_PARAM_int(OSSL_PKEY_PARAM_MAX_SIZE, NULL),
+		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_DEFAULT_DIGEST, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, NULL, 0),
+		OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0),
+		OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_ENCODING, NULL, 0),
+		OSSL_PARAM_END
+	};
 
 	return params;
 }
@@ -313,18 +314,20 @@ key_get_params(void *keydata, OSSL_PARAM params[])
 	return 1;
 }
 
-static const OSSL_PARAM rsa_public_types[] = {OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_N, NULL, 0),
-					      OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_E, NULL, 0),
-					      OSSL_PARAM_END};
+static const OSSL_PARAM rsa_public_types[] = { OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_N, NULL, 0),
+					       OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_E, NULL, 0),
+					       OSSL_PARAM_END };
 
 static const OSSL_PARAM ec_public_types[] = {
-    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, NULL, 0),
-    OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0), OSSL_PARAM_END};
+	OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, NULL, 0),
+	OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0), OSSL_PARAM_END
+};
 
 static const OSSL_PARAM ec_param_types[] = {
-    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, NULL, 0), OSSL_PARAM_END};
+	OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, NULL, 0), OSSL_PARAM_END
+};
 
-static const OSSL_PARAM no_types[] = {OSSL_PARAM_END};
+static const OSSL_PARAM no_types[] = { OSSL_PARAM_END };
 
 static const OSSL_PARAM *
 rsa_types(int selection)
@@ -424,22 +427,22 @@ key_dup(const void *keydata, int selection)
 }
 
 #define KEYMGMT_FUNCTIONS(t)                                                                       \
-	{OSSL_FUNC_KEYMGMT_NEW, (void (*)(void))t##_new},                                          \
-	    {OSSL_FUNC_KEYMGMT_FREE, (void (*)(void))key_free},                                    \
-	    {OSSL_FUNC_KEYMGMT_LOAD, (void (*)(void))t##_load},                                    \
-	    {OSSL_FUNC_KEYMGMT_HAS, (void (*)(void))key_has},                                      \
-	    {OSSL_FUNC_KEYMGMT_MATCH, (void (*)(void))key_match},                                  \
-	    {OSSL_FUNC_KEYMGMT_GET_PARAMS, (void (*)(void))key_get_params},                        \
-	    {OSSL_FUNC_KEYMGMT_GETTABLE_PARAMS, (void (*)(void))t##_gettable_params},              \
-	    {OSSL_FUNC_KEYMGMT_IMPORT, (void (*)(void))key_import},                                \
-	    {OSSL_FUNC_KEYMGMT_IMPORT_TYPES, (void (*)(void))t##_types},                           \
-	    {OSSL_FUNC_KEYMGMT_EXPORT, (void (*)(void))key_export},                                \
-	    {OSSL_FUNC_KEYMGMT_EXPORT_TYPES, (void (*)(void))t##_types},                           \
-	    {OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME, (void (*)(void))t##_query_operation_name},    \
-	    {OSSL_FUNC_KEYMGMT_DUP, (void (*)(void))key_dup},                                      \
+	{ OSSL_FUNC_KEYMGMT_NEW, (void (*)(void))t##_new },                                        \
+	    { OSSL_FUNC_KEYMGMT_FREE, (void (*)(void))key_free },                                  \
+	    { OSSL_FUNC_KEYMGMT_LOAD, (void (*)(void))t##_load },                                  \
+	    { OSSL_FUNC_KEYMGMT_HAS, (void (*)(void))key_has },                                    \
+	    { OSSL_FUNC_KEYMGMT_MATCH, (void (*)(void))key_match },                                \
+	    { OSSL_FUNC_KEYMGMT_GET_PARAMS, (void (*)(void))key_get_params },                      \
+	    { OSSL_FUNC_KEYMGMT_GETTABLE_PARAMS, (void (*)(void))t##_gettable_params },            \
+	    { OSSL_FUNC_KEYMGMT_IMPORT, (void (*)(void))key_import },                              \
+	    { OSSL_FUNC_KEYMGMT_IMPORT_TYPES, (void (*)(void))t##_types },                         \
+	    { OSSL_FUNC_KEYMGMT_EXPORT, (void (*)(void))key_export },                              \
+	    { OSSL_FUNC_KEYMGMT_EXPORT_TYPES, (void (*)(void))t##_types },                         \
+	    { OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME, (void (*)(void))t##_query_operation_name },  \
+	    { OSSL_FUNC_KEYMGMT_DUP, (void (*)(void))key_dup },                                    \
 	{                                                                                          \
 		0, NULL                                                                            \
 	}
 
-const OSSL_DISPATCH prov_rsa_keymgmt_functions[] = {KEYMGMT_FUNCTIONS(rsa)};
-const OSSL_DISPATCH prov_ec_keymgmt_functions[] = {KEYMGMT_FUNCTIONS(ec)};
+const OSSL_DISPATCH prov_rsa_keymgmt_functions[] = { KEYMGMT_FUNCTIONS(rsa) };
+const OSSL_DISPATCH prov_ec_keymgmt_functions[] = { KEYMGMT_FUNCTIONS(ec) };

@@ -468,12 +468,12 @@ param_int_or_name(const OSSL_PARAM *p, const char *const *names, const int *valu
 static int
 set_ctx_params(void *ctx, const OSSL_PARAM params[])
 {
-	static const char *const pad_names[] = {"pkcs1", "pss", "none", "x931", NULL};
-	static const int pad_values[] = {RSA_PKCS1_PADDING, RSA_PKCS1_PSS_PADDING, RSA_NO_PADDING,
-					 RSA_X931_PADDING};
-	static const char *const salt_names[] = {"digest", "max", "auto", NULL};
-	static const int salt_values[] = {RSA_PSS_SALTLEN_DIGEST, RSA_PSS_SALTLEN_MAX,
-					  RSA_PSS_SALTLEN_AUTO};
+	static const char *const pad_names[] = { "pkcs1", "pss", "none", "x931", NULL };
+	static const int pad_values[] = { RSA_PKCS1_PADDING, RSA_PKCS1_PSS_PADDING, RSA_NO_PADDING,
+					  RSA_X931_PADDING };
+	static const char *const salt_names[] = { "digest", "max", "auto", NULL };
+	static const int salt_values[] = { RSA_PSS_SALTLEN_DIGEST, RSA_PSS_SALTLEN_MAX,
+					   RSA_PSS_SALTLEN_AUTO };
 	struct sig_ctx *c = ctx;
 	const OSSL_PARAM *p;
 	const char *s = NULL;
@@ -526,12 +526,13 @@ static const OSSL_PARAM *
 rsa_settable_ctx_params(void *ctx, void *provctx)
 {
 	static const OSSL_PARAM params[] = {
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PROPERTIES, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_DIGEST, NULL, 0),
-	    OSSL_PARAM_END};
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PROPERTIES, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_DIGEST, NULL, 0),
+		OSSL_PARAM_END
+	};
 
 	return params;
 }
@@ -540,8 +541,9 @@ static const OSSL_PARAM *
 ecdsa_settable_ctx_params(void *ctx, void *provctx)
 {
 	static const OSSL_PARAM params[] = {
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PROPERTIES, NULL, 0), OSSL_PARAM_END};
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PROPERTIES, NULL, 0), OSSL_PARAM_END
+	};
 
 	return params;
 }
@@ -596,10 +598,11 @@ static const OSSL_PARAM *
 rsa_gettable_ctx_params(void *ctx, void *provctx)
 {
 	static const OSSL_PARAM params[] = {
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_DIGEST, NULL, 0), OSSL_PARAM_END};
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_DIGEST, NULL, 0), OSSL_PARAM_END
+	};
 
 	return params;
 }
@@ -608,30 +611,31 @@ static const OSSL_PARAM *
 ecdsa_gettable_ctx_params(void *ctx, void *provctx)
 {
 	static const OSSL_PARAM params[] = {
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0), OSSL_PARAM_END};
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0), OSSL_PARAM_END
+	};
 
 	return params;
 }
 
 #define SIGNATURE_FUNCTIONS(t)                                                                     \
-	{OSSL_FUNC_SIGNATURE_NEWCTX, (void (*)(void))t##_newctx},                                  \
-	    {OSSL_FUNC_SIGNATURE_FREECTX, (void (*)(void))freectx},                                \
-	    {OSSL_FUNC_SIGNATURE_DUPCTX, (void (*)(void))dupctx},                                  \
-	    {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, (void (*)(void))digest_sign_init},              \
-	    {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE, (void (*)(void))digest_sign_update},          \
-	    {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, (void (*)(void))digest_sign_final},            \
-	    {OSSL_FUNC_SIGNATURE_DIGEST_SIGN, (void (*)(void))digest_sign},                        \
-	    {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, (void (*)(void))digest_verify_init},          \
-	    {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_UPDATE, (void (*)(void))digest_verify_update},      \
-	    {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_FINAL, (void (*)(void))digest_verify_final},        \
-	    {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY, (void (*)(void))digest_verify},                    \
-	    {OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, (void (*)(void))get_ctx_params},                  \
-	    {OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS, (void (*)(void))t##_gettable_ctx_params},    \
-	    {OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, (void (*)(void))set_ctx_params},                  \
-	    {OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, (void (*)(void))t##_settable_ctx_params},    \
+	{ OSSL_FUNC_SIGNATURE_NEWCTX, (void (*)(void))t##_newctx },                                \
+	    { OSSL_FUNC_SIGNATURE_FREECTX, (void (*)(void))freectx },                              \
+	    { OSSL_FUNC_SIGNATURE_DUPCTX, (void (*)(void))dupctx },                                \
+	    { OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, (void (*)(void))digest_sign_init },            \
+	    { OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE, (void (*)(void))digest_sign_update },        \
+	    { OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, (void (*)(void))digest_sign_final },          \
+	    { OSSL_FUNC_SIGNATURE_DIGEST_SIGN, (void (*)(void))digest_sign },                      \
+	    { OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, (void (*)(void))digest_verify_init },        \
+	    { OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_UPDATE, (void (*)(void))digest_verify_update },    \
+	    { OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_FINAL, (void (*)(void))digest_verify_final },      \
+	    { OSSL_FUNC_SIGNATURE_DIGEST_VERIFY, (void (*)(void))digest_verify },                  \
+	    { OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, (void (*)(void))get_ctx_params },                \
+	    { OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS, (void (*)(void))t##_gettable_ctx_params },  \
+	    { OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, (void (*)(void))set_ctx_params },                \
+	    { OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, (void (*)(void))t##_settable_ctx_params },  \
 	{                                                                                          \
 		0, NULL                                                                            \
 	}
 
-const OSSL_DISPATCH prov_rsa_signature_functions[] = {SIGNATURE_FUNCTIONS(rsa)};
-const OSSL_DISPATCH prov_ecdsa_signature_functions[] = {SIGNATURE_FUNCTIONS(ecdsa)};
+const OSSL_DISPATCH prov_rsa_signature_functions[] = { SIGNATURE_FUNCTIONS(rsa) };
+const OSSL_DISPATCH prov_ecdsa_signature_functions[] = { SIGNATURE_FUNCTIONS(ecdsa) };

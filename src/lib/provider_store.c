@@ -89,8 +89,8 @@ out:
 static const OSSL_PARAM *
 store_settable_ctx_params(void *provctx)
 {
-	static const OSSL_PARAM params[] = {OSSL_PARAM_int(OSSL_STORE_PARAM_EXPECT, NULL),
-					    OSSL_PARAM_END};
+	static const OSSL_PARAM params[] = { OSSL_PARAM_int(OSSL_STORE_PARAM_EXPECT, NULL),
+					     OSSL_PARAM_END };
 
 	return params;
 }
@@ -214,10 +214,11 @@ store_close(void *ctx)
 }
 
 const OSSL_DISPATCH prov_store_functions[] = {
-    {OSSL_FUNC_STORE_OPEN, (void (*)(void))store_open},
-    {OSSL_FUNC_STORE_SETTABLE_CTX_PARAMS, (void (*)(void))store_settable_ctx_params},
-    {OSSL_FUNC_STORE_SET_CTX_PARAMS, (void (*)(void))store_set_ctx_params},
-    {OSSL_FUNC_STORE_LOAD, (void (*)(void))store_load},
-    {OSSL_FUNC_STORE_EOF, (void (*)(void))store_eof},
-    {OSSL_FUNC_STORE_CLOSE, (void (*)(void))store_close},
-    {0, NULL}};
+	{ OSSL_FUNC_STORE_OPEN, (void (*)(void))store_open },
+	{ OSSL_FUNC_STORE_SETTABLE_CTX_PARAMS, (void (*)(void))store_settable_ctx_params },
+	{ OSSL_FUNC_STORE_SET_CTX_PARAMS, (void (*)(void))store_set_ctx_params },
+	{ OSSL_FUNC_STORE_LOAD, (void (*)(void))store_load },
+	{ OSSL_FUNC_STORE_EOF, (void (*)(void))store_eof },
+	{ OSSL_FUNC_STORE_CLOSE, (void (*)(void))store_close },
+	{ 0, NULL }
+};

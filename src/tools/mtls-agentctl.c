@@ -42,49 +42,48 @@
 
 enum {
 	EXIT_OK = 0,
-	EXIT_FAILED = 1,    /* the agent refused or the operation failed */
-	EXIT_USAGE = 2,	    /* bad command line */
-	EXIT_NO_AGENT = 3,  /* cannot connect to the agent */
-	EXIT_LOGIN = 4,	    /* the token must be logged in first */
-	EXIT_LOCKED = 5,    /* the PIN is locked */
+	EXIT_FAILED = 1,      /* the agent refused or the operation failed */
+	EXIT_USAGE = 2,	      /* bad command line */
+	EXIT_NO_AGENT = 3,    /* cannot connect to the agent */
+	EXIT_LOGIN = 4,	      /* the token must be logged in first */
+	EXIT_LOCKED = 5,      /* the PIN is locked */
 	EXIT_AGENT_LOCKED = 6 /* the agent is locked with a passphrase */
 };
 
 /* The library's limits, from the public header. */
 #define CONTENT_MAX MTLS_AGENT_CONTENT_MAX
-#define PIN_MAX MTLS_AGENT_PIN_MAX
+#define PIN_MAX	    MTLS_AGENT_PIN_MAX
 
 static const char *socket_path;
 static int quiet;
 
 /* Every public scheme, for listing the valid names in a usage error. */
 static const uint16_t all_schemes[] = {
-	MTLS_AGENT_RSA_PSS_RSAE_SHA256, MTLS_AGENT_RSA_PSS_RSAE_SHA384,
-	MTLS_AGENT_RSA_PSS_RSAE_SHA512, MTLS_AGENT_RSA_PKCS1_SHA256,
-	MTLS_AGENT_RSA_PKCS1_SHA384,	MTLS_AGENT_RSA_PKCS1_SHA512,
+	MTLS_AGENT_RSA_PSS_RSAE_SHA256,	   MTLS_AGENT_RSA_PSS_RSAE_SHA384,
+	MTLS_AGENT_RSA_PSS_RSAE_SHA512,	   MTLS_AGENT_RSA_PKCS1_SHA256,
+	MTLS_AGENT_RSA_PKCS1_SHA384,	   MTLS_AGENT_RSA_PKCS1_SHA512,
 	MTLS_AGENT_ECDSA_SECP256R1_SHA256, MTLS_AGENT_ECDSA_SECP384R1_SHA384,
 };
 
 static void
 usage(FILE *f)
 {
-	fprintf(f,
-		"usage: " PROG " [-s|--socket PATH] [-q|--quiet] COMMAND [ARGS]\n"
-		"       " PROG " -h|--help | -V|--version\n"
-		"commands:\n"
-		"  list [--pem] [--json]\n"
-		"  login [IDENTITY] [--pin-stdin | --pin-file FILE]\n"
-		"  logout [IDENTITY]\n"
-		"  status\n"
-		"  change-pin [IDENTITY] [--pin-stdin | --pin-file FILE]\n"
-		"  unblock-pin [IDENTITY] [--pin-stdin | --pin-file FILE]\n"
-		"  lock [--stdin]\n"
-		"  unlock [--stdin]\n"
-		"  sign --identity NAME --scheme SCHEME --purpose PURPOSE\n"
-		"       [--in FILE] [--out FILE] [--hex]\n"
-		"  connect [--identity NAME] [--ca-file FILE | --ca-dir DIR]\n"
-		"       [--tls1.2 | --tls1.3] [--header 'NAME: VALUE']... [--output FILE]\n"
-		"       [--timeout SECONDS] [-v] https://HOST[:PORT][/PATH] | HOST:PORT\n");
+	fprintf(f, "usage: " PROG " [-s|--socket PATH] [-q|--quiet] COMMAND [ARGS]\n"
+		   "       " PROG " -h|--help | -V|--version\n"
+		   "commands:\n"
+		   "  list [--pem] [--json]\n"
+		   "  login [IDENTITY] [--pin-stdin | --pin-file FILE]\n"
+		   "  logout [IDENTITY]\n"
+		   "  status\n"
+		   "  change-pin [IDENTITY] [--pin-stdin | --pin-file FILE]\n"
+		   "  unblock-pin [IDENTITY] [--pin-stdin | --pin-file FILE]\n"
+		   "  lock [--stdin]\n"
+		   "  unlock [--stdin]\n"
+		   "  sign --identity NAME --scheme SCHEME --purpose PURPOSE\n"
+		   "       [--in FILE] [--out FILE] [--hex]\n"
+		   "  connect [--identity NAME] [--ca-file FILE | --ca-dir DIR]\n"
+		   "       [--tls1.2 | --tls1.3] [--header 'NAME: VALUE']... [--output FILE]\n"
+		   "       [--timeout SECONDS] [-v] https://HOST[:PORT][/PATH] | HOST:PORT\n");
 }
 
 /*
@@ -110,8 +109,7 @@ safe(const char *s)
 	return buf;
 }
 
-static void __attribute__((format(printf, 2, 3)))
-errmsg(const char *cmd, const char *fmt, ...)
+static void __attribute__((format(printf, 2, 3))) errmsg(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -122,8 +120,7 @@ errmsg(const char *cmd, const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-static int __attribute__((format(printf, 2, 3)))
-usage_error(const char *cmd, const char *fmt, ...)
+static int __attribute__((format(printf, 2, 3))) usage_error(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -139,19 +136,13 @@ static int
 exit_code(int err)
 {
 	switch (err) {
-	case 0:
-		return EXIT_OK;
+	case 0: return EXIT_OK;
 	case MTLS_ERR_NO_SOCKET:
-	case MTLS_ERR_CONNECT:
-		return EXIT_NO_AGENT;
-	case MTLS_ERR_LOGIN_REQUIRED:
-		return EXIT_LOGIN;
-	case MTLS_ERR_PIN_LOCKED:
-		return EXIT_LOCKED;
-	case MTLS_ERR_AGENT_LOCKED:
-		return EXIT_AGENT_LOCKED;
-	default:
-		return EXIT_FAILED;
+	case MTLS_ERR_CONNECT: return EXIT_NO_AGENT;
+	case MTLS_ERR_LOGIN_REQUIRED: return EXIT_LOGIN;
+	case MTLS_ERR_PIN_LOCKED: return EXIT_LOCKED;
+	case MTLS_ERR_AGENT_LOCKED: return EXIT_AGENT_LOCKED;
+	default: return EXIT_FAILED;
 	}
 }
 
@@ -176,8 +167,8 @@ connect_agent(const char *cmd, mtls_agent **a)
 	int r;
 
 	if ((r = mtls_agent_connect(socket_path, a)) != 0)
-		return agent_error(cmd, r, r == MTLS_ERR_INVALID_ARGUMENT ?
-					   " (socket path too long)" : NULL);
+		return agent_error(
+		    cmd, r, r == MTLS_ERR_INVALID_ARGUMENT ? " (socket path too long)" : NULL);
 	return 0;
 }
 
@@ -186,10 +177,14 @@ static int
 bad_option(const char *cmd, char **argv, const char *synopsis)
 {
 	if (optopt != 0 && strncmp(argv[optind - 1], "--", 2) != 0)
-		return usage_error(cmd, "invalid option or missing argument "
-				   "'-%c' (usage: %s)", optopt, synopsis);
-	return usage_error(cmd, "invalid option or missing argument '%s' "
-			   "(usage: %s)", argv[optind - 1], synopsis);
+		return usage_error(cmd,
+				   "invalid option or missing argument "
+				   "'-%c' (usage: %s)",
+				   optopt, synopsis);
+	return usage_error(cmd,
+			   "invalid option or missing argument '%s' "
+			   "(usage: %s)",
+			   argv[optind - 1], synopsis);
 }
 
 /* Options every command also accepts after its name. */
@@ -197,12 +192,8 @@ static int
 common_option(int c, const char *arg)
 {
 	switch (c) {
-	case 's':
-		socket_path = arg;
-		return 1;
-	case 'q':
-		quiet = 1;
-		return 1;
+	case 's': socket_path = arg; return 1;
+	case 'q': quiet = 1; return 1;
 	}
 	return 0;
 }
@@ -262,8 +253,8 @@ hex_string(const unsigned char *d, size_t len, const char *sep, int upper)
 
 /* What a listing shows of one certificate. */
 struct cert_view {
-	int present;	/* the agent sent a certificate */
-	int parsed;	/* and it parsed as one */
+	int present; /* the agent sent a certificate */
+	int parsed;  /* and it parsed as one */
 	char *subject, *issuer, *serial;
 	char not_before[32], not_after[32];
 	char *fingerprint; /* SHA-256 of the DER, AA:BB:... */
@@ -279,8 +270,7 @@ name_string(const X509_NAME *name)
 	if ((bio = BIO_new(BIO_s_mem())) == NULL)
 		return NULL;
 	/* RFC 2253 order, but UTF-8 left as is rather than \-escaped. */
-	if (X509_NAME_print_ex(bio, name, 0,
-			       XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0 &&
+	if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0 &&
 	    BIO_get_mem_ptr(bio, &mem) > 0 && (s = malloc(mem->length + 1)) != NULL) {
 		memcpy(s, mem->data, mem->length);
 		s[mem->length] = '\0';
@@ -324,8 +314,7 @@ cert_view_load(struct cert_view *v, const unsigned char *der, size_t len)
 	v->present = 1;
 	/* The agent is trusted to send certificates, not to send good ones:
 	 * anything that does not parse completely is just reported. */
-	if (len > LONG_MAX || (x = d2i_X509(NULL, &p, (long)len)) == NULL ||
-	    p != der + len)
+	if (len > LONG_MAX || (x = d2i_X509(NULL, &p, (long)len)) == NULL || p != der + len)
 		goto out;
 	v->subject = name_string(X509_get_subject_name(x));
 	v->issuer = name_string(X509_get_issuer_name(x));
@@ -352,10 +341,8 @@ static const char *
 key_type_name(int type)
 {
 	switch (type) {
-	case MTLS_AGENT_KEY_RSA:
-		return "RSA";
-	case MTLS_AGENT_KEY_EC:
-		return "EC";
+	case MTLS_AGENT_KEY_RSA: return "RSA";
+	case MTLS_AGENT_KEY_EC: return "EC";
 	}
 	return "unknown";
 }
@@ -453,8 +440,7 @@ print_identity_text(const struct mtls_agent_identity *id, int pem)
 		printf("  not after:    %s\n", v.not_after);
 		printf("  sha256:       %s\n", v.fingerprint != NULL ? v.fingerprint : "?");
 	}
-	printf("  chain:        %zu certificate%s\n", id->n_chain,
-	       id->n_chain == 1 ? "" : "s");
+	printf("  chain:        %zu certificate%s\n", id->n_chain, id->n_chain == 1 ? "" : "s");
 	if (pem && v.parsed)
 		print_pem(id->cert_der, id->cert_der_len);
 	free(keyid);
@@ -566,13 +552,11 @@ print_identity_json(const struct mtls_agent_identity *id, int pem)
 static int
 cmd_list(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "pem", no_argument, NULL, 'p' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "socket", required_argument, NULL, 's' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct option opts[] = { { "pem", no_argument, NULL, 'p' },
+					      { "json", no_argument, NULL, 'j' },
+					      { "socket", required_argument, NULL, 's' },
+					      { "quiet", no_argument, NULL, 'q' },
+					      { NULL, 0, NULL, 0 } };
 	struct mtls_agent_identity *ids = NULL;
 	mtls_agent *a = NULL;
 	int c, r, pem = 0, json = 0, ret;
@@ -677,8 +661,7 @@ fail:
 static int
 read_pin_tty(const char *prompt, char *pin)
 {
-	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP,
-				    SIGTTIN, SIGTTOU };
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU };
 	struct sigaction sa, old[sizeof(sigs) / sizeof(sigs[0])];
 	struct termios saved, noecho;
 	int fd, r = -1, e = 0, restore = 0;
@@ -738,13 +721,11 @@ read_pin_file(const char *path, char *pin)
 static int
 cmd_login(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "pin-stdin", no_argument, NULL, 'i' },
-		{ "pin-file", required_argument, NULL, 'f' },
-		{ "socket", required_argument, NULL, 's' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct option opts[] = { { "pin-stdin", no_argument, NULL, 'i' },
+					      { "pin-file", required_argument, NULL, 'f' },
+					      { "socket", required_argument, NULL, 's' },
+					      { "quiet", no_argument, NULL, 'q' },
+					      { NULL, 0, NULL, 0 } };
 	struct mtls_agent_identity *ids = NULL;
 	const char *identity = NULL, *pin_file = NULL, *who;
 	int c, r, ret, from_stdin = 0, retries = -1;
@@ -760,7 +741,8 @@ cmd_login(int argc, char **argv)
 		case 'i': from_stdin = 1; break;
 		case 'f': pin_file = optarg; break;
 		default:
-			return bad_option("login", argv, "login [IDENTITY] "
+			return bad_option("login", argv,
+					  "login [IDENTITY] "
 					  "[--pin-stdin | --pin-file FILE]");
 		}
 	}
@@ -784,8 +766,7 @@ cmd_login(int argc, char **argv)
 		r = read_pin_file(pin_file, pin);
 	} else {
 		who = identity;
-		if ((who == NULL || *who == '\0') &&
-		    mtls_agent_list(a, &ids, &n) == 0 && n > 0)
+		if ((who == NULL || *who == '\0') && mtls_agent_list(a, &ids, &n) == 0 && n > 0)
 			who = ids[0].token_label;
 		if (who == NULL || *who == '\0')
 			who = "token";
@@ -801,8 +782,9 @@ cmd_login(int argc, char **argv)
 			ret = agent_error("login", MTLS_ERR_PIN_INVALID, NULL);
 		else {
 			errmsg("login", "cannot read the PIN from %s: %s",
-			       from_stdin ? "standard input" :
-			       pin_file != NULL ? pin_file : "/dev/tty",
+			       from_stdin	  ? "standard input"
+			       : pin_file != NULL ? pin_file
+						  : "/dev/tty",
 			       strerror(errno));
 			ret = EXIT_FAILED;
 		}
@@ -898,8 +880,8 @@ read_secret(struct secret_src *src, const char *prompt, const char *what, char *
  * From standard input or a file it is read once.
  */
 static int
-read_new_secret(struct secret_src *src, const char *prompt, const char *again,
-		const char *what, char *buf, char *check)
+read_new_secret(struct secret_src *src, const char *prompt, const char *again, const char *what,
+		char *buf, char *check)
 {
 	size_t len;
 	int ret;
@@ -948,18 +930,17 @@ prompts_for(mtls_agent *a, const char *identity, const char *const *what, char *
 static int
 set_pin_command(int argc, char **argv, int unblock)
 {
-	static const struct option opts[] = {
-		{ "pin-stdin", no_argument, NULL, 'i' },
-		{ "pin-file", required_argument, NULL, 'f' },
-		{ "socket", required_argument, NULL, 's' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct option opts[] = { { "pin-stdin", no_argument, NULL, 'i' },
+					      { "pin-file", required_argument, NULL, 'f' },
+					      { "socket", required_argument, NULL, 's' },
+					      { "quiet", no_argument, NULL, 'q' },
+					      { NULL, 0, NULL, 0 } };
 	const char *cmd = unblock ? "unblock-pin" : "change-pin";
 	const char *identity = NULL, *pin_file = NULL;
 	char *old = NULL, *new_pin = NULL, *check = NULL;
 	static const char *const what_change[] = { "Current PIN", "New PIN", "Retype the new PIN" };
-	static const char *const what_unblock[] = { "PUK (SO PIN)", "New PIN", "Retype the new PIN" };
+	static const char *const what_unblock[] = { "PUK (SO PIN)", "New PIN",
+						    "Retype the new PIN" };
 	char *prompts[3] = { NULL, NULL, NULL };
 	struct secret_src src = { cmd, -1, "" };
 	int c, r, ret, from_stdin = 0, retries = -1;
@@ -973,9 +954,10 @@ set_pin_command(int argc, char **argv, int unblock)
 		case 'i': from_stdin = 1; break;
 		case 'f': pin_file = optarg; break;
 		default:
-			return bad_option(cmd, argv, unblock ?
-					  "unblock-pin [IDENTITY] [--pin-stdin | --pin-file FILE]" :
-					  "change-pin [IDENTITY] [--pin-stdin | --pin-file FILE]");
+			return bad_option(
+			    cmd, argv,
+			    unblock ? "unblock-pin [IDENTITY] [--pin-stdin | --pin-file FILE]"
+				    : "change-pin [IDENTITY] [--pin-stdin | --pin-file FILE]");
 		}
 	}
 	if (from_stdin && pin_file != NULL)
@@ -996,8 +978,8 @@ set_pin_command(int argc, char **argv, int unblock)
 	}
 	if ((ret = secret_src_open(&src, cmd, from_stdin, pin_file)) != 0)
 		goto out;
-	if (src.fd == -1 && (r = prompts_for(a, identity, unblock ? what_unblock : what_change,
-					     prompts, 3)) != 0) {
+	if (src.fd == -1 &&
+	    (r = prompts_for(a, identity, unblock ? what_unblock : what_change, prompts, 3)) != 0) {
 		ret = agent_error(cmd, r, NULL);
 		goto out;
 	}
@@ -1053,12 +1035,10 @@ cmd_unblock_pin(int argc, char **argv)
 static int
 lock_command(int argc, char **argv, int unlock)
 {
-	static const struct option opts[] = {
-		{ "stdin", no_argument, NULL, 'i' },
-		{ "socket", required_argument, NULL, 's' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct option opts[] = { { "stdin", no_argument, NULL, 'i' },
+					      { "socket", required_argument, NULL, 's' },
+					      { "quiet", no_argument, NULL, 'q' },
+					      { NULL, 0, NULL, 0 } };
 	const char *cmd = unlock ? "unlock" : "lock";
 	char *pass = NULL, *check = NULL;
 	struct secret_src src = { cmd, -1, "" };
@@ -1071,7 +1051,8 @@ lock_command(int argc, char **argv, int unlock)
 		switch (c) {
 		case 'i': from_stdin = 1; break;
 		default:
-			return bad_option(cmd, argv, unlock ? "unlock [--stdin]" : "lock [--stdin]");
+			return bad_option(cmd, argv,
+					  unlock ? "unlock [--stdin]" : "lock [--stdin]");
 		}
 	}
 	if (optind != argc)
@@ -1134,11 +1115,9 @@ cmd_unlock(int argc, char **argv)
 static int
 cmd_logout(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "socket", required_argument, NULL, 's' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct option opts[] = { { "socket", required_argument, NULL, 's' },
+					      { "quiet", no_argument, NULL, 'q' },
+					      { NULL, 0, NULL, 0 } };
 	const char *identity = NULL;
 	mtls_agent *a = NULL;
 	int c, r, ret;
@@ -1165,11 +1144,9 @@ cmd_logout(int argc, char **argv)
 static int
 cmd_status(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "socket", required_argument, NULL, 's' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct option opts[] = { { "socket", required_argument, NULL, 's' },
+					      { "quiet", no_argument, NULL, 'q' },
+					      { NULL, 0, NULL, 0 } };
 	struct mtls_agent_status st = { 0 };
 	mtls_agent *a = NULL;
 	int c, r, ret;
@@ -1189,12 +1166,11 @@ cmd_status(int argc, char **argv)
 	up = st.uptime;
 	printf("version:      %s\n", safe(st.version));
 	printf("pid:          %u\n", st.pid);
-	printf("uptime:       %u s (%ud %02uh %02um %02us)\n", up, up / 86400,
-	       up / 3600 % 24, up / 60 % 60, up % 60);
+	printf("uptime:       %u s (%ud %02uh %02um %02us)\n", up, up / 86400, up / 3600 % 24,
+	       up / 60 % 60, up % 60);
 	printf("connections:  %u\n", st.connections);
 	printf("identities:   %u\n", st.identities);
-	printf("tokens:       %u present, %u logged in\n", st.tokens_present,
-	       st.tokens_logged_in);
+	printf("tokens:       %u present, %u logged in\n", st.tokens_present, st.tokens_logged_in);
 out:
 	mtls_agent_status_clear(&st);
 	mtls_agent_free(a);
@@ -1274,17 +1250,15 @@ append_names(char *buf, size_t len, const char *name)
 static int
 cmd_sign(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "identity", required_argument, NULL, 'I' },
-		{ "scheme", required_argument, NULL, 'S' },
-		{ "purpose", required_argument, NULL, 'P' },
-		{ "in", required_argument, NULL, 'i' },
-		{ "out", required_argument, NULL, 'o' },
-		{ "hex", no_argument, NULL, 'x' },
-		{ "socket", required_argument, NULL, 's' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct option opts[] = { { "identity", required_argument, NULL, 'I' },
+					      { "scheme", required_argument, NULL, 'S' },
+					      { "purpose", required_argument, NULL, 'P' },
+					      { "in", required_argument, NULL, 'i' },
+					      { "out", required_argument, NULL, 'o' },
+					      { "hex", no_argument, NULL, 'x' },
+					      { "socket", required_argument, NULL, 's' },
+					      { "quiet", no_argument, NULL, 'q' },
+					      { NULL, 0, NULL, 0 } };
 	const char *identity = NULL, *scheme_s = NULL, *purpose_s = NULL;
 	const char *in = NULL, *outpath = NULL, *name;
 	unsigned char *content = NULL, *sig = NULL;
@@ -1305,7 +1279,8 @@ cmd_sign(int argc, char **argv)
 		case 'o': outpath = optarg; break;
 		case 'x': hex = 1; break;
 		default:
-			return bad_option("sign", argv, "sign --identity NAME "
+			return bad_option("sign", argv,
+					  "sign --identity NAME "
 					  "--scheme SCHEME --purpose PURPOSE "
 					  "[--in FILE] [--out FILE] [--hex]");
 		}
@@ -1319,16 +1294,14 @@ cmd_sign(int argc, char **argv)
 		for (i = 0; i < sizeof(all_schemes) / sizeof(all_schemes[0]); i++)
 			if ((name = mtls_agent_scheme_name(all_schemes[i])) != NULL)
 				append_names(names, sizeof(names), name);
-		return usage_error("sign", "unknown scheme '%s' (valid: %s)",
-				   scheme_s, names);
+		return usage_error("sign", "unknown scheme '%s' (valid: %s)", scheme_s, names);
 	}
 	if ((purpose = mtls_agent_purpose_from_name(purpose_s)) == 0) {
 		names[0] = '\0';
 		for (c = 1; c < 32; c++)
 			if ((name = mtls_agent_purpose_name(c)) != NULL)
 				append_names(names, sizeof(names), name);
-		return usage_error("sign", "unknown purpose '%s' (valid: %s)",
-				   purpose_s, names);
+		return usage_error("sign", "unknown purpose '%s' (valid: %s)", purpose_s, names);
 	}
 
 	/* Content is read and checked before the agent is bothered. */
@@ -1347,21 +1320,20 @@ cmd_sign(int argc, char **argv)
 		       in != NULL ? in : "standard input", CONTENT_MAX);
 		return EXIT_FAILED;
 	} else if (r != 0) {
-		errmsg("sign", "cannot read %s: %s",
-		       in != NULL ? in : "standard input", strerror(errno));
+		errmsg("sign", "cannot read %s: %s", in != NULL ? in : "standard input",
+		       strerror(errno));
 		return EXIT_FAILED;
 	}
 
 	if ((ret = connect_agent("sign", &a)) != 0)
 		goto out;
-	if ((r = mtls_agent_sign(a, identity, scheme, purpose, content,
-				 content_len, &sig, &sig_len)) != 0) {
+	if ((r = mtls_agent_sign(a, identity, scheme, purpose, content, content_len, &sig,
+				 &sig_len)) != 0) {
 		ret = agent_error("sign", r, NULL);
 		goto out;
 	}
 	if (outpath != NULL && strcmp(outpath, "-") != 0) {
-		if ((fd = open(outpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-			       0666)) == -1) {
+		if ((fd = open(outpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)) == -1) {
 			errmsg("sign", "cannot create %s: %s", outpath, strerror(errno));
 			ret = EXIT_FAILED;
 			goto out;
@@ -1379,8 +1351,8 @@ cmd_sign(int argc, char **argv)
 		r = write_all(fd == -1 ? STDOUT_FILENO : fd, sig, sig_len);
 	}
 	if (r != 0 || (fd != -1 && close(fd) != 0)) {
-		errmsg("sign", "cannot write %s: %s",
-		       outpath != NULL ? outpath : "standard output", strerror(errno));
+		errmsg("sign", "cannot write %s: %s", outpath != NULL ? outpath : "standard output",
+		       strerror(errno));
 		fd = -1;
 		ret = EXIT_FAILED;
 		goto out;
@@ -1406,20 +1378,20 @@ out:
  * server's certificate or name), so a user knows where to look.
  */
 
-#define CONNECT_SYNOPSIS                                                               \
-	"connect [--identity NAME] [--ca-file FILE | --ca-dir DIR] "                   \
-	"[--tls1.2 | --tls1.3] [--header 'NAME: VALUE']... [--output FILE] "           \
+#define CONNECT_SYNOPSIS                                                                           \
+	"connect [--identity NAME] [--ca-file FILE | --ca-dir DIR] "                               \
+	"[--tls1.2 | --tls1.3] [--header 'NAME: VALUE']... [--output FILE] "                       \
 	"[--timeout SECONDS] [-v] https://HOST[:PORT][/PATH] | HOST:PORT"
 #define CONNECT_MAX_HEADERS 64
-#define HTTP_HEAD_MAX (64 * 1024)
-#define HTTP_ERRBODY_MAX (16 * 1024)
+#define HTTP_HEAD_MAX	    (64 * 1024)
+#define HTTP_ERRBODY_MAX    (16 * 1024)
 /* How long a bare handshake waits for the server's verdict on our
  * certificate, which TLS 1.3 delivers only after the client finished. */
 #define RAW_VERDICT_MS 2000
 
 struct target {
-	int http;	/* https:// URL, else HOST:PORT */
-	char *host;	/* without brackets */
+	int http;   /* https:// URL, else HOST:PORT */
+	char *host; /* without brackets */
 	char *port;
 	char *path;	/* request target, starts with '/' */
 	char *hostport; /* for messages and the Host header */
@@ -1516,8 +1488,8 @@ parse_target(const char *arg, struct target *t, char *err, size_t errlen)
 		return -1;
 	}
 	if (ps != NULL) {
-		if (ps == end || (size_t)(end - ps) > 5 || strspn(ps, "0123456789") <
-		    (size_t)(end - ps)) {
+		if (ps == end || (size_t)(end - ps) > 5 ||
+		    strspn(ps, "0123456789") < (size_t)(end - ps)) {
 			snprintf(err, errlen, "bad port in '%s'", arg);
 			return -1;
 		}
@@ -1550,8 +1522,10 @@ parse_target(const char *arg, struct target *t, char *err, size_t errlen)
 	if ((p = strchr(t->path, '#')) != NULL)
 		*p = '\0';
 	if (has_bad_bytes(t->host) || has_bad_bytes(t->path)) {
-		snprintf(err, errlen, "spaces or control characters in '%s' "
-			 "(percent-encode them)", arg);
+		snprintf(err, errlen,
+			 "spaces or control characters in '%s' "
+			 "(percent-encode them)",
+			 arg);
 		return -1;
 	}
 	return 0;
@@ -1610,8 +1584,10 @@ choose_identity(const char *wanted, char **chosen)
 			goto out;
 		}
 		if (n > 1) {
-			ret = usage_error("connect", "the agent offers several identities, "
-					  "choose one with --identity: %s", names);
+			ret = usage_error("connect",
+					  "the agent offers several identities, "
+					  "choose one with --identity: %s",
+					  names);
 			goto out;
 		}
 		id = &ids[0];
@@ -1774,11 +1750,22 @@ client_cert_alert(int alert)
 /* Agent errors whose text can be recognised in the OpenSSL error queue;
  * the generic ones ("internal error", "timed out") could be anybody's. */
 static const int agent_errs[] = {
-	MTLS_ERR_LOGIN_REQUIRED, MTLS_ERR_PIN_LOCKED, MTLS_ERR_PIN_INCORRECT,
-	MTLS_ERR_POLICY_DENIED, MTLS_ERR_CONTENT_REJECTED, MTLS_ERR_TOKEN_ABSENT,
-	MTLS_ERR_NO_IDENTITY, MTLS_ERR_PEER_DENIED, MTLS_ERR_UNSUPPORTED_SCHEME,
-	MTLS_ERR_TOKEN, MTLS_ERR_BUSY, MTLS_ERR_CONNECT, MTLS_ERR_NO_SOCKET,
-	MTLS_ERR_UNSUPPORTED_VERSION, MTLS_ERR_AGENT_LOCKED, MTLS_ERR_CONFIRM_DENIED,
+	MTLS_ERR_LOGIN_REQUIRED,
+	MTLS_ERR_PIN_LOCKED,
+	MTLS_ERR_PIN_INCORRECT,
+	MTLS_ERR_POLICY_DENIED,
+	MTLS_ERR_CONTENT_REJECTED,
+	MTLS_ERR_TOKEN_ABSENT,
+	MTLS_ERR_NO_IDENTITY,
+	MTLS_ERR_PEER_DENIED,
+	MTLS_ERR_UNSUPPORTED_SCHEME,
+	MTLS_ERR_TOKEN,
+	MTLS_ERR_BUSY,
+	MTLS_ERR_CONNECT,
+	MTLS_ERR_NO_SOCKET,
+	MTLS_ERR_UNSUPPORTED_VERSION,
+	MTLS_ERR_AGENT_LOCKED,
+	MTLS_ERR_CONFIRM_DENIED,
 	MTLS_ERR_RATE_LIMITED,
 };
 
@@ -1894,8 +1881,8 @@ struct rd {
 	SSL *ssl;
 	unsigned char buf[16384];
 	size_t pos, len;
-	int eof;       /* clean end: close_notify, or EOF after the message */
-	int fail;      /* SSL_read failed: ret and errno below */
+	int eof;  /* clean end: close_notify, or EOF after the message */
+	int fail; /* SSL_read failed: ret and errno below */
 	int ret, sys_errno;
 };
 
@@ -1958,7 +1945,7 @@ rd_line(struct rd *r, char *line, size_t max, size_t *total)
 
 /* Where a body goes: a file descriptor, or memory (error pages). */
 struct sink {
-	int fd;		   /* -1: memory */
+	int fd; /* -1: memory */
 	char *mem;
 	size_t mem_len, mem_max;
 	int write_errno;
@@ -2045,9 +2032,10 @@ client_sig_name(SSL *ssl, char *buf, size_t len)
 	if (SSL_get_signature_type_nid(ssl, &type) != 1 || SSL_get_signature_nid(ssl, &md) != 1)
 		return "(none)";
 	snprintf(buf, len, "%s+%s",
-		 type == EVP_PKEY_RSA_PSS ? "RSA-PSS" :
-		 type == EVP_PKEY_RSA ? "RSA-PKCS1" :
-		 type == EVP_PKEY_EC ? "ECDSA" : OBJ_nid2sn(type),
+		 type == EVP_PKEY_RSA_PSS ? "RSA-PSS"
+		 : type == EVP_PKEY_RSA	  ? "RSA-PKCS1"
+		 : type == EVP_PKEY_EC	  ? "ECDSA"
+					  : OBJ_nid2sn(type),
 		 OBJ_nid2sn(md));
 	return buf;
 }
@@ -2081,8 +2069,8 @@ raw_verdict(SSL *ssl, int fd, const struct target *t, const char *identity)
 	const char *verdict;
 
 	SSL_clear_mode(ssl, SSL_MODE_AUTO_RETRY);
-	while (SSL_version(ssl) == TLS1_3_VERSION && !tls_seen.ticket &&
-	       !tls_seen.alert_received && waited < RAW_VERDICT_MS) {
+	while (SSL_version(ssl) == TLS1_3_VERSION && !tls_seen.ticket && !tls_seen.alert_received &&
+	       waited < RAW_VERDICT_MS) {
 		/* Records OpenSSL already read are not seen by poll(). */
 		if (!SSL_has_pending(ssl)) {
 			r = poll(&pfd, 1, 100);
@@ -2250,10 +2238,10 @@ http_exchange(SSL *ssl, const struct target *t, const char *identity, char **hea
 			goto read_error;
 		if (r->eof == 2 && verbose)
 			fprintf(stderr, "* the server closed the connection without "
-				"close_notify\n");
+					"close_notify\n");
 	}
-	if (out.write_errno != 0 || (out.fd != -1 && out.fd != STDOUT_FILENO &&
-				     close(out.fd) != 0)) {
+	if (out.write_errno != 0 ||
+	    (out.fd != -1 && out.fd != STDOUT_FILENO && close(out.fd) != 0)) {
 		errmsg("connect", "cannot write %s: %s",
 		       outpath != NULL ? outpath : "standard output",
 		       strerror(out.write_errno != 0 ? out.write_errno : errno));
@@ -2267,8 +2255,8 @@ http_exchange(SSL *ssl, const struct target *t, const char *identity, char **hea
 		blank_controls(status);
 		if (code == 400 && strstr(title, "SSL certificate") != NULL)
 			/* nginx's way to refuse a client certificate */
-			errmsg("connect", "server rejected the client certificate: %s (%s)",
-			       status, title);
+			errmsg("connect", "server rejected the client certificate: %s (%s)", status,
+			       title);
 		else
 			errmsg("connect", "server answered %s%s%s%s", status,
 			       title[0] != '\0' ? " (" : "", title, title[0] != '\0' ? ")" : "");
@@ -2300,20 +2288,18 @@ out:
 static int
 cmd_connect(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "identity", required_argument, NULL, 'I' },
-		{ "ca-file", required_argument, NULL, 'C' },
-		{ "ca-dir", required_argument, NULL, 'D' },
-		{ "tls1.2", no_argument, NULL, '2' },
-		{ "tls1.3", no_argument, NULL, '3' },
-		{ "header", required_argument, NULL, 'H' },
-		{ "output", required_argument, NULL, 'o' },
-		{ "timeout", required_argument, NULL, 't' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "socket", required_argument, NULL, 's' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct option opts[] = { { "identity", required_argument, NULL, 'I' },
+					      { "ca-file", required_argument, NULL, 'C' },
+					      { "ca-dir", required_argument, NULL, 'D' },
+					      { "tls1.2", no_argument, NULL, '2' },
+					      { "tls1.3", no_argument, NULL, '3' },
+					      { "header", required_argument, NULL, 'H' },
+					      { "output", required_argument, NULL, 'o' },
+					      { "timeout", required_argument, NULL, 't' },
+					      { "verbose", no_argument, NULL, 'v' },
+					      { "socket", required_argument, NULL, 's' },
+					      { "quiet", no_argument, NULL, 'q' },
+					      { NULL, 0, NULL, 0 } };
 	const char *want_identity = NULL, *ca_file = NULL, *ca_dir = NULL, *outpath = NULL;
 	char *headers[CONNECT_MAX_HEADERS], *identity = NULL, err[512], *end;
 	size_t n_headers = 0;
@@ -2336,7 +2322,7 @@ cmd_connect(int argc, char **argv)
 		case '3':
 			if (version != 0 && version != c)
 				return usage_error("connect", "--tls1.2 and --tls1.3 exclude "
-						   "each other");
+							      "each other");
 			version = c;
 			break;
 		case 'H':
@@ -2354,8 +2340,10 @@ cmd_connect(int argc, char **argv)
 			secs = strtol(optarg, &end, 10);
 			if (*optarg < '0' || *optarg > '9' || *end != '\0' || errno != 0 ||
 			    secs > 86400)
-				return usage_error("connect", "bad timeout '%s' (seconds, 0 to "
-						   "86400; 0: no limit)", safe(optarg));
+				return usage_error("connect",
+						   "bad timeout '%s' (seconds, 0 to "
+						   "86400; 0: no limit)",
+						   safe(optarg));
 			timeout_ms = (int)secs * 1000;
 			break;
 		case 'v': verbose = 1; break;
@@ -2393,8 +2381,9 @@ cmd_connect(int argc, char **argv)
 		if (SSL_CTX_load_verify_locations(ctx, ca_file, ca_dir) != 1) {
 			errmsg("connect", "cannot load CA certificates from %s: %s",
 			       ca_file != NULL ? ca_file : ca_dir,
-			       ERR_reason_error_string(ERR_peek_last_error()) != NULL ?
-			       ERR_reason_error_string(ERR_peek_last_error()) : "no certificate");
+			       ERR_reason_error_string(ERR_peek_last_error()) != NULL
+				   ? ERR_reason_error_string(ERR_peek_last_error())
+				   : "no certificate");
 			goto out;
 		}
 	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
@@ -2426,8 +2415,7 @@ cmd_connect(int argc, char **argv)
 	if (inet_pton(AF_INET, t.host, &a4) == 1 || inet_pton(AF_INET6, t.host, &a6) == 1) {
 		r = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), t.host);
 	} else {
-		r = SSL_set1_host(ssl, t.host) == 1 &&
-		    SSL_set_tlsext_host_name(ssl, t.host) == 1;
+		r = SSL_set1_host(ssl, t.host) == 1 && SSL_set_tlsext_host_name(ssl, t.host) == 1;
 	}
 	if (r != 1) {
 		errmsg("connect", "cannot use host name '%s' for TLS", safe(t.host));
@@ -2485,13 +2473,11 @@ static const struct {
 int
 main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "socket", required_argument, NULL, 's' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct option opts[] = { { "socket", required_argument, NULL, 's' },
+					      { "quiet", no_argument, NULL, 'q' },
+					      { "help", no_argument, NULL, 'h' },
+					      { "version", no_argument, NULL, 'V' },
+					      { NULL, 0, NULL, 0 } };
 	size_t i;
 	int c;
 
@@ -2501,19 +2487,18 @@ main(int argc, char **argv)
 		if (common_option(c, optarg))
 			continue;
 		switch (c) {
-		case 'h':
-			usage(stdout);
-			return EXIT_OK;
-		case 'V':
-			printf(PROG " " PACKAGE_VERSION "\n");
-			return EXIT_OK;
+		case 'h': usage(stdout); return EXIT_OK;
+		case 'V': printf(PROG " " PACKAGE_VERSION "\n"); return EXIT_OK;
 		default:
 			if (optopt != 0 && strncmp(argv[optind - 1], "--", 2) != 0)
-				fprintf(stderr, PROG ": invalid option or missing "
-					"argument '-%c' (try '" PROG " --help')\n", optopt);
+				fprintf(stderr,
+					PROG ": invalid option or missing "
+					     "argument '-%c' (try '" PROG " --help')\n",
+					optopt);
 			else
-				fprintf(stderr, PROG ": invalid option or missing "
-					"argument '%s' (try '" PROG " --help')\n",
+				fprintf(stderr,
+					PROG ": invalid option or missing "
+					     "argument '%s' (try '" PROG " --help')\n",
 					argv[optind - 1]);
 			return EXIT_USAGE;
 		}
@@ -2530,7 +2515,6 @@ main(int argc, char **argv)
 			return commands[i].fn(argc, argv);
 		}
 	}
-	fprintf(stderr, PROG ": unknown command '%s' (try '" PROG " --help')\n",
-		argv[optind]);
+	fprintf(stderr, PROG ": unknown command '%s' (try '" PROG " --help')\n", argv[optind]);
 	return EXIT_USAGE;
 }
