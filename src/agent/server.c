@@ -324,12 +324,13 @@ static int
 handle_list(struct conn *c, struct wbuf *in, struct wbuf *out)
 {
 	struct msg_list_resp resp;
+	char why[256] = "";
 	int r;
 
 	if ((r = msg_list_req_get(in)) != 0)
 		return put_error(out, r, -1, "malformed LIST");
-	if ((r = token_list(c->srv->ts, &resp)) != 0)
-		return put_error(out, r, -1, "");
+	if ((r = token_list(c->srv->ts, &resp, why, sizeof(why))) != 0)
+		return put_error(out, r, -1, why);
 	if ((r = msg_list_resp_put(out, &resp)) != 0) {
 		warn("LIST reply does not fit a frame: %s", mtls_agent_strerror(r));
 		r = put_error(out, r, -1, "the identity list does not fit in one frame");
@@ -439,6 +440,7 @@ static int
 handle_status(struct conn *c, struct wbuf *in, struct wbuf *out)
 {
 	struct mtls_agent_status st = { .version = agent_version };
+	char why[256] = "";
 	int r;
 
 	if ((r = msg_empty_get(in)) != 0)
@@ -448,7 +450,8 @@ handle_status(struct conn *c, struct wbuf *in, struct wbuf *out)
 	pthread_mutex_lock(&c->srv->mu);
 	st.connections = c->srv->nconn;
 	pthread_mutex_unlock(&c->srv->mu);
-	token_status(c->srv->ts, &st);
+	if ((r = token_status(c->srv->ts, &st, why, sizeof(why))) != 0)
+		return put_error(out, r, -1, why);
 	return msg_status_resp_put(out, &st);
 }
 

@@ -740,6 +740,9 @@ pin_error(struct tokenset *ts, PKCS11_SLOT *slot, CK_RV rv, int so, int *retries
 	return MTLS_ERR_TOKEN;
 }
 
+static int inflight_enter(struct tokenset *ts);
+static void inflight_leave(struct tokenset *ts);
+
 /* Logs in `slot` with pin; write lock held. */
 static int
 login_slot(struct tokenset *ts, PKCS11_SLOT *slot, unsigned int idx, const char *pin, int *retries,
@@ -770,7 +773,16 @@ login_slot(struct tokenset *ts, PKCS11_SLOT *slot, unsigned int idx, const char 
 		return 0;
 	}
 	ERR_clear_error();
-	if (PKCS11_login(slot, 0, pin) == 0) {
+	/* Counted as a call in the module: a login that hangs makes the
+	 * module hung after token-timeout, as a signature does. */
+	if (inflight_enter(ts) != 0) {
+		snprintf(why, why_len, "the PKCS#11 module has not answered for over %u s",
+			 ts->cfg->token_timeout);
+		return MTLS_ERR_TIMEOUT;
+	}
+	r = PKCS11_login(slot, 0, pin);
+	inflight_leave(ts);
+	if (r == 0) {
 		ts->login_time[idx] = time(NULL);
 		attach_keys(ts, slot);
 		info("token %s: logged in", label);
@@ -997,13 +1009,13 @@ carry_timers(const struct ident *old, size_t n_old, struct ident *ids, size_t n)
 }
 
 /*
- * The write lock, for what changes the token state: login, PIN change,
- * logout, reload.  A signature stuck in a hung module holds the read lock
- * for ever; rather than wait behind it (the main thread, for a reload),
- * give up with TIMEOUT as soon as the module counts as hung.
+ * The token state's lock, taken in 200 ms steps.  A call stuck in a hung
+ * module holds it for ever (a signature the read lock, a login the write
+ * lock); rather than wait behind it (the main thread, for a reload), give
+ * up with TIMEOUT as soon as the module counts as hung.
  */
 static int
-write_lock(struct tokenset *ts, char *why, size_t why_len)
+timed_lock(struct tokenset *ts, int write, char *why, size_t why_len)
 {
 	struct timespec until;
 	int hung;
@@ -1015,7 +1027,8 @@ write_lock(struct tokenset *ts, char *why, size_t why_len)
 			until.tv_sec++;
 			until.tv_nsec -= 1000000000L;
 		}
-		if (pthread_rwlock_timedwrlock(&ts->lock, &until) == 0)
+		if ((write ? pthread_rwlock_timedwrlock(&ts->lock, &until)
+			   : pthread_rwlock_timedrdlock(&ts->lock, &until)) == 0)
 			return 0;
 		token_check_hang(ts);
 		pthread_mutex_lock(&ts->stat_mu);
@@ -1023,11 +1036,25 @@ write_lock(struct tokenset *ts, char *why, size_t why_len)
 		pthread_mutex_unlock(&ts->stat_mu);
 		if (hung) {
 			why_printf(why, why_len,
-				   "the PKCS#11 module has not answered a signature for over %u s",
+				   "the PKCS#11 module has not answered for over %u s",
 				   ts->cfg->token_timeout);
 			return MTLS_ERR_TIMEOUT;
 		}
 	}
+}
+
+/* For what changes the token state: login, PIN change, logout, reload. */
+static int
+write_lock(struct tokenset *ts, char *why, size_t why_len)
+{
+	return timed_lock(ts, 1, why, why_len);
+}
+
+/* For what reads it while clients wait: signatures, LIST, STATUS. */
+static int
+read_lock(struct tokenset *ts, char *why, size_t why_len)
+{
+	return timed_lock(ts, 0, why, why_len);
 }
 
 int
@@ -1185,14 +1212,15 @@ catch_up(struct tokenset *ts)
 }
 
 int
-token_list(struct tokenset *ts, struct msg_list_resp *out)
+token_list(struct tokenset *ts, struct msg_list_resp *out, char *why, size_t why_len)
 {
 	size_t i, n;
 	int r = 0;
 
 	memset(out, 0, sizeof(*out));
 	catch_up(ts);
-	pthread_rwlock_rdlock(&ts->lock);
+	if ((r = read_lock(ts, why, why_len)) != 0)
+		return r;
 	n = ts->n > MTLS_IDS_MAX ? MTLS_IDS_MAX : ts->n;
 	if (n > 0 && (out->ids = calloc(n, sizeof(*out->ids))) == NULL) {
 		r = MTLS_ERR_ALLOC;
@@ -1301,14 +1329,21 @@ token_set_pin(struct tokenset *ts, const char *name, int mode, const char *old, 
 	CK_SESSION_HANDLE sess = CK_INVALID_HANDLE;
 	PKCS11_SLOT *slot = NULL;
 	unsigned int idx = 0;
+	int r, in_module = 0;
 	CK_RV rv;
-	int r;
 
 	*retries = -1;
 	if ((r = write_lock(ts, why, why_len)) != 0)
 		return r;
 	if ((r = pick_slot(ts, name, &slot, &idx, why, why_len)) != 0)
 		goto out;
+	if (inflight_enter(ts) != 0) {
+		snprintf(why, why_len, "the PKCS#11 module has not answered for over %u s",
+			 ts->cfg->token_timeout);
+		r = MTLS_ERR_TIMEOUT;
+		goto out;
+	}
+	in_module = 1;
 	if (mode == SET_PIN_UNBLOCK) {
 		/* The user session must end before the SO may log in. */
 		detach_keys(ts, slot);
@@ -1349,10 +1384,15 @@ token_set_pin(struct tokenset *ts, const char *name, int mode, const char *old, 
 	(void)ts->fl->C_CloseSession(sess);
 	sess = CK_INVALID_HANDLE;
 	info("token %s: user PIN unblocked and set", slot->token->label);
+	/* login_slot() counts its own call. */
+	inflight_leave(ts);
+	in_module = 0;
 	r = login_slot(ts, slot, idx, new_pin, retries, why, why_len);
 out:
 	if (sess != CK_INVALID_HANDLE)
 		(void)ts->fl->C_CloseSession(sess);
+	if (in_module)
+		inflight_leave(ts);
 	pthread_rwlock_unlock(&ts->lock);
 	return r;
 }
@@ -1732,7 +1772,8 @@ token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name, 
 	*sig_len = 0;
 	why[0] = '\0';
 	catch_up(ts);
-	pthread_rwlock_rdlock(&ts->lock);
+	if ((r = read_lock(ts, why, why_len)) != 0)
+		return r;
 	r = sign_decide(ts, peer, name, scheme, purpose, content, len, &confirm, why, why_len);
 	pthread_rwlock_unlock(&ts->lock);
 	if (r != 0)
@@ -1749,7 +1790,8 @@ token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name, 
 				     why_len)) != 0)
 			return r;
 	}
-	pthread_rwlock_rdlock(&ts->lock);
+	if ((r = read_lock(ts, why, why_len)) != 0)
+		return r;
 	/* Again: a reload may have changed the identity meanwhile. */
 	if (confirm && (r = sign_decide(ts, peer, name, scheme, purpose, content, len, &confirm,
 					why, why_len)) != 0)
@@ -2001,12 +2043,14 @@ token_poll(struct tokenset *ts)
 	pthread_rwlock_unlock(&ts->lock);
 }
 
-void
-token_status(struct tokenset *ts, struct mtls_agent_status *st)
+int
+token_status(struct tokenset *ts, struct mtls_agent_status *st, char *why, size_t why_len)
 {
 	unsigned int i;
+	int r;
 
-	pthread_rwlock_rdlock(&ts->lock);
+	if ((r = read_lock(ts, why, why_len)) != 0)
+		return r;
 	st->identities = (uint32_t)ts->n;
 	st->tokens_present = st->tokens_logged_in = 0;
 	for (i = 0; i < ts->nslots; i++) {
@@ -2017,4 +2061,5 @@ token_status(struct tokenset *ts, struct mtls_agent_status *st)
 			st->tokens_logged_in++;
 	}
 	pthread_rwlock_unlock(&ts->lock);
+	return 0;
 }

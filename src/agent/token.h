@@ -35,7 +35,8 @@ __attribute__((warn_unused_result)) int token_reload(struct tokenset *ts, const 
 void token_close(struct tokenset *ts);
 
 /* A copy of the identities for a LIST reply. */
-__attribute__((warn_unused_result)) int token_list(struct tokenset *ts, struct msg_list_resp *out);
+__attribute__((warn_unused_result)) int token_list(struct tokenset *ts, struct msg_list_resp *out,
+						   char *why, size_t why_len);
 
 /* Logs in the token of `name` ("" = the only token).  *retries is set to
  * the tries left the token reports, or -1. */
@@ -76,7 +77,8 @@ token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name, 
 	   size_t *sig_len, char *why, size_t why_len);
 
 /* Fills the token part of a status reply. */
-void token_status(struct tokenset *ts, struct mtls_agent_status *st);
+__attribute__((warn_unused_result)) int
+token_status(struct tokenset *ts, struct mtls_agent_status *st, char *why, size_t why_len);
 
 /* Marks the module hung when a signature has been in it for longer than
  * token-timeout; new signatures then get MTLS_ERR_TIMEOUT at once, until

@@ -2281,6 +2281,112 @@ test_module_hang(void **state)
 }
 
 
+struct hung_login {
+	const char *sock;
+	const char *pin;
+	int result;
+};
+
+static void *
+login_hung(void *arg)
+{
+	struct hung_login *w = arg;
+	mtls_agent *a = NULL;
+	int retries;
+
+	w->result = mtls_agent_connect(w->sock, &a);
+	if (w->result == 0)
+		w->result = mtls_agent_login(a, NULL, w->pin, &retries);
+	mtls_agent_free(a);
+	return NULL;
+}
+
+/* A module that hangs inside C_Login: it holds the token state's write
+ * lock, yet after token-timeout everyone else gets a typed TIMEOUT at
+ * once instead of waiting with it, and the agent recovers with the module. */
+static void
+test_module_hang_login(void **state)
+{
+	const char *args[] = { "--module", fx.lockout_module, NULL };
+	char hang[PATH_MAX], env_hang[PATH_MAX + 40];
+	const char *env[] = { env_hang, NULL };
+	struct agent_opts o = { 0 };
+	struct hung_login w = { 0 };
+	struct mtls_agent_identity *ids = NULL;
+	struct mtls_agent_status st = { 0 };
+	unsigned char *sig = NULL;
+	size_t sig_len = 0, n = 0;
+	struct timespec t0, t1;
+	struct wbuf *c;
+	pthread_t th;
+	mtls_agent *a, *b;
+	int i, r;
+	long ms;
+	FILE *f;
+
+	skip_under_valgrind("hang timing");
+	c = pam_content();
+	assert_int_equal(fixture_path(&fx, "hang-login", hang, sizeof(hang)), 0);
+	(void)unlink(hang);
+	snprintf(env_hang, sizeof(env_hang), "MTLS_SHIM_HANG_LOGIN_FILE=%s", hang);
+	o.config_text = "token-timeout = 1\n";
+	o.args = args;
+	o.env = env;
+	if (agent_start_opts(&fx, &o, &ag) != 0) {
+		dump_log(&ag);
+		fail_msg("agent did not start");
+	}
+	a = connect_to(ag.sock);
+
+	/* The login hangs in the module; its client gives up on its own. */
+	assert_non_null(f = fopen(hang, "w"));
+	fclose(f);
+	setenv("MTLS_AGENT_TIMEOUT", "3", 1);
+	w.sock = ag.sock;
+	w.pin = fx.pin;
+	assert_int_equal(pthread_create(&th, NULL, login_hung, &w), 0);
+	usleep(2000 * 1000);
+	unsetenv("MTLS_AGENT_TIMEOUT");
+
+	/* Signatures, LIST and STATUS get TIMEOUT at once, with a reason. */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	r = sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256, MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c,
+		 &sig, &sig_len);
+	assert_err(r, MTLS_ERR_TIMEOUT);
+	assert_non_null(strstr(mtls_agent_last_message(), "has not answered"));
+	assert_err(mtls_agent_list(a, &ids, &n), MTLS_ERR_TIMEOUT);
+	assert_err(mtls_agent_get_status(a, &st), MTLS_ERR_TIMEOUT);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	assert_true(ms < 2000);
+	/* The agent still accepts connections and says hello. */
+	b = connect_to(ag.sock);
+	mtls_agent_free(b);
+	assert_true(agent_alive(&ag));
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_err(w.result, MTLS_ERR_TIMEOUT);
+
+	/* The module answers again: the login it was in completes, and
+	 * signatures work. */
+	assert_int_equal(unlink(hang), 0);
+	for (i = 0, r = -1; i < 50 && r != 0; i++) {
+		free(sig);
+		sig = NULL;
+		usleep(100 * 1000);
+		r = sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			 MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len);
+	}
+	if (r != 0) {
+		dump_log(&ag);
+		fail_msg("no signature after the module recovered: %s", errname(r));
+	}
+	assert_int_equal(count_identities(a), N_KEYS);
+	free(sig);
+	wbuf_free(c);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
 /* ---------------------------------------------------------------------- */
 /* 13. a handle survives an agent restart */
 
@@ -2339,6 +2445,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_lifetime_idle, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_many_connections, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_module_hang, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_module_hang_login, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_reconnect, setup_none, teardown_agents),
 	};
 
