@@ -21,6 +21,7 @@
 #   BENCH_ROWS       rows to run, e.g. "1 2" (default "1 2 3 4 5")
 #   BENCH_OUT        results file (default bench/results-<date>.md in the source tree)
 #   BENCH_KEEP=1     keep the temp directory (token, configurations, logs)
+#   BENCH_PIN=0      do not pin row 1's signers to CPU 0 and clients to CPU 1
 #   top_srcdir, top_builddir  (set by make bench)
 set -u
 set -o pipefail
@@ -231,30 +232,65 @@ record() { # key value
 
 rate_of() { sed -n 's/^rate \([0-9.]*\) .*/\1/p'; }
 
+# Row 1 is one signer and one client.  The two vCPUs of this kind of VM are
+# not always equally fast (one ran signatures 30-40% slower for minutes at
+# a time), so with BENCH_PIN=1 (the default on 2+ CPUs) every row-1 signer
+# (the raw process, p11-kit server, the agent) runs on CPU 0 and every
+# client on CPU 1: the same CPU signs for each variant.  Row 2 is unpinned.
+SIGN_CPU=
+CLIENT_CPU=
+if [ "${BENCH_PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+	SIGN_CPU=0
+	CLIENT_CPU=1
+fi
+on_cpu() { # cpu|'' command...
+	local c=$1
+	shift
+	if [ -n "$c" ]; then taskset -c "$c" "$@"; else "$@"; fi
+}
+pin_pid() { # pid cpu|'' (all threads; '' = every CPU)
+	[ -n "$SIGN_CPU" ] || return 0
+	taskset -a -p -c "${2:-0-$(($(nproc) - 1))}" "$1" >/dev/null ||
+		die "taskset of pid $1 failed"
+}
+
 raw_sign() { # alg threads [module]
-	"$SIGN" --backend pkcs11 --module "${3:-$MODULE}" --token "$TOKEN" --pin "$PIN" \
-		--alg "$1" --threads "$2" --seconds "$SECS" | rate_of
+	local cpu=
+	[ "$2" = 1 ] && cpu=$SIGN_CPU
+	on_cpu "$cpu" "$SIGN" --backend pkcs11 --module "${3:-$MODULE}" --token "$TOKEN" \
+		--pin "$PIN" --alg "$1" --threads "$2" --seconds "$SECS" | rate_of
 }
 p11kit_sign() { # alg
-	P11_KIT_SERVER_ADDRESS=unix:path=$T/p11kit.sock raw_sign "$1" 1 "$P11KIT_CLIENT"
+	P11_KIT_SERVER_ADDRESS=unix:path=$T/p11kit.sock on_cpu "$CLIENT_CPU" "$SIGN" \
+		--backend pkcs11 --module "$P11KIT_CLIENT" --token "$TOKEN" --pin "$PIN" \
+		--alg "$1" --threads 1 --seconds "$SECS" | rate_of
 }
 agent_sign() { # alg threads
-	"$SIGN" --backend agent --socket "$MAIN_AGENT_SOCK" --identity "$1" --alg "$1" \
-		--threads "$2" --seconds "$SECS" | rate_of
+	local cpu=
+	if [ "$2" = 1 ]; then
+		cpu=$CLIENT_CPU
+		pin_pid "$MAIN_AGENT_PID" "$SIGN_CPU"
+	else
+		pin_pid "$MAIN_AGENT_PID" ""
+	fi
+	on_cpu "$cpu" "$SIGN" --backend agent --socket "$MAIN_AGENT_SOCK" --identity "$1" \
+		--alg "$1" --threads "$2" --seconds "$SECS" | rate_of
 }
 # The same with the client library's busy-polling off (MTLS_AGENT_BUSY_POLL=0):
 # what a sleeping client pays on this machine for waking up.
 agent_sign_sleeping() { # alg
-	MTLS_AGENT_BUSY_POLL=0 "$SIGN" --backend agent --socket "$MAIN_AGENT_SOCK" --identity "$1" --alg "$1" \
-		--threads 1 --seconds "$SECS" | rate_of
+	pin_pid "$MAIN_AGENT_PID" "$SIGN_CPU"
+	MTLS_AGENT_BUSY_POLL=0 on_cpu "$CLIENT_CPU" "$SIGN" --backend agent \
+		--socket "$MAIN_AGENT_SOCK" --identity "$1" --alg "$1" --threads 1 \
+		--seconds "$SECS" | rate_of
 }
 
 # Row 1 and 2 ------------------------------------------------------------------
 if [[ " $ROWS " == *" 1 "* || " $ROWS " == *" 2 "* ]]; then
 	P11KIT_PID=
 	if [[ " $ROWS " == *" 1 "* ]]; then
-		p11-kit server -f -n "$T/p11kit.sock" --provider "$MODULE" "pkcs11:token=$TOKEN" \
-			</dev/null >"$T/p11kit.out" 2>&1 &
+		on_cpu "$SIGN_CPU" p11-kit server -f -n "$T/p11kit.sock" --provider "$MODULE" \
+			"pkcs11:token=$TOKEN" </dev/null >"$T/p11kit.out" 2>&1 &
 		P11KIT_PID=$!
 		PIDS+=("$P11KIT_PID")
 		for _ in $(seq 1 100); do
@@ -296,6 +332,7 @@ if [[ " $ROWS " == *" 1 "* || " $ROWS " == *" 2 "* ]]; then
 		done
 	done
 	[ -n "$P11KIT_PID" ] && stop_pid "$P11KIT_PID"
+	pin_pid "$MAIN_AGENT_PID" ""
 fi
 
 # Row 3 --------------------------------------------------------------------------
