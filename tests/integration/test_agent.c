@@ -2154,6 +2154,53 @@ test_many_connections(void **state)
 	assert_int_equal(agent_stop(&ag), 0);
 }
 
+/*
+ * Starts `ag` on the PKCS#11 shim with token-timeout = 1 and the shim's
+ * hang switch `var` pointing at a fresh path (returned in hang, not yet
+ * created: create it to make the module hang).
+ */
+static void
+start_hanging_agent(const char *var, const char *name, char *hang, size_t hang_len)
+{
+	const char *args[] = { "--module", fx.lockout_module, NULL };
+	static char env_hang[PATH_MAX + 64];
+	const char *env[] = { env_hang, NULL };
+	struct agent_opts o = { 0 };
+
+	assert_int_equal(fixture_path(&fx, name, hang, hang_len), 0);
+	(void)unlink(hang);
+	snprintf(env_hang, sizeof(env_hang), "%s=%s", var, hang);
+	o.config_text = "token-timeout = 1\n";
+	o.args = args;
+	o.env = env;
+	if (agent_start_opts(&fx, &o, &ag) != 0) {
+		dump_log(&ag);
+		fail_msg("agent did not start");
+	}
+}
+
+/* After the module recovers: a P-256 signature within 5 s, or fail. */
+static void
+sign_after_recovery(mtls_agent *a, const struct wbuf *c)
+{
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	int i, r = -1;
+
+	for (i = 0; i < 50 && r != 0; i++) {
+		free(sig);
+		sig = NULL;
+		usleep(100 * 1000);
+		r = sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			 MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len);
+	}
+	free(sig);
+	if (r != 0) {
+		dump_log(&ag);
+		fail_msg("no signature after the module recovered: %s", errname(r));
+	}
+}
+
 struct hung_signer {
 	const char *sock;
 	int result;
@@ -2183,10 +2230,7 @@ sign_hung(void *arg)
 static void
 test_module_hang(void **state)
 {
-	const char *args[] = { "--module", fx.lockout_module, NULL };
-	char hang[PATH_MAX], env_hang[PATH_MAX + 32];
-	const char *env[] = { env_hang, NULL };
-	struct agent_opts o = { 0 };
+	char hang[PATH_MAX];
 	struct hung_signer w = { 0 };
 	struct wbuf *c;
 	unsigned char *sig = NULL;
@@ -2200,16 +2244,7 @@ test_module_hang(void **state)
 
 	skip_under_valgrind("hang timing");
 	c = pam_content();
-	assert_int_equal(fixture_path(&fx, "hang", hang, sizeof(hang)), 0);
-	(void)unlink(hang);
-	snprintf(env_hang, sizeof(env_hang), "MTLS_SHIM_HANG_FILE=%s", hang);
-	o.config_text = "token-timeout = 1\n";
-	o.args = args;
-	o.env = env;
-	if (agent_start_opts(&fx, &o, &ag) != 0) {
-		dump_log(&ag);
-		fail_msg("agent did not start");
-	}
+	start_hanging_agent("MTLS_SHIM_HANG_FILE", "hang", hang, sizeof(hang));
 	a = connect_to(ag.sock);
 	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
 
@@ -2263,14 +2298,7 @@ test_module_hang(void **state)
 
 	/* The module answers again: so does the agent. */
 	assert_int_equal(unlink(hang), 0);
-	for (i = 0, r = -1; i < 50 && r != 0; i++) {
-		free(sig);
-		sig = NULL;
-		usleep(100 * 1000);
-		r = sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-			 MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len);
-	}
-	assert_err(r, 0);
+	sign_after_recovery(a, c);
 	/* ...and a login goes through again (still logged in: no logout
 	 * happened while the module hung). */
 	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
@@ -2307,10 +2335,7 @@ login_hung(void *arg)
 static void
 test_module_hang_login(void **state)
 {
-	const char *args[] = { "--module", fx.lockout_module, NULL };
-	char hang[PATH_MAX], env_hang[PATH_MAX + 40];
-	const char *env[] = { env_hang, NULL };
-	struct agent_opts o = { 0 };
+	char hang[PATH_MAX];
 	struct hung_login w = { 0 };
 	struct mtls_agent_identity *ids = NULL;
 	struct mtls_agent_status st = { 0 };
@@ -2320,22 +2345,13 @@ test_module_hang_login(void **state)
 	struct wbuf *c;
 	pthread_t th;
 	mtls_agent *a, *b;
-	int i, r;
+	int r;
 	long ms;
 	FILE *f;
 
 	skip_under_valgrind("hang timing");
 	c = pam_content();
-	assert_int_equal(fixture_path(&fx, "hang-login", hang, sizeof(hang)), 0);
-	(void)unlink(hang);
-	snprintf(env_hang, sizeof(env_hang), "MTLS_SHIM_HANG_LOGIN_FILE=%s", hang);
-	o.config_text = "token-timeout = 1\n";
-	o.args = args;
-	o.env = env;
-	if (agent_start_opts(&fx, &o, &ag) != 0) {
-		dump_log(&ag);
-		fail_msg("agent did not start");
-	}
+	start_hanging_agent("MTLS_SHIM_HANG_LOGIN_FILE", "hang-login", hang, sizeof(hang));
 	a = connect_to(ag.sock);
 
 	/* The login hangs in the module; its client gives up on its own. */
@@ -2369,17 +2385,7 @@ test_module_hang_login(void **state)
 	/* The module answers again: the login it was in completes, and
 	 * signatures work. */
 	assert_int_equal(unlink(hang), 0);
-	for (i = 0, r = -1; i < 50 && r != 0; i++) {
-		free(sig);
-		sig = NULL;
-		usleep(100 * 1000);
-		r = sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-			 MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len);
-	}
-	if (r != 0) {
-		dump_log(&ag);
-		fail_msg("no signature after the module recovered: %s", errname(r));
-	}
+	sign_after_recovery(a, c);
 	assert_int_equal(count_identities(a), N_KEYS);
 	free(sig);
 	wbuf_free(c);
