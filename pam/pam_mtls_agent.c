@@ -672,6 +672,23 @@ out:
 	return ret;
 }
 
+/* agent_open(), then the identities the agent offers; the caller frees both. */
+static int
+agent_list(pam_handle_t *pamh, const struct options *o, const char *user, uid_t uid,
+	   mtls_agent **agent, struct mtls_agent_identity **ids, size_t *n)
+{
+	int r, ret;
+
+	if ((ret = agent_open(pamh, o, user, uid, agent)) != PAM_SUCCESS)
+		return ret;
+	if ((r = mtls_agent_list(*agent, ids, n)) != 0) {
+		pam_syslog(pamh, LOG_ERR, "user %s: cannot list identities: %s", user,
+			   mtls_agent_strerror(r));
+		return PAM_AUTHINFO_UNAVAIL;
+	}
+	return PAM_SUCCESS;
+}
+
 /* ---------------------------------------------------------------------- */
 /* certificates */
 
@@ -1158,7 +1175,7 @@ pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const char **argv)
 	const char *user = NULL, *service = NULL;
 	size_t n = 0, i;
 	uid_t uid = (uid_t)-1;
-	int r, ret;
+	int ret;
 
 	if (parse_args(pamh, &o, argc, argv) != 0)
 		return PAM_SERVICE_ERR;
@@ -1177,14 +1194,8 @@ pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const char **argv)
 			goto out;
 		}
 	}
-	if ((ret = agent_open(pamh, &o, user, uid, &agent)) != PAM_SUCCESS)
+	if ((ret = agent_list(pamh, &o, user, uid, &agent, &ids, &n)) != PAM_SUCCESS)
 		goto out;
-	if ((r = mtls_agent_list(agent, &ids, &n)) != 0) {
-		pam_syslog(pamh, LOG_ERR, "user %s: cannot list identities: %s", user,
-			   mtls_agent_strerror(r));
-		ret = PAM_AUTHINFO_UNAVAIL;
-		goto out;
-	}
 	DEBUG(pamh, &o, "user %s: agent offers %zu identities", user, n);
 	if ((ret = select_identity(pamh, &o, user, ids, n, &p)) != PAM_SUCCESS)
 		goto out;
@@ -1269,14 +1280,8 @@ pam_sm_acct_mgmt(pam_handle_t *pamh, int flags, int argc, const char **argv)
 		ret = account_code(pamh, user, r, why);
 		goto out;
 	}
-	if ((ret = agent_open(pamh, &o, user, uid, &agent)) != PAM_SUCCESS)
+	if ((ret = agent_list(pamh, &o, user, uid, &agent, &ids, &n)) != PAM_SUCCESS)
 		goto out;
-	if ((r = mtls_agent_list(agent, &ids, &n)) != 0) {
-		pam_syslog(pamh, LOG_ERR, "user %s: cannot list identities: %s", user,
-			   mtls_agent_strerror(r));
-		ret = PAM_AUTHINFO_UNAVAIL;
-		goto out;
-	}
 	for (i = 0; i < n; i++) {
 		if (o.identity != NULL && strcmp(ids[i].name, o.identity) != 0)
 			continue;
@@ -1358,14 +1363,8 @@ pam_sm_chauthtok(pam_handle_t *pamh, int flags, int argc, const char **argv)
 		return PAM_SERVICE_ERR;
 	if ((ret = get_user(pamh, &user, &uid)) != PAM_SUCCESS)
 		goto out;
-	if ((ret = agent_open(pamh, &o, user, uid, &agent)) != PAM_SUCCESS)
+	if ((ret = agent_list(pamh, &o, user, uid, &agent, &ids, &n)) != PAM_SUCCESS)
 		goto prelim_fail;
-	if ((r = mtls_agent_list(agent, &ids, &n)) != 0) {
-		pam_syslog(pamh, LOG_ERR, "user %s: cannot list identities: %s", user,
-			   mtls_agent_strerror(r));
-		ret = PAM_AUTHINFO_UNAVAIL;
-		goto prelim_fail;
-	}
 	if ((ret = select_identity(pamh, &o, user, ids, n, &p)) != PAM_SUCCESS)
 		goto prelim_fail;
 	if (flags & PAM_PRELIM_CHECK) {
