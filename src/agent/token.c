@@ -743,6 +743,15 @@ pin_error(struct tokenset *ts, PKCS11_SLOT *slot, CK_RV rv, int so, int *retries
 static int inflight_enter(struct tokenset *ts);
 static void inflight_leave(struct tokenset *ts);
 
+/* The reason given for a refusal while the module counts as hung. */
+static int
+hung_why(const struct tokenset *ts, char *why, size_t why_len)
+{
+	why_printf(why, why_len, "the PKCS#11 module has not answered for over %u s",
+		   ts->cfg->token_timeout);
+	return MTLS_ERR_TIMEOUT;
+}
+
 /* Logs in `slot` with pin; write lock held. */
 static int
 login_slot(struct tokenset *ts, PKCS11_SLOT *slot, unsigned int idx, const char *pin, int *retries,
@@ -775,11 +784,8 @@ login_slot(struct tokenset *ts, PKCS11_SLOT *slot, unsigned int idx, const char 
 	ERR_clear_error();
 	/* Counted as a call in the module: a login that hangs makes the
 	 * module hung after token-timeout, as a signature does. */
-	if (inflight_enter(ts) != 0) {
-		snprintf(why, why_len, "the PKCS#11 module has not answered for over %u s",
-			 ts->cfg->token_timeout);
-		return MTLS_ERR_TIMEOUT;
-	}
+	if (inflight_enter(ts) != 0)
+		return hung_why(ts, why, why_len);
 	r = PKCS11_login(slot, 0, pin);
 	inflight_leave(ts);
 	if (r == 0) {
@@ -1034,12 +1040,8 @@ timed_lock(struct tokenset *ts, int write, char *why, size_t why_len)
 		pthread_mutex_lock(&ts->stat_mu);
 		hung = ts->hung;
 		pthread_mutex_unlock(&ts->stat_mu);
-		if (hung) {
-			why_printf(why, why_len,
-				   "the PKCS#11 module has not answered for over %u s",
-				   ts->cfg->token_timeout);
-			return MTLS_ERR_TIMEOUT;
-		}
+		if (hung)
+			return hung_why(ts, why, why_len);
 	}
 }
 
@@ -1338,9 +1340,7 @@ token_set_pin(struct tokenset *ts, const char *name, int mode, const char *old, 
 	if ((r = pick_slot(ts, name, &slot, &idx, why, why_len)) != 0)
 		goto out;
 	if (inflight_enter(ts) != 0) {
-		snprintf(why, why_len, "the PKCS#11 module has not answered for over %u s",
-			 ts->cfg->token_timeout);
-		r = MTLS_ERR_TIMEOUT;
+		r = hung_why(ts, why, why_len);
 		goto out;
 	}
 	in_module = 1;
