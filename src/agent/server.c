@@ -47,7 +47,6 @@ struct conn {
 	int hello_done;
 	struct conn *prev, *next;
 	struct frame_rx rx;
-	long gap_us; /* from the last reply to the next request, -1: none yet */
 };
 
 struct server {
@@ -659,7 +658,9 @@ conn_main(void *arg)
 	struct conn *c = arg;
 	struct wbuf *in = NULL, *out = NULL;
 	struct ucred cred;
-	struct timespec replied = { 0, 0 };
+	struct timespec replied = { 0, 0 }; /* when the last reply went out */
+	long gap_us = -1; /* from the last reply to the next request, -1: none yet */
+	int have_replied = 0;
 	socklen_t clen = sizeof(cred);
 	char path[64];
 	ssize_t n;
@@ -688,12 +689,11 @@ conn_main(void *arg)
 				debug("peer pid=%ld gone before the refusal", (long)c->pid);
 		goto done;
 	}
-	c->gap_us = -1;
 	for (;;) {
 		r = frame_read(c->fd, &c->rx, in, MTLS_FRAME_MAX, -1,
 			       (int)c->srv->cfg->request_timeout);
-		if (c->gap_us == -2)
-			c->gap_us = usec_since(&replied);
+		if (have_replied)
+			gap_us = usec_since(&replied);
 		if (r == MTLS_ERR_FRAME_TOO_LARGE || r == MTLS_ERR_BAD_REQUEST) {
 			/* The stream cannot be resynchronised: say why, close. */
 			warn("peer pid=%ld: %s; closing", (long)c->pid,
@@ -729,11 +729,11 @@ conn_main(void *arg)
 		 * longer than that (one handshake now and then), or no CPU is
 		 * left for the clients.
 		 */
-		if (r == 0 && c->gap_us <= (long)c->srv->cfg->busy_poll &&
+		if (r == 0 && gap_us <= (long)c->srv->cfg->busy_poll &&
 		    __atomic_load_n(&c->srv->active, __ATOMIC_RELAXED) <= c->srv->spin_max)
 			(void)frame_spin(c->fd, &c->rx, c->srv->cfg->busy_poll);
 		clock_gettime(CLOCK_MONOTONIC, &replied);
-		c->gap_us = -2; /* measured when the next request is in */
+		have_replied = 1;
 		(void)__atomic_sub_fetch(&c->srv->active, 1, __ATOMIC_RELAXED);
 		if (r != 0)
 			break;
