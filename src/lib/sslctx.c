@@ -174,21 +174,6 @@ out:
 	return r;
 }
 
-static X509 *
-cert_from_der(const unsigned char *der, size_t len)
-{
-	const unsigned char *q = der;
-	X509 *x;
-
-	if (der == NULL || len == 0 || len > LONG_MAX)
-		return NULL;
-	if ((x = d2i_X509(NULL, &q, (long)len)) != NULL && q != der + len) {
-		X509_free(x);
-		x = NULL;
-	}
-	return x;
-}
-
 int
 mtls_agent_ssl_ctx_use_identity(SSL_CTX *ctx, const char *socket_path, const char *identity)
 {
@@ -245,7 +230,7 @@ mtls_agent_ssl_ctx_use_identity(SSL_CTX *ctx, const char *socket_path, const cha
 		r = MTLS_ERR_CERT_INVALID;
 		goto out;
 	}
-	if ((x = cert_from_der(id->cert_der, id->cert_der_len)) == NULL) {
+	if ((x = prov_cert_from_der(NULL, id->cert_der, id->cert_der_len)) == NULL) {
 		r = MTLS_ERR_CERT_INVALID;
 		goto out;
 	}
@@ -255,7 +240,8 @@ mtls_agent_ssl_ctx_use_identity(SSL_CTX *ctx, const char *socket_path, const cha
 	if (SSL_CTX_use_certificate(ctx, x) != 1)
 		goto out;
 	for (i = 0; i < id->n_chain; i++) {
-		if ((cx = cert_from_der(id->chain_der[i], id->chain_der_len[i])) == NULL) {
+		if ((cx = prov_cert_from_der(NULL, id->chain_der[i], id->chain_der_len[i])) ==
+		    NULL) {
 			r = MTLS_ERR_CERT_INVALID;
 			goto out;
 		}
