@@ -49,6 +49,7 @@
 #include <openssl/x509.h>
 
 #include "certval.h"
+#include "client.h"
 #include "mtls-agent.h"
 #include "purpose.h"
 #include "secmem.h"
@@ -76,7 +77,7 @@ struct options {
 	int eku_any;
 	enum usermap_method map;
 	char *map_file, *authorized_file;
-	int nullok, debug, unblock;
+	int nullok, debug, unblock, trust_logged_in;
 	int timeout; /* seconds; 0: the library's default */
 	char *pin_prompt;
 };
@@ -209,6 +210,8 @@ parse_option(pam_handle_t *pamh, struct options *o, const char *arg, int in_conf
 			o->debug = 1;
 		else if (strcmp(key, "unblock") == 0)
 			o->unblock = 1;
+		else if (strcmp(key, "trust_logged_in") == 0)
+			o->trust_logged_in = 1;
 		else {
 			pam_syslog(pamh, LOG_ERR, "unknown option \"%s\"", arg);
 			return -1;
@@ -932,7 +935,13 @@ pin_prompt(const struct options *o, const struct mtls_agent_identity *id, char *
 		snprintf(buf + off, len - off, "%s", hint);
 }
 
-/* Logs the identity's token in, asking the PIN. */
+/*
+ * Logs the identity's token in, asking the PIN.  The token checks the PIN
+ * every time (LOGIN with the verify flag), also when it is logged in
+ * already: an unlocked screen or `sudo` must not open for a wrong PIN just
+ * because the card was used before.  Only `trust_logged_in` skips the PIN
+ * for a logged-in token.
+ */
 static int
 token_login(pam_handle_t *pamh, int flags, const struct options *o, const char *user,
 	    mtls_agent *agent, const struct mtls_agent_identity *id)
@@ -946,8 +955,9 @@ token_login(pam_handle_t *pamh, int flags, const struct options *o, const char *
 		tell_user(pamh, flags, "The PIN of the token is locked.");
 		return PAM_MAXTRIES;
 	}
-	if (id->flags & MTLS_AGENT_ID_LOGGED_IN) {
-		DEBUG(pamh, o, "user %s: token %s already logged in", user, id->token_label);
+	if ((id->flags & MTLS_AGENT_ID_LOGGED_IN) && o->trust_logged_in) {
+		DEBUG(pamh, o, "user %s: token %s logged in; no PIN asked (trust_logged_in)", user,
+		      id->token_label);
 		return PAM_SUCCESS;
 	}
 	pin_prompt(o, id, prompt, sizeof(prompt));
@@ -958,7 +968,10 @@ token_login(pam_handle_t *pamh, int flags, const struct options *o, const char *
 		ret = PAM_AUTH_ERR;
 		goto out;
 	}
-	r = mtls_agent_login(agent, id->name, pin, &retries);
+	if (o->trust_logged_in)
+		r = mtls_agent_login(agent, id->name, pin, &retries);
+	else
+		r = client_login_verify(agent, id->name, pin, &retries);
 	switch (r) {
 	case 0: ret = PAM_SUCCESS; break;
 	case MTLS_ERR_PIN_INCORRECT:

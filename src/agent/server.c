@@ -380,13 +380,19 @@ handle_login(struct conn *c, struct wbuf *in, struct wbuf *out)
 		audit_peer(c, LOG_LEVEL_WARN, "login refused", ": %s", mtls_agent_strerror(r));
 		return put_error(out, r, -1, "malformed LOGIN");
 	}
-	r = token_login(c->srv->ts, req.identity, req.pin, &retries, why, sizeof(why));
-	if (r == 0)
-		audit_peer(c, LOG_LEVEL_INFO, "login ok", " identity=%s",
-			   req.identity[0] ? req.identity : "(token)");
+	if (req.flags & LOGIN_VERIFY)
+		r = token_relogin(c->srv->ts, req.identity, req.pin, &retries, why, sizeof(why));
 	else
-		audit_peer(c, LOG_LEVEL_WARN, "login refused", " identity=%s result=%s: %s",
-			   req.identity[0] ? req.identity : "(token)", mtls_agent_strerror(r), why);
+		r = token_login(c->srv->ts, req.identity, req.pin, &retries, why, sizeof(why));
+	if (r == 0)
+		audit_peer(c, LOG_LEVEL_INFO, "login ok", " identity=%s%s",
+			   req.identity[0] ? req.identity : "(token)",
+			   (req.flags & LOGIN_VERIFY) ? " verify" : "");
+	else
+		audit_peer(c, LOG_LEVEL_WARN, "login refused", " identity=%s%s result=%s: %s",
+			   req.identity[0] ? req.identity : "(token)",
+			   (req.flags & LOGIN_VERIFY) ? " verify" : "", mtls_agent_strerror(r),
+			   why);
 	msg_login_req_clear(&req);
 	return r == 0 ? msg_empty_resp_put(out, MSG_LOGIN) : put_error(out, r, retries, why);
 }

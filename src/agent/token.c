@@ -1261,6 +1261,65 @@ token_login(struct tokenset *ts, const char *name, const char *pin, int *retries
 	return r;
 }
 
+/*
+ * LOGIN with LOGIN_VERIFY: the token must check this PIN even when it is
+ * logged in already (a second C_Login is answered CKR_USER_ALREADY_LOGGED_IN
+ * without looking at the PIN).  So the session ends first and the token
+ * logs in afresh: a wrong PIN counts against the token's retry counter and
+ * leaves it logged out.  Write lock held, so signatures of every identity
+ * on the token wait for the new login instead of failing in between;
+ * login_slot() attaches all their keys again.
+ */
+static int
+relogin_slot(struct tokenset *ts, PKCS11_SLOT *slot, unsigned int idx, const char *pin,
+	     int *retries, char *why, size_t why_len)
+{
+	CK_TOKEN_INFO info;
+	char label[64];
+	int r, was_in;
+
+	*retries = -1;
+	snprintf(label, sizeof(label), "%s", slot->token->label);
+	/* A locked PIN is reported by login_slot() without logging out. */
+	if (token_info(ts, slot, &info) == 0 && (info.flags & CKF_USER_PIN_LOCKED))
+		return login_slot(ts, slot, idx, pin, retries, why, why_len);
+	if ((was_in = slot_logged_in(slot))) {
+		if (inflight_enter(ts) != 0)
+			return hung_why(ts, why, why_len);
+		detach_keys(ts, slot);
+		if (PKCS11_logout(slot) != 0)
+			ERR_clear_error();
+		inflight_leave(ts);
+		ts->login_time[idx] = 0;
+	}
+	r = login_slot(ts, slot, idx, pin, retries, why, why_len);
+	if (r != 0 && was_in) {
+		size_t len = strlen(why);
+
+		snprintf(why + len, why_len - len, "; the token is logged out now");
+		info("token %s: logged out after a PIN check that failed", label);
+	}
+	return r;
+}
+
+int
+token_relogin(struct tokenset *ts, const char *name, const char *pin, int *retries, char *why,
+	      size_t why_len)
+{
+	PKCS11_SLOT *slot = NULL;
+	unsigned int idx = 0;
+	int r;
+
+	*retries = -1;
+	catch_up(ts);
+	if ((r = write_lock(ts, why, why_len)) != 0)
+		return r;
+	if ((r = pick_slot(ts, name, &slot, &idx, why, why_len)) == 0)
+		r = relogin_slot(ts, slot, idx, pin, retries, why, why_len);
+	pthread_rwlock_unlock(&ts->lock);
+	return r;
+}
+
 /* The slot of identity `name`, or of the only token ("" ); write lock held. */
 static int
 pick_slot(struct tokenset *ts, const char *name, PKCS11_SLOT **slotp, unsigned int *idxp, char *why,

@@ -44,6 +44,13 @@ __attribute__((warn_unused_result)) int token_login(struct tokenset *ts, const c
 						    const char *pin, int *retries, char *why,
 						    size_t why_len);
 
+/* As token_login(), but the token checks the PIN even when it is logged
+ * in: it is logged out and in again (LOGIN_VERIFY).  After a wrong PIN it
+ * stays logged out. */
+__attribute__((warn_unused_result)) int token_relogin(struct tokenset *ts, const char *name,
+						      const char *pin, int *retries, char *why,
+						      size_t why_len);
+
 /*
  * SET_PIN: mode SET_PIN_CHANGE changes the user PIN from old to new;
  * SET_PIN_UNBLOCK logs in as SO with `old` (the unblocking code), sets the

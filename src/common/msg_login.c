@@ -1,7 +1,9 @@
 /*
  * msg_login.c - LOGIN and LOGOUT, and the empty replies they get.
  *
- * LOGIN request:   string identity, string pin
+ * LOGIN request:   string identity, string pin, [u8 flags]
+ *                  (flags only when not 0: a zero byte there is trailing
+ *                  data, so every request has exactly one encoding)
  * LOGOUT request:  string identity
  * SET_PIN request: string identity, u8 mode (1 change, 2 unblock),
  *                  string old_pin (or unblocking code), string new_pin
@@ -54,8 +56,13 @@ msg_login_req_put(struct wbuf *b, const struct msg_login_req *m)
 
 	if (m->pin == NULL || strlen(m->pin) == 0 || strlen(m->pin) > MTLS_PIN_MAX)
 		return MTLS_ERR_PIN_INVALID;
+	if ((m->flags & ~LOGIN_FLAGS_KNOWN) != 0)
+		return MTLS_ERR_INVALID_ARGUMENT;
 	if ((r = wbuf_put_u8(b, MSG_LOGIN)) != 0 || (r = wbuf_put_cstring(b, m->identity)) != 0 ||
 	    (r = put_pin(b, m->pin)) != 0)
+		return r;
+	/* Left out when 0: agents from before the flags take such requests. */
+	if (m->flags != 0 && (r = wbuf_put_u8(b, m->flags)) != 0)
 		return r;
 	return 0;
 }
@@ -67,7 +74,25 @@ msg_login_req_get(struct wbuf *b, struct msg_login_req *m)
 
 	memset(m, 0, sizeof(*m));
 	if ((r = wbuf_get_cstring(b, &m->identity, MTLS_NAME_MAX)) != 0 ||
-	    (r = get_pin(b, &m->pin)) != 0 || (r = wbuf_expect_end(b)) != 0)
+	    (r = get_pin(b, &m->pin)) != 0)
+		goto out;
+	if (wbuf_len(b) > 0) {
+		if ((r = wbuf_get_u8(b, &m->flags)) != 0)
+			goto out;
+		/* Zero is never sent; unknown flags may change what LOGIN
+		 * means, so they are refused rather than ignored. */
+		if (m->flags == 0) {
+			r = MTLS_ERR_TRAILING_DATA;
+			goto out;
+		}
+		if ((m->flags & ~LOGIN_FLAGS_KNOWN) != 0) {
+			r = MTLS_ERR_BAD_REQUEST;
+			goto out;
+		}
+	}
+	r = wbuf_expect_end(b);
+out:
+	if (r != 0)
 		msg_login_req_clear(m);
 	return r;
 }

@@ -84,7 +84,12 @@ struct msg_sign_resp {
 struct msg_login_req {
 	char *identity; /* "" = the only / first token */
 	char *pin;	/* secure memory (secmem.h) */
+	uint8_t flags;	/* LOGIN_* */
 };
+/* LOGIN flags.  LOGIN_VERIFY: log the token out and in again with this
+ * PIN, so the token itself checks it even when it is logged in already. */
+#define LOGIN_VERIFY	  0x01
+#define LOGIN_FLAGS_KNOWN LOGIN_VERIFY
 /* SET_PIN modes. */
 #define SET_PIN_CHANGE	1 /* old = current user PIN */
 #define SET_PIN_UNBLOCK 2 /* old = unblocking code (the SO PIN, "PUK") */

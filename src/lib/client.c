@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client.h"
 #include "mtls-agent.h"
 #include "proto.h"
 #include "wbuf.h"
@@ -297,6 +298,9 @@ open_connection(struct mtls_agent *a)
 	int fd, r, e;
 
 	drop_connection(a);
+	/* A handle from client_connect_fd() has no path: never by path. */
+	if (a->path == NULL)
+		return MTLS_ERR_CONNECTION_CLOSED;
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	/* resolve_path() made sure it fits. */
@@ -403,6 +407,44 @@ mtls_agent_connect(const char *path, mtls_agent **out)
 		return MTLS_ERR_INTERNAL;
 	}
 	if ((r = resolve_path(path, &a->path)) != 0 || (r = open_connection(a)) != 0)
+		goto out;
+	*out = a;
+	a = NULL;
+out:
+	mtls_agent_free(a);
+	return r;
+}
+
+int
+client_connect_fd(int fd, mtls_agent **out)
+{
+	struct mtls_agent *a = NULL;
+	int r;
+
+	set_last_message(NULL);
+	if (out == NULL || fd < 0) {
+		if (fd >= 0)
+			close(fd);
+		return MTLS_ERR_INVALID_ARGUMENT;
+	}
+	*out = NULL;
+	if ((a = calloc(1, sizeof(*a))) == NULL) {
+		close(fd);
+		return MTLS_ERR_ALLOC;
+	}
+	(void)pthread_once(&fork_once, fork_watch);
+	a->timeout_ms = timeout_from_env();
+	a->spin_max_us = busy_poll_from_env();
+	if (pthread_mutex_init(&a->lock, NULL) != 0) {
+		close(fd);
+		free(a);
+		return MTLS_ERR_INTERNAL;
+	}
+	/* a->path stays NULL: open_connection() refuses to reconnect. */
+	a->fd = fd;
+	a->pid = getpid();
+	a->fork_gen = __atomic_load_n(&fork_gen, __ATOMIC_RELAXED);
+	if ((r = hello(a)) != 0)
 		goto out;
 	*out = a;
 	a = NULL;
@@ -533,8 +575,9 @@ secret_exchange(mtls_agent *a, const struct wbuf *b, uint8_t type, int *retries_
 	return r;
 }
 
-int
-mtls_agent_login(mtls_agent *a, const char *identity, const char *pin, int *retries_left)
+static int
+login_request(mtls_agent *a, const char *identity, const char *pin, uint8_t flags,
+	      int *retries_left)
 {
 	struct msg_login_req req = { 0 };
 	struct wbuf *b;
@@ -552,12 +595,25 @@ mtls_agent_login(mtls_agent *a, const char *identity, const char *pin, int *retr
 	/* The PIN is copied only into wire buffers, which wipe when freed. */
 	req.identity = (char *)(identity == NULL ? "" : identity);
 	req.pin = (char *)pin;
+	req.flags = flags;
 	if ((b = wbuf_new()) == NULL)
 		return MTLS_ERR_ALLOC;
 	if ((r = msg_login_req_put(b, &req)) == 0)
 		r = secret_exchange(a, b, MSG_LOGIN, retries_left);
 	wbuf_free(b);
 	return r;
+}
+
+int
+mtls_agent_login(mtls_agent *a, const char *identity, const char *pin, int *retries_left)
+{
+	return login_request(a, identity, pin, 0, retries_left);
+}
+
+int
+client_login_verify(mtls_agent *a, const char *identity, const char *pin, int *retries_left)
+{
+	return login_request(a, identity, pin, LOGIN_VERIFY, retries_left);
 }
 
 static int

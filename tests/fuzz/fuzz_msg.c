@@ -215,6 +215,7 @@ fuzz_login_req(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
 	b = reparse(enc, MSG_LOGIN);
 	FUZZ_CHECK(msg_login_req_get(b, &m2) == 0);
 	FUZZ_CHECK(streq(m2.identity, m.identity) && streq(m2.pin, m.pin));
+	FUZZ_CHECK(m2.flags == m.flags && (m.flags & ~LOGIN_FLAGS_KNOWN) == 0);
 	msg_login_req_clear(&m2);
 	msg_login_req_clear(&m);
 	wbuf_free(b);

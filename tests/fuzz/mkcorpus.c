@@ -128,7 +128,7 @@ main(int argc, char **argv)
 	struct msg_sign_req sreq = { S("p256"), MTLS_AGENT_ECDSA_SECP256R1_SHA256,
 		MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, content, 0 };
 	struct msg_sign_resp sresp = { sig, sizeof(sig) };
-	struct msg_login_req login = { S("p256"), S("123456") };
+	struct msg_login_req login = { S("p256"), S("123456"), 0 };
 	struct msg_logout_req logout = { S("") };
 	struct msg_set_pin_req setpin = { S(""), SET_PIN_CHANGE, S("123456"), S("654321") };
 	struct msg_error err = { MTLS_ERR_PIN_INCORRECT, 2, S("incorrect PIN") };
@@ -194,6 +194,8 @@ main(int argc, char **argv)
 	write_buf("fuzz_msg", "sign_req_raw", b, msg_sign_req_put(b, &sreq));
 	write_buf("fuzz_msg", "sign_resp", b, msg_sign_resp_put(b, &sresp));
 	write_buf("fuzz_msg", "login_req", b, msg_login_req_put(b, &login));
+	login.flags = LOGIN_VERIFY;
+	write_buf("fuzz_msg", "login_req_verify", b, msg_login_req_put(b, &login));
 	write_buf("fuzz_msg", "logout_req", b, msg_logout_req_put(b, &logout));
 	write_buf("fuzz_msg", "set_pin_change", b, msg_set_pin_req_put(b, &setpin));
 	setpin.mode = SET_PIN_UNBLOCK;

@@ -1627,6 +1627,180 @@ test_pin_locked(void **state)
 }
 
 /* ---------------------------------------------------------------------- */
+/* 12a. LOGIN with the verify flag: the token checks the PIN every time */
+
+/* LOGIN with LOGIN_VERIFY over a raw connection (the public library has no
+ * call for it); returns 0 or the ERROR code, its text into msg. */
+static int
+login_verify(const char *sock, const char *identity, const char *pin, int *retries, char *msg,
+	     size_t msg_len)
+{
+	struct msg_login_req req = { (char *)identity, (char *)pin, LOGIN_VERIFY };
+	struct msg_error err = { 0 };
+	struct wbuf *body = wbuf_new();
+	uint8_t type = 0;
+	int fd, r;
+
+	assert_non_null(body);
+	fd = raw_connect(sock);
+	raw_hello(fd);
+	assert_err(msg_login_req_put(body, &req), 0);
+	raw_send_body(fd, body);
+	assert_non_null(body = wbuf_new());
+	assert_err(raw_read(fd, &type, body), 0);
+	*retries = -1;
+	msg[0] = '\0';
+	if (type == (MSG_LOGIN | MSG_REPLY)) {
+		assert_err(msg_empty_get(body), 0);
+		r = 0;
+	} else {
+		assert_int_equal(type, MSG_ERROR);
+		assert_err(msg_error_get(body, &err), 0);
+		r = err.code;
+		*retries = err.retries;
+		snprintf(msg, msg_len, "%s", err.message);
+		msg_error_clear(&err);
+	}
+	wbuf_free(body);
+	close(fd);
+	return r;
+}
+
+struct verify_signer {
+	const char *sock;
+	int stop;
+	int ok, failed;
+	char why[256];
+};
+
+/* Signs with rsa2048 until told to stop; no cmocka asserts in a thread. */
+static void *
+verify_signer_run(void *arg)
+{
+	struct verify_signer *w = arg;
+	unsigned char nonce[32], *sig;
+	size_t sig_len;
+	mtls_agent *a = NULL;
+	struct wbuf *c;
+	int r;
+
+	if ((r = mtls_agent_connect(w->sock, &a)) != 0) {
+		snprintf(w->why, sizeof(w->why), "connect: %s", errname(r));
+		w->failed++;
+		return NULL;
+	}
+	memset(nonce, 0x5a, sizeof(nonce));
+	while (!__atomic_load_n(&w->stop, __ATOMIC_RELAXED)) {
+		if ((c = wbuf_new()) == NULL)
+			break;
+		nonce[0]++;
+		if (pam_challenge_put(c, nonce, sizeof(nonce), "sshd", "alice") != 0) {
+			wbuf_free(c);
+			break;
+		}
+		sig = NULL;
+		r = mtls_agent_sign(a, "rsa2048", MTLS_AGENT_RSA_PSS_RSAE_SHA256,
+				    MTLS_AGENT_PURPOSE_PAM_CHALLENGE, wbuf_ptr(c), wbuf_len(c),
+				    &sig, &sig_len);
+		wbuf_free(c);
+		free(sig);
+		if (r == 0) {
+			w->ok++;
+		} else {
+			snprintf(w->why, sizeof(w->why), "sign: %s (%s)", errname(r),
+				 mtls_agent_last_message());
+			w->failed++;
+		}
+	}
+	mtls_agent_free(a);
+	return NULL;
+}
+
+static void
+test_login_verify(void **state)
+{
+	const char *args[] = { "--module", fx.lockout_module, NULL };
+	struct verify_signer w = { 0 };
+	struct wbuf *c = pam_content();
+	char msg[MTLS_TEXT_MAX + 1];
+	pthread_t th;
+	uint32_t flags;
+	mtls_agent *a;
+	int retries, i;
+
+	if (access(fx.lockout_module, R_OK) != 0)
+		fail_msg("lockout module %s: %s (make tests/fixtures/p11-lockout.la)",
+			 fx.lockout_module, strerror(errno));
+	start_agent(NULL, args, &ag);
+	a = connect_to(ag.sock);
+	login(a, NULL);
+	/* A plain LOGIN on a logged-in token does not check the PIN. */
+	assert_err(mtls_agent_login(a, "p256", WRONG_PIN, &retries), 0);
+	assert_false(flags_of(a, "p256") & MTLS_AGENT_ID_PIN_COUNT_LOW);
+
+	/* Re-logins with the right PIN while another identity of the same
+	 * token signs: its signatures wait, none fails. */
+	w.sock = ag.sock;
+	assert_int_equal(pthread_create(&th, NULL, verify_signer_run, &w), 0);
+	for (i = 0; i < 5; i++) {
+		assert_err(login_verify(ag.sock, "p256", fx.pin, &retries, msg, sizeof(msg)), 0);
+		sleep_ms(20);
+	}
+	__atomic_store_n(&w.stop, 1, __ATOMIC_RELAXED);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	if (w.failed != 0 || w.ok == 0)
+		fail_msg("signer during re-logins: %d ok, %d failed (%s)", w.ok, w.failed, w.why);
+	print_message("signer during 5 re-logins: %d signatures, none failed\n", w.ok);
+	sign_and_verify(a, "p256", "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c);
+
+	/* A wrong PIN on the logged-in token reaches the card: its counter
+	 * goes down, and the token is logged out and says so. */
+	assert_err(login_verify(ag.sock, "p256", WRONG_PIN, &retries, msg, sizeof(msg)),
+		   MTLS_ERR_PIN_INCORRECT);
+	if (strstr(msg, "logged out") == NULL)
+		fail_msg("wrong PIN on a logged-in token: \"%s\" does not say it is logged out",
+			 msg);
+	flags = flags_of(a, "p256");
+	assert_true(flags & MTLS_AGENT_ID_PIN_COUNT_LOW);
+	assert_false(flags & MTLS_AGENT_ID_LOGGED_IN);
+	sign_refused(a, "rsa2048", MTLS_AGENT_RSA_PSS_RSAE_SHA256, MTLS_AGENT_PURPOSE_PAM_CHALLENGE,
+		     c, MTLS_ERR_LOGIN_REQUIRED);
+	/* An empty PIN never reaches the card. */
+	{
+		struct wbuf *b = wbuf_new();
+		int fd = raw_connect(ag.sock);
+
+		assert_non_null(b);
+		raw_hello(fd);
+		assert_err(wbuf_put_u8(b, MSG_LOGIN), 0);
+		assert_err(wbuf_put_cstring(b, "p256"), 0);
+		assert_err(wbuf_put_cstring(b, ""), 0);
+		assert_err(wbuf_put_u8(b, LOGIN_VERIFY), 0);
+		raw_send_body(fd, b);
+		assert_err(raw_read_error(fd), MTLS_ERR_PIN_INVALID);
+		close(fd);
+	}
+	/* Second wrong PIN: "final try" (the shim counts 3, 2, 1). */
+	assert_err(login_verify(ag.sock, "p256", WRONG_PIN, &retries, msg, sizeof(msg)),
+		   MTLS_ERR_PIN_INCORRECT);
+	assert_int_equal(retries, 1);
+	assert_true(flags_of(a, "p256") & MTLS_AGENT_ID_PIN_FINAL_TRY);
+	/* The right PIN: logged in again, counter reset, every key back. */
+	assert_err(login_verify(ag.sock, "p256", fx.pin, &retries, msg, sizeof(msg)), 0);
+	flags = flags_of(a, "p256");
+	assert_true(flags & MTLS_AGENT_ID_LOGGED_IN);
+	assert_false(flags & (MTLS_AGENT_ID_PIN_FINAL_TRY | MTLS_AGENT_ID_PIN_LOCKED));
+	sign_and_verify(a, "rsa2048", "rsa2048", MTLS_AGENT_RSA_PSS_RSAE_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c);
+	sign_and_verify(a, "p256", "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c);
+	wbuf_free(c);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
+/* ---------------------------------------------------------------------- */
 /* 12b. changing the PIN */
 
 static void
@@ -2439,6 +2613,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_sigterm, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_socket_dir_refused, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_pin_file, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_login_verify, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_pin_locked, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_change_pin, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_token_removal, setup_none, teardown_agents),

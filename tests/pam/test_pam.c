@@ -783,15 +783,87 @@ test_login_p384(void **state)
 	login_with("p384", "04");
 }
 
-/* Token already logged in: no prompt, still a fresh signature. */
+/*
+ * Token already logged in: the PIN is asked and checked by the token all
+ * the same, so an empty, missing or wrong PIN does not get in.
+ */
 static void
-test_login_no_pin_when_logged_in(void **state)
+test_pin_checked_when_logged_in(void **state)
 {
 	struct conv c;
 
 	start_agent_one("alice-p256", "03", "alice-p256.pem");
 	write_pam_conf(ag.sock, "");
 	login(ALICE, fx.pin, PAM_SUCCESS);
+	c = login(ALICE, fx.pin, PAM_SUCCESS);
+	assert_int_equal(c.n_prompts, 1);
+	assert_string_equal(c.prompts[0], "PIN for mtls-test: ");
+	c = login(ALICE, "", PAM_AUTH_ERR);
+	assert_int_equal(c.n_prompts, 1);
+	c = login(ALICE, NULL, PAM_CONV_ERR);
+	assert_int_equal(c.n_prompts, 1);
+	c = login(ALICE, WRONG_PIN, PAM_AUTH_ERR);
+	assert_int_equal(c.n_prompts, 1);
+	/* The wrong PIN logged the token out: even trust_logged_in asks now. */
+	write_pam_conf(ag.sock, "trust_logged_in\n");
+	c = login(ALICE, NULL, PAM_CONV_ERR);
+	assert_int_equal(c.n_prompts, 1);
+	write_pam_conf(ag.sock, "");
+	login(ALICE, fx.pin, PAM_SUCCESS);
+}
+
+/* trust_logged_in: a logged-in token needs no PIN, as documented (what it
+ * gives up: anyone reaching the PAM stack gets in while it is logged in). */
+static void
+test_trust_logged_in(void **state)
+{
+	struct conv c;
+
+	start_agent_one("alice-p256", "03", "alice-p256.pem");
+	write_pam_conf(ag.sock, "trust_logged_in\n");
+	c = login(ALICE, NULL, PAM_CONV_ERR);
+	assert_int_equal(c.n_prompts, 1);
+	c = login(ALICE, fx.pin, PAM_SUCCESS);
+	assert_int_equal(c.n_prompts, 1);
+	c = login(ALICE, NULL, PAM_SUCCESS);
+	assert_int_equal(c.n_prompts, 0);
+	c = login(ALICE, WRONG_PIN, PAM_SUCCESS);
+	assert_int_equal(c.n_prompts, 0);
+}
+
+/*
+ * On the card-like shim: a wrong PIN after a good login reaches the card
+ * (its counter goes down: "few tries left"), and a good one resets it; the
+ * re-logins leave the token's other identities able to sign.
+ */
+static void
+test_relogin_card(void **state)
+{
+	const char *args[] = {"--module", fx.lockout_module, NULL};
+	char *a = identity_text("alice-p256", "03", "alice-p256.pem");
+	char *b = identity_text("alice-rsa2048", "01", "alice-rsa2048.pem");
+	char *t = NULL;
+	struct conv c;
+
+	if (access(fx.lockout_module, R_OK) != 0)
+		fail_msg("lockout module %s missing (make tests/fixtures/p11-lockout.la)",
+			 fx.lockout_module);
+	assert_true(asprintf(&t, "%s%s", a, b) >= 0);
+	start_agent_text(t, args);
+	free(t);
+	free(a);
+	free(b);
+	write_pam_conf(ag.sock, "identity = alice-p256\n");
+	c = login(ALICE, fx.pin, PAM_SUCCESS);
+	assert_string_equal(c.prompts[0], "PIN for mtls-test: ");
+	c = login(ALICE, WRONG_PIN, PAM_AUTH_ERR);
+	assert_string_equal(c.prompts[0], "PIN for mtls-test: ");
+	c = login(ALICE, fx.pin, PAM_SUCCESS);
+	assert_string_equal(c.prompts[0], "PIN for mtls-test (few tries left): ");
+	c = login(ALICE, fx.pin, PAM_SUCCESS);
+	assert_string_equal(c.prompts[0], "PIN for mtls-test: ");
+	/* The other identity's key survived the logouts and logins. */
+	write_pam_conf(ag.sock, "identity = alice-rsa2048\ntrust_logged_in\n");
 	c = login(ALICE, NULL, PAM_SUCCESS);
 	assert_int_equal(c.n_prompts, 0);
 }
@@ -1363,7 +1435,9 @@ main(void)
 	    T(test_login_rsa3072),
 	    T(test_login_p256),
 	    T(test_login_p384),
-	    T(test_login_no_pin_when_logged_in),
+	    T(test_pin_checked_when_logged_in),
+	    T(test_trust_logged_in),
+	    T(test_relogin_card),
 	    T(test_pin_prompt_option),
 	    T(test_expired),
 	    T(test_not_yet_valid),

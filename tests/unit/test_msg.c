@@ -957,7 +957,7 @@ test_login_logout(void **state)
 {
 	static const unsigned char want[] = {MSG_LOGIN, 0, 0, 0, 3,   't', 'o', 'k',
 					     0,		0, 0, 4, '1', '2', '3', '4'};
-	struct msg_login_req rq = {(char *)"tok", (char *)"1234"}, rq2;
+	struct msg_login_req rq = {(char *)"tok", (char *)"1234", 0}, rq2;
 	struct msg_logout_req lo = {(char *)"tok"}, lo2;
 	struct wbuf *b = newbuf();
 	union any_msg m;
@@ -975,6 +975,45 @@ test_login_logout(void **state)
 	assert_null(rq2.identity);
 	msg_login_req_clear(&rq2);
 	check_truncations_and_trailing(&C_LOGIN_REQ, b);
+	wbuf_free(b);
+
+	/* The verify flag: one byte after the PIN, sent only when set. */
+	b = newbuf();
+	rq.flags = LOGIN_VERIFY;
+	assert_int_equal(msg_login_req_put(b, &rq), 0);
+	assert_int_equal(wbuf_len(b), sizeof(want) + 1);
+	assert_memory_equal(wbuf_ptr(b), want, sizeof(want));
+	assert_int_equal(wbuf_ptr(b)[sizeof(want)], LOGIN_VERIFY);
+	assert_int_equal(decode_buf(&C_LOGIN_REQ, b, &rq2), 0);
+	assert_int_equal(rq2.flags, LOGIN_VERIFY);
+	assert_string_equal(rq2.pin, "1234");
+	msg_login_req_clear(&rq2);
+	{
+		unsigned char v[sizeof(want) + 2];
+
+		memcpy(v, want, sizeof(want));
+		/* A zero flags byte is never sent: trailing data. */
+		v[sizeof(want)] = 0x00;
+		assert_int_equal(decode(&C_LOGIN_REQ, v, sizeof(want) + 1, &m),
+				 MTLS_ERR_TRAILING_DATA);
+		/* Unknown flags are refused, not ignored. */
+		v[sizeof(want)] = 0x02;
+		assert_int_equal(decode(&C_LOGIN_REQ, v, sizeof(want) + 1, &m),
+				 MTLS_ERR_BAD_REQUEST);
+		v[sizeof(want)] = 0x80 | LOGIN_VERIFY;
+		assert_int_equal(decode(&C_LOGIN_REQ, v, sizeof(want) + 1, &m),
+				 MTLS_ERR_BAD_REQUEST);
+		/* Nothing after the flags. */
+		v[sizeof(want)] = LOGIN_VERIFY;
+		v[sizeof(want) + 1] = 0x00;
+		assert_int_equal(decode(&C_LOGIN_REQ, v, sizeof(want) + 2, &m),
+				 MTLS_ERR_TRAILING_DATA);
+	}
+	wbuf_free(b);
+	b = newbuf();
+	rq.flags = 0x02;
+	assert_int_equal(msg_login_req_put(b, &rq), MTLS_ERR_INVALID_ARGUMENT);
+	rq.flags = 0;
 	wbuf_free(b);
 
 	/* "" identity (the only token) and a PIN of exactly MTLS_PIN_MAX. */
@@ -1033,7 +1072,7 @@ raw_login(const void *id, size_t id_len, const void *pin, size_t pin_len)
 static void
 test_login_refused(void **state)
 {
-	struct msg_login_req rq = {(char *)"", NULL};
+	struct msg_login_req rq = {(char *)"", NULL, 0};
 	struct wbuf *b;
 	char *s;
 	int r;
