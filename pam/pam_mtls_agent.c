@@ -503,176 +503,252 @@ get_user(pam_handle_t *pamh, const char **userp, uid_t *uidp)
 /* ---------------------------------------------------------------------- */
 /* the agent */
 
-/* The socket and its directory: a socket/directory owned by root or `uid`,
- * writable by neither group nor others.  0 if safe; why says otherwise. */
-static int
-check_socket_path(const char *path, uid_t uid, struct stat *sst, char *why, size_t why_len)
-{
-	char dir[PATH_MAX], *slash;
-	struct stat dst;
+/*
+ * Who may own what on the way to the agent.  `owner` is the user the agent
+ * must belong to: the target user with user_agent, else the application's
+ * euid.  With user_agent, socket, its directory and the listener must be
+ * the owner's (root's system agent is not the user's agent); otherwise
+ * root's are fine too.  Directories above the socket's may be root's.
+ */
+struct trust {
+	uid_t owner;
+	int owner_only;
+};
 
-	if (*path != '/') {
-		snprintf(why, why_len, "socket %s is not an absolute path", path);
+static int
+trusted_uid(const struct trust *t, uid_t uid, int last)
+{
+	if (uid == t->owner)
+		return 1;
+	return uid == 0 && !(t->owner_only && last);
+}
+
+/* The next component of path at *pos into comp; 0 at the end, -1 if bad. */
+static int
+next_component(const char *path, size_t *pos, char *comp, size_t comp_len)
+{
+	size_t n;
+
+	while (path[*pos] == '/')
+		(*pos)++;
+	if (path[*pos] == '\0')
+		return 0;
+	n = strcspn(path + *pos, "/");
+	if (n >= comp_len)
 		return -1;
-	}
-	if (lstat(path, sst) != 0) {
-		snprintf(why, why_len, "socket %s: %s", path, strerror(errno));
-		return 1; /* not there: "no agent" */
-	}
-	if (!S_ISSOCK(sst->st_mode)) {
-		snprintf(why, why_len, "%s is not a socket", path);
+	memcpy(comp, path + *pos, n);
+	comp[n] = '\0';
+	*pos += n;
+	if (strcmp(comp, ".") == 0 || strcmp(comp, "..") == 0)
 		return -1;
-	}
-	if ((sst->st_uid != 0 && sst->st_uid != uid) || (sst->st_mode & 022) != 0) {
-		snprintf(why, why_len, "socket %s: owned by uid %lu or writable by others", path,
-			 (unsigned long)sst->st_uid);
-		return -1;
-	}
-	if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir) ||
-	    (slash = strrchr(dir, '/')) == NULL) {
-		snprintf(why, why_len, "socket path too long");
-		return -1;
-	}
-	if (slash == dir)
-		slash[1] = '\0';
-	else
-		*slash = '\0';
-	if (lstat(dir, &dst) != 0 || !S_ISDIR(dst.st_mode)) {
+	return 1;
+}
+
+/* A directory we are about to walk through (or hold the socket, `last`). */
+static int
+check_dir(const struct trust *t, const struct stat *st, const char *dir, int last, char *why,
+	  size_t why_len)
+{
+	if (!S_ISDIR(st->st_mode)) {
 		snprintf(why, why_len, "socket directory %s is not a directory", dir);
 		return -1;
 	}
-	if ((dst.st_uid != 0 && dst.st_uid != uid) || (dst.st_mode & 022) != 0) {
-		snprintf(why, why_len,
-			 "socket directory %s: owned by uid %lu or writable by others", dir,
-			 (unsigned long)dst.st_uid);
+	if (!trusted_uid(t, st->st_uid, last)) {
+		snprintf(why, why_len, "socket directory %s: owned by uid %lu, not %lu%s", dir,
+			 (unsigned long)st->st_uid, (unsigned long)t->owner,
+			 (t->owner_only && last) || t->owner == 0 ? "" : " or root");
 		return -1;
 	}
-	return 0;
-}
-
-/* Connects our own socket and asks the kernel who listens on it. */
-static int
-peer_uid(const char *path, uid_t *uidp, int *fdp, char *why, size_t why_len)
-{
-	struct sockaddr_un sun;
-	struct ucred cred;
-	socklen_t clen = sizeof(cred);
-	int fd;
-
-	*fdp = -1;
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		snprintf(why, why_len, "socket path too long");
+	/* A sticky directory (/tmp) above is fine: no one else can replace
+	 * the entry below it, which is checked in turn.  Not the last one. */
+	if ((st->st_mode & 022) != 0 && (last || !(st->st_mode & S_ISVTX))) {
+		snprintf(why, why_len, "socket directory %s is writable by others", dir);
 		return -1;
 	}
-	memcpy(sun.sun_path, path, strlen(path) + 1);
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
-		snprintf(why, why_len, "socket: %s", strerror(errno));
-		return 1;
-	}
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
-		snprintf(why, why_len, "cannot connect to %s: %s", path, strerror(errno));
-		close(fd);
-		return 1;
-	}
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 || clen != sizeof(cred)) {
-		snprintf(why, why_len, "SO_PEERCRED on %s: %s", path, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	*uidp = cred.uid;
-	*fdp = fd;
 	return 0;
 }
 
 /*
- * Connects to the agent.  The system agent (default) and the user's agent
- * (user_agent) are checked alike: socket and directory owned by root or
- * the expected owner (the user for user_agent, the application's euid
- * otherwise) and writable by no one else, and the process listening on it
- * runs as one of them.  A socket that fails those checks may be someone
- * collecting PINs: that is PAM_AUTH_ERR, never ignorable.
+ * Walks `path` from "/" one component at a time with openat(O_PATH |
+ * O_NOFOLLOW), checking each directory, and connects to the socket inode
+ * that was checked (through /proc/self/fd, so nothing is looked up by name
+ * twice): no symlink anywhere, no entry swapped between check and connect.
+ * Returns the connected descriptor (0), 1 for "no agent" (nothing there,
+ * nobody listening), -1 for a refusal; why says which.
+ */
+static int
+open_checked_socket(const char *path, const struct trust *t, int *fdp, char *why, size_t why_len)
+{
+	char comp[NAME_MAX + 1], next[NAME_MAX + 1], shown[PATH_MAX];
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+	struct stat st;
+	size_t pos = 0, shown_len = 0;
+	int dfd = -1, nfd = -1, sock = -1, r = -1, k;
+
+	*fdp = -1;
+	if (*path != '/') {
+		snprintf(why, why_len, "socket %s is not an absolute path", path);
+		return -1;
+	}
+	if ((dfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)) == -1 || fstat(dfd, &st) != 0) {
+		snprintf(why, why_len, "/: %s", strerror(errno));
+		goto out;
+	}
+	/* shown: the path of dfd, for messages ("/" until the first step). */
+	snprintf(shown, sizeof(shown), "/");
+	if ((k = next_component(path, &pos, comp, sizeof(comp))) != 1) {
+		snprintf(why, why_len, "socket path %s is not usable", path);
+		goto out;
+	}
+	for (;;) {
+		if ((k = next_component(path, &pos, next, sizeof(next))) < 0) {
+			snprintf(why, why_len, "socket path %s is not usable", path);
+			goto out;
+		}
+		/* The directory dfd holds comp: the socket's own when k == 0. */
+		if (check_dir(t, &st, shown, k == 0, why, why_len) != 0)
+			goto out;
+		if (shown_len + strlen(comp) + 2 >= sizeof(shown)) {
+			snprintf(why, why_len, "socket path too long");
+			goto out;
+		}
+		shown_len += (size_t)snprintf(shown + shown_len, sizeof(shown) - shown_len, "/%s",
+					      comp);
+		if (k == 0)
+			break;
+		nfd = openat(dfd, comp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (nfd == -1) {
+			snprintf(why, why_len, "socket directory %s: %s", shown, strerror(errno));
+			r = errno == ENOENT ? 1 : -1;
+			goto out;
+		}
+		if (fstat(nfd, &st) != 0) {
+			snprintf(why, why_len, "socket directory %s: %s", shown, strerror(errno));
+			goto out;
+		}
+		if (S_ISLNK(st.st_mode)) {
+			snprintf(why, why_len, "socket directory %s is a symbolic link", shown);
+			goto out;
+		}
+		close(dfd);
+		dfd = nfd;
+		nfd = -1;
+		memcpy(comp, next, sizeof(comp));
+	}
+	/* comp is the socket, in the checked directory dfd. */
+	if ((nfd = openat(dfd, comp, O_PATH | O_NOFOLLOW | O_CLOEXEC)) == -1) {
+		snprintf(why, why_len, "socket %s: %s", path, strerror(errno));
+		r = errno == ENOENT ? 1 : -1;
+		goto out;
+	}
+	if (fstat(nfd, &st) != 0) {
+		snprintf(why, why_len, "socket %s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (S_ISLNK(st.st_mode)) {
+		snprintf(why, why_len, "socket %s is a symbolic link", path);
+		goto out;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(why, why_len, "%s is not a socket", path);
+		goto out;
+	}
+	if (!trusted_uid(t, st.st_uid, 1) || (st.st_mode & 022) != 0) {
+		snprintf(why, why_len, "socket %s: owned by uid %lu or writable by others", path,
+			 (unsigned long)st.st_uid);
+		goto out;
+	}
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "/proc/self/fd/%d", nfd);
+	if ((sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
+		snprintf(why, why_len, "socket: %s", strerror(errno));
+		r = 1;
+		goto out;
+	}
+	if (connect(sock, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
+		if (errno == ENOENT && access("/proc/self/fd", F_OK) != 0) {
+			/* Refuse rather than connect by name unchecked. */
+			snprintf(why, why_len, "cannot connect to %s: /proc is not mounted", path);
+			goto out;
+		}
+		snprintf(why, why_len, "cannot connect to %s: %s", path, strerror(errno));
+		r = 1;
+		goto out;
+	}
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 || clen != sizeof(cred)) {
+		snprintf(why, why_len, "SO_PEERCRED on %s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (!trusted_uid(t, cred.uid, 1)) {
+		snprintf(why, why_len, "the agent at %s runs as uid %lu, not %lu%s", path,
+			 (unsigned long)cred.uid, (unsigned long)t->owner,
+			 t->owner_only || t->owner == 0 ? "" : " or root");
+		goto out;
+	}
+	*fdp = sock;
+	sock = -1;
+	r = 0;
+out:
+	if (sock != -1)
+		close(sock);
+	if (nfd != -1)
+		close(nfd);
+	if (dfd != -1)
+		close(dfd);
+	return r;
+}
+
+/*
+ * Connects to the agent.  The socket is `socket=`, else the system socket,
+ * or with user_agent the target user's (/run/user/UID/...): never a path
+ * from the environment, which under su or sudo is the caller's.  The
+ * checks of open_checked_socket() apply, and the library is handed that
+ * very connection; it never opens another.  A socket that fails the checks
+ * may be someone collecting PINs: that is PAM_AUTH_ERR, never ignorable.
  */
 static int
 agent_open(pam_handle_t *pamh, const struct options *o, const char *user, uid_t uid,
 	   mtls_agent **out)
 {
 	char path[PATH_MAX], why[PATH_MAX + 128];
-	const char *s = NULL;
-	struct stat st1, st2;
-	uid_t owner = o->user_agent ? uid : geteuid(), puid = (uid_t)-1;
-	int r, fd = -1, ret;
+	struct trust t = {o->user_agent ? uid : geteuid(), o->user_agent};
+	int r, fd = -1;
 
 	*out = NULL;
 	why[0] = '\0';
 	if (o->socket != NULL)
-		s = o->socket;
-	else if (o->user_agent) {
-		if ((s = pam_getenv(pamh, MTLS_AGENT_SOCK_ENV)) == NULL || *s == '\0')
-			s = getenv(MTLS_AGENT_SOCK_ENV);
-		if (s == NULL || *s == '\0') {
-			snprintf(path, sizeof(path), USER_SOCKET_FMT, (unsigned long)uid);
-			s = path;
-		}
-	} else
-		s = DEFAULT_SOCKET;
-	if (s != path && snprintf(path, sizeof(path), "%s", s) >= (int)sizeof(path)) {
+		r = snprintf(path, sizeof(path), "%s", o->socket);
+	else if (o->user_agent)
+		r = snprintf(path, sizeof(path), USER_SOCKET_FMT, (unsigned long)uid);
+	else
+		r = snprintf(path, sizeof(path), "%s", DEFAULT_SOCKET);
+	if (r < 0 || r >= (int)sizeof(path)) {
 		pam_syslog(pamh, LOG_ERR, "user %s: agent socket path too long", user);
 		return PAM_AUTH_ERR;
 	}
 	DEBUG(pamh, o, "user %s: agent socket %s", user, path);
 
-	if ((r = check_socket_path(path, owner, &st1, why, sizeof(why))) > 0)
+	if ((r = open_checked_socket(path, &t, &fd, why, sizeof(why))) > 0)
 		return unavailable(pamh, o, user, why);
 	if (r < 0) {
 		pam_syslog(pamh, LOG_ERR, "user %s: refusing agent: %s", user, why);
 		return PAM_AUTH_ERR;
-	}
-	if ((r = peer_uid(path, &puid, &fd, why, sizeof(why))) > 0)
-		return unavailable(pamh, o, user, why);
-	if (r < 0) {
-		pam_syslog(pamh, LOG_ERR, "user %s: refusing agent: %s", user, why);
-		return PAM_AUTH_ERR;
-	}
-	if (puid != 0 && puid != owner) {
-		pam_syslog(pamh, LOG_ERR,
-			   "user %s: refusing agent at %s: it runs as uid %lu, not %lu or root",
-			   user, path, (unsigned long)puid, (unsigned long)owner);
-		ret = PAM_AUTH_ERR;
-		goto out;
 	}
 	if (o->timeout > 0)
 		snprintf(client_timeout, sizeof(client_timeout), "%d", o->timeout);
 	else
 		client_timeout[0] = '\0';
-	if ((r = mtls_agent_connect(path, out)) != 0) {
+	/* Takes fd, also on failure. */
+	if ((r = client_connect_fd(fd, out)) != 0) {
 		snprintf(why, sizeof(why), "cannot use the agent at %s: %s", path,
 			 mtls_agent_strerror(r));
-		ret = r == MTLS_ERR_CONNECT || r == MTLS_ERR_NO_SOCKET
-			  ? unavailable(pamh, o, user, why)
-			  : (pam_syslog(pamh, LOG_ERR, "user %s: %s", user, why),
-			     PAM_AUTHINFO_UNAVAIL);
-		goto out;
+		if (r == MTLS_ERR_CONNECT || r == MTLS_ERR_NO_SOCKET)
+			return unavailable(pamh, o, user, why);
+		pam_syslog(pamh, LOG_ERR, "user %s: %s", user, why);
+		return PAM_AUTHINFO_UNAVAIL;
 	}
-	/*
-	 * Our connection (still open) showed who listens; the library made
-	 * its own.  The socket is the same inode, which only its owner or
-	 * root could have replaced (the directory checks above).
-	 */
-	if (lstat(path, &st2) != 0 || st2.st_ino != st1.st_ino || st2.st_dev != st1.st_dev) {
-		pam_syslog(pamh, LOG_ERR, "user %s: agent socket %s replaced while connecting",
-			   user, path);
-		mtls_agent_free(*out);
-		*out = NULL;
-		ret = PAM_AUTH_ERR;
-		goto out;
-	}
-	ret = PAM_SUCCESS;
-out:
-	if (fd != -1)
-		close(fd);
-	return ret;
+	return PAM_SUCCESS;
 }
 
 /* agent_open(), then the identities the agent offers; the caller frees both. */

@@ -1225,20 +1225,172 @@ test_replayed_signature(void **state)
 static void
 test_user_agent(void **state)
 {
-	char ca[PATH_MAX], *text;
+	start_agent_one("alice-p256", "03", "alice-p256.pem");
+	write_pam_conf(ag.sock, "user_agent\n");
+	login(ALICE, fx.pin, PAM_SUCCESS);
+	/* bob (uid 4243) may not use an agent of alice's (or root's). */
+	login(BOB, fx.pin, PAM_AUTH_ERR);
+}
+
+/*
+ * user_agent without socket=: the socket is the target user's, never the
+ * one MTLS_AGENT_SOCK of the application's environment names (under su,
+ * that is the caller's choice).
+ */
+static void
+test_user_agent_env_ignored(void **state)
+{
+	char ca[PATH_MAX], dflt[PATH_MAX], *text;
+	struct conv c;
 
 	start_agent_one("alice-p256", "03", "alice-p256.pem");
-	/* No socket= : it comes from the environment. */
 	fpath("ca.pem", ca);
 	assert_true(asprintf(&text, "user_agent\nca_file=%s\n", ca) >= 0);
 	assert_int_equal(fixture_write_file(pam_conf, text, 0600), 0);
 	free(text);
+	SNP(dflt, "/run/user/%lu/mtls-agent/agent.sock", (unsigned long)getuid());
+	if (access(dflt, F_OK) == 0) {
+		print_message("%s exists (a real agent?): not testing the default\n", dflt);
+		skip();
+	}
 	setenv("MTLS_AGENT_SOCK", ag.sock, 1);
-	login(ALICE, fx.pin, PAM_SUCCESS);
-	/* bob (uid 4243) may not use an agent that runs as alice, unless
-	 * alice is root (when the test runs as root): root's is allowed. */
+	c = login(ALICE, fx.pin, PAM_AUTHINFO_UNAVAIL);
+	assert_int_equal(c.n_prompts, 0);
+}
+
+/*
+ * user_agent: socket, its directory and the listener must all be the
+ * target user's; root's (the system agent) are refused too.  Needs root
+ * to run an agent as root with a certificate for bob.
+ */
+static void
+test_user_agent_root_socket(void **state)
+{
+	char dir[PATH_MAX], *slash;
+	struct conv c;
+
 	if (getuid() != 0)
-		login(BOB, fx.pin, PAM_AUTH_ERR);
+		skip();
+	start_agent_one("bob-p256", "03", "bob-p256.pem");
+	/* The system agent for bob: fine without user_agent... */
+	write_pam_conf(ag.sock, "");
+	login(BOB, fx.pin, PAM_SUCCESS);
+	/* ...but not as bob's own agent. */
+	write_pam_conf(ag.sock, "user_agent\n");
+	c = login(BOB, fx.pin, PAM_AUTH_ERR);
+	assert_int_equal(c.n_prompts, 0);
+	/* Directory bob's, socket root's. */
+	snprintf(dir, sizeof(dir), "%s", ag.sock);
+	assert_non_null(slash = strrchr(dir, '/'));
+	*slash = '\0';
+	assert_int_equal(chown(dir, BOB_UID, BOB_UID), 0);
+	c = login(BOB, fx.pin, PAM_AUTH_ERR);
+	assert_int_equal(c.n_prompts, 0);
+	/* Both bob's, the listener root. */
+	assert_int_equal(chown(ag.sock, BOB_UID, BOB_UID), 0);
+	c = login(BOB, fx.pin, PAM_AUTH_ERR);
+	assert_int_equal(c.n_prompts, 0);
+}
+
+struct flipper {
+	char link[PATH_MAX], tmp[PATH_MAX], a[PATH_MAX], b[PATH_MAX];
+	int stop;
+};
+
+/* Points `link` at a, then b, then a...: rename(2) swaps it atomically. */
+static void *
+flip_run(void *arg)
+{
+	struct flipper *f = arg;
+	unsigned int i;
+
+	for (i = 0; !__atomic_load_n(&f->stop, __ATOMIC_RELAXED); i++) {
+		(void)unlink(f->tmp);
+		if (symlink(i % 2 ? f->b : f->a, f->tmp) != 0 || rename(f->tmp, f->link) != 0)
+			break;
+		usleep(200);
+	}
+	return NULL;
+}
+
+/*
+ * The socket path is walked without following symlinks, and the module
+ * connects to the socket it checked.  A symlink anywhere in the path is
+ * refused, so one flipped between the real agent and an attacker's never
+ * gets a PIN to the attacker: no prompt, ever.
+ */
+static void
+test_socket_symlinks(void **state)
+{
+	struct agent_proc evil = {.out_fd = -1};
+	char real_dir[PATH_MAX], evil_dir[PATH_MAX], link[PATH_MAX], sock[PATH_MAX], *slash;
+	const char *base;
+	struct flipper f = {0};
+	struct conv c;
+	pthread_t th;
+	int i;
+
+	start_agent_one("alice-p256", "03", "alice-p256.pem");
+	snprintf(real_dir, sizeof(real_dir), "%s", ag.sock);
+	assert_non_null(slash = strrchr(real_dir, '/'));
+	*slash = '\0';
+	base = strrchr(ag.sock, '/') + 1;
+	/* The attacker's agent: same user, a second listener. */
+	{
+		char *t = identity_text("alice-p256", "03", "alice-p256.pem");
+
+		assert_int_equal(agent_start(&fx, t, NULL, &evil), 0);
+		free(t);
+	}
+	snprintf(evil_dir, sizeof(evil_dir), "%s", evil.sock);
+	assert_non_null(slash = strrchr(evil_dir, '/'));
+	*slash = '\0';
+	assert_string_equal(strrchr(evil.sock, '/') + 1, base);
+
+	/* The socket itself a symlink (to the real one). */
+	SNP(link, "%s/alias.sock", real_dir);
+	assert_int_equal(symlink(ag.sock, link), 0);
+	write_pam_conf(link, "nullok\n");
+	c = login(ALICE, fx.pin, PAM_AUTH_ERR);
+	assert_int_equal(c.n_prompts, 0);
+	/* The socket's directory a symlink. */
+	SNP(link, "%s/dirlink", fx.dir);
+	assert_int_equal(symlink(real_dir, link), 0);
+	SNP(sock, "%s/%s", link, base);
+	write_pam_conf(sock, "nullok\n");
+	c = login(ALICE, fx.pin, PAM_AUTH_ERR);
+	assert_int_equal(c.n_prompts, 0);
+	/* A directory further up a symlink (to the tree holding both). */
+	SNP(link, "%s/treelink", fx.dir);
+	assert_int_equal(symlink(fx.dir, link), 0);
+	SNP(sock, "%s%s", link, ag.sock + strlen(fx.dir));
+	write_pam_conf(sock, "nullok\n");
+	c = login(ALICE, fx.pin, PAM_AUTH_ERR);
+	assert_int_equal(c.n_prompts, 0);
+
+	/* A directory symlink flipping between the real and the evil agent. */
+	SNP(f.link, "%s/flip", fx.dir);
+	SNP(f.tmp, "%s/flip.tmp", fx.dir);
+	SNP(f.a, "%s", real_dir);
+	SNP(f.b, "%s", evil_dir);
+	assert_int_equal(symlink(f.a, f.link), 0);
+	SNP(sock, "%s/%s", f.link, base);
+	write_pam_conf(sock, "nullok\n");
+	assert_int_equal(pthread_create(&th, NULL, flip_run, &f), 0);
+	for (i = 0; i < 20; i++) {
+		c = login(ALICE, fx.pin, PAM_AUTH_ERR);
+		if (c.n_prompts != 0) {
+			__atomic_store_n(&f.stop, 1, __ATOMIC_RELAXED);
+			(void)pthread_join(th, NULL);
+			fail_msg("login %d through a flipping symlink asked a PIN", i);
+		}
+	}
+	__atomic_store_n(&f.stop, 1, __ATOMIC_RELAXED);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	(void)agent_stop(&evil);
+	/* The real path still works. */
+	write_pam_conf(ag.sock, "");
+	login(ALICE, fx.pin, PAM_SUCCESS);
 }
 
 /* Socket or directory writable by others: refused, even with nullok. */
@@ -1459,6 +1611,9 @@ main(void)
 	    T(test_junk_certificate),
 	    T(test_replayed_signature),
 	    T(test_user_agent),
+	    T(test_user_agent_env_ignored),
+	    T(test_user_agent_root_socket),
+	    T(test_socket_symlinks),
 	    T(test_socket_permissions),
 	    T(test_peer_uid),
 	    T(test_bad_options),
