@@ -422,12 +422,13 @@ client_connect_fd(int fd, mtls_agent **out)
 	int r;
 
 	set_last_message(NULL);
+	if (out != NULL)
+		*out = NULL;
 	if (out == NULL || fd < 0) {
 		if (fd >= 0)
 			close(fd);
 		return MTLS_ERR_INVALID_ARGUMENT;
 	}
-	*out = NULL;
 	if ((a = calloc(1, sizeof(*a))) == NULL) {
 		close(fd);
 		return MTLS_ERR_ALLOC;
