@@ -1012,7 +1012,7 @@ test_authorized_file(void **state)
 	assert_int_equal(chmod(auth, 0666), 0);
 	login(ALICE, NULL, PAM_AUTH_ERR);
 	assert_int_equal(chmod(auth, 0600), 0);
-	login(ALICE, NULL, PAM_SUCCESS);
+	login(ALICE, fx.pin, PAM_SUCCESS);
 	(void)unlink(auth);
 	login(ALICE, NULL, PAM_AUTH_ERR);
 }
@@ -1215,7 +1215,7 @@ test_replayed_signature(void **state)
 	write_pam_conf(px.path, "");
 	login(ALICE, fx.pin, PAM_SUCCESS);
 	assert_non_null(px.recorded);
-	login(ALICE, NULL, PAM_AUTH_ERR);
+	login(ALICE, fx.pin, PAM_AUTH_ERR);
 	assert_int_equal(px.replayed, 1);
 }
 
