@@ -1668,17 +1668,22 @@ rate_ok(struct tokenset *ts, struct ident *id, unsigned int rate)
 	return ok;
 }
 
-/* Phase 1 (read lock held): every decision that needs no token. */
+/*
+ * Phase 1 (read lock held): every decision that needs no token; *idp is
+ * the identity, valid while the lock is held.  `charge` counts the request
+ * against the rate limit (not again when re-deciding after a confirmation).
+ */
 static int
 sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name, uint16_t scheme,
-	    int purpose, const unsigned char *content, size_t len, int *confirm, char *why,
-	    size_t why_len)
+	    int purpose, const unsigned char *content, size_t len, int charge, struct ident **idp,
+	    int *confirm, char *why, size_t why_len)
 {
 	const struct scheme_info *s;
 	struct ident *id;
 	int r;
 
 	*confirm = 0;
+	*idp = NULL;
 	if ((id = find_ident(ts, name)) == NULL) {
 		snprintf(why, why_len, "no identity named %s", name);
 		return MTLS_ERR_NO_IDENTITY;
@@ -1692,7 +1697,8 @@ sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 	if ((r = policy_check_sign(id->purposes, id->key_type, id->key_bits, scheme, purpose,
 				   content, len, &s, why, why_len)) != 0)
 		return r;
-	if (id->ci != NULL && id->ci->rate_limit > 0 && !rate_ok(ts, id, id->ci->rate_limit)) {
+	if (charge && id->ci != NULL && id->ci->rate_limit > 0 &&
+	    !rate_ok(ts, id, id->ci->rate_limit)) {
 		snprintf(why, why_len, "identity %s: more than %u signatures a minute", name,
 			 id->ci->rate_limit);
 		warn("rate limit hit: identity %s (%u a minute), peer pid %ld", name,
@@ -1700,7 +1706,58 @@ sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 		return MTLS_ERR_RATE_LIMITED;
 	}
 	*confirm = id->ci != NULL && id->ci->confirm;
+	*idp = id;
 	return 0;
+}
+
+/*
+ * Asks for confirmation with no lock held (other clients go on meanwhile),
+ * then takes the read lock again and decides again: a reload may have
+ * removed or renamed the identity, changed its policy or given the name
+ * another certificate (and so another key) meanwhile.  On success the read
+ * lock is held and *idp is the identity as it is now.
+ */
+static int
+sign_confirm(struct tokenset *ts, const struct sign_peer *peer, const char *name, uint16_t scheme,
+	     int purpose, const unsigned char *content, size_t len, struct ident **idp, char *why,
+	     size_t why_len)
+{
+	unsigned char *cert = NULL;
+	size_t cert_len = (*idp)->cert_der_len;
+	char prompt[512];
+	int r, confirm = 0;
+
+	/* The confirmed key is the certificate's: remember which one. */
+	if ((cert = malloc(cert_len)) == NULL) {
+		pthread_rwlock_unlock(&ts->lock);
+		return MTLS_ERR_ALLOC;
+	}
+	memcpy(cert, (*idp)->cert_der, cert_len);
+	*idp = NULL;
+	pthread_rwlock_unlock(&ts->lock);
+	snprintf(prompt, sizeof(prompt),
+		 "Allow %s (pid %ld, uid %u) to sign a %s with the key \"%s\"?", peer->exe,
+		 (long)peer->pid, (unsigned)peer->uid, mtls_agent_purpose_name(purpose), name);
+	if ((r = confirm_ask(ts->cfg->askpass, ts->cfg->confirm_timeout, prompt, why, why_len)) !=
+	    0)
+		goto out;
+	if ((r = read_lock(ts, why, why_len)) != 0)
+		goto out;
+	r = sign_decide(ts, peer, name, scheme, purpose, content, len, 0, idp, &confirm, why,
+			why_len);
+	if (r == 0 &&
+	    ((*idp)->cert_der_len != cert_len || memcmp((*idp)->cert_der, cert, cert_len) != 0)) {
+		snprintf(why, why_len,
+			 "identity %s was reconfigured while its use was being confirmed", name);
+		r = MTLS_ERR_CONFIRM_DENIED;
+	}
+	if (r != 0) {
+		*idp = NULL;
+		pthread_rwlock_unlock(&ts->lock);
+	}
+out:
+	free(cert);
+	return r;
 }
 
 static long
@@ -1774,29 +1831,15 @@ token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name, 
 	catch_up(ts);
 	if ((r = read_lock(ts, why, why_len)) != 0)
 		return r;
-	r = sign_decide(ts, peer, name, scheme, purpose, content, len, &confirm, why, why_len);
-	pthread_rwlock_unlock(&ts->lock);
+	/* Decided and signed under one read lock, so a reload cannot take
+	 * the identity away in between; only a confirmation lets go of it. */
+	r = sign_decide(ts, peer, name, scheme, purpose, content, len, 1, &id, &confirm, why,
+			why_len);
 	if (r != 0)
-		return r;
-	if (confirm) {
-		/* Asked with no lock held: other clients go on meanwhile. */
-		char prompt[512];
-
-		snprintf(prompt, sizeof(prompt),
-			 "Allow %s (pid %ld, uid %u) to sign a %s with the key \"%s\"?", peer->exe,
-			 (long)peer->pid, (unsigned)peer->uid, mtls_agent_purpose_name(purpose),
-			 name);
-		if ((r = confirm_ask(ts->cfg->askpass, ts->cfg->confirm_timeout, prompt, why,
-				     why_len)) != 0)
-			return r;
-	}
-	if ((r = read_lock(ts, why, why_len)) != 0)
-		return r;
-	/* Again: a reload may have changed the identity meanwhile. */
-	if (confirm && (r = sign_decide(ts, peer, name, scheme, purpose, content, len, &confirm,
-					why, why_len)) != 0)
 		goto out;
-	id = find_ident(ts, name);
+	if (confirm && (r = sign_confirm(ts, peer, name, scheme, purpose, content, len, &id, why,
+					 why_len)) != 0)
+		return r; /* no lock held */
 	s = scheme_lookup(scheme);
 	if (!id->present) {
 		snprintf(why, why_len, "the token of %s is not present", name);

@@ -2422,6 +2422,124 @@ test_reconnect(void **state)
 	assert_int_equal(agent_stop(&ag), 0);
 }
 
+/* ---------------------------------------------------------------------- */
+/* SIGHUP while signatures are in flight (issue 10, item 4) */
+
+struct reload_signer {
+	const char *sock;
+	volatile int *stop;
+	int bad; /* a reply that is neither a signature nor a typed refusal */
+	int bad_code;
+	unsigned int ok, refused;
+};
+
+static void *
+sign_during_reloads(void *arg)
+{
+	struct reload_signer *w = arg;
+	struct wbuf *c = pam_content();
+	mtls_agent *a = NULL;
+	int r;
+
+	if ((r = mtls_agent_connect(w->sock, &a)) != 0) {
+		w->bad = 1;
+		w->bad_code = r;
+		goto out;
+	}
+	while (!__atomic_load_n(w->stop, __ATOMIC_RELAXED)) {
+		unsigned char *sig = NULL;
+		size_t sig_len = 0;
+
+		r = sign(a, "a", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			 MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len);
+		free(sig);
+		if (r == 0) {
+			w->ok++;
+		} else if (r == MTLS_ERR_NO_IDENTITY || r == MTLS_ERR_CONFIRM_DENIED) {
+			/* Renamed away, or reconfigured during a confirmation. */
+			w->refused++;
+		} else {
+			/* IO or CONNECTION_CLOSED: the agent died under us. */
+			w->bad = 1;
+			w->bad_code = r;
+			break;
+		}
+	}
+out:
+	mtls_agent_free(a);
+	wbuf_free(c);
+	return NULL;
+}
+
+/* Signers on identity "a" while the config flips between with_a and
+ * renamed (SIGHUP every few ms) for ms; the agent must survive. */
+static void
+reload_storm(const char *with_a, const char *renamed, long ms)
+{
+	struct reload_signer w[8];
+	pthread_t th[8];
+	volatile int stop = 0;
+	mtls_agent *a;
+	unsigned int i, ok = 0, refused = 0, flips = 0;
+	int retries;
+	long until;
+
+	memset(w, 0, sizeof(w));
+	start_agent(with_a, NULL, &ag);
+	a = connect_to(ag.sock);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	for (i = 0; i < 8; i++) {
+		w[i].sock = ag.sock;
+		w[i].stop = &stop;
+		assert_int_equal(pthread_create(&th[i], NULL, sign_during_reloads, &w[i]), 0);
+	}
+	until = now_ms() + ms;
+	while (now_ms() < until && agent_alive(&ag)) {
+		assert_int_equal(agent_write_config(&ag, flips % 2 ? with_a : renamed), 0);
+		assert_int_equal(agent_signal(&ag, SIGHUP), 0);
+		flips++;
+		sleep_ms(2);
+	}
+	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+	for (i = 0; i < 8; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		ok += w[i].ok;
+		refused += w[i].refused;
+	}
+	if (!agent_alive(&ag)) {
+		dump_log(&ag);
+		fail_msg("the agent died during reloads (status 0x%x) after %u signatures",
+			 ag.status, ok);
+	}
+	for (i = 0; i < 8; i++)
+		if (w[i].bad)
+			fail_msg("signer %u: %s (agent said \"%s\")", i, errname(w[i].bad_code),
+				 mtls_agent_last_message());
+	print_message("%u reloads, %u signatures, %u refused\n", flips, ok, refused);
+	assert_true(ok > 0);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
+static void
+test_sighup_during_sign(void **state)
+{
+	char askpass[PATH_MAX], with_a[PATH_MAX + 256];
+
+	/* No confirmation: decision and signature under one lock. */
+	reload_storm("[identity a]\nkey = " TOKEN_URI ";id=%03\n",
+		     "[identity b]\nkey = " TOKEN_URI ";id=%03\n", 3000);
+	/* With a confirmation that takes a while, the agent lets go of the
+	 * lock: after it, the identity is decided again. */
+	skip_under_valgrind("confirmation timing");
+	assert_int_equal(fixture_path(&fx, "askpass-sleepy", askpass, sizeof(askpass)), 0);
+	assert_int_equal(fixture_write_file(askpass, "#!/bin/sh\nsleep 0.05\nexit 0\n", 0755), 0);
+	snprintf(with_a, sizeof(with_a),
+		 "askpass = %s\n[identity a]\nkey = " TOKEN_URI ";id=%%03\nconfirm = yes\n",
+		 askpass);
+	reload_storm(with_a, "[identity b]\nkey = " TOKEN_URI ";id=%03\n", 1500);
+}
+
 int
 main(void)
 {
@@ -2453,8 +2571,12 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_module_hang, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_module_hang_login, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_reconnect, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_sighup_during_sign, setup_none, teardown_agents),
 	};
 
+	/* MTLS_TEST_FILTER=test_name runs only the tests that match. */
+	if (getenv("MTLS_TEST_FILTER") != NULL)
+		cmocka_set_test_filter(getenv("MTLS_TEST_FILTER"));
 	return cmocka_run_group_tests_name("mtls-agent integration", tests, group_setup,
 					   group_teardown);
 }
