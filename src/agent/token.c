@@ -67,6 +67,7 @@ struct ident {
 	unsigned int key_bits;
 	uint32_t purposes;
 	EVP_PKEY *pkey;			  /* token-backed private key once logged in */
+	int key_mismatch;		  /* the key at its id is not the certificate's */
 	const struct config_identity *ci; /* its policy; NULL if discovered */
 	time_t attached_at;		  /* when pkey was attached (lifetime) */
 	time_t last_used;		  /* last signature (idle-logout) */
@@ -601,21 +602,28 @@ attach_keys(struct tokenset *ts, PKCS11_SLOT *slot)
 				ERR_clear_error();
 				continue;
 			}
-			/* A key that is not the certificate's is never used. */
-			if (EVP_PKEY_eq(pk, X509_get0_pubkey(id->cert)) == 0) {
+			/*
+			 * A key that is not the certificate's is never used:
+			 * type, size or curve and value must all be the same.
+			 * EVP_PKEY_eq() says -1 for keys of different types and
+			 * -2 when it cannot compare; only 1 is a match.
+			 */
+			if (EVP_PKEY_eq(pk, X509_get0_pubkey(id->cert)) != 1) {
 				warn("identity %s: private key on the token does not match its "
 				     "certificate; not used",
 				     id->name);
+				id->key_mismatch = 1;
 				EVP_PKEY_free(pk);
 				ERR_clear_error();
 				continue;
 			}
 			ERR_clear_error();
+			id->key_mismatch = 0;
 			id->pkey = pk;
 			id->attached_at = id->last_used = time(NULL);
 			break;
 		}
-		if (id->pkey == NULL)
+		if (id->pkey == NULL && !id->key_mismatch)
 			warn("identity %s: no private key found on token %s", id->name,
 			     slot->token->label);
 	}
@@ -1141,6 +1149,8 @@ ident_flags(struct tokenset *ts, const struct ident *id)
 		f |= MTLS_AGENT_ID_LOGGED_IN;
 	if (id->pkey != NULL)
 		f |= MTLS_AGENT_ID_KEY_FOUND;
+	else if (id->key_mismatch)
+		f |= MTLS_AGENT_ID_KEY_MISMATCH;
 	if (info.flags & CKF_USER_PIN_COUNT_LOW)
 		f |= MTLS_AGENT_ID_PIN_COUNT_LOW;
 	if (info.flags & CKF_USER_PIN_FINAL_TRY)
@@ -1849,6 +1859,14 @@ token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name, 
 	if (id->pkey == NULL) {
 		PKCS11_SLOT *slot = ident_slot(ts, id, NULL);
 
+		if (id->key_mismatch) {
+			snprintf(why, why_len,
+				 "identity %s: key does not match certificate (the private key "
+				 "at its id is another key); nothing is signed with it",
+				 name);
+			r = MTLS_ERR_TOKEN;
+			goto out;
+		}
 		if (slot != NULL && slot_logged_in(slot)) {
 			/* Logged in, yet no usable key: say so, not "log in". */
 			snprintf(why, why_len,

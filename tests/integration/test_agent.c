@@ -51,6 +51,7 @@
 static struct agent_fixture fx;
 static struct agent_proc ag; /* the agent of tests set up with setup_agent */
 static char peer_base[64];    /* test_peer_uid's directory, removed in teardown */
+static char extra_token[64];  /* a token a test made, deleted in teardown */
 
 /* The fixture's keys (softhsm-setup.sh). */
 static const struct test_key {
@@ -624,6 +625,13 @@ teardown_agents(void **state)
 	if (ag.pid > 0)
 		(void)agent_stop(&ag);
 	fixture_kill_all(&fx);
+	if (extra_token[0] != '\0') {
+		const char *del[] = { "softhsm2-util", "--delete-token", "--token", extra_token,
+				      NULL };
+
+		(void)fixture_run(del);
+		extra_token[0] = '\0';
+	}
 	if (peer_base[0] != '\0') {
 		const char *rm[] = { "rm", "-rf", peer_base, NULL };
 
@@ -2540,6 +2548,104 @@ test_sighup_during_sign(void **state)
 	reload_storm(with_a, "[identity b]\nkey = " TOKEN_URI ";id=%03\n", 1500);
 }
 
+/* ---------------------------------------------------------------------- */
+/* A key of the wrong type under a certificate (issue 10, item 5) */
+
+/* After login, `name` is listed as mismatched and signs nothing. */
+static void
+assert_mismatch_refused(mtls_agent *a, const char *name, uint16_t scheme)
+{
+	struct wbuf *c = tls13_client(scheme == MTLS_AGENT_ECDSA_SECP384R1_SHA384 ? 48 : 32);
+	uint32_t f = flags_of(a, name);
+
+	if (!(f & MTLS_AGENT_ID_KEY_MISMATCH) || (f & MTLS_AGENT_ID_KEY_FOUND))
+		fail_msg("%s: flags 0x%x, want KEY_MISMATCH without KEY_FOUND", name, f);
+	sign_refused(a, name, scheme, MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, c, MTLS_ERR_TOKEN);
+	assert_non_null(strstr(mtls_agent_last_message(), "key does not match certificate"));
+	wbuf_free(c);
+}
+
+/* Configured mode: certificate files for the other key type. */
+static void
+test_key_mismatch_configured(void **state)
+{
+	char config[3 * PATH_MAX + 512], p256[PATH_MAX], rsa[PATH_MAX];
+	struct wbuf *c = tls13_client(32);
+	mtls_agent *a;
+	int retries;
+
+	assert_int_equal(fixture_path(&fx, "p256.pem", p256, sizeof(p256)), 0);
+	assert_int_equal(fixture_path(&fx, "rsa2048.pem", rsa, sizeof(rsa)), 0);
+	format_into(config,
+		    "[identity ec-on-rsa]\nkey = " TOKEN_URI ";id=%%01\ncertificate = %s\n"
+		    "[identity rsa-on-ec]\nkey = " TOKEN_URI ";id=%%03\ncertificate = %s\n"
+		    "[identity p384-on-p256]\nkey = " TOKEN_URI ";id=%%03\n"
+		    "certificate = %s/p384.pem\n"
+		    "[identity good]\nkey = " TOKEN_URI ";id=%%03\ncertificate = %s\n",
+		    p256, rsa, fx.dir, p256);
+	start_agent(config, NULL, &ag);
+	a = connect_to(ag.sock);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	assert_mismatch_refused(a, "ec-on-rsa", MTLS_AGENT_ECDSA_SECP256R1_SHA256);
+	assert_mismatch_refused(a, "rsa-on-ec", MTLS_AGENT_RSA_PSS_RSAE_SHA256);
+	assert_mismatch_refused(a, "p384-on-p256", MTLS_AGENT_ECDSA_SECP384R1_SHA384);
+	/* The right certificate on the same key still signs. */
+	assert_true(flags_of(a, "good") & MTLS_AGENT_ID_KEY_FOUND);
+	sign_and_verify(a, "good", "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, c);
+	assert_true(agent_logged(&ag, "does not match its certificate"));
+	wbuf_free(c);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
+/* pkcs11-tool on the test's own token. */
+static void
+p11tool(const char *a1, const char *a2, const char *a3, const char *a4, const char *a5,
+	const char *a6, const char *a7, const char *a8)
+{
+	const char *argv[] = { "pkcs11-tool", "--module", fx.module, "--token-label", extra_token,
+			       "--login", "--pin", fx.pin, a1, a2, a3, a4, a5, a6, a7, a8, NULL };
+
+	assert_int_equal(fixture_run(argv), 0);
+}
+
+/* Discovery mode: certificates stored at the CKA_ID of a key of the other
+ * type, on a token made here. */
+static void
+test_key_mismatch_discovered(void **state)
+{
+	char tok_uri[128], p256[PATH_MAX], rsa[PATH_MAX];
+	const char *args[] = { "--token", tok_uri, NULL };
+	const char *init[] = { "softhsm2-util", "--init-token", "--free", "--label", "mtls-mismatch",
+			       "--so-pin", SO_PIN, "--pin", fx.pin, NULL };
+	mtls_agent *a;
+	int retries;
+
+	skip_under_valgrind("key generation on an extra token");
+	snprintf(extra_token, sizeof(extra_token), "mtls-mismatch");
+	snprintf(tok_uri, sizeof(tok_uri), "pkcs11:token=%s", extra_token);
+	assert_int_equal(fixture_path(&fx, "p256.der", p256, sizeof(p256)), 0);
+	assert_int_equal(fixture_path(&fx, "rsa2048.der", rsa, sizeof(rsa)), 0);
+	assert_int_equal(fixture_run(init), 0);
+	p11tool("--keypairgen", "--key-type", "rsa:2048", "--id", "11", "--label", "k-rsa",
+		"--usage-sign");
+	p11tool("--keypairgen", "--key-type", "EC:secp384r1", "--id", "12", "--label", "k-ec",
+		"--usage-sign");
+	p11tool("--write-object", p256, "--type", "cert", "--id", "11", "--label",
+		"ec-on-rsa");
+	p11tool("--write-object", rsa, "--type", "cert", "--id", "12", "--label", "rsa-on-ec");
+
+	start_agent(NULL, args, &ag);
+	a = connect_to(ag.sock);
+	assert_int_equal(count_identities(a), 2);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	assert_mismatch_refused(a, "ec-on-rsa", MTLS_AGENT_ECDSA_SECP256R1_SHA256);
+	assert_mismatch_refused(a, "rsa-on-ec", MTLS_AGENT_RSA_PSS_RSAE_SHA384);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
 int
 main(void)
 {
@@ -2572,6 +2678,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_module_hang_login, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_reconnect, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_sighup_during_sign, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_key_mismatch_configured, setup_none,
+						teardown_agents),
+		cmocka_unit_test_setup_teardown(test_key_mismatch_discovered, setup_none,
+						teardown_agents),
 	};
 
 	/* MTLS_TEST_FILTER=test_name runs only the tests that match. */
