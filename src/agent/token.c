@@ -760,6 +760,42 @@ hung_why(const struct tokenset *ts, char *why, size_t why_len)
 	return MTLS_ERR_TIMEOUT;
 }
 
+/*
+ * The one place the user PIN goes to the module.  Straight to C_Login on a
+ * session of our own: libp11 0.4.12's PKCS11_login() keeps a heap copy of
+ * the PIN (to log in again after a fork) that PKCS11_logout() never frees.
+ * libp11 is then told of the login with an empty PIN, which the module
+ * answers with CKR_USER_ALREADY_LOGGED_IN without checking it (as in
+ * reenumerate()), so the copy libp11 keeps is "".  libp11's session stays
+ * open in its pool, so closing ours does not end the login.  Write lock
+ * held; returns CKR_OK or the module's answer.
+ */
+static CK_RV
+user_login(struct tokenset *ts, PKCS11_SLOT *slot, const char *pin)
+{
+	CK_SESSION_HANDLE sess;
+	CK_RV rv;
+
+	if (ts->fl == NULL)
+		return CKR_FUNCTION_NOT_SUPPORTED;
+	rv = ts->fl->C_OpenSession(PKCS11_get_slotid_from_slot(slot), CKF_SERIAL_SESSION, NULL,
+				   NULL, &sess);
+	if (rv != CKR_OK)
+		return rv;
+	rv = ts->fl->C_Login(sess, CKU_USER, (CK_UTF8CHAR_PTR)pin, (CK_ULONG)strlen(pin));
+	if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
+		ERR_clear_error();
+		rv = CKR_OK;
+		if (PKCS11_login(slot, 0, "") != 0) {
+			rv = last_rv() != 0 ? last_rv() : CKR_GENERAL_ERROR;
+			ERR_clear_error();
+			(void)ts->fl->C_Logout(sess);
+		}
+	}
+	(void)ts->fl->C_CloseSession(sess);
+	return rv;
+}
+
 /* Logs in `slot` with pin; write lock held. */
 static int
 login_slot(struct tokenset *ts, PKCS11_SLOT *slot, unsigned int idx, const char *pin, int *retries,
@@ -794,16 +830,14 @@ login_slot(struct tokenset *ts, PKCS11_SLOT *slot, unsigned int idx, const char 
 	 * module hung after token-timeout, as a signature does. */
 	if (inflight_enter(ts) != 0)
 		return hung_why(ts, why, why_len);
-	r = PKCS11_login(slot, 0, pin);
+	rv = user_login(ts, slot, pin);
 	inflight_leave(ts);
-	if (r == 0) {
+	if (rv == CKR_OK) {
 		ts->login_time[idx] = time(NULL);
 		attach_keys(ts, slot);
 		info("token %s: logged in", label);
 		return 0;
 	}
-	rv = last_rv();
-	ERR_clear_error();
 	return pin_error(ts, slot, rv, 0, retries, "PIN", why, why_len);
 }
 

@@ -12,6 +12,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <setjmp.h>
@@ -47,11 +48,14 @@
 #define TOKEN_URI "pkcs11:token=mtls-test"
 #define SO_PIN "12345678"
 #define WRONG_PIN "000000"
+#define DISTINCT_PIN "Zq7-PIN-xK4w-93Jv" /* test_pin_not_in_memory */
 
 static struct agent_fixture fx;
 static struct agent_proc ag; /* the agent of tests set up with setup_agent */
 static char peer_base[64];    /* test_peer_uid's directory, removed in teardown */
 static char extra_token[64];  /* a token a test made, deleted in teardown */
+static int pin_changed;	      /* test_pin_not_in_memory changed the PIN: restore it */
+static int change_token_pin(const char *from, const char *to);
 
 /* The fixture's keys (softhsm-setup.sh). */
 static const struct test_key {
@@ -625,6 +629,8 @@ teardown_agents(void **state)
 	if (ag.pid > 0)
 		(void)agent_stop(&ag);
 	fixture_kill_all(&fx);
+	if (pin_changed && change_token_pin(DISTINCT_PIN, fx.pin) == 0)
+		pin_changed = 0;
 	if (extra_token[0] != '\0') {
 		const char *del[] = { "softhsm2-util", "--delete-token", "--token", extra_token,
 				      NULL };
@@ -2646,6 +2652,96 @@ test_key_mismatch_discovered(void **state)
 	assert_int_equal(agent_stop(&ag), 0);
 }
 
+/* ---------------------------------------------------------------------- */
+/* The PIN left in the agent's memory (issue 10, item 6) */
+
+
+/* pkcs11-tool --change-pin on the fixture token. */
+static int
+change_token_pin(const char *from, const char *to)
+{
+	const char *argv[] = { "pkcs11-tool", "--module", fx.module, "--token-label", fx.token,
+			       "--login",     "--pin",	  from,	     "--change-pin",  "--new-pin",
+			       to,	      NULL };
+
+	return fixture_run(argv);
+}
+
+/* How many times `needle` occurs in the readable memory of pid. */
+static unsigned int
+count_in_memory(pid_t pid, const char *needle)
+{
+	char path[64], line[512];
+	size_t nlen = strlen(needle);
+	unsigned int hits = 0;
+	FILE *maps;
+	int mem;
+
+	snprintf(path, sizeof(path), "/proc/%ld/maps", (long)pid);
+	assert_non_null(maps = fopen(path, "r"));
+	snprintf(path, sizeof(path), "/proc/%ld/mem", (long)pid);
+	assert_true((mem = open(path, O_RDONLY)) >= 0);
+	while (fgets(line, sizeof(line), maps) != NULL) {
+		unsigned long lo, hi;
+		char perms[8];
+		unsigned char *buf;
+		ssize_t got;
+
+		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || perms[0] != 'r' ||
+		    strstr(line, "[vvar") != NULL || hi - lo > 1024UL * 1024 * 1024)
+			continue;
+		if ((buf = malloc(hi - lo)) == NULL)
+			continue;
+		got = pread(mem, buf, hi - lo, (off_t)lo);
+		for (ssize_t i = 0; got > 0 && (size_t)got >= nlen && i <= got - (ssize_t)nlen;
+		     i++)
+			if (buf[i] == (unsigned char)needle[0] && memcmp(buf + i, needle, nlen) == 0)
+				hits++;
+		free(buf);
+	}
+	close(mem);
+	fclose(maps);
+	return hits;
+}
+
+static void
+test_pin_not_in_memory(void **state)
+{
+	struct wbuf *c = pam_content();
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	mtls_agent *a;
+	unsigned int hits;
+	int retries;
+
+	if (geteuid() != 0) {
+		wbuf_free(c);
+		print_message("not root: reading the agent's memory needs root; skipped\n");
+		skip();
+	}
+	skip_under_valgrind("memory scan of the agent");
+	assert_int_equal(change_token_pin(fx.pin, DISTINCT_PIN), 0);
+	pin_changed = 1;
+	start_agent(NULL, NULL, &ag);
+	a = connect_to(ag.sock);
+	assert_err(mtls_agent_login(a, NULL, DISTINCT_PIN, &retries), 0);
+	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   0);
+	free(sig);
+	assert_err(mtls_agent_logout(a, NULL), 0);
+	/* A request after the logout, so the connection's buffers moved on. */
+	assert_int_equal(count_identities(a), N_KEYS);
+	hits = count_in_memory(ag.pid, DISTINCT_PIN);
+	if (hits != 0)
+		fail_msg("the PIN is in the agent's memory %u time(s) after logout", hits);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+	assert_int_equal(change_token_pin(DISTINCT_PIN, fx.pin), 0);
+	pin_changed = 0;
+	wbuf_free(c);
+}
+
 int
 main(void)
 {
@@ -2682,6 +2778,7 @@ main(void)
 						teardown_agents),
 		cmocka_unit_test_setup_teardown(test_key_mismatch_discovered, setup_none,
 						teardown_agents),
+		cmocka_unit_test_setup_teardown(test_pin_not_in_memory, setup_none, teardown_agents),
 	};
 
 	/* MTLS_TEST_FILTER=test_name runs only the tests that match. */
