@@ -96,6 +96,18 @@ struct tokenset {
 	unsigned int inflight;
 	long inflight_oldest;
 	int hung;
+	/*
+	 * Module restarts (finalize + initialize, see module_restart()):
+	 * polls in a row that found the module failing for a known token,
+	 * when it was last restarted (CLOCK_MONOTONIC s), `lost` while a
+	 * restart left identities absent (SoftHSM2 sees a returning token
+	 * only after another one), `module_down` if it could not be loaded
+	 * again (then no libp11 call is made until it can).
+	 */
+	unsigned int fail_polls;
+	long restarted_at;
+	int lost;
+	int module_down;
 	pthread_mutex_t stat_mu; /* last_used and rate buckets of identities */
 };
 
@@ -654,6 +666,20 @@ find_ident(struct tokenset *ts, const char *name)
 }
 
 /*
+ * What a module answers about a token it cannot reach any more (SoftHSM2
+ * says CKR_GENERAL_ERROR for a token whose files went away, and goes on
+ * saying it after they came back, until it is initialised again).  Such
+ * a token counts as absent, and the module is restarted when it keeps
+ * answering so (token_poll()).
+ */
+static int
+module_failing_rv(CK_RV rv)
+{
+	return rv == CKR_GENERAL_ERROR || rv == CKR_DEVICE_ERROR || rv == CKR_FUNCTION_FAILED ||
+	       rv == CKR_SLOT_ID_INVALID || rv == CKR_CRYPTOKI_NOT_INITIALIZED;
+}
+
+/*
  * Fresh token information straight from the module: libp11 caches token
  * flags at enumeration, and its PKCS11_update_slots() is unusable in
  * 0.4.12 (it indexes the slot array wrongly when there are 2+ slots).
@@ -670,7 +696,7 @@ token_info(struct tokenset *ts, PKCS11_SLOT *slot, CK_TOKEN_INFO *info)
 	if (rv == CKR_OK)
 		return 0;
 	return rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_DEVICE_REMOVED ||
-		       rv == CKR_TOKEN_NOT_RECOGNIZED
+		       rv == CKR_TOKEN_NOT_RECOGNIZED || module_failing_rv(rv)
 		   ? MTLS_ERR_TOKEN_ABSENT
 		   : MTLS_ERR_TOKEN;
 }
@@ -1101,6 +1127,8 @@ read_lock(struct tokenset *ts, char *why, size_t why_len)
 	return timed_lock(ts, 0, why, why_len);
 }
 
+static void merge_absent(struct tokenset *ts, struct ident **idsp, size_t *np);
+
 int
 token_reload(struct tokenset *ts, const struct config *cfg, char *err, size_t err_len)
 {
@@ -1123,6 +1151,10 @@ token_reload(struct tokenset *ts, const struct config *cfg, char *err, size_t er
 		ts->cfg = old;
 		goto out;
 	}
+	/* Discovered identities of a token that is away stay listed (as
+	 * absent) across a reload, as across a rescan. */
+	if (cfg->n_identities == 0 && old->n_identities == 0)
+		merge_absent(ts, &ids, &n);
 	old_ids = ts->ids;
 	old_n = ts->n;
 	ts->ids = ids;
@@ -1158,7 +1190,8 @@ token_close(struct tokenset *ts)
 		}
 		if (ts->slots != NULL)
 			PKCS11_release_all_slots(ts->p11, ts->slots, ts->nslots);
-		PKCS11_CTX_unload(ts->p11);
+		if (!ts->module_down)
+			PKCS11_CTX_unload(ts->p11);
 		PKCS11_CTX_free(ts->p11);
 	}
 	if (ts->dl != NULL)
@@ -1892,7 +1925,13 @@ token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name, 
 	}
 	if (id->pkey == NULL) {
 		PKCS11_SLOT *slot = ident_slot(ts, id, NULL);
+		CK_TOKEN_INFO info;
 
+		if (slot == NULL || token_info(ts, slot, &info) == MTLS_ERR_TOKEN_ABSENT) {
+			snprintf(why, why_len, "the token of %s is not present", name);
+			r = MTLS_ERR_TOKEN_ABSENT;
+			goto out;
+		}
 		if (id->key_mismatch) {
 			snprintf(why, why_len,
 				 "identity %s: key does not match certificate (the private key "
@@ -2120,21 +2159,145 @@ reenumerate(struct tokenset *ts)
 	info("tokens changed: %zu identit%s now", ts->n, ts->n == 1 ? "y" : "ies");
 }
 
+/* 1 if the module answers "failing" (not "absent") for a token it had;
+ * read lock held. */
+static int
+module_failing(struct tokenset *ts)
+{
+	CK_TOKEN_INFO info;
+	unsigned int i;
+
+	if (ts->module_down)
+		return 1;
+	if (ts->fl == NULL)
+		return 0;
+	for (i = 0; i < ts->nslots; i++) {
+		PKCS11_TOKEN *tok = ts->slots[i].token;
+
+		if (tok != NULL && tok->initialized &&
+		    module_failing_rv(
+			ts->fl->C_GetTokenInfo(PKCS11_get_slotid_from_slot(&ts->slots[i]), &info)))
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Finalizes and initializes the module again, then re-reads slots and
+ * identities (a module stuck on a token that went and came back, like
+ * SoftHSM2, only sees it again this way); write lock held.  Every session
+ * and login of the module ends.  Identities whose token is still missing
+ * stay listed as absent (reenumerate()).
+ */
+static int
+module_restart(struct tokenset *ts, int quiet)
+{
+	char module[PATH_MAX], err[256];
+	unsigned int i;
+	size_t k;
+
+	if (module_allowed(ts->cfg->module, ts->cfg->module_dirs, module, sizeof(module), err,
+			   sizeof(err)) != 0) {
+		warn("module restart: %s", err);
+		return MTLS_ERR_CONFIG;
+	}
+	for (k = 0; k < ts->n; k++) {
+		EVP_PKEY_free(ts->ids[k].pkey);
+		ts->ids[k].pkey = NULL;
+	}
+	if (!ts->module_down) {
+		PKCS11_release_all_slots(ts->p11, ts->slots, ts->nslots);
+		ts->slots = NULL;
+		ts->nslots = 0;
+		PKCS11_CTX_unload(ts->p11);
+		ts->module_down = 1;
+	}
+	/* PKCS11_CTX_load() sets these again without freeing them. */
+	OPENSSL_free(ts->p11->manufacturer);
+	OPENSSL_free(ts->p11->description);
+	ts->p11->manufacturer = ts->p11->description = NULL;
+	ts->restarted_at = mono_seconds();
+	if (PKCS11_CTX_load(ts->p11, module) != 0) {
+		error("the PKCS#11 module %s could not be initialized again (PKCS#11 error "
+		      "0x%lx); its tokens count as absent, retrying",
+		      module, last_rv());
+		ERR_clear_error();
+		return MTLS_ERR_TOKEN;
+	}
+	ts->module_down = 0;
+	reenumerate(ts);
+	rescan(ts);
+	ts->lost = 0;
+	for (k = 0; k < ts->n; k++)
+		if (!ts->ids[k].present)
+			ts->lost = 1;
+	for (i = 0; i < ts->nslots; i++)
+		if (ts->login_time[i] != 0)
+			ts->lost = 0; /* a restart would log it out: wait */
+	/* While a token is lost this runs every few seconds: once is news. */
+	if (quiet && ts->lost)
+		debug("the PKCS#11 module was initialized again: %zu identit%s", ts->n,
+		      ts->n == 1 ? "y" : "ies");
+	else
+		info("the PKCS#11 module was initialized again: %zu identit%s", ts->n,
+		     ts->n == 1 ? "y" : "ies");
+	return 0;
+}
+
+/* Polls in a row with a failing module before it is restarted, and the
+ * seconds between restarts while identities are lost. */
+#define RESTART_AFTER_POLLS 3
+#define RESTART_LOST_EVERY  3
+
+/* Restart the module now?  Write lock held. */
+static int
+restart_due(struct tokenset *ts, int failing)
+{
+	unsigned int i;
+
+	if (ts->module_down)
+		return mono_seconds() - ts->restarted_at >= RESTART_LOST_EVERY;
+	if (failing && ++ts->fail_polls >= RESTART_AFTER_POLLS)
+		return 1;
+	if (!failing)
+		ts->fail_polls = 0;
+	if (!ts->lost || mono_seconds() - ts->restarted_at < RESTART_LOST_EVERY)
+		return 0;
+	for (i = 0; i < ts->nslots; i++)
+		if (ts->slots[i].token != NULL && slot_logged_in(&ts->slots[i]))
+			return 0;
+	return 1;
+}
+
 void
 token_poll(struct tokenset *ts)
 {
-	int changed;
+	int changed, failing;
 
 	pthread_rwlock_rdlock(&ts->lock);
-	changed = __atomic_load_n(&ts->stale, __ATOMIC_RELAXED) || tokens_changed(ts);
+	failing = module_failing(ts);
+	changed = failing || ts->lost || __atomic_load_n(&ts->stale, __ATOMIC_RELAXED) ||
+		  tokens_changed(ts);
 	pthread_rwlock_unlock(&ts->lock);
-	if (!changed)
+	if (!changed) {
+		ts->fail_polls = 0;
 		return;
+	}
 	pthread_rwlock_wrlock(&ts->lock);
-	/* Stale: a token vanished under a signature, and may be back by now
-	 * with its sessions and login gone: start afresh either way. */
-	if (__atomic_exchange_n(&ts->stale, 0, __ATOMIC_RELAXED) || tokens_changed(ts))
+	failing = module_failing(ts);
+	if (restart_due(ts, failing)) {
+		if (failing && !ts->module_down)
+			warn("the PKCS#11 module keeps failing for a token it had: finalizing "
+			     "and initializing it again");
+		ts->fail_polls = 0;
+		__atomic_store_n(&ts->stale, 0, __ATOMIC_RELAXED);
+		(void)module_restart(ts, !failing || ts->module_down);
+	} else if (!failing &&
+		   (__atomic_exchange_n(&ts->stale, 0, __ATOMIC_RELAXED) || tokens_changed(ts))) {
+		/* Stale: a token vanished under a signature, and may be back
+		 * by now with its sessions and login gone: start afresh. */
 		reenumerate(ts);
+	}
 	pthread_rwlock_unlock(&ts->lock);
 }
 
@@ -2149,7 +2312,11 @@ token_status(struct tokenset *ts, struct mtls_agent_status *st, char *why, size_
 	st->identities = (uint32_t)ts->n;
 	st->tokens_present = st->tokens_logged_in = 0;
 	for (i = 0; i < ts->nslots; i++) {
-		if (ts->slots[i].token == NULL || !ts->slots[i].token->initialized)
+		CK_TOKEN_INFO info;
+
+		/* Asked of the module: libp11's slots are from the last scan. */
+		if (ts->slots[i].token == NULL || !ts->slots[i].token->initialized ||
+		    token_info(ts, &ts->slots[i], &info) != 0)
 			continue;
 		st->tokens_present++;
 		if (slot_logged_in(&ts->slots[i]))

@@ -11,6 +11,7 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -56,6 +57,8 @@ static char peer_base[64];    /* test_peer_uid's directory, removed in teardown 
 static char extra_token[64];  /* a token a test made, deleted in teardown */
 static int pin_changed;	      /* test_pin_not_in_memory changed the PIN: restore it */
 static int change_token_pin(const char *from, const char *to);
+/* Where test_token_moved put the token directory; moved back in teardown. */
+static char moved_from[PATH_MAX], moved_to[PATH_MAX];
 
 /* The fixture's keys (softhsm-setup.sh). */
 static const struct test_key {
@@ -629,6 +632,8 @@ teardown_agents(void **state)
 	if (ag.pid > 0)
 		(void)agent_stop(&ag);
 	fixture_kill_all(&fx);
+	if (moved_to[0] != '\0' && rename(moved_to, moved_from) == 0)
+		moved_to[0] = '\0';
 	if (pin_changed && change_token_pin(DISTINCT_PIN, fx.pin) == 0)
 		pin_changed = 0;
 	if (extra_token[0] != '\0') {
@@ -2742,6 +2747,126 @@ test_pin_not_in_memory(void **state)
 	wbuf_free(c);
 }
 
+/* ---------------------------------------------------------------------- */
+/* A SoftHSM2 token moved away and back (issue 10, item 13) */
+
+/* The one token directory under DIR/tokens into buf. */
+static void
+token_dir(char *buf, size_t len)
+{
+	char tokens[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	int n = 0;
+
+	assert_int_equal(fixture_path(&fx, "tokens", tokens, sizeof(tokens)), 0);
+	assert_non_null(d = opendir(tokens));
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		assert_true((size_t)snprintf(buf, len, "%s/%s", tokens, de->d_name) < len);
+		n++;
+	}
+	closedir(d);
+	assert_int_equal(n, 1);
+}
+
+/* Waits up to 10 s for p256's TOKEN_PRESENT flag to be `want`. */
+static void
+wait_present(mtls_agent *a, int want)
+{
+	long deadline = now_ms() + 10000;
+
+	while (!!(flags_of(a, "p256") & MTLS_AGENT_ID_TOKEN_PRESENT) != want) {
+		if (now_ms() > deadline) {
+			dump_log(&ag);
+			fail_msg("p256 not listed as %s after 10 s", want ? "present" : "absent");
+		}
+		sleep_ms(100);
+	}
+}
+
+static void
+assert_status(mtls_agent *a, uint32_t present, uint32_t logged_in)
+{
+	struct mtls_agent_status st;
+
+	memset(&st, 0, sizeof(st));
+	assert_err(mtls_agent_get_status(a, &st), 0);
+	if (st.tokens_present != present || st.tokens_logged_in != logged_in)
+		fail_msg("status says %u present, %u logged in; want %u, %u", st.tokens_present,
+			 st.tokens_logged_in, present, logged_in);
+	mtls_agent_status_clear(&st);
+}
+
+static void
+test_token_moved(void **state)
+{
+	struct wbuf *c = pam_content();
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	mtls_agent *a;
+	int retries;
+
+	token_dir(moved_from, sizeof(moved_from));
+	assert_int_equal(fixture_path(&fx, "moved-token", moved_to, sizeof(moved_to)), 0);
+	start_agent(NULL, NULL, &ag);
+	a = connect_to(ag.sock);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   0);
+	free(sig);
+	sig = NULL;
+
+	/* Gone: every request about it hears "absent". */
+	assert_int_equal(rename(moved_from, moved_to), 0);
+	wait_present(a, 0);
+	assert_int_equal(count_identities(a), N_KEYS);
+	assert_status(a, 0, 0);
+	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+		     MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, MTLS_ERR_TOKEN_ABSENT);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), MTLS_ERR_TOKEN_ABSENT);
+	assert_err(mtls_agent_login(a, "p256", fx.pin, &retries), MTLS_ERR_TOKEN_ABSENT);
+	/* A reload while it is away keeps its identities (as absent). */
+	assert_int_equal(agent_signal(&ag, SIGHUP), 0);
+	sleep_ms(300);
+	assert_int_equal(count_identities(a), N_KEYS);
+	assert_false(flags_of(a, "p256") & MTLS_AGENT_ID_TOKEN_PRESENT);
+	/* Still absent after the agent restarted the module. */
+	sleep_ms(4000);
+	assert_true(agent_logged(&ag, "initialized again"));
+	assert_int_equal(count_identities(a), N_KEYS);
+	assert_status(a, 0, 0);
+	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+		     MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, MTLS_ERR_TOKEN_ABSENT);
+	assert_err(mtls_agent_login(a, "p256", fx.pin, &retries), MTLS_ERR_TOKEN_ABSENT);
+
+	/* Back: listed, logged out, and usable after a login. */
+	assert_int_equal(rename(moved_to, moved_from), 0);
+	moved_to[0] = '\0';
+	wait_present(a, 1);
+	assert_status(a, 1, 0);
+	assert_false(flags_of(a, "p256") & MTLS_AGENT_ID_LOGGED_IN);
+	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+		     MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, MTLS_ERR_LOGIN_REQUIRED);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   0);
+	free(sig);
+	sig = NULL;
+	assert_status(a, 1, 1);
+	/* And a reload keeps them. */
+	assert_int_equal(agent_signal(&ag, SIGHUP), 0);
+	sleep_ms(300);
+	assert_int_equal(count_identities(a), N_KEYS);
+	assert_true(flags_of(a, "p256") & MTLS_AGENT_ID_TOKEN_PRESENT);
+	wbuf_free(c);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
 int
 main(void)
 {
@@ -2779,6 +2904,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_key_mismatch_discovered, setup_none,
 						teardown_agents),
 		cmocka_unit_test_setup_teardown(test_pin_not_in_memory, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_token_moved, setup_none, teardown_agents),
 	};
 
 	/* MTLS_TEST_FILTER=test_name runs only the tests that match. */
