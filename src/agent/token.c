@@ -98,13 +98,13 @@ struct tokenset {
 	int hung;
 	/*
 	 * Module restarts (finalize + initialize, see module_restart()):
-	 * polls in a row that found the module failing for a known token,
-	 * when it was last restarted (CLOCK_MONOTONIC s), `lost` while a
+	 * since when the module fails for a known token (CLOCK_MONOTONIC s,
+	 * 0 = it does not), when it was last restarted, `lost` while a
 	 * restart left identities absent (SoftHSM2 sees a returning token
 	 * only after another one), `module_down` if it could not be loaded
 	 * again (then no libp11 call is made until it can).
 	 */
-	unsigned int fail_polls;
+	long failing_since;
 	long restarted_at;
 	int lost;
 	int module_down;
@@ -2244,10 +2244,10 @@ module_restart(struct tokenset *ts, int quiet)
 	return 0;
 }
 
-/* Polls in a row with a failing module before it is restarted, and the
- * seconds between restarts while identities are lost. */
-#define RESTART_AFTER_POLLS 3
-#define RESTART_LOST_EVERY  3
+/* Seconds a module may fail for a known token before it is restarted, and
+ * between restarts while identities are lost. */
+#define RESTART_AFTER_FAILING 3
+#define RESTART_LOST_EVERY    3
 
 /* Restart the module now?  Write lock held. */
 static int
@@ -2257,10 +2257,14 @@ restart_due(struct tokenset *ts, int failing)
 
 	if (ts->module_down)
 		return mono_seconds() - ts->restarted_at >= RESTART_LOST_EVERY;
-	if (failing && ++ts->fail_polls >= RESTART_AFTER_POLLS)
-		return 1;
-	if (!failing)
-		ts->fail_polls = 0;
+	if (!failing) {
+		ts->failing_since = 0;
+	} else {
+		if (ts->failing_since == 0)
+			ts->failing_since = mono_seconds();
+		if (mono_seconds() - ts->failing_since >= RESTART_AFTER_FAILING)
+			return 1;
+	}
 	if (!ts->lost || mono_seconds() - ts->restarted_at < RESTART_LOST_EVERY)
 		return 0;
 	for (i = 0; i < ts->nslots; i++)
@@ -2276,20 +2280,18 @@ token_poll(struct tokenset *ts)
 
 	pthread_rwlock_rdlock(&ts->lock);
 	failing = module_failing(ts);
-	changed = failing || ts->lost || __atomic_load_n(&ts->stale, __ATOMIC_RELAXED) ||
-		  tokens_changed(ts);
+	changed = failing || ts->failing_since != 0 || ts->lost ||
+		  __atomic_load_n(&ts->stale, __ATOMIC_RELAXED) || tokens_changed(ts);
 	pthread_rwlock_unlock(&ts->lock);
-	if (!changed) {
-		ts->fail_polls = 0;
+	if (!changed)
 		return;
-	}
 	pthread_rwlock_wrlock(&ts->lock);
 	failing = module_failing(ts);
 	if (restart_due(ts, failing)) {
 		if (failing && !ts->module_down)
 			warn("the PKCS#11 module keeps failing for a token it had: finalizing "
 			     "and initializing it again");
-		ts->fail_polls = 0;
+		ts->failing_since = 0;
 		__atomic_store_n(&ts->stale, 0, __ATOMIC_RELAXED);
 		(void)module_restart(ts, !failing || ts->module_down);
 	} else if (!failing &&
