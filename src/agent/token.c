@@ -1356,7 +1356,8 @@ pick_slot(struct tokenset *ts, const char *name, PKCS11_SLOT **slotp, unsigned i
 			r = MTLS_ERR_NO_IDENTITY;
 			goto out;
 		}
-		if ((slot = ident_slot(ts, id, &idx)) == NULL) {
+		/* present: the module answers for the token (rescan()). */
+		if ((slot = ident_slot(ts, id, &idx)) == NULL || !id->present) {
 			snprintf(why, why_len, "the token of %s is not present", name);
 			r = MTLS_ERR_TOKEN_ABSENT;
 			goto out;
@@ -1364,7 +1365,7 @@ pick_slot(struct tokenset *ts, const char *name, PKCS11_SLOT **slotp, unsigned i
 	} else {
 		/* No name: the one token that holds identities. */
 		for (i = 0; i < ts->n; i++) {
-			if ((s = ident_slot(ts, &ts->ids[i], &sidx)) == NULL)
+			if (!ts->ids[i].present || (s = ident_slot(ts, &ts->ids[i], &sidx)) == NULL)
 				continue;
 			if (slot != NULL && s != slot) {
 				snprintf(why, why_len, "identities on several tokens: name one");

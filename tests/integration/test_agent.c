@@ -2828,6 +2828,8 @@ test_token_moved(void **state)
 		     MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, MTLS_ERR_TOKEN_ABSENT);
 	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), MTLS_ERR_TOKEN_ABSENT);
 	assert_err(mtls_agent_login(a, "p256", fx.pin, &retries), MTLS_ERR_TOKEN_ABSENT);
+	assert_err(mtls_agent_change_pin(a, "p256", fx.pin, fx.pin, &retries),
+		   MTLS_ERR_TOKEN_ABSENT);
 	/* A reload while it is away keeps its identities (as absent). */
 	assert_int_equal(agent_signal(&ag, SIGHUP), 0);
 	sleep_ms(300);
