@@ -124,6 +124,7 @@ MTLS_AGENT_API const char *mtls_agent_strerror(int err);
 #define MTLS_AGENT_ID_PIN_FINAL_TRY  0x10
 #define MTLS_AGENT_ID_PIN_LOCKED     0x20
 #define MTLS_AGENT_ID_PROTECTED_AUTH 0x40 /* PIN pad on the reader */
+#define MTLS_AGENT_ID_KEY_MISMATCH   0x80 /* key at its id is not the certificate's */
 
 /* One identity offered by the agent.  Owned by the array it came in. */
 struct mtls_agent_identity {

@@ -67,6 +67,7 @@ struct ident {
 	unsigned int key_bits;
 	uint32_t purposes;
 	EVP_PKEY *pkey;			  /* token-backed private key once logged in */
+	int key_mismatch;		  /* the key at its id is not the certificate's */
 	const struct config_identity *ci; /* its policy; NULL if discovered */
 	time_t attached_at;		  /* when pkey was attached (lifetime) */
 	time_t last_used;		  /* last signature (idle-logout) */
@@ -95,6 +96,18 @@ struct tokenset {
 	unsigned int inflight;
 	long inflight_oldest;
 	int hung;
+	/*
+	 * Module restarts (finalize + initialize, see module_restart()):
+	 * since when the module fails for a known token (CLOCK_MONOTONIC s,
+	 * 0 = it does not), when it was last restarted, `lost` while a
+	 * restart left identities absent (SoftHSM2 sees a returning token
+	 * only after another one), `module_down` if it could not be loaded
+	 * again (then no libp11 call is made until it can).
+	 */
+	long failing_since;
+	long restarted_at;
+	int lost;
+	int module_down;
 	pthread_mutex_t stat_mu; /* last_used and rate buckets of identities */
 };
 
@@ -601,21 +614,28 @@ attach_keys(struct tokenset *ts, PKCS11_SLOT *slot)
 				ERR_clear_error();
 				continue;
 			}
-			/* A key that is not the certificate's is never used. */
-			if (EVP_PKEY_eq(pk, X509_get0_pubkey(id->cert)) == 0) {
+			/*
+			 * A key that is not the certificate's is never used:
+			 * type, size or curve and value must all be the same.
+			 * EVP_PKEY_eq() says -1 for keys of different types and
+			 * -2 when it cannot compare; only 1 is a match.
+			 */
+			if (EVP_PKEY_eq(pk, X509_get0_pubkey(id->cert)) != 1) {
 				warn("identity %s: private key on the token does not match its "
 				     "certificate; not used",
 				     id->name);
+				id->key_mismatch = 1;
 				EVP_PKEY_free(pk);
 				ERR_clear_error();
 				continue;
 			}
 			ERR_clear_error();
+			id->key_mismatch = 0;
 			id->pkey = pk;
 			id->attached_at = id->last_used = time(NULL);
 			break;
 		}
-		if (id->pkey == NULL)
+		if (id->pkey == NULL && !id->key_mismatch)
 			warn("identity %s: no private key found on token %s", id->name,
 			     slot->token->label);
 	}
@@ -646,6 +666,20 @@ find_ident(struct tokenset *ts, const char *name)
 }
 
 /*
+ * What a module answers about a token it cannot reach any more (SoftHSM2
+ * says CKR_GENERAL_ERROR for a token whose files went away, and goes on
+ * saying it after they came back, until it is initialised again).  Such
+ * a token counts as absent, and the module is restarted when it keeps
+ * answering so (token_poll()).
+ */
+static int
+module_failing_rv(CK_RV rv)
+{
+	return rv == CKR_GENERAL_ERROR || rv == CKR_DEVICE_ERROR || rv == CKR_FUNCTION_FAILED ||
+	       rv == CKR_SLOT_ID_INVALID || rv == CKR_CRYPTOKI_NOT_INITIALIZED;
+}
+
+/*
  * Fresh token information straight from the module: libp11 caches token
  * flags at enumeration, and its PKCS11_update_slots() is unusable in
  * 0.4.12 (it indexes the slot array wrongly when there are 2+ slots).
@@ -662,7 +696,7 @@ token_info(struct tokenset *ts, PKCS11_SLOT *slot, CK_TOKEN_INFO *info)
 	if (rv == CKR_OK)
 		return 0;
 	return rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_DEVICE_REMOVED ||
-		       rv == CKR_TOKEN_NOT_RECOGNIZED
+		       rv == CKR_TOKEN_NOT_RECOGNIZED || module_failing_rv(rv)
 		   ? MTLS_ERR_TOKEN_ABSENT
 		   : MTLS_ERR_TOKEN;
 }
@@ -752,6 +786,42 @@ hung_why(const struct tokenset *ts, char *why, size_t why_len)
 	return MTLS_ERR_TIMEOUT;
 }
 
+/*
+ * The one place the user PIN goes to the module.  Straight to C_Login on a
+ * session of our own: libp11 0.4.12's PKCS11_login() keeps a heap copy of
+ * the PIN (to log in again after a fork) that PKCS11_logout() never frees.
+ * libp11 is then told of the login with an empty PIN, which the module
+ * answers with CKR_USER_ALREADY_LOGGED_IN without checking it (as in
+ * reenumerate()), so the copy libp11 keeps is "".  libp11's session stays
+ * open in its pool, so closing ours does not end the login.  Write lock
+ * held; returns CKR_OK or the module's answer.
+ */
+static CK_RV
+user_login(struct tokenset *ts, PKCS11_SLOT *slot, const char *pin)
+{
+	CK_SESSION_HANDLE sess;
+	CK_RV rv;
+
+	if (ts->fl == NULL)
+		return CKR_FUNCTION_NOT_SUPPORTED;
+	rv = ts->fl->C_OpenSession(PKCS11_get_slotid_from_slot(slot), CKF_SERIAL_SESSION, NULL,
+				   NULL, &sess);
+	if (rv != CKR_OK)
+		return rv;
+	rv = ts->fl->C_Login(sess, CKU_USER, (CK_UTF8CHAR_PTR)pin, (CK_ULONG)strlen(pin));
+	if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
+		ERR_clear_error();
+		rv = CKR_OK;
+		if (PKCS11_login(slot, 0, "") != 0) {
+			rv = last_rv() != 0 ? last_rv() : CKR_GENERAL_ERROR;
+			ERR_clear_error();
+			(void)ts->fl->C_Logout(sess);
+		}
+	}
+	(void)ts->fl->C_CloseSession(sess);
+	return rv;
+}
+
 /* Logs in `slot` with pin; write lock held. */
 static int
 login_slot(struct tokenset *ts, PKCS11_SLOT *slot, unsigned int idx, const char *pin, int *retries,
@@ -786,16 +856,14 @@ login_slot(struct tokenset *ts, PKCS11_SLOT *slot, unsigned int idx, const char 
 	 * module hung after token-timeout, as a signature does. */
 	if (inflight_enter(ts) != 0)
 		return hung_why(ts, why, why_len);
-	r = PKCS11_login(slot, 0, pin);
+	rv = user_login(ts, slot, pin);
 	inflight_leave(ts);
-	if (r == 0) {
+	if (rv == CKR_OK) {
 		ts->login_time[idx] = time(NULL);
 		attach_keys(ts, slot);
 		info("token %s: logged in", label);
 		return 0;
 	}
-	rv = last_rv();
-	ERR_clear_error();
 	return pin_error(ts, slot, rv, 0, retries, "PIN", why, why_len);
 }
 
@@ -1059,6 +1127,8 @@ read_lock(struct tokenset *ts, char *why, size_t why_len)
 	return timed_lock(ts, 0, why, why_len);
 }
 
+static void merge_absent(struct tokenset *ts, struct ident **idsp, size_t *np);
+
 int
 token_reload(struct tokenset *ts, const struct config *cfg, char *err, size_t err_len)
 {
@@ -1081,6 +1151,10 @@ token_reload(struct tokenset *ts, const struct config *cfg, char *err, size_t er
 		ts->cfg = old;
 		goto out;
 	}
+	/* Discovered identities of a token that is away stay listed (as
+	 * absent) across a reload, as across a rescan. */
+	if (cfg->n_identities == 0 && old->n_identities == 0)
+		merge_absent(ts, &ids, &n);
 	old_ids = ts->ids;
 	old_n = ts->n;
 	ts->ids = ids;
@@ -1116,7 +1190,8 @@ token_close(struct tokenset *ts)
 		}
 		if (ts->slots != NULL)
 			PKCS11_release_all_slots(ts->p11, ts->slots, ts->nslots);
-		PKCS11_CTX_unload(ts->p11);
+		if (!ts->module_down)
+			PKCS11_CTX_unload(ts->p11);
 		PKCS11_CTX_free(ts->p11);
 	}
 	if (ts->dl != NULL)
@@ -1141,6 +1216,8 @@ ident_flags(struct tokenset *ts, const struct ident *id)
 		f |= MTLS_AGENT_ID_LOGGED_IN;
 	if (id->pkey != NULL)
 		f |= MTLS_AGENT_ID_KEY_FOUND;
+	else if (id->key_mismatch)
+		f |= MTLS_AGENT_ID_KEY_MISMATCH;
 	if (info.flags & CKF_USER_PIN_COUNT_LOW)
 		f |= MTLS_AGENT_ID_PIN_COUNT_LOW;
 	if (info.flags & CKF_USER_PIN_FINAL_TRY)
@@ -1338,7 +1415,8 @@ pick_slot(struct tokenset *ts, const char *name, PKCS11_SLOT **slotp, unsigned i
 			r = MTLS_ERR_NO_IDENTITY;
 			goto out;
 		}
-		if ((slot = ident_slot(ts, id, &idx)) == NULL) {
+		/* present: the module answers for the token (rescan()). */
+		if ((slot = ident_slot(ts, id, &idx)) == NULL || !id->present) {
 			snprintf(why, why_len, "the token of %s is not present", name);
 			r = MTLS_ERR_TOKEN_ABSENT;
 			goto out;
@@ -1346,7 +1424,7 @@ pick_slot(struct tokenset *ts, const char *name, PKCS11_SLOT **slotp, unsigned i
 	} else {
 		/* No name: the one token that holds identities. */
 		for (i = 0; i < ts->n; i++) {
-			if ((s = ident_slot(ts, &ts->ids[i], &sidx)) == NULL)
+			if (!ts->ids[i].present || (s = ident_slot(ts, &ts->ids[i], &sidx)) == NULL)
 				continue;
 			if (slot != NULL && s != slot) {
 				snprintf(why, why_len, "identities on several tokens: name one");
@@ -1727,17 +1805,22 @@ rate_ok(struct tokenset *ts, struct ident *id, unsigned int rate)
 	return ok;
 }
 
-/* Phase 1 (read lock held): every decision that needs no token. */
+/*
+ * Phase 1 (read lock held): every decision that needs no token; *idp is
+ * the identity, valid while the lock is held.  `charge` counts the request
+ * against the rate limit (not again when re-deciding after a confirmation).
+ */
 static int
 sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name, uint16_t scheme,
-	    int purpose, const unsigned char *content, size_t len, int *confirm, char *why,
-	    size_t why_len)
+	    int purpose, const unsigned char *content, size_t len, int charge, struct ident **idp,
+	    int *confirm, char *why, size_t why_len)
 {
 	const struct scheme_info *s;
 	struct ident *id;
 	int r;
 
 	*confirm = 0;
+	*idp = NULL;
 	if ((id = find_ident(ts, name)) == NULL) {
 		snprintf(why, why_len, "no identity named %s", name);
 		return MTLS_ERR_NO_IDENTITY;
@@ -1751,7 +1834,8 @@ sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 	if ((r = policy_check_sign(id->purposes, id->key_type, id->key_bits, scheme, purpose,
 				   content, len, &s, why, why_len)) != 0)
 		return r;
-	if (id->ci != NULL && id->ci->rate_limit > 0 && !rate_ok(ts, id, id->ci->rate_limit)) {
+	if (charge && id->ci != NULL && id->ci->rate_limit > 0 &&
+	    !rate_ok(ts, id, id->ci->rate_limit)) {
 		snprintf(why, why_len, "identity %s: more than %u signatures a minute", name,
 			 id->ci->rate_limit);
 		warn("rate limit hit: identity %s (%u a minute), peer pid %ld", name,
@@ -1759,7 +1843,58 @@ sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 		return MTLS_ERR_RATE_LIMITED;
 	}
 	*confirm = id->ci != NULL && id->ci->confirm;
+	*idp = id;
 	return 0;
+}
+
+/*
+ * Asks for confirmation with no lock held (other clients go on meanwhile),
+ * then takes the read lock again and decides again: a reload may have
+ * removed or renamed the identity, changed its policy or given the name
+ * another certificate (and so another key) meanwhile.  On success the read
+ * lock is held and *idp is the identity as it is now.
+ */
+static int
+sign_confirm(struct tokenset *ts, const struct sign_peer *peer, const char *name, uint16_t scheme,
+	     int purpose, const unsigned char *content, size_t len, struct ident **idp, char *why,
+	     size_t why_len)
+{
+	unsigned char *cert = NULL;
+	size_t cert_len = (*idp)->cert_der_len;
+	char prompt[512];
+	int r, confirm = 0;
+
+	/* The confirmed key is the certificate's: remember which one. */
+	if ((cert = malloc(cert_len)) == NULL) {
+		pthread_rwlock_unlock(&ts->lock);
+		return MTLS_ERR_ALLOC;
+	}
+	memcpy(cert, (*idp)->cert_der, cert_len);
+	*idp = NULL;
+	pthread_rwlock_unlock(&ts->lock);
+	snprintf(prompt, sizeof(prompt),
+		 "Allow %s (pid %ld, uid %u) to sign a %s with the key \"%s\"?", peer->exe,
+		 (long)peer->pid, (unsigned)peer->uid, mtls_agent_purpose_name(purpose), name);
+	if ((r = confirm_ask(ts->cfg->askpass, ts->cfg->confirm_timeout, prompt, why, why_len)) !=
+	    0)
+		goto out;
+	if ((r = read_lock(ts, why, why_len)) != 0)
+		goto out;
+	r = sign_decide(ts, peer, name, scheme, purpose, content, len, 0, idp, &confirm, why,
+			why_len);
+	if (r == 0 &&
+	    ((*idp)->cert_der_len != cert_len || memcmp((*idp)->cert_der, cert, cert_len) != 0)) {
+		snprintf(why, why_len,
+			 "identity %s was reconfigured while its use was being confirmed", name);
+		r = MTLS_ERR_CONFIRM_DENIED;
+	}
+	if (r != 0) {
+		*idp = NULL;
+		pthread_rwlock_unlock(&ts->lock);
+	}
+out:
+	free(cert);
+	return r;
 }
 
 static long
@@ -1833,29 +1968,15 @@ token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name, 
 	catch_up(ts);
 	if ((r = read_lock(ts, why, why_len)) != 0)
 		return r;
-	r = sign_decide(ts, peer, name, scheme, purpose, content, len, &confirm, why, why_len);
-	pthread_rwlock_unlock(&ts->lock);
+	/* Decided and signed under one read lock, so a reload cannot take
+	 * the identity away in between; only a confirmation lets go of it. */
+	r = sign_decide(ts, peer, name, scheme, purpose, content, len, 1, &id, &confirm, why,
+			why_len);
 	if (r != 0)
-		return r;
-	if (confirm) {
-		/* Asked with no lock held: other clients go on meanwhile. */
-		char prompt[512];
-
-		snprintf(prompt, sizeof(prompt),
-			 "Allow %s (pid %ld, uid %u) to sign a %s with the key \"%s\"?", peer->exe,
-			 (long)peer->pid, (unsigned)peer->uid, mtls_agent_purpose_name(purpose),
-			 name);
-		if ((r = confirm_ask(ts->cfg->askpass, ts->cfg->confirm_timeout, prompt, why,
-				     why_len)) != 0)
-			return r;
-	}
-	if ((r = read_lock(ts, why, why_len)) != 0)
-		return r;
-	/* Again: a reload may have changed the identity meanwhile. */
-	if (confirm && (r = sign_decide(ts, peer, name, scheme, purpose, content, len, &confirm,
-					why, why_len)) != 0)
 		goto out;
-	id = find_ident(ts, name);
+	if (confirm && (r = sign_confirm(ts, peer, name, scheme, purpose, content, len, &id, why,
+					 why_len)) != 0)
+		return r; /* no lock held */
 	s = scheme_lookup(scheme);
 	if (!id->present) {
 		snprintf(why, why_len, "the token of %s is not present", name);
@@ -1864,7 +1985,21 @@ token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name, 
 	}
 	if (id->pkey == NULL) {
 		PKCS11_SLOT *slot = ident_slot(ts, id, NULL);
+		CK_TOKEN_INFO info;
 
+		if (slot == NULL || token_info(ts, slot, &info) == MTLS_ERR_TOKEN_ABSENT) {
+			snprintf(why, why_len, "the token of %s is not present", name);
+			r = MTLS_ERR_TOKEN_ABSENT;
+			goto out;
+		}
+		if (id->key_mismatch) {
+			snprintf(why, why_len,
+				 "identity %s: key does not match certificate (the private key "
+				 "at its id is another key); nothing is signed with it",
+				 name);
+			r = MTLS_ERR_TOKEN;
+			goto out;
+		}
 		if (slot != NULL && slot_logged_in(slot)) {
 			/* Logged in, yet no usable key: say so, not "log in". */
 			snprintf(why, why_len,
@@ -2084,21 +2219,147 @@ reenumerate(struct tokenset *ts)
 	info("tokens changed: %zu identit%s now", ts->n, ts->n == 1 ? "y" : "ies");
 }
 
+/* 1 if the module answers "failing" (not "absent") for a token it had;
+ * read lock held. */
+static int
+module_failing(struct tokenset *ts)
+{
+	CK_TOKEN_INFO info;
+	unsigned int i;
+
+	if (ts->module_down)
+		return 1;
+	if (ts->fl == NULL)
+		return 0;
+	for (i = 0; i < ts->nslots; i++) {
+		PKCS11_TOKEN *tok = ts->slots[i].token;
+
+		if (tok != NULL && tok->initialized &&
+		    module_failing_rv(
+			ts->fl->C_GetTokenInfo(PKCS11_get_slotid_from_slot(&ts->slots[i]), &info)))
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Finalizes and initializes the module again, then re-reads slots and
+ * identities (a module stuck on a token that went and came back, like
+ * SoftHSM2, only sees it again this way); write lock held.  Every session
+ * and login of the module ends.  Identities whose token is still missing
+ * stay listed as absent (reenumerate()).
+ */
+static int
+module_restart(struct tokenset *ts, int quiet)
+{
+	char module[PATH_MAX], err[256];
+	unsigned int i;
+	size_t k;
+
+	if (module_allowed(ts->cfg->module, ts->cfg->module_dirs, module, sizeof(module), err,
+			   sizeof(err)) != 0) {
+		warn("module restart: %s", err);
+		return MTLS_ERR_CONFIG;
+	}
+	for (k = 0; k < ts->n; k++) {
+		EVP_PKEY_free(ts->ids[k].pkey);
+		ts->ids[k].pkey = NULL;
+	}
+	if (!ts->module_down) {
+		PKCS11_release_all_slots(ts->p11, ts->slots, ts->nslots);
+		ts->slots = NULL;
+		ts->nslots = 0;
+		PKCS11_CTX_unload(ts->p11);
+		ts->module_down = 1;
+	}
+	/* PKCS11_CTX_load() sets these again without freeing them. */
+	OPENSSL_free(ts->p11->manufacturer);
+	OPENSSL_free(ts->p11->description);
+	ts->p11->manufacturer = ts->p11->description = NULL;
+	ts->restarted_at = mono_seconds();
+	if (PKCS11_CTX_load(ts->p11, module) != 0) {
+		error("the PKCS#11 module %s could not be initialized again (PKCS#11 error "
+		      "0x%lx); its tokens count as absent, retrying",
+		      module, last_rv());
+		ERR_clear_error();
+		return MTLS_ERR_TOKEN;
+	}
+	ts->module_down = 0;
+	reenumerate(ts);
+	rescan(ts);
+	ts->lost = 0;
+	for (k = 0; k < ts->n; k++)
+		if (!ts->ids[k].present)
+			ts->lost = 1;
+	for (i = 0; i < ts->nslots; i++)
+		if (ts->login_time[i] != 0)
+			ts->lost = 0; /* a restart would log it out: wait */
+	/* While a token is lost this runs every few seconds: once is news. */
+	if (quiet && ts->lost)
+		debug("the PKCS#11 module was initialized again: %zu identit%s", ts->n,
+		      ts->n == 1 ? "y" : "ies");
+	else
+		info("the PKCS#11 module was initialized again: %zu identit%s", ts->n,
+		     ts->n == 1 ? "y" : "ies");
+	return 0;
+}
+
+/* Seconds a module may fail for a known token before it is restarted, and
+ * between restarts while identities are lost. */
+#define RESTART_AFTER_FAILING 3
+#define RESTART_LOST_EVERY    3
+
+/* Restart the module now?  Write lock held. */
+static int
+restart_due(struct tokenset *ts, int failing)
+{
+	unsigned int i;
+
+	if (ts->module_down)
+		return mono_seconds() - ts->restarted_at >= RESTART_LOST_EVERY;
+	if (!failing) {
+		ts->failing_since = 0;
+	} else {
+		if (ts->failing_since == 0)
+			ts->failing_since = mono_seconds();
+		if (mono_seconds() - ts->failing_since >= RESTART_AFTER_FAILING)
+			return 1;
+	}
+	if (!ts->lost || mono_seconds() - ts->restarted_at < RESTART_LOST_EVERY)
+		return 0;
+	for (i = 0; i < ts->nslots; i++)
+		if (ts->slots[i].token != NULL && slot_logged_in(&ts->slots[i]))
+			return 0;
+	return 1;
+}
+
 void
 token_poll(struct tokenset *ts)
 {
-	int changed;
+	int changed, failing;
 
 	pthread_rwlock_rdlock(&ts->lock);
-	changed = __atomic_load_n(&ts->stale, __ATOMIC_RELAXED) || tokens_changed(ts);
+	failing = module_failing(ts);
+	changed = failing || ts->failing_since != 0 || ts->lost ||
+		  __atomic_load_n(&ts->stale, __ATOMIC_RELAXED) || tokens_changed(ts);
 	pthread_rwlock_unlock(&ts->lock);
 	if (!changed)
 		return;
 	pthread_rwlock_wrlock(&ts->lock);
-	/* Stale: a token vanished under a signature, and may be back by now
-	 * with its sessions and login gone: start afresh either way. */
-	if (__atomic_exchange_n(&ts->stale, 0, __ATOMIC_RELAXED) || tokens_changed(ts))
+	failing = module_failing(ts);
+	if (restart_due(ts, failing)) {
+		if (failing && !ts->module_down)
+			warn("the PKCS#11 module keeps failing for a token it had: finalizing "
+			     "and initializing it again");
+		ts->failing_since = 0;
+		__atomic_store_n(&ts->stale, 0, __ATOMIC_RELAXED);
+		(void)module_restart(ts, !failing || ts->module_down);
+	} else if (!failing &&
+		   (__atomic_exchange_n(&ts->stale, 0, __ATOMIC_RELAXED) || tokens_changed(ts))) {
+		/* Stale: a token vanished under a signature, and may be back
+		 * by now with its sessions and login gone: start afresh. */
 		reenumerate(ts);
+	}
 	pthread_rwlock_unlock(&ts->lock);
 }
 
@@ -2113,7 +2374,11 @@ token_status(struct tokenset *ts, struct mtls_agent_status *st, char *why, size_
 	st->identities = (uint32_t)ts->n;
 	st->tokens_present = st->tokens_logged_in = 0;
 	for (i = 0; i < ts->nslots; i++) {
-		if (ts->slots[i].token == NULL || !ts->slots[i].token->initialized)
+		CK_TOKEN_INFO info;
+
+		/* Asked of the module: libp11's slots are from the last scan. */
+		if (ts->slots[i].token == NULL || !ts->slots[i].token->initialized ||
+		    token_info(ts, &ts->slots[i], &info) != 0)
 			continue;
 		st->tokens_present++;
 		if (slot_logged_in(&ts->slots[i]))

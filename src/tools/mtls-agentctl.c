@@ -361,7 +361,9 @@ state_words(uint32_t f, const char **w)
 			w[n++] = "logged in";
 		else
 			w[n++] = "login required";
-		if (!(f & MTLS_AGENT_ID_KEY_FOUND))
+		if (f & MTLS_AGENT_ID_KEY_MISMATCH)
+			w[n++] = "key does not match certificate";
+		else if (!(f & MTLS_AGENT_ID_KEY_FOUND))
 			w[n++] = "key not found";
 	}
 	if (f & MTLS_AGENT_ID_PIN_LOCKED)

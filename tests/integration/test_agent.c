@@ -11,7 +11,9 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <setjmp.h>
@@ -47,10 +49,16 @@
 #define TOKEN_URI "pkcs11:token=mtls-test"
 #define SO_PIN "12345678"
 #define WRONG_PIN "000000"
+#define DISTINCT_PIN "Zq7-PIN-xK4w-93Jv" /* test_pin_not_in_memory */
 
 static struct agent_fixture fx;
 static struct agent_proc ag; /* the agent of tests set up with setup_agent */
 static char peer_base[64];    /* test_peer_uid's directory, removed in teardown */
+static char extra_token[64];  /* a token a test made, deleted in teardown */
+static int pin_changed;	      /* test_pin_not_in_memory changed the PIN: restore it */
+static int change_token_pin(const char *from, const char *to);
+/* Where test_token_moved put the token directory; moved back in teardown. */
+static char moved_from[PATH_MAX], moved_to[PATH_MAX];
 
 /* The fixture's keys (softhsm-setup.sh). */
 static const struct test_key {
@@ -624,6 +632,17 @@ teardown_agents(void **state)
 	if (ag.pid > 0)
 		(void)agent_stop(&ag);
 	fixture_kill_all(&fx);
+	if (moved_to[0] != '\0' && rename(moved_to, moved_from) == 0)
+		moved_to[0] = '\0';
+	if (pin_changed && change_token_pin(DISTINCT_PIN, fx.pin) == 0)
+		pin_changed = 0;
+	if (extra_token[0] != '\0') {
+		const char *del[] = { "softhsm2-util", "--delete-token", "--token", extra_token,
+				      NULL };
+
+		(void)fixture_run(del);
+		extra_token[0] = '\0';
+	}
 	if (peer_base[0] != '\0') {
 		const char *rm[] = { "rm", "-rf", peer_base, NULL };
 
@@ -2596,6 +2615,439 @@ test_reconnect(void **state)
 	assert_int_equal(agent_stop(&ag), 0);
 }
 
+/* ---------------------------------------------------------------------- */
+/* SIGHUP while signatures are in flight (issue 10, item 4) */
+
+struct reload_signer {
+	const char *sock;
+	volatile int *stop;
+	int bad; /* a reply that is neither a signature nor a typed refusal */
+	int bad_code;
+	unsigned int ok, refused;
+};
+
+static void *
+sign_during_reloads(void *arg)
+{
+	struct reload_signer *w = arg;
+	struct wbuf *c = pam_content();
+	mtls_agent *a = NULL;
+	int r;
+
+	if ((r = mtls_agent_connect(w->sock, &a)) != 0) {
+		w->bad = 1;
+		w->bad_code = r;
+		goto out;
+	}
+	while (!__atomic_load_n(w->stop, __ATOMIC_RELAXED)) {
+		unsigned char *sig = NULL;
+		size_t sig_len = 0;
+
+		r = sign(a, "a", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			 MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len);
+		free(sig);
+		if (r == 0) {
+			w->ok++;
+		} else if (r == MTLS_ERR_NO_IDENTITY || r == MTLS_ERR_CONFIRM_DENIED) {
+			/* Renamed away, or reconfigured during a confirmation. */
+			w->refused++;
+		} else {
+			/* IO or CONNECTION_CLOSED: the agent died under us. */
+			w->bad = 1;
+			w->bad_code = r;
+			break;
+		}
+	}
+out:
+	mtls_agent_free(a);
+	wbuf_free(c);
+	return NULL;
+}
+
+/* Signers on identity "a" while the config flips between with_a and
+ * renamed (SIGHUP every few ms) for ms; the agent must survive. */
+static void
+reload_storm(const char *with_a, const char *renamed, long ms)
+{
+	struct reload_signer w[8];
+	pthread_t th[8];
+	volatile int stop = 0;
+	mtls_agent *a;
+	unsigned int i, ok = 0, refused = 0, flips = 0;
+	int retries;
+	long until;
+
+	memset(w, 0, sizeof(w));
+	start_agent(with_a, NULL, &ag);
+	a = connect_to(ag.sock);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	for (i = 0; i < 8; i++) {
+		w[i].sock = ag.sock;
+		w[i].stop = &stop;
+		assert_int_equal(pthread_create(&th[i], NULL, sign_during_reloads, &w[i]), 0);
+	}
+	until = now_ms() + ms;
+	while (now_ms() < until && agent_alive(&ag)) {
+		assert_int_equal(agent_write_config(&ag, flips % 2 ? with_a : renamed), 0);
+		assert_int_equal(agent_signal(&ag, SIGHUP), 0);
+		flips++;
+		sleep_ms(2);
+	}
+	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+	for (i = 0; i < 8; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		ok += w[i].ok;
+		refused += w[i].refused;
+	}
+	if (!agent_alive(&ag)) {
+		dump_log(&ag);
+		fail_msg("the agent died during reloads (status 0x%x) after %u signatures",
+			 ag.status, ok);
+	}
+	for (i = 0; i < 8; i++)
+		if (w[i].bad)
+			fail_msg("signer %u: %s (agent said \"%s\")", i, errname(w[i].bad_code),
+				 mtls_agent_last_message());
+	print_message("%u reloads, %u signatures, %u refused\n", flips, ok, refused);
+	assert_true(ok > 0);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
+static void
+test_sighup_during_sign(void **state)
+{
+	char askpass[PATH_MAX], with_a[PATH_MAX + 256];
+
+	/* No confirmation: decision and signature under one lock. */
+	reload_storm("[identity a]\nkey = " TOKEN_URI ";id=%03\n",
+		     "[identity b]\nkey = " TOKEN_URI ";id=%03\n", 3000);
+	/* With a confirmation that takes a while, the agent lets go of the
+	 * lock: after it, the identity is decided again. */
+	skip_under_valgrind("confirmation timing");
+	assert_int_equal(fixture_path(&fx, "askpass-sleepy", askpass, sizeof(askpass)), 0);
+	assert_int_equal(fixture_write_file(askpass, "#!/bin/sh\nsleep 0.05\nexit 0\n", 0755), 0);
+	snprintf(with_a, sizeof(with_a),
+		 "askpass = %s\n[identity a]\nkey = " TOKEN_URI ";id=%%03\nconfirm = yes\n",
+		 askpass);
+	reload_storm(with_a, "[identity b]\nkey = " TOKEN_URI ";id=%03\n", 1500);
+}
+
+/* ---------------------------------------------------------------------- */
+/* A key of the wrong type under a certificate (issue 10, item 5) */
+
+/* After login, `name` is listed as mismatched and signs nothing. */
+static void
+assert_mismatch_refused(mtls_agent *a, const char *name, uint16_t scheme)
+{
+	struct wbuf *c = tls13_client(scheme == MTLS_AGENT_ECDSA_SECP384R1_SHA384 ? 48 : 32);
+	uint32_t f = flags_of(a, name);
+
+	if (!(f & MTLS_AGENT_ID_KEY_MISMATCH) || (f & MTLS_AGENT_ID_KEY_FOUND))
+		fail_msg("%s: flags 0x%x, want KEY_MISMATCH without KEY_FOUND", name, f);
+	sign_refused(a, name, scheme, MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, c, MTLS_ERR_TOKEN);
+	assert_non_null(strstr(mtls_agent_last_message(), "key does not match certificate"));
+	wbuf_free(c);
+}
+
+/* Configured mode: certificate files for the other key type. */
+static void
+test_key_mismatch_configured(void **state)
+{
+	char config[3 * PATH_MAX + 512], p256[PATH_MAX], rsa[PATH_MAX];
+	struct wbuf *c = tls13_client(32);
+	mtls_agent *a;
+	int retries;
+
+	assert_int_equal(fixture_path(&fx, "p256.pem", p256, sizeof(p256)), 0);
+	assert_int_equal(fixture_path(&fx, "rsa2048.pem", rsa, sizeof(rsa)), 0);
+	format_into(config,
+		    "[identity ec-on-rsa]\nkey = " TOKEN_URI ";id=%%01\ncertificate = %s\n"
+		    "[identity rsa-on-ec]\nkey = " TOKEN_URI ";id=%%03\ncertificate = %s\n"
+		    "[identity p384-on-p256]\nkey = " TOKEN_URI ";id=%%03\n"
+		    "certificate = %s/p384.pem\n"
+		    "[identity good]\nkey = " TOKEN_URI ";id=%%03\ncertificate = %s\n",
+		    p256, rsa, fx.dir, p256);
+	start_agent(config, NULL, &ag);
+	a = connect_to(ag.sock);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	assert_mismatch_refused(a, "ec-on-rsa", MTLS_AGENT_ECDSA_SECP256R1_SHA256);
+	assert_mismatch_refused(a, "rsa-on-ec", MTLS_AGENT_RSA_PSS_RSAE_SHA256);
+	assert_mismatch_refused(a, "p384-on-p256", MTLS_AGENT_ECDSA_SECP384R1_SHA384);
+	/* The right certificate on the same key still signs. */
+	assert_true(flags_of(a, "good") & MTLS_AGENT_ID_KEY_FOUND);
+	sign_and_verify(a, "good", "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, c);
+	assert_true(agent_logged(&ag, "does not match its certificate"));
+	wbuf_free(c);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
+/* pkcs11-tool on the test's own token. */
+static void
+p11tool(const char *a1, const char *a2, const char *a3, const char *a4, const char *a5,
+	const char *a6, const char *a7, const char *a8)
+{
+	const char *argv[] = { "pkcs11-tool", "--module", fx.module, "--token-label", extra_token,
+			       "--login", "--pin", fx.pin, a1, a2, a3, a4, a5, a6, a7, a8, NULL };
+
+	assert_int_equal(fixture_run(argv), 0);
+}
+
+/* Discovery mode: certificates stored at the CKA_ID of a key of the other
+ * type, on a token made here. */
+static void
+test_key_mismatch_discovered(void **state)
+{
+	char tok_uri[128], p256[PATH_MAX], rsa[PATH_MAX];
+	const char *args[] = { "--token", tok_uri, NULL };
+	const char *init[] = { "softhsm2-util", "--init-token", "--free", "--label", "mtls-mismatch",
+			       "--so-pin", SO_PIN, "--pin", fx.pin, NULL };
+	mtls_agent *a;
+	int retries;
+
+	skip_under_valgrind("key generation on an extra token");
+	snprintf(extra_token, sizeof(extra_token), "mtls-mismatch");
+	snprintf(tok_uri, sizeof(tok_uri), "pkcs11:token=%s", extra_token);
+	assert_int_equal(fixture_path(&fx, "p256.der", p256, sizeof(p256)), 0);
+	assert_int_equal(fixture_path(&fx, "rsa2048.der", rsa, sizeof(rsa)), 0);
+	assert_int_equal(fixture_run(init), 0);
+	p11tool("--keypairgen", "--key-type", "rsa:2048", "--id", "11", "--label", "k-rsa",
+		"--usage-sign");
+	p11tool("--keypairgen", "--key-type", "EC:secp384r1", "--id", "12", "--label", "k-ec",
+		"--usage-sign");
+	p11tool("--write-object", p256, "--type", "cert", "--id", "11", "--label",
+		"ec-on-rsa");
+	p11tool("--write-object", rsa, "--type", "cert", "--id", "12", "--label", "rsa-on-ec");
+
+	start_agent(NULL, args, &ag);
+	a = connect_to(ag.sock);
+	assert_int_equal(count_identities(a), 2);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	assert_mismatch_refused(a, "ec-on-rsa", MTLS_AGENT_ECDSA_SECP256R1_SHA256);
+	assert_mismatch_refused(a, "rsa-on-ec", MTLS_AGENT_RSA_PSS_RSAE_SHA384);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The PIN left in the agent's memory (issue 10, item 6) */
+
+
+/* pkcs11-tool --change-pin on the fixture token. */
+static int
+change_token_pin(const char *from, const char *to)
+{
+	const char *argv[] = { "pkcs11-tool", "--module", fx.module, "--token-label", fx.token,
+			       "--login",     "--pin",	  from,	     "--change-pin",  "--new-pin",
+			       to,	      NULL };
+
+	return fixture_run(argv);
+}
+
+/* How many times `needle` occurs in the readable memory of pid. */
+static unsigned int
+count_in_memory(pid_t pid, const char *needle)
+{
+	char path[64], line[512];
+	size_t nlen = strlen(needle);
+	unsigned int hits = 0;
+	FILE *maps;
+	int mem;
+
+	snprintf(path, sizeof(path), "/proc/%ld/maps", (long)pid);
+	assert_non_null(maps = fopen(path, "r"));
+	snprintf(path, sizeof(path), "/proc/%ld/mem", (long)pid);
+	assert_true((mem = open(path, O_RDONLY)) >= 0);
+	while (fgets(line, sizeof(line), maps) != NULL) {
+		unsigned long lo, hi;
+		char perms[8];
+		unsigned char *buf;
+		ssize_t got;
+
+		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || perms[0] != 'r' ||
+		    strstr(line, "[vvar") != NULL || hi - lo > 1024UL * 1024 * 1024)
+			continue;
+		if ((buf = malloc(hi - lo)) == NULL)
+			continue;
+		got = pread(mem, buf, hi - lo, (off_t)lo);
+		for (ssize_t i = 0; got > 0 && (size_t)got >= nlen && i <= got - (ssize_t)nlen;
+		     i++)
+			if (buf[i] == (unsigned char)needle[0] && memcmp(buf + i, needle, nlen) == 0)
+				hits++;
+		free(buf);
+	}
+	close(mem);
+	fclose(maps);
+	return hits;
+}
+
+static void
+test_pin_not_in_memory(void **state)
+{
+	struct wbuf *c = pam_content();
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	mtls_agent *a;
+	unsigned int hits;
+	int retries;
+
+	if (geteuid() != 0) {
+		wbuf_free(c);
+		print_message("not root: reading the agent's memory needs root; skipped\n");
+		skip();
+	}
+	skip_under_valgrind("memory scan of the agent");
+	assert_int_equal(change_token_pin(fx.pin, DISTINCT_PIN), 0);
+	pin_changed = 1;
+	start_agent(NULL, NULL, &ag);
+	a = connect_to(ag.sock);
+	assert_err(mtls_agent_login(a, NULL, DISTINCT_PIN, &retries), 0);
+	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   0);
+	free(sig);
+	assert_err(mtls_agent_logout(a, NULL), 0);
+	hits = count_in_memory(ag.pid, DISTINCT_PIN);
+	if (hits != 0)
+		fail_msg("the PIN is in the agent's memory %u time(s) after logout", hits);
+	/* Nor once the connection that sent it is gone. */
+	mtls_agent_free(a);
+	sleep_ms(200);
+	hits = count_in_memory(ag.pid, DISTINCT_PIN);
+	if (hits != 0)
+		fail_msg("the PIN is in the agent's memory %u time(s) after the client left", hits);
+	assert_int_equal(agent_stop(&ag), 0);
+	assert_int_equal(change_token_pin(DISTINCT_PIN, fx.pin), 0);
+	pin_changed = 0;
+	wbuf_free(c);
+}
+
+/* ---------------------------------------------------------------------- */
+/* A SoftHSM2 token moved away and back (issue 10, item 13) */
+
+/* The one token directory under DIR/tokens into buf. */
+static void
+token_dir(char *buf, size_t len)
+{
+	char tokens[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	int n = 0;
+
+	assert_int_equal(fixture_path(&fx, "tokens", tokens, sizeof(tokens)), 0);
+	assert_non_null(d = opendir(tokens));
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		assert_true((size_t)snprintf(buf, len, "%s/%s", tokens, de->d_name) < len);
+		n++;
+	}
+	closedir(d);
+	assert_int_equal(n, 1);
+}
+
+/* Waits up to 10 s for p256's TOKEN_PRESENT flag to be `want`. */
+static void
+wait_present(mtls_agent *a, int want)
+{
+	long deadline = now_ms() + 10000;
+
+	while (!!(flags_of(a, "p256") & MTLS_AGENT_ID_TOKEN_PRESENT) != want) {
+		if (now_ms() > deadline) {
+			dump_log(&ag);
+			fail_msg("p256 not listed as %s after 10 s", want ? "present" : "absent");
+		}
+		sleep_ms(100);
+	}
+}
+
+static void
+assert_status(mtls_agent *a, uint32_t present, uint32_t logged_in)
+{
+	struct mtls_agent_status st;
+
+	memset(&st, 0, sizeof(st));
+	assert_err(mtls_agent_get_status(a, &st), 0);
+	if (st.tokens_present != present || st.tokens_logged_in != logged_in)
+		fail_msg("status says %u present, %u logged in; want %u, %u", st.tokens_present,
+			 st.tokens_logged_in, present, logged_in);
+	mtls_agent_status_clear(&st);
+}
+
+static void
+test_token_moved(void **state)
+{
+	struct wbuf *c = pam_content();
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	mtls_agent *a;
+	int retries, i;
+
+	token_dir(moved_from, sizeof(moved_from));
+	assert_int_equal(fixture_path(&fx, "moved-token", moved_to, sizeof(moved_to)), 0);
+	start_agent(NULL, NULL, &ag);
+	a = connect_to(ag.sock);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   0);
+	free(sig);
+	sig = NULL;
+
+	/* Gone: every request about it hears "absent". */
+	assert_int_equal(rename(moved_from, moved_to), 0);
+	wait_present(a, 0);
+	assert_int_equal(count_identities(a), N_KEYS);
+	assert_status(a, 0, 0);
+	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+		     MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, MTLS_ERR_TOKEN_ABSENT);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), MTLS_ERR_TOKEN_ABSENT);
+	assert_err(mtls_agent_login(a, "p256", fx.pin, &retries), MTLS_ERR_TOKEN_ABSENT);
+	assert_err(mtls_agent_change_pin(a, "p256", fx.pin, fx.pin, &retries),
+		   MTLS_ERR_TOKEN_ABSENT);
+	/* A reload while it is away keeps its identities (as absent). */
+	assert_int_equal(agent_signal(&ag, SIGHUP), 0);
+	sleep_ms(300);
+	assert_int_equal(count_identities(a), N_KEYS);
+	assert_false(flags_of(a, "p256") & MTLS_AGENT_ID_TOKEN_PRESENT);
+	/* Still absent after the agent restarted the module. */
+	for (i = 0; i < 100 && !agent_logged(&ag, "initialized again"); i++)
+		sleep_ms(100);
+	assert_true(agent_logged(&ag, "keeps failing for a token it had"));
+	assert_true(agent_logged(&ag, "initialized again"));
+	assert_int_equal(count_identities(a), N_KEYS);
+	assert_status(a, 0, 0);
+	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+		     MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, MTLS_ERR_TOKEN_ABSENT);
+	assert_err(mtls_agent_login(a, "p256", fx.pin, &retries), MTLS_ERR_TOKEN_ABSENT);
+
+	/* Back: listed, logged out, and usable after a login. */
+	assert_int_equal(rename(moved_to, moved_from), 0);
+	moved_to[0] = '\0';
+	wait_present(a, 1);
+	assert_status(a, 1, 0);
+	assert_false(flags_of(a, "p256") & MTLS_AGENT_ID_LOGGED_IN);
+	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+		     MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, MTLS_ERR_LOGIN_REQUIRED);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   0);
+	free(sig);
+	sig = NULL;
+	assert_status(a, 1, 1);
+	/* And a reload keeps them. */
+	assert_int_equal(agent_signal(&ag, SIGHUP), 0);
+	sleep_ms(300);
+	assert_int_equal(count_identities(a), N_KEYS);
+	assert_true(flags_of(a, "p256") & MTLS_AGENT_ID_TOKEN_PRESENT);
+	wbuf_free(c);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
 int
 main(void)
 {
@@ -2628,8 +3080,18 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_module_hang, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_module_hang_login, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_reconnect, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_sighup_during_sign, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_key_mismatch_configured, setup_none,
+						teardown_agents),
+		cmocka_unit_test_setup_teardown(test_key_mismatch_discovered, setup_none,
+						teardown_agents),
+		cmocka_unit_test_setup_teardown(test_pin_not_in_memory, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_token_moved, setup_none, teardown_agents),
 	};
 
+	/* MTLS_TEST_FILTER=test_name runs only the tests that match. */
+	if (getenv("MTLS_TEST_FILTER") != NULL)
+		cmocka_set_test_filter(getenv("MTLS_TEST_FILTER"));
 	return cmocka_run_group_tests_name("mtls-agent integration", tests, group_setup,
 					   group_teardown);
 }
