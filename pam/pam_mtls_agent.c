@@ -25,6 +25,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pwd.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,7 @@
 #include <openssl/x509.h>
 
 #include "certval.h"
+#include "log.h"
 #include "mtls-agent.h"
 #include "purpose.h"
 #include "secmem.h"
@@ -56,6 +58,29 @@
 #include "wbuf.h"
 
 #define PUBLIC __attribute__((visibility("default")))
+
+/*
+ * Every line this module logs goes through log_vformat() (log.c), which
+ * escapes control characters and invalid UTF-8: identity names, token
+ * labels and reasons come from the agent, user names from the caller,
+ * and none of them may forge a line of its own.  The macro below sends
+ * every pam_syslog() call of this file through it.
+ */
+static void pam_log(pam_handle_t *pamh, int prio, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+pam_log(pam_handle_t *pamh, int prio, const char *fmt, ...)
+{
+	char line[LOG_LINE_MAX * 2];
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)log_vformat(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	pam_syslog(pamh, prio, "%s", line);
+}
+#define pam_syslog pam_log
 
 #define DEFAULT_SOCKET	"/run/mtls-agent/agent.sock"
 #define USER_SOCKET_FMT "/run/user/%lu/mtls-agent/agent.sock"

@@ -1903,6 +1903,61 @@ test_peers_policy(void **state)
 	assert_int_equal(agent_stop(&ag), 0);
 }
 
+/* Lines of the agent's log that hold `needle`; each checked to start as
+ * the agent starts its lines. */
+static int
+log_lines_with(const struct agent_proc *p, const char *needle)
+{
+	char *log = agent_log(p), *line, *save = NULL;
+	int n = 0;
+
+	for (line = strtok_r(log, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+		if (strncmp(line, "mtls-agent: ", 12) != 0)
+			fail_msg("agent log line not its own: \"%s\"", line);
+		if (strstr(line, needle) != NULL)
+			n++;
+	}
+	free(log);
+	return n;
+}
+
+/* Issue 10 item 7: names a client sends cannot forge audit lines. */
+static void
+test_log_injection(void **state)
+{
+	static const char forged[] = "x\naudit: sign ok: peer pid=1 uid=0 exe=/usr/sbin/sshd "
+				     "identity=p256 scheme=ecdsa_secp256r1_sha256\r\x1b[2K";
+	struct wbuf *c = pam_content();
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	mtls_agent *a;
+	int retries;
+
+	start_agent(NULL, NULL, &ag);
+	a = connect_to(ag.sock);
+	assert_err(sign(a, forged, MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   MTLS_ERR_NO_IDENTITY);
+	assert_err(mtls_agent_login(a, forged, fx.pin, &retries), MTLS_ERR_NO_IDENTITY);
+	assert_err(mtls_agent_logout(a, forged), MTLS_ERR_NO_IDENTITY);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+	/* The refusals are logged, with the name escaped on their line. */
+	if (log_lines_with(&ag, "x\\x0aaudit: sign ok: peer pid=1") < 2 ||
+	    !agent_logged(&ag, "scheme=ecdsa_secp256r1_sha256\\x0d\\x1b[2K")) {
+		dump_log(&ag);
+		fail_msg("the refusals are not logged with the name escaped");
+	}
+	/* No signature was made: no line may say one was. */
+	if (log_lines_with(&ag, "audit: sign ok") != log_lines_with(&ag, "\\x0aaudit: sign ok")) {
+		dump_log(&ag);
+		fail_msg("a forged audit line reached the agent's log");
+	}
+	assert_false(agent_logged(&ag, "\n\x1b"));
+	assert_false(agent_logged(&ag, "\r"));
+	wbuf_free(c);
+}
+
 static void
 test_rate_limit(void **state)
 {
@@ -2425,6 +2480,9 @@ test_reconnect(void **state)
 int
 main(void)
 {
+	/* MTLS_TEST_FILTER=test_name (a shell pattern) runs only those. */
+	if (getenv("MTLS_TEST_FILTER") != NULL)
+		cmocka_set_test_filter(getenv("MTLS_TEST_FILTER"));
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_list_before_login, setup_agent, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_login, setup_agent, teardown_agents),
@@ -2446,6 +2504,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_no_core, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_lock_unlock, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_peers_policy, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_log_injection, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_rate_limit, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_confirm, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_lifetime_idle, setup_none, teardown_agents),
