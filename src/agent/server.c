@@ -35,10 +35,11 @@
 
 static char agent_version[] = PACKAGE_NAME " " PACKAGE_VERSION;
 
-struct retired_cfg;
+struct live_cfg;
 
 struct conn {
 	struct server *srv;
+	struct live_cfg *cfg; /* held while a request is served; NULL between */
 	int fd;
 	pid_t pid;
 	uid_t uid;
@@ -50,8 +51,16 @@ struct conn {
 };
 
 struct server {
+	/*
+	 * The current configuration; read it here only from the main thread
+	 * (which alone replaces it).  Connection threads and the watcher read
+	 * theirs through cfg_hold(), since a replaced one is freed.
+	 */
 	struct config *cfg;
-	struct retired_cfg *retired; /* configs replaced by SIGHUP, freed at exit */
+	/* Every configuration still in memory, oldest first, the current one
+	 * last; under mu. */
+	struct live_cfg *cfgs, *cfg_cur;
+	unsigned int n_cfgs;
 	char *config_path;
 	const struct config_overrides *ov;
 	struct tokenset *ts;
@@ -86,10 +95,18 @@ struct server {
 #define LOCK_BACKOFF_BASE_MS 500
 #define LOCK_BACKOFF_MAX_MS  30000
 
-/* Configs retired by reload are chained through this list node. */
-struct retired_cfg {
+/*
+ * A configuration and the number of requests (and watcher ticks) that
+ * began while it was the current one.  Code in a request reads the token
+ * set's configuration without a lock in places (askpass, timeouts), and
+ * that may be any configuration made current since the request began: so
+ * a replaced configuration is freed only once it and every older one have
+ * no user left.  Idle connections hold none, so this stays short.
+ */
+struct live_cfg {
 	struct config *cfg;
-	struct retired_cfg *next;
+	unsigned int users;
+	struct live_cfg *next; /* the next newer one */
 };
 
 char *
@@ -199,11 +216,16 @@ server_new(struct config *cfg, const char *config_path, const struct config_over
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return MTLS_ERR_ALLOC;
 	if ((s->sock_path = strdup(sock_path)) == NULL ||
-	    (config_path != NULL && (s->config_path = strdup(config_path)) == NULL)) {
+	    (config_path != NULL && (s->config_path = strdup(config_path)) == NULL) ||
+	    (s->cfgs = calloc(1, sizeof(*s->cfgs))) == NULL) {
 		free(s->sock_path);
+		free(s->config_path);
 		free(s);
 		return MTLS_ERR_ALLOC;
 	}
+	s->cfgs->cfg = cfg;
+	s->cfg_cur = s->cfgs;
+	s->n_cfgs = 1;
 	s->cfg = cfg;
 	s->ov = ov;
 	s->ts = ts;
@@ -238,6 +260,64 @@ usec_since(const struct timespec *t0)
 
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	return (t1.tv_sec - t0->tv_sec) * 1000000L + (t1.tv_nsec - t0->tv_nsec) / 1000;
+}
+
+/* The current configuration, kept in memory until cfg_release(). */
+static struct live_cfg *
+cfg_hold(struct server *s)
+{
+	struct live_cfg *lc;
+
+	pthread_mutex_lock(&s->mu);
+	lc = s->cfg_cur;
+	lc->users++;
+	pthread_mutex_unlock(&s->mu);
+	return lc;
+}
+
+/* Frees the replaced configurations no request can read any more: the
+ * oldest ones, up to the first still in use.  s->mu held; returns them
+ * unlinked, for config_free() outside the mutex. */
+static struct live_cfg *
+cfg_unlink_unused(struct server *s)
+{
+	struct live_cfg *head = s->cfgs, *lc, *last = NULL;
+
+	for (lc = s->cfgs; lc != s->cfg_cur && lc->users == 0; lc = lc->next) {
+		last = lc;
+		s->n_cfgs--;
+	}
+	if (last == NULL)
+		return NULL;
+	s->cfgs = last->next;
+	last->next = NULL;
+	return head;
+}
+
+static void
+cfg_free_list(struct live_cfg *lc)
+{
+	struct live_cfg *next;
+
+	for (; lc != NULL; lc = next) {
+		next = lc->next;
+		config_free(lc->cfg);
+		free(lc);
+	}
+}
+
+static void
+cfg_release(struct server *s, struct live_cfg *lc)
+{
+	struct live_cfg *unused;
+
+	if (lc == NULL)
+		return;
+	pthread_mutex_lock(&s->mu);
+	lc->users--;
+	unused = cfg_unlink_unused(s);
+	pthread_mutex_unlock(&s->mu);
+	cfg_free_list(unused);
 }
 
 /*
@@ -663,9 +743,15 @@ conn_main(void *arg)
 	int have_replied = 0;
 	socklen_t clen = sizeof(cred);
 	char path[64];
+	unsigned int timeout_ms, busy_poll;
 	ssize_t n;
 	int r;
 
+	/* Settings of the configuration current at each request; a waiting
+	 * connection holds none (see struct live_cfg). */
+	c->cfg = cfg_hold(c->srv);
+	timeout_ms = c->cfg->cfg->request_timeout;
+	busy_poll = c->cfg->cfg->busy_poll;
 	if ((in = wbuf_new()) == NULL || (out = wbuf_new()) == NULL)
 		goto done;
 	/* Who is asking: checked on every connection, before any request. */
@@ -681,7 +767,7 @@ conn_main(void *arg)
 	c->exe[n > 0 ? n : 0] = '\0';
 	if (n <= 0)
 		snprintf(c->exe, sizeof(c->exe), "?");
-	if (!policy_peer_allowed(cred.uid, c->srv->uid, c->srv->cfg->allow_root)) {
+	if (!policy_peer_allowed(cred.uid, c->srv->uid, c->cfg->cfg->allow_root)) {
 		audit_peer(c, LOG_LEVEL_WARN, "connection refused", ": uid not allowed");
 		if (put_error(out, MTLS_ERR_PEER_DENIED, -1,
 			      "this agent serves only its own user") == 0)
@@ -689,9 +775,10 @@ conn_main(void *arg)
 				debug("peer pid=%ld gone before the refusal", (long)c->pid);
 		goto done;
 	}
+	cfg_release(c->srv, c->cfg);
+	c->cfg = NULL;
 	for (;;) {
-		r = frame_read(c->fd, &c->rx, in, MTLS_FRAME_MAX, -1,
-			       (int)c->srv->cfg->request_timeout);
+		r = frame_read(c->fd, &c->rx, in, MTLS_FRAME_MAX, -1, (int)timeout_ms);
 		if (have_replied)
 			gap_us = usec_since(&replied);
 		if (r == MTLS_ERR_FRAME_TOO_LARGE || r == MTLS_ERR_BAD_REQUEST) {
@@ -713,6 +800,9 @@ conn_main(void *arg)
 				      mtls_agent_strerror(r));
 			break;
 		}
+		c->cfg = cfg_hold(c->srv);
+		timeout_ms = c->cfg->cfg->request_timeout;
+		busy_poll = c->cfg->cfg->busy_poll;
 		wbuf_reset(out);
 		(void)__atomic_add_fetch(&c->srv->active, 1, __ATOMIC_RELAXED);
 		r = dispatch(c, in, out);
@@ -722,16 +812,18 @@ conn_main(void *arg)
 			break;
 		}
 		wbuf_reset(in);
-		r = frame_write(c->fd, out, (int)c->srv->cfg->request_timeout);
+		r = frame_write(c->fd, out, (int)timeout_ms);
+		cfg_release(c->srv, c->cfg);
+		c->cfg = NULL;
 		/*
 		 * A client signing in a loop asks again within microseconds:
 		 * wait awake for it, unless this client's last pause was
 		 * longer than that (one handshake now and then), or no CPU is
 		 * left for the clients.
 		 */
-		if (r == 0 && gap_us <= (long)c->srv->cfg->busy_poll &&
+		if (r == 0 && gap_us <= (long)busy_poll &&
 		    __atomic_load_n(&c->srv->active, __ATOMIC_RELAXED) <= c->srv->spin_max)
-			(void)frame_spin(c->fd, &c->rx, c->srv->cfg->busy_poll);
+			(void)frame_spin(c->fd, &c->rx, busy_poll);
 		clock_gettime(CLOCK_MONOTONIC, &replied);
 		have_replied = 1;
 		(void)__atomic_sub_fetch(&c->srv->active, 1, __ATOMIC_RELAXED);
@@ -739,6 +831,7 @@ conn_main(void *arg)
 			break;
 	}
 done:
+	cfg_release(c->srv, c->cfg);
 	wbuf_free(in);
 	wbuf_free(out);
 	frame_rx_reset(&c->rx);
@@ -803,8 +896,10 @@ accept_one(struct server *s, pthread_attr_t *attr)
 static void
 reload(struct server *s)
 {
+	struct live_cfg *lc = NULL, *unused;
 	struct config *cfg = NULL;
 	char err[512] = "";
+	unsigned int n_cfgs;
 	int r;
 
 	if (s->config_path == NULL) {
@@ -817,36 +912,42 @@ reload(struct server *s)
 		warn("SIGHUP: %s; keeping the old configuration", err);
 		return;
 	}
-	/* Settings given on the command line win again; the socket stays. */
-	if (config_apply_overrides(cfg, s->ov) != 0) {
+	if ((lc = calloc(1, sizeof(*lc))) == NULL) {
 		warn("SIGHUP: out of memory; keeping the old configuration");
 		config_free(cfg);
 		return;
 	}
-	if ((r = token_reload(s->ts, cfg, err, sizeof(err))) != 0) {
-		warn("SIGHUP: %s; keeping the old configuration", err);
-		config_free(cfg);
+	lc->cfg = cfg;
+	/* Settings given on the command line win again; the socket stays. */
+	if (config_apply_overrides(cfg, s->ov) != 0) {
+		warn("SIGHUP: out of memory; keeping the old configuration");
+		cfg_free_list(lc);
 		return;
 	}
-	/* Connection threads may still read the old one: keep it till exit. */
-	{
-		struct retired_cfg *rc = malloc(sizeof(*rc));
-
-		if (rc != NULL) {
-			rc->cfg = s->cfg;
-			rc->next = s->retired;
-			s->retired = rc;
-		}
+	if ((r = token_reload(s->ts, cfg, err, sizeof(err))) != 0) {
+		warn("SIGHUP: %s; keeping the old configuration", err);
+		cfg_free_list(lc);
+		return;
 	}
+	/* Requests in progress may still read the old one: it goes once the
+	 * last of them is done (cfg_release). */
+	pthread_mutex_lock(&s->mu);
+	s->cfg_cur->next = lc;
+	s->cfg_cur = lc;
+	s->n_cfgs++;
+	unused = cfg_unlink_unused(s);
+	n_cfgs = s->n_cfgs;
+	pthread_mutex_unlock(&s->mu);
+	cfg_free_list(unused);
 	s->cfg = cfg;
 	log_set_level((enum log_level)cfg->log_level);
 	info("SIGHUP: configuration reloaded from %s", s->config_path);
+	debug("%u configuration(s) in memory", n_cfgs);
 }
 
 static void
 shutdown_all(struct server *s)
 {
-	struct retired_cfg *rc, *next;
 	struct timespec deadline;
 	struct conn *c;
 
@@ -879,12 +980,7 @@ shutdown_all(struct server *s)
 		return;
 	}
 	token_close(s->ts);
-	config_free(s->cfg);
-	for (rc = s->retired; rc != NULL; rc = next) {
-		next = rc->next;
-		config_free(rc->cfg);
-		free(rc);
-	}
+	cfg_free_list(s->cfgs);
 	free(s->sock_path);
 	free(s->config_path);
 	pthread_mutex_destroy(&s->mu);
@@ -907,13 +1003,18 @@ watch_main(void *arg)
 	struct timespec tick = { 1, 0 };
 
 	for (;;) {
+		struct live_cfg *lc;
+
 		nanosleep(&tick, NULL);
 		if (__atomic_load_n(&s->stopping, __ATOMIC_RELAXED))
 			break;
+		/* These read the token set's configuration too. */
+		lc = cfg_hold(s);
 		/* First the check that needs no module call. */
 		token_check_hang(s->ts);
 		token_expire(s->ts, time(NULL));
 		token_poll(s->ts);
+		cfg_release(s, lc);
 	}
 	__atomic_store_n(&s->watcher_done, 1, __ATOMIC_RELEASE);
 	return NULL;

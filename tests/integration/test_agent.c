@@ -2107,6 +2107,170 @@ test_confirm(void **state)
 	assert_int_equal(agent_stop(&ag), 0);
 }
 
+/* VmRSS of process pid, in kB. */
+static long
+rss_kb(pid_t pid)
+{
+	char path[64], *status, *line;
+	long kb = -1;
+
+	snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
+	assert_non_null(status = fixture_read_file(path, NULL));
+	if ((line = strstr(status, "\nVmRSS:")) != NULL)
+		kb = strtol(line + 7, NULL, 10);
+	free(status);
+	assert_true(kb > 0);
+	return kb;
+}
+
+/* How often the agent's log holds `needle`. */
+static int
+log_count(const struct agent_proc *p, const char *needle)
+{
+	char *log = agent_log(p), *q;
+	int n = 0;
+
+	for (q = log; (q = strstr(q, needle)) != NULL; q += strlen(needle))
+		n++;
+	free(log);
+	return n;
+}
+
+/* SIGHUP, and wait until the agent says it reloaded (reload number `nth`). */
+static void
+reload_and_wait(int nth)
+{
+	long deadline = now_ms() + 10000;
+
+	assert_int_equal(agent_signal(&ag, SIGHUP), 0);
+	while (log_count(&ag, "SIGHUP: configuration reloaded") < nth) {
+		if (now_ms() > deadline) {
+			dump_log(&ag);
+			fail_msg("reload %d not logged", nth);
+		}
+		sleep_ms(2);
+	}
+}
+
+/* The configurations in memory after the last reload (its debug line). */
+static long
+configs_in_memory(void)
+{
+	char *log = agent_log(&ag), *q, *last = NULL;
+	long n = -1;
+
+	for (q = log; (q = strstr(q, " configuration(s) in memory")) != NULL; q++)
+		last = q;
+	if (last != NULL) {
+		while (last > log && last[-1] >= '0' && last[-1] <= '9')
+			last--;
+		n = strtol(last, NULL, 10);
+	}
+	free(log);
+	return n;
+}
+
+/*
+ * Issue 10 item 9: every SIGHUP kept the old configuration until exit.
+ * Now a replaced configuration is freed once no request uses it: the
+ * agent's memory stays flat over hundreds of reloads, and a request in
+ * progress across them (a confirmation) and an idle connection keep
+ * working.
+ */
+static void
+test_reload_frees_config(void **state)
+{
+	enum { RELOADS = 300, WARMUP = 100 };
+	char slow_yes[PATH_MAX], asked[PATH_MAX], peers[4096], script[2 * PATH_MAX], *config;
+	struct slow_signer w = { 0 };
+	struct wbuf *c = pam_content(), *body;
+	unsigned char *sig = NULL;
+	size_t sig_len = 0, len = 0, cap = 64 * 1024;
+	pthread_t th;
+	mtls_agent *a;
+	long rss0, rss1, most = 0, deadline;
+	uint8_t type = 0;
+	int i, fd;
+
+	assert_int_equal(fixture_path(&fx, "askpass-slow-yes", slow_yes, sizeof(slow_yes)), 0);
+	assert_int_equal(fixture_path(&fx, "askpass-asked", asked, sizeof(asked)), 0);
+	format_into(script, "#!/bin/sh\n: > '%s'\nsleep 1\nexit 0\n", asked);
+	assert_int_equal(fixture_write_file(slow_yes, script, 0755), 0);
+	/* About 30 KB of configuration, so that keeping each copy shows. */
+	for (i = 0, len = 0; i < 30; i++)
+		len += (size_t)snprintf(peers + len, sizeof(peers) - len,
+					"%sexe:/opt/a-rather-long-directory-name/for-an-application"
+					"/that-may-use-the-key/bin/program-%02d",
+					i ? ", " : "", i);
+	assert_true(len < sizeof(peers) - 1);
+	assert_non_null(config = malloc(cap));
+	len = (size_t)snprintf(config, cap,
+			       "askpass = %s\nconfirm-timeout = 20\nlog-level = debug\n"
+			       "[identity confirmed-slow]\n" P256_ID_FMT "confirm = yes\n"
+			       "[identity plain]\n" P256_ID_FMT,
+			       slow_yes);
+	for (i = 0; i < 8; i++)
+		len += (size_t)snprintf(config + len, cap - len,
+					"[identity big%d]\n" P256_ID_FMT "peers = uid:%u, %s\n", i,
+					(unsigned)getuid(), peers);
+	assert_true(len < cap - 1);
+	start_agent(config, NULL, &ag);
+	a = connect_to(ag.sock);
+	login(a, NULL);
+	/* An idle connection across all the reloads. */
+	fd = raw_connect(ag.sock);
+	raw_hello(fd);
+
+	/* A signature waiting for its confirmation while the reloads go on. */
+	w.sock = ag.sock;
+	assert_int_equal(pthread_create(&th, NULL, sign_in_thread, &w), 0);
+	for (deadline = now_ms() + 5000; access(asked, F_OK) != 0; sleep_ms(5))
+		if (now_ms() > deadline)
+			fail_msg("the confirmation was not asked");
+	for (i = 1; i <= WARMUP; i++) {
+		reload_and_wait(i);
+		if (configs_in_memory() > most)
+			most = configs_in_memory();
+	}
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_err(w.result, 0);
+	/* The signature kept the configuration it began with, and those
+	 * after it, until it was done. */
+	assert_true(most >= 2);
+	rss0 = rss_kb(ag.pid);
+	for (; i <= RELOADS; i++)
+		reload_and_wait(i);
+	rss1 = rss_kb(ag.pid);
+	print_message("agent VmRSS after %d reloads: %ld kB, after %d: %ld kB; at most %ld "
+		      "configurations in memory\n",
+		      WARMUP, rss0, RELOADS, rss1, most);
+	/* 200 more copies kept would be over 6 MB. */
+	if (rss1 - rss0 > 2048) {
+		dump_log(&ag);
+		fail_msg("the agent grew by %ld kB over %d reloads", rss1 - rss0,
+			 RELOADS - WARMUP);
+	}
+	/* Nothing in progress at the last reload: only the current one. */
+	assert_int_equal(configs_in_memory(), 1);
+
+	/* Both connections still work, the idle one without reconnecting. */
+	assert_non_null(body = wbuf_new());
+	assert_int_equal(wbuf_put_u8(body, MSG_LIST), 0);
+	raw_send_body(fd, body);
+	assert_non_null(body = wbuf_new());
+	assert_err(raw_read(fd, &type, body), 0);
+	assert_int_equal(type, MSG_LIST | MSG_REPLY);
+	wbuf_free(body);
+	close(fd);
+	assert_err(sign(a, "plain", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+	free(sig);
+	mtls_agent_free(a);
+	wbuf_free(c);
+	free(config);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
 static void
 test_lifetime_idle(void **state)
 {
@@ -2507,6 +2671,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_log_injection, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_rate_limit, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_confirm, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_reload_frees_config, setup_none,
+						teardown_agents),
 		cmocka_unit_test_setup_teardown(test_lifetime_idle, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_many_connections, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_module_hang, setup_none, teardown_agents),
