@@ -15,6 +15,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <poll.h>
 #include <time.h>
@@ -33,6 +34,10 @@
 
 #define CONN_STACK_SIZE (256 * 1024)
 
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77 /* Linux 6.5; older headers lack it */
+#endif
+
 static char agent_version[] = PACKAGE_NAME " " PACKAGE_VERSION;
 
 struct live_cfg;
@@ -44,7 +49,9 @@ struct conn {
 	pid_t pid;
 	uid_t uid;
 	gid_t gid;
-	char exe[256];
+	int pidfd;		     /* of the process that connected, or -1 */
+	char exe[PATH_MAX];	     /* its executable when the agent first looked */
+	char exe_now[PATH_MAX + 16]; /* what policy, prompt and audit see (peer_refresh) */
 	int hello_done;
 	struct conn *prev, *next;
 	struct frame_rx rx;
@@ -321,6 +328,76 @@ cfg_release(struct server *s, struct live_cfg *lc)
 }
 
 /*
+ * A pidfd of the process that connected: SO_PEERPIDFD names exactly it;
+ * where the kernel lacks that (before 6.5), pidfd_open() of the
+ * SO_PEERCRED pid, which is another process if the one that connected
+ * has already exited and its pid was reused.  -1 if neither works.
+ */
+static int
+peer_pidfd(int fd, pid_t pid)
+{
+	socklen_t len = sizeof(int);
+	int pfd = -1;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pfd, &len) == 0 && pfd >= 0)
+		return pfd;
+#ifdef SYS_pidfd_open
+	pfd = (int)syscall(SYS_pidfd_open, pid, 0); /* close-on-exec by default */
+#endif
+	return pfd >= 0 ? pfd : -1;
+}
+
+/*
+ * The executable of pid as the kernel reports it now ("?" if unreadable
+ * or too long).  Returns 0 if the process of pidfd was still alive after
+ * the read, so that what was read was its executable (a pid is reused
+ * only once its process is gone); -1 if it had exited or cannot be told.
+ */
+static int
+peer_exe_read(pid_t pid, int pidfd, char *buf, size_t len)
+{
+	struct pollfd p = { .fd = pidfd, .events = POLLIN };
+	char path[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%ld/exe", (long)pid);
+	n = readlink(path, buf, len - 1);
+	if (n <= 0 || (size_t)n >= len - 1)
+		snprintf(buf, len, "?");
+	else
+		buf[n] = '\0';
+	/* A pidfd polls readable once its process has exited. */
+	if (pidfd < 0 || poll(&p, 1, 0) != 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * Reads the peer's executable again (before each request that is decided
+ * or audited) into exe_now: the path if it is still the one the process
+ * connected with; otherwise a value no `exe:` policy entry (always an
+ * absolute path) can match: "!changed:NOW" once the process has executed
+ * another program, "!exited:THEN" once it is gone (a child or a receiver
+ * of the descriptor asks), "!unverified:THEN" without a pidfd.
+ */
+static void
+peer_refresh(struct conn *c)
+{
+	char now[PATH_MAX];
+
+	if (c->pidfd < 0)
+		snprintf(c->exe_now, sizeof(c->exe_now), "!unverified:%s", c->exe);
+	else if (peer_exe_read(c->pid, c->pidfd, now, sizeof(now)) != 0)
+		snprintf(c->exe_now, sizeof(c->exe_now), "!exited:%s", c->exe);
+	else if (strcmp(now, "?") == 0)
+		snprintf(c->exe_now, sizeof(c->exe_now), "?");
+	else if (strcmp(now, c->exe) != 0)
+		snprintf(c->exe_now, sizeof(c->exe_now), "!changed:%s", now);
+	else
+		snprintf(c->exe_now, sizeof(c->exe_now), "%s", now);
+}
+
+/*
  * One audit line: "audit: WHAT: peer pid=P uid=U exe=E" and then `fmt`,
  * which brings its own separator (" identity=..." or ": reason").
  */
@@ -339,7 +416,7 @@ audit_peer(const struct conn *c, enum log_level level, const char *what, const c
 	vsnprintf(rest, sizeof(rest), fmt, ap);
 	va_end(ap);
 	log_msg(level, __func__, "audit: %s: peer pid=%ld uid=%u exe=%s%s", what, (long)c->pid,
-		(unsigned)c->uid, c->exe, rest);
+		(unsigned)c->uid, c->exe_now, rest);
 }
 
 /* One line per signature and per refusal; never a PIN. */
@@ -433,7 +510,7 @@ handle_sign(struct conn *c, struct wbuf *in, struct wbuf *out)
 		return put_error(out, r, -1, "malformed SIGN");
 	}
 	{
-		struct sign_peer peer = { c->pid, c->uid, c->gid, c->exe };
+		struct sign_peer peer = { c->pid, c->uid, c->gid, c->exe_now };
 
 		r = token_sign(c->srv->ts, &peer, req.identity, req.scheme, req.purpose,
 			       req.content, req.content_len, &resp.sig, &resp.sig_len, why,
@@ -680,6 +757,9 @@ dispatch(struct conn *c, struct wbuf *in, struct wbuf *out)
 		return put_error(out, MTLS_ERR_BAD_REQUEST, -1, "empty frame");
 	if (!c->hello_done && type != MSG_HELLO)
 		return put_error(out, MTLS_ERR_HELLO_REQUIRED, -1, "send HELLO first");
+	/* Who asks now, for what is decided or audited. */
+	if (type != MSG_HELLO && type != MSG_LIST && type != MSG_STATUS)
+		peer_refresh(c);
 	/* Locked: nothing is listed, signed or logged in until UNLOCK. */
 	if (is_locked(c->srv)) {
 		struct msg_list_resp none = { NULL, 0 };
@@ -742,9 +822,7 @@ conn_main(void *arg)
 	long gap_us = -1; /* from the last reply to the next request, -1: none yet */
 	int have_replied = 0;
 	socklen_t clen = sizeof(cred);
-	char path[64];
 	unsigned int timeout_ms, busy_poll;
-	ssize_t n;
 	int r;
 
 	/* Settings of the configuration current at each request; a waiting
@@ -762,11 +840,10 @@ conn_main(void *arg)
 	c->pid = cred.pid;
 	c->uid = cred.uid;
 	c->gid = cred.gid;
-	snprintf(path, sizeof(path), "/proc/%ld/exe", (long)cred.pid);
-	n = readlink(path, c->exe, sizeof(c->exe) - 1);
-	c->exe[n > 0 ? n : 0] = '\0';
-	if (n <= 0)
-		snprintf(c->exe, sizeof(c->exe), "?");
+	c->pidfd = peer_pidfd(c->fd, cred.pid);
+	if (peer_exe_read(cred.pid, c->pidfd, c->exe, sizeof(c->exe)) != 0 && c->pidfd >= 0)
+		snprintf(c->exe, sizeof(c->exe), "?"); /* gone before the agent looked */
+	peer_refresh(c);
 	if (!policy_peer_allowed(cred.uid, c->srv->uid, c->cfg->cfg->allow_root)) {
 		audit_peer(c, LOG_LEVEL_WARN, "connection refused", ": uid not allowed");
 		if (put_error(out, MTLS_ERR_PEER_DENIED, -1,
@@ -835,6 +912,8 @@ done:
 	wbuf_free(in);
 	wbuf_free(out);
 	frame_rx_reset(&c->rx);
+	if (c->pidfd >= 0)
+		close(c->pidfd);
 	close(c->fd);
 	conn_unlink(c);
 	free(c);
@@ -874,6 +953,7 @@ accept_one(struct server *s, pthread_attr_t *attr)
 	}
 	c->srv = s;
 	c->fd = fd;
+	c->pidfd = -1;
 	c->next = s->conns;
 	if (s->conns != NULL)
 		s->conns->prev = c;

@@ -1782,10 +1782,12 @@ token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name, 
 		/* Asked with no lock held: other clients go on meanwhile. */
 		char prompt[512];
 
-		snprintf(prompt, sizeof(prompt),
-			 "Allow %s (pid %ld, uid %u) to sign a %s with the key \"%s\"?", peer->exe,
-			 (long)peer->pid, (unsigned)peer->uid, mtls_agent_purpose_name(purpose),
-			 name);
+		snprintf(
+		    prompt, sizeof(prompt),
+		    "Allow %s (executable as the kernel reports it; pid %ld, uid %u) to sign a "
+		    "%s with the key \"%s\"?",
+		    peer->exe, (long)peer->pid, (unsigned)peer->uid,
+		    mtls_agent_purpose_name(purpose), name);
 		if ((r = confirm_ask(ts->cfg->askpass, ts->cfg->confirm_timeout, prompt, why,
 				     why_len)) != 0)
 			return r;

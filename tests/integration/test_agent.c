@@ -26,6 +26,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1958,6 +1959,231 @@ test_log_injection(void **state)
 	wbuf_free(c);
 }
 
+/* Sends descriptor fd over the socketpair end sp. */
+static int
+send_fd(int sp, int fd)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 }, byte = 'f';
+	struct iovec iov = { &byte, 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			     .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	return sendmsg(sp, &mh, 0) == 1 ? 0 : -1;
+}
+
+static int
+recv_fd(int sp)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 }, byte;
+	struct iovec iov = { &byte, 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			     .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *cm;
+	int fd = -1;
+
+	assert_int_equal(recvmsg(sp, &mh, MSG_CMSG_CLOEXEC), 1);
+	assert_non_null(cm = CMSG_FIRSTHDR(&mh));
+	assert_int_equal(cm->cmsg_type, SCM_RIGHTS);
+	memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+	assert_true(fd >= 0);
+	frame_rx_reset(rx_of(fd));
+	return fd;
+}
+
+/*
+ * Forks a process that connects to the agent, says HELLO, hands a copy
+ * of its connection to us, and then either executes argv (keeping the
+ * connection open across exec) or, with argv NULL, exits.  Returns the
+ * connection; *pidp is the child (to kill or reap).
+ */
+static int
+connect_in_child(const char *sock, char *const *argv, pid_t *pidp)
+{
+	struct wbuf *hello = hello_body(MTLS_PROTO_MIN, MTLS_PROTO_MAX), *reply = wbuf_new();
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int sp[2], fd;
+	pid_t pid;
+
+	assert_non_null(reply);
+	assert_true(strlen(sock) < sizeof(sun.sun_path));
+	memcpy(sun.sun_path, sock, strlen(sock) + 1);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+	assert_true((pid = fork()) >= 0);
+	if (pid == 0) {
+		/* No cmocka here: a failure is an exit status. */
+		static struct frame_rx rx;
+
+		fd = socket(AF_UNIX, SOCK_STREAM, 0); /* no close-on-exec: kept */
+		if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0)
+			_exit(2);
+		frame_rx_reset(&rx);
+		if (frame_write(fd, hello, IO_TIMEOUT_MS) != 0 ||
+		    frame_read(fd, &rx, reply, MTLS_FRAME_MAX, IO_TIMEOUT_MS, IO_TIMEOUT_MS) != 0)
+			_exit(3);
+		if (send_fd(sp[1], fd) != 0)
+			_exit(4);
+		if (argv != NULL)
+			execvp(argv[0], argv);
+		_exit(argv != NULL ? 5 : 0);
+	}
+	close(sp[1]);
+	wbuf_free(hello);
+	wbuf_free(reply);
+	fd = recv_fd(sp[0]);
+	close(sp[0]);
+	*pidp = pid;
+	return fd;
+}
+
+/* SIGN on a raw connection; the code (0: signed), the agent's message. */
+static int
+raw_sign(int fd, const char *identity, char *msg, size_t msg_len)
+{
+	struct wbuf *content = pam_content(), *body = wbuf_new();
+	struct msg_sign_req req = { .identity = (char *)identity,
+				    .scheme = MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+				    .purpose = MTLS_AGENT_PURPOSE_PAM_CHALLENGE };
+	struct msg_error err = { 0 };
+	uint8_t type = 0;
+	int r;
+
+	assert_non_null(body);
+	req.content = (unsigned char *)wbuf_ptr(content);
+	req.content_len = wbuf_len(content);
+	assert_int_equal(msg_sign_req_put(body, &req), 0);
+	raw_send_body(fd, body);
+	wbuf_free(content);
+	assert_non_null(body = wbuf_new());
+	assert_err(raw_read(fd, &type, body), 0);
+	msg[0] = '\0';
+	if (type == (MSG_SIGN | MSG_REPLY)) {
+		r = 0;
+	} else {
+		assert_int_equal(type, MSG_ERROR);
+		assert_err(msg_error_get(body, &err), 0);
+		r = err.code;
+		snprintf(msg, msg_len, "%s", err.message != NULL ? err.message : "");
+		msg_error_clear(&err);
+	}
+	wbuf_free(body);
+	return r;
+}
+
+/*
+ * Issue 10 item 8: the exe a policy names is read again at each request,
+ * through a pidfd of the process that connected.  A process that connects
+ * and then executes another program, or exits leaving the connection to
+ * another process, no longer passes an `exe` rule (uid rules still work),
+ * and the prompt and the audit line say what the kernel reported.
+ */
+static void
+test_peer_exe_changed(void **state)
+{
+	char config[3 * PATH_MAX + 1024], self[PATH_MAX], now[PATH_MAX], askpass[PATH_MAX];
+	char prompt_file[PATH_MAX], script[2 * PATH_MAX], msg[512], needle[PATH_MAX + 128];
+	char *const sleeper[] = { (char *)"sleep", (char *)"30", NULL };
+	char *prompt;
+	mtls_agent *a;
+	long deadline;
+	ssize_t n;
+	pid_t pid;
+	int fd, status, retries;
+
+	skip_under_valgrind("peer executable");
+	assert_true((n = readlink("/proc/self/exe", self, sizeof(self) - 1)) > 0);
+	self[n] = '\0';
+	assert_int_equal(fixture_path(&fx, "askpass-record", askpass, sizeof(askpass)), 0);
+	assert_int_equal(fixture_path(&fx, "prompt.txt", prompt_file, sizeof(prompt_file)), 0);
+	format_into(script, "#!/bin/sh\nprintf '%%s\\n' \"$1\" >> '%s'\nexit 0\n", prompt_file);
+	assert_int_equal(fixture_write_file(askpass, script, 0755), 0);
+	format_into(config,
+		    "askpass = %s\n"
+		    "[identity by-exe]\n" P256_ID_FMT "peers = exe:%s\n"
+		    "[identity by-uid]\n" P256_ID_FMT "peers = uid:%u\n"
+		    "[identity confirmed]\n" P256_ID_FMT "confirm = yes\n",
+		    askpass, self, (unsigned)getuid());
+	start_agent(config, NULL, &ag);
+	a = connect_to(ag.sock);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+
+	/* The normal case: the program that connected asks. */
+	fd = raw_connect(ag.sock);
+	raw_hello(fd);
+	assert_err(raw_sign(fd, "by-exe", msg, sizeof(msg)), 0);
+	assert_err(raw_sign(fd, "confirmed", msg, sizeof(msg)), 0);
+	close(fd);
+	assert_non_null(prompt = fixture_read_file(prompt_file, NULL));
+	format_into(needle, "Allow %s (executable as the kernel reports it; pid %ld,", self,
+		    (long)getpid());
+	if (strstr(prompt, needle) == NULL)
+		fail_msg("prompt \"%s\" lacks \"%s\"", prompt, needle);
+	free(prompt);
+	assert_int_equal(unlink(prompt_file), 0);
+
+	/* Connects, then executes another program keeping the connection. */
+	fd = connect_in_child(ag.sock, sleeper, &pid);
+	for (deadline = now_ms() + 5000;; sleep_ms(5)) {
+		char path[64];
+
+		snprintf(path, sizeof(path), "/proc/%ld/exe", (long)pid);
+		n = readlink(path, now, sizeof(now) - 1);
+		if (n > 0 && (now[n] = '\0', strcmp(now, self) != 0))
+			break;
+		if (now_ms() > deadline)
+			fail_msg("child %ld did not execute sleep", (long)pid);
+	}
+	assert_err(raw_sign(fd, "by-exe", msg, sizeof(msg)), MTLS_ERR_POLICY_DENIED);
+	format_into(needle, "exe !changed:%s may not use identity by-exe", now);
+	if (strstr(msg, needle) == NULL)
+		fail_msg("refusal \"%s\" lacks \"%s\"", msg, needle);
+	format_into(needle, "audit: sign refused: peer pid=%ld uid=%u exe=!changed:%s ", (long)pid,
+		    (unsigned)getuid(), now);
+	assert_true(agent_logged(&ag, needle));
+	/* A rule that does not rest on the exe still holds. */
+	assert_err(raw_sign(fd, "by-uid", msg, sizeof(msg)), 0);
+	assert_err(raw_sign(fd, "confirmed", msg, sizeof(msg)), 0);
+	assert_non_null(prompt = fixture_read_file(prompt_file, NULL));
+	format_into(needle, "Allow !changed:%s (executable as the kernel reports it; pid %ld,", now,
+		    (long)pid);
+	if (strstr(prompt, needle) == NULL)
+		fail_msg("prompt \"%s\" lacks \"%s\"", prompt, needle);
+	free(prompt);
+	close(fd);
+	assert_int_equal(kill(pid, SIGKILL), 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+
+	/* Connects, then exits: whoever holds the connection is not it. */
+	fd = connect_in_child(ag.sock, NULL, &pid);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_err(raw_sign(fd, "by-exe", msg, sizeof(msg)), MTLS_ERR_POLICY_DENIED);
+	format_into(needle, "exe !exited:%s may not use identity by-exe", self);
+	if (strstr(msg, needle) == NULL)
+		fail_msg("refusal \"%s\" lacks \"%s\"", msg, needle);
+	assert_err(raw_sign(fd, "by-uid", msg, sizeof(msg)), 0);
+	close(fd);
+
+	/* And the library's own connection still signs by exe. */
+	{
+		struct wbuf *c = pam_content();
+		unsigned char *sig = NULL;
+		size_t sig_len = 0;
+
+		assert_err(sign(a, "by-exe", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+				MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+			   0);
+		free(sig);
+		wbuf_free(c);
+	}
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
 static void
 test_rate_limit(void **state)
 {
@@ -2669,6 +2895,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_lock_unlock, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_peers_policy, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_log_injection, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_peer_exe_changed, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_rate_limit, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_confirm, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_reload_frees_config, setup_none,
