@@ -113,6 +113,7 @@ struct server {
 struct live_cfg {
 	struct config *cfg;
 	unsigned int users;
+	int shared;	       /* cfg belongs to a newer entry too: not freed with this one */
 	struct live_cfg *next; /* the next newer one */
 };
 
@@ -308,7 +309,8 @@ cfg_free_list(struct live_cfg *lc)
 
 	for (; lc != NULL; lc = next) {
 		next = lc->next;
-		config_free(lc->cfg);
+		if (!lc->shared)
+			config_free(lc->cfg);
 		free(lc);
 	}
 }
@@ -973,6 +975,37 @@ accept_one(struct server *s, pthread_attr_t *attr)
 	pthread_mutex_unlock(&s->mu);
 }
 
+/*
+ * A configuration token_reload() refused: it showed it to the token set
+ * for a moment, and a request that read it then may still use it.  So it
+ * is retired like a replaced one, behind a new entry for the
+ * configuration that stays current: requests in progress hold the entry
+ * before it, new ones the one after.
+ */
+static void
+cfg_retire_refused(struct server *s, struct live_cfg *lc)
+{
+	struct live_cfg *keep, *unused;
+	unsigned int n_cfgs;
+
+	if ((keep = calloc(1, sizeof(*keep))) == NULL) {
+		cfg_free_list(lc); /* as before: freed at once */
+		return;
+	}
+	pthread_mutex_lock(&s->mu);
+	keep->cfg = s->cfg_cur->cfg;
+	s->cfg_cur->shared = 1;
+	s->cfg_cur->next = lc;
+	lc->next = keep;
+	s->cfg_cur = keep;
+	s->n_cfgs += 2;
+	unused = cfg_unlink_unused(s);
+	n_cfgs = s->n_cfgs;
+	pthread_mutex_unlock(&s->mu);
+	cfg_free_list(unused);
+	debug("%u configuration(s) in memory", n_cfgs);
+}
+
 static void
 reload(struct server *s)
 {
@@ -1006,7 +1039,7 @@ reload(struct server *s)
 	}
 	if ((r = token_reload(s->ts, cfg, err, sizeof(err))) != 0) {
 		warn("SIGHUP: %s; keeping the old configuration", err);
-		cfg_free_list(lc);
+		cfg_retire_refused(s, lc);
 		return;
 	}
 	/* Requests in progress may still read the old one: it goes once the

@@ -2479,6 +2479,46 @@ test_reload_frees_config(void **state)
 	/* Nothing in progress at the last reload: only the current one. */
 	assert_int_equal(configs_in_memory(), 1);
 
+	/* A configuration the token set refuses (a key URI without id= or
+	 * object=) is freed too, and the old one stays in force. */
+	assert_int_equal(agent_write_config(&ag, "[identity plain]\nkey = " TOKEN_URI "\n"), 0);
+	for (i = 1, most = log_count(&ag, " configuration(s) in memory"); i <= 20; i++) {
+		long until = now_ms() + 10000;
+
+		assert_int_equal(agent_signal(&ag, SIGHUP), 0);
+		while (log_count(&ag, "key URI names neither id= nor object=") < i ||
+		       log_count(&ag, " configuration(s) in memory") < most + i) {
+			if (now_ms() > until)
+				fail_msg("refused reload %d not logged", i);
+			sleep_ms(2);
+		}
+	}
+	assert_int_equal(configs_in_memory(), 1);
+	assert_int_equal(count_identities(a), 10);
+	/* One refused while a request is in progress: kept until it is done. */
+	assert_int_equal(unlink(asked), 0);
+	assert_int_equal(pthread_create(&th, NULL, sign_in_thread, &w), 0);
+	for (deadline = now_ms() + 5000; access(asked, F_OK) != 0; sleep_ms(5))
+		if (now_ms() > deadline)
+			fail_msg("the confirmation was not asked");
+	most = log_count(&ag, " configuration(s) in memory");
+	assert_int_equal(agent_signal(&ag, SIGHUP), 0);
+	for (deadline = now_ms() + 5000; log_count(&ag, " configuration(s) in memory") == most;
+	     sleep_ms(2))
+		if (now_ms() > deadline)
+			fail_msg("refused reload not logged");
+	/* the one in use, the refused one, and the one in force */
+	assert_int_equal(configs_in_memory(), 3);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_err(w.result, 0);
+	most = log_count(&ag, " configuration(s) in memory");
+	assert_int_equal(agent_signal(&ag, SIGHUP), 0);
+	for (deadline = now_ms() + 5000; log_count(&ag, " configuration(s) in memory") == most;
+	     sleep_ms(2))
+		if (now_ms() > deadline)
+			fail_msg("refused reload not logged");
+	assert_int_equal(configs_in_memory(), 1);
+
 	/* Both connections still work, the idle one without reconnecting. */
 	assert_non_null(body = wbuf_new());
 	assert_int_equal(wbuf_put_u8(body, MSG_LIST), 0);
