@@ -25,6 +25,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pwd.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,7 @@
 
 #include "certval.h"
 #include "client.h"
+#include "log.h"
 #include "mtls-agent.h"
 #include "purpose.h"
 #include "secmem.h"
@@ -57,6 +59,29 @@
 #include "wbuf.h"
 
 #define PUBLIC __attribute__((visibility("default")))
+
+/*
+ * Every line this module logs goes through log_vformat() (log.c), which
+ * escapes control characters and invalid UTF-8: identity names, token
+ * labels and reasons come from the agent, user names from the caller,
+ * and none of them may forge a line of its own.  The macro below sends
+ * every pam_syslog() call of this file through it.
+ */
+static void pam_log(pam_handle_t *pamh, int prio, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+pam_log(pam_handle_t *pamh, int prio, const char *fmt, ...)
+{
+	char line[LOG_LINE_MAX * 2];
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)log_vformat(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	pam_syslog(pamh, prio, "%s", line);
+}
+#define pam_syslog pam_log
 
 #define DEFAULT_SOCKET	"/run/mtls-agent/agent.sock"
 #define USER_SOCKET_FMT "/run/user/%lu/mtls-agent/agent.sock"
@@ -580,7 +605,7 @@ static int
 open_checked_socket(const char *path, const struct trust *t, int *fdp, char *why, size_t why_len)
 {
 	char comp[NAME_MAX + 1], next[NAME_MAX + 1], shown[PATH_MAX];
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct ucred cred;
 	socklen_t clen = sizeof(cred);
 	struct stat st;
@@ -614,8 +639,8 @@ open_checked_socket(const char *path, const struct trust *t, int *fdp, char *why
 			snprintf(why, why_len, "socket path too long");
 			goto out;
 		}
-		shown_len += (size_t)snprintf(shown + shown_len, sizeof(shown) - shown_len, "/%s",
-					      comp);
+		shown_len +=
+		    (size_t)snprintf(shown + shown_len, sizeof(shown) - shown_len, "/%s", comp);
 		if (k == 0)
 			break;
 		nfd = openat(dfd, comp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -712,7 +737,7 @@ agent_open(pam_handle_t *pamh, const struct options *o, const char *user, uid_t 
 	   mtls_agent **out)
 {
 	char path[PATH_MAX], why[PATH_MAX + 128];
-	struct trust t = {o->user_agent ? uid : geteuid(), o->user_agent};
+	struct trust t = { o->user_agent ? uid : geteuid(), o->user_agent };
 	int r, fd = -1;
 
 	*out = NULL;
@@ -1259,7 +1284,7 @@ pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const char **argv)
 {
 	struct mtls_agent_identity *ids = NULL;
 	struct options o;
-	struct pick p = {0};
+	struct pick p = { 0 };
 	mtls_agent *agent = NULL;
 	const char *user = NULL, *service = NULL;
 	size_t n = 0, i;
@@ -1347,7 +1372,7 @@ pam_sm_acct_mgmt(pam_handle_t *pamh, int flags, int argc, const char **argv)
 	struct options o;
 	const void *data = NULL;
 	const struct kept *k;
-	struct pick p = {0};
+	struct pick p = { 0 };
 	mtls_agent *agent = NULL;
 	const char *user = NULL;
 	char why[512] = "";
@@ -1440,7 +1465,7 @@ pam_sm_chauthtok(pam_handle_t *pamh, int flags, int argc, const char **argv)
 {
 	struct mtls_agent_identity *ids = NULL;
 	struct options o;
-	struct pick p = {0};
+	struct pick p = { 0 };
 	mtls_agent *agent = NULL;
 	const char *user = NULL, *label;
 	char prompt[512], *old = NULL, *new = NULL;

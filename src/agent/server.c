@@ -15,6 +15,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <poll.h>
 #include <time.h>
@@ -33,25 +34,40 @@
 
 #define CONN_STACK_SIZE (256 * 1024)
 
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77 /* Linux 6.5; older headers lack it */
+#endif
+
 static char agent_version[] = PACKAGE_NAME " " PACKAGE_VERSION;
 
-struct retired_cfg;
+struct live_cfg;
 
 struct conn {
 	struct server *srv;
+	struct live_cfg *cfg; /* held while a request is served; NULL between */
 	int fd;
 	pid_t pid;
 	uid_t uid;
 	gid_t gid;
-	char exe[256];
+	int pidfd;		     /* of the process that connected, or -1 */
+	char exe[PATH_MAX];	     /* its executable when the agent first looked */
+	char exe_now[PATH_MAX + 16]; /* what policy, prompt and audit see (peer_refresh) */
 	int hello_done;
 	struct conn *prev, *next;
 	struct frame_rx rx;
 };
 
 struct server {
+	/*
+	 * The current configuration; read it here only from the main thread
+	 * (which alone replaces it).  Connection threads and the watcher read
+	 * theirs through cfg_hold(), since a replaced one is freed.
+	 */
 	struct config *cfg;
-	struct retired_cfg *retired; /* configs replaced by SIGHUP, freed at exit */
+	/* Every configuration still in memory, oldest first, the current one
+	 * last; under mu. */
+	struct live_cfg *cfgs, *cfg_cur;
+	unsigned int n_cfgs;
 	char *config_path;
 	const struct config_overrides *ov;
 	struct tokenset *ts;
@@ -86,10 +102,19 @@ struct server {
 #define LOCK_BACKOFF_BASE_MS 500
 #define LOCK_BACKOFF_MAX_MS  30000
 
-/* Configs retired by reload are chained through this list node. */
-struct retired_cfg {
+/*
+ * A configuration and the number of requests (and watcher ticks) that
+ * began while it was the current one.  Code in a request reads the token
+ * set's configuration without a lock in places (askpass, timeouts), and
+ * that may be any configuration made current since the request began: so
+ * a replaced configuration is freed only once it and every older one have
+ * no user left.  Idle connections hold none, so this stays short.
+ */
+struct live_cfg {
 	struct config *cfg;
-	struct retired_cfg *next;
+	unsigned int users;
+	int shared;	       /* cfg belongs to a newer entry too: not freed with this one */
+	struct live_cfg *next; /* the next newer one */
 };
 
 char *
@@ -199,11 +224,16 @@ server_new(struct config *cfg, const char *config_path, const struct config_over
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return MTLS_ERR_ALLOC;
 	if ((s->sock_path = strdup(sock_path)) == NULL ||
-	    (config_path != NULL && (s->config_path = strdup(config_path)) == NULL)) {
+	    (config_path != NULL && (s->config_path = strdup(config_path)) == NULL) ||
+	    (s->cfgs = calloc(1, sizeof(*s->cfgs))) == NULL) {
 		free(s->sock_path);
+		free(s->config_path);
 		free(s);
 		return MTLS_ERR_ALLOC;
 	}
+	s->cfgs->cfg = cfg;
+	s->cfg_cur = s->cfgs;
+	s->n_cfgs = 1;
 	s->cfg = cfg;
 	s->ov = ov;
 	s->ts = ts;
@@ -240,6 +270,135 @@ usec_since(const struct timespec *t0)
 	return (t1.tv_sec - t0->tv_sec) * 1000000L + (t1.tv_nsec - t0->tv_nsec) / 1000;
 }
 
+/* The current configuration, kept in memory until cfg_release(). */
+static struct live_cfg *
+cfg_hold(struct server *s)
+{
+	struct live_cfg *lc;
+
+	pthread_mutex_lock(&s->mu);
+	lc = s->cfg_cur;
+	lc->users++;
+	pthread_mutex_unlock(&s->mu);
+	return lc;
+}
+
+/* Frees the replaced configurations no request can read any more: the
+ * oldest ones, up to the first still in use.  s->mu held; returns them
+ * unlinked, for config_free() outside the mutex. */
+static struct live_cfg *
+cfg_unlink_unused(struct server *s)
+{
+	struct live_cfg *head = s->cfgs, *lc, *last = NULL;
+
+	for (lc = s->cfgs; lc != s->cfg_cur && lc->users == 0; lc = lc->next) {
+		last = lc;
+		s->n_cfgs--;
+	}
+	if (last == NULL)
+		return NULL;
+	s->cfgs = last->next;
+	last->next = NULL;
+	return head;
+}
+
+static void
+cfg_free_list(struct live_cfg *lc)
+{
+	struct live_cfg *next;
+
+	for (; lc != NULL; lc = next) {
+		next = lc->next;
+		if (!lc->shared)
+			config_free(lc->cfg);
+		free(lc);
+	}
+}
+
+static void
+cfg_release(struct server *s, struct live_cfg *lc)
+{
+	struct live_cfg *unused;
+
+	if (lc == NULL)
+		return;
+	pthread_mutex_lock(&s->mu);
+	lc->users--;
+	unused = cfg_unlink_unused(s);
+	pthread_mutex_unlock(&s->mu);
+	cfg_free_list(unused);
+}
+
+/*
+ * A pidfd of the process that connected: SO_PEERPIDFD names exactly it;
+ * where the kernel lacks that (before 6.5), pidfd_open() of the
+ * SO_PEERCRED pid, which is another process if the one that connected
+ * has already exited and its pid was reused.  -1 if neither works.
+ */
+static int
+peer_pidfd(int fd, pid_t pid)
+{
+	socklen_t len = sizeof(int);
+	int pfd = -1;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pfd, &len) == 0 && pfd >= 0)
+		return pfd;
+#ifdef SYS_pidfd_open
+	pfd = (int)syscall(SYS_pidfd_open, pid, 0); /* close-on-exec by default */
+#endif
+	return pfd >= 0 ? pfd : -1;
+}
+
+/*
+ * The executable of pid as the kernel reports it now ("?" if unreadable
+ * or too long).  Returns 0 if the process of pidfd was still alive after
+ * the read, so that what was read was its executable (a pid is reused
+ * only once its process is gone); -1 if it had exited or cannot be told.
+ */
+static int
+peer_exe_read(pid_t pid, int pidfd, char *buf, size_t len)
+{
+	struct pollfd p = { .fd = pidfd, .events = POLLIN };
+	char path[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%ld/exe", (long)pid);
+	n = readlink(path, buf, len - 1);
+	if (n <= 0 || (size_t)n >= len - 1)
+		snprintf(buf, len, "?");
+	else
+		buf[n] = '\0';
+	/* A pidfd polls readable once its process has exited. */
+	if (pidfd < 0 || poll(&p, 1, 0) != 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * Reads the peer's executable again (before each request that is decided
+ * or audited) into exe_now: the path if it is still the one the process
+ * connected with; otherwise a value no `exe:` policy entry (always an
+ * absolute path) can match: "!changed:NOW" once the process has executed
+ * another program, "!exited:THEN" once it is gone (a child or a receiver
+ * of the descriptor asks), "!unverified:THEN" without a pidfd.
+ */
+static void
+peer_refresh(struct conn *c)
+{
+	char now[PATH_MAX];
+
+	if (c->pidfd < 0)
+		snprintf(c->exe_now, sizeof(c->exe_now), "!unverified:%s", c->exe);
+	else if (peer_exe_read(c->pid, c->pidfd, now, sizeof(now)) != 0)
+		snprintf(c->exe_now, sizeof(c->exe_now), "!exited:%s", c->exe);
+	else if (strcmp(now, "?") == 0)
+		snprintf(c->exe_now, sizeof(c->exe_now), "?");
+	else if (strcmp(now, c->exe) != 0)
+		snprintf(c->exe_now, sizeof(c->exe_now), "!changed:%s", now);
+	else
+		snprintf(c->exe_now, sizeof(c->exe_now), "%s", now);
+}
+
 /*
  * One audit line: "audit: WHAT: peer pid=P uid=U exe=E" and then `fmt`,
  * which brings its own separator (" identity=..." or ": reason").
@@ -259,7 +418,7 @@ audit_peer(const struct conn *c, enum log_level level, const char *what, const c
 	vsnprintf(rest, sizeof(rest), fmt, ap);
 	va_end(ap);
 	log_msg(level, __func__, "audit: %s: peer pid=%ld uid=%u exe=%s%s", what, (long)c->pid,
-		(unsigned)c->uid, c->exe, rest);
+		(unsigned)c->uid, c->exe_now, rest);
 }
 
 /* One line per signature and per refusal; never a PIN. */
@@ -353,7 +512,7 @@ handle_sign(struct conn *c, struct wbuf *in, struct wbuf *out)
 		return put_error(out, r, -1, "malformed SIGN");
 	}
 	{
-		struct sign_peer peer = { c->pid, c->uid, c->gid, c->exe };
+		struct sign_peer peer = { c->pid, c->uid, c->gid, c->exe_now };
 
 		r = token_sign(c->srv->ts, &peer, req.identity, req.scheme, req.purpose,
 			       req.content, req.content_len, &resp.sig, &resp.sig_len, why,
@@ -606,6 +765,9 @@ dispatch(struct conn *c, struct wbuf *in, struct wbuf *out)
 		return put_error(out, MTLS_ERR_BAD_REQUEST, -1, "empty frame");
 	if (!c->hello_done && type != MSG_HELLO)
 		return put_error(out, MTLS_ERR_HELLO_REQUIRED, -1, "send HELLO first");
+	/* Who asks now, for what is decided or audited. */
+	if (type != MSG_HELLO && type != MSG_LIST && type != MSG_STATUS)
+		peer_refresh(c);
 	/* Locked: nothing is listed, signed or logged in until UNLOCK. */
 	if (is_locked(c->srv)) {
 		struct msg_list_resp none = { NULL, 0 };
@@ -668,10 +830,14 @@ conn_main(void *arg)
 	long gap_us = -1; /* from the last reply to the next request, -1: none yet */
 	int have_replied = 0;
 	socklen_t clen = sizeof(cred);
-	char path[64];
-	ssize_t n;
+	unsigned int timeout_ms, busy_poll;
 	int r;
 
+	/* Settings of the configuration current at each request; a waiting
+	 * connection holds none (see struct live_cfg). */
+	c->cfg = cfg_hold(c->srv);
+	timeout_ms = c->cfg->cfg->request_timeout;
+	busy_poll = c->cfg->cfg->busy_poll;
 	if ((in = wbuf_new()) == NULL || (out = wbuf_new()) == NULL)
 		goto done;
 	/* Who is asking: checked on every connection, before any request. */
@@ -682,12 +848,11 @@ conn_main(void *arg)
 	c->pid = cred.pid;
 	c->uid = cred.uid;
 	c->gid = cred.gid;
-	snprintf(path, sizeof(path), "/proc/%ld/exe", (long)cred.pid);
-	n = readlink(path, c->exe, sizeof(c->exe) - 1);
-	c->exe[n > 0 ? n : 0] = '\0';
-	if (n <= 0)
-		snprintf(c->exe, sizeof(c->exe), "?");
-	if (!policy_peer_allowed(cred.uid, c->srv->uid, c->srv->cfg->allow_root)) {
+	c->pidfd = peer_pidfd(c->fd, cred.pid);
+	if (peer_exe_read(cred.pid, c->pidfd, c->exe, sizeof(c->exe)) != 0 && c->pidfd >= 0)
+		snprintf(c->exe, sizeof(c->exe), "?"); /* gone before the agent looked */
+	peer_refresh(c);
+	if (!policy_peer_allowed(cred.uid, c->srv->uid, c->cfg->cfg->allow_root)) {
 		audit_peer(c, LOG_LEVEL_WARN, "connection refused", ": uid not allowed");
 		if (put_error(out, MTLS_ERR_PEER_DENIED, -1,
 			      "this agent serves only its own user") == 0)
@@ -695,9 +860,10 @@ conn_main(void *arg)
 				debug("peer pid=%ld gone before the refusal", (long)c->pid);
 		goto done;
 	}
+	cfg_release(c->srv, c->cfg);
+	c->cfg = NULL;
 	for (;;) {
-		r = frame_read(c->fd, &c->rx, in, MTLS_FRAME_MAX, -1,
-			       (int)c->srv->cfg->request_timeout);
+		r = frame_read(c->fd, &c->rx, in, MTLS_FRAME_MAX, -1, (int)timeout_ms);
 		if (have_replied)
 			gap_us = usec_since(&replied);
 		if (r == MTLS_ERR_FRAME_TOO_LARGE || r == MTLS_ERR_BAD_REQUEST) {
@@ -719,6 +885,9 @@ conn_main(void *arg)
 				      mtls_agent_strerror(r));
 			break;
 		}
+		c->cfg = cfg_hold(c->srv);
+		timeout_ms = c->cfg->cfg->request_timeout;
+		busy_poll = c->cfg->cfg->busy_poll;
 		wbuf_reset(out);
 		(void)__atomic_add_fetch(&c->srv->active, 1, __ATOMIC_RELAXED);
 		r = dispatch(c, in, out);
@@ -728,16 +897,18 @@ conn_main(void *arg)
 			break;
 		}
 		wbuf_reset(in);
-		r = frame_write(c->fd, out, (int)c->srv->cfg->request_timeout);
+		r = frame_write(c->fd, out, (int)timeout_ms);
+		cfg_release(c->srv, c->cfg);
+		c->cfg = NULL;
 		/*
 		 * A client signing in a loop asks again within microseconds:
 		 * wait awake for it, unless this client's last pause was
 		 * longer than that (one handshake now and then), or no CPU is
 		 * left for the clients.
 		 */
-		if (r == 0 && gap_us <= (long)c->srv->cfg->busy_poll &&
+		if (r == 0 && gap_us <= (long)busy_poll &&
 		    __atomic_load_n(&c->srv->active, __ATOMIC_RELAXED) <= c->srv->spin_max)
-			(void)frame_spin(c->fd, &c->rx, c->srv->cfg->busy_poll);
+			(void)frame_spin(c->fd, &c->rx, busy_poll);
 		clock_gettime(CLOCK_MONOTONIC, &replied);
 		have_replied = 1;
 		(void)__atomic_sub_fetch(&c->srv->active, 1, __ATOMIC_RELAXED);
@@ -745,9 +916,12 @@ conn_main(void *arg)
 			break;
 	}
 done:
+	cfg_release(c->srv, c->cfg);
 	wbuf_free(in);
 	wbuf_free(out);
 	frame_rx_reset(&c->rx);
+	if (c->pidfd >= 0)
+		close(c->pidfd);
 	close(c->fd);
 	conn_unlink(c);
 	free(c);
@@ -787,6 +961,7 @@ accept_one(struct server *s, pthread_attr_t *attr)
 	}
 	c->srv = s;
 	c->fd = fd;
+	c->pidfd = -1;
 	c->next = s->conns;
 	if (s->conns != NULL)
 		s->conns->prev = c;
@@ -806,11 +981,44 @@ accept_one(struct server *s, pthread_attr_t *attr)
 	pthread_mutex_unlock(&s->mu);
 }
 
+/*
+ * A configuration token_reload() refused: it showed it to the token set
+ * for a moment, and a request that read it then may still use it.  So it
+ * is retired like a replaced one, behind a new entry for the
+ * configuration that stays current: requests in progress hold the entry
+ * before it, new ones the one after.
+ */
+static void
+cfg_retire_refused(struct server *s, struct live_cfg *lc)
+{
+	struct live_cfg *keep, *unused;
+	unsigned int n_cfgs;
+
+	if ((keep = calloc(1, sizeof(*keep))) == NULL) {
+		cfg_free_list(lc); /* as before: freed at once */
+		return;
+	}
+	pthread_mutex_lock(&s->mu);
+	keep->cfg = s->cfg_cur->cfg;
+	s->cfg_cur->shared = 1;
+	s->cfg_cur->next = lc;
+	lc->next = keep;
+	s->cfg_cur = keep;
+	s->n_cfgs += 2;
+	unused = cfg_unlink_unused(s);
+	n_cfgs = s->n_cfgs;
+	pthread_mutex_unlock(&s->mu);
+	cfg_free_list(unused);
+	debug("%u configuration(s) in memory", n_cfgs);
+}
+
 static void
 reload(struct server *s)
 {
+	struct live_cfg *lc = NULL, *unused;
 	struct config *cfg = NULL;
 	char err[512] = "";
+	unsigned int n_cfgs;
 	int r;
 
 	if (s->config_path == NULL) {
@@ -823,36 +1031,42 @@ reload(struct server *s)
 		warn("SIGHUP: %s; keeping the old configuration", err);
 		return;
 	}
-	/* Settings given on the command line win again; the socket stays. */
-	if (config_apply_overrides(cfg, s->ov) != 0) {
+	if ((lc = calloc(1, sizeof(*lc))) == NULL) {
 		warn("SIGHUP: out of memory; keeping the old configuration");
 		config_free(cfg);
 		return;
 	}
-	if ((r = token_reload(s->ts, cfg, err, sizeof(err))) != 0) {
-		warn("SIGHUP: %s; keeping the old configuration", err);
-		config_free(cfg);
+	lc->cfg = cfg;
+	/* Settings given on the command line win again; the socket stays. */
+	if (config_apply_overrides(cfg, s->ov) != 0) {
+		warn("SIGHUP: out of memory; keeping the old configuration");
+		cfg_free_list(lc);
 		return;
 	}
-	/* Connection threads may still read the old one: keep it till exit. */
-	{
-		struct retired_cfg *rc = malloc(sizeof(*rc));
-
-		if (rc != NULL) {
-			rc->cfg = s->cfg;
-			rc->next = s->retired;
-			s->retired = rc;
-		}
+	if ((r = token_reload(s->ts, cfg, err, sizeof(err))) != 0) {
+		warn("SIGHUP: %s; keeping the old configuration", err);
+		cfg_retire_refused(s, lc);
+		return;
 	}
+	/* Requests in progress may still read the old one: it goes once the
+	 * last of them is done (cfg_release). */
+	pthread_mutex_lock(&s->mu);
+	s->cfg_cur->next = lc;
+	s->cfg_cur = lc;
+	s->n_cfgs++;
+	unused = cfg_unlink_unused(s);
+	n_cfgs = s->n_cfgs;
+	pthread_mutex_unlock(&s->mu);
+	cfg_free_list(unused);
 	s->cfg = cfg;
 	log_set_level((enum log_level)cfg->log_level);
 	info("SIGHUP: configuration reloaded from %s", s->config_path);
+	debug("%u configuration(s) in memory", n_cfgs);
 }
 
 static void
 shutdown_all(struct server *s)
 {
-	struct retired_cfg *rc, *next;
 	struct timespec deadline;
 	struct conn *c;
 
@@ -885,12 +1099,7 @@ shutdown_all(struct server *s)
 		return;
 	}
 	token_close(s->ts);
-	config_free(s->cfg);
-	for (rc = s->retired; rc != NULL; rc = next) {
-		next = rc->next;
-		config_free(rc->cfg);
-		free(rc);
-	}
+	cfg_free_list(s->cfgs);
 	free(s->sock_path);
 	free(s->config_path);
 	pthread_mutex_destroy(&s->mu);
@@ -913,13 +1122,18 @@ watch_main(void *arg)
 	struct timespec tick = { 1, 0 };
 
 	for (;;) {
+		struct live_cfg *lc;
+
 		nanosleep(&tick, NULL);
 		if (__atomic_load_n(&s->stopping, __ATOMIC_RELAXED))
 			break;
+		/* These read the token set's configuration too. */
+		lc = cfg_hold(s);
 		/* First the check that needs no module call. */
 		token_check_hang(s->ts);
 		token_expire(s->ts, time(NULL));
 		token_poll(s->ts);
+		cfg_release(s, lc);
 	}
 	__atomic_store_n(&s->watcher_done, 1, __ATOMIC_RELEASE);
 	return NULL;

@@ -1873,8 +1873,10 @@ sign_confirm(struct tokenset *ts, const struct sign_peer *peer, const char *name
 	*idp = NULL;
 	pthread_rwlock_unlock(&ts->lock);
 	snprintf(prompt, sizeof(prompt),
-		 "Allow %s (pid %ld, uid %u) to sign a %s with the key \"%s\"?", peer->exe,
-		 (long)peer->pid, (unsigned)peer->uid, mtls_agent_purpose_name(purpose), name);
+		 "Allow %s (executable as the kernel reports it; pid %ld, uid %u) to sign a %s "
+		 "with the key \"%s\"?",
+		 peer->exe, (long)peer->pid, (unsigned)peer->uid, mtls_agent_purpose_name(purpose),
+		 name);
 	if ((r = confirm_ask(ts->cfg->askpass, ts->cfg->confirm_timeout, prompt, why, why_len)) !=
 	    0)
 		goto out;

@@ -27,7 +27,10 @@ __attribute__((warn_unused_result)) int token_open(const struct config *cfg, str
 						   char *err, size_t err_len);
 
 /* Re-reads identities for a new configuration (same module required;
- * a changed module is refused with MTLS_ERR_CONFIG). */
+ * a changed module is refused with MTLS_ERR_CONFIG).  The old cfg may be
+ * freed once this has returned 0 and no token_* call that began before
+ * it is still running: some read the configuration without the lock
+ * (server.c keeps each one until then, see struct live_cfg). */
 __attribute__((warn_unused_result)) int token_reload(struct tokenset *ts, const struct config *cfg,
 						     char *err, size_t err_len);
 

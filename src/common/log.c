@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -54,14 +55,91 @@ write_line(const char *p, size_t len)
 	}
 }
 
+/*
+ * Bytes of the valid, printable UTF-8 character at p (n bytes left), or 0
+ * if p[0] must be escaped: C0 controls, DEL, C1 controls (U+0080-U+009F:
+ * some terminals read U+009B as CSI), stray continuation bytes, overlong
+ * forms, surrogates, code points above U+10FFFF and cut sequences.
+ */
+static size_t
+utf8_printable(const unsigned char *p, size_t n)
+{
+	unsigned char c = p[0];
+	unsigned long cp;
+	size_t len, i;
+
+	if (c >= 0x20 && c < 0x7f)
+		return 1;
+	if (c < 0xc2 || c > 0xf4)
+		return 0;
+	len = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+	if (n < len)
+		return 0;
+	cp = c & (0x7fU >> len);
+	for (i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3fU);
+	}
+	if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp <= 0x9f))
+		return 0;
+	return len;
+}
+
+size_t
+log_escape(char *dst, size_t dst_len, const char *src, size_t src_len)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)src;
+	size_t i = 0, o = 0, k;
+
+	if (dst_len == 0)
+		return 0;
+	while (i < src_len) {
+		if ((k = utf8_printable(p + i, src_len - i)) > 0) {
+			if (dst_len - o <= k)
+				break;
+			memcpy(dst + o, p + i, k);
+			o += k;
+			i += k;
+			continue;
+		}
+		/* Whole escapes only: a cut one could join the next line. */
+		if (dst_len - o <= 4)
+			break;
+		dst[o++] = '\\';
+		dst[o++] = 'x';
+		dst[o++] = hex[p[i] >> 4];
+		dst[o++] = hex[p[i] & 0xf];
+		i++;
+	}
+	dst[o] = '\0';
+	return o;
+}
+
+size_t
+log_vformat(char *dst, size_t dst_len, const char *fmt, va_list ap)
+{
+	char raw[LOG_LINE_MAX];
+	size_t len;
+	int n;
+
+	n = vsnprintf(raw, sizeof(raw), fmt, ap);
+	/* A message longer than the line is cut, as before. */
+	len = n < 0 ? 0 : (size_t)n < sizeof(raw) ? (size_t)n : sizeof(raw) - 1;
+	len = log_escape(dst, dst_len, raw, len);
+	return len;
+}
+
 void
 log_msg(enum log_level level, const char *func, const char *fmt, ...)
 {
 	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
 	static const char *const name[] = { "error", "warning", "info", "debug" };
-	char line[1200];
+	char line[LOG_LINE_MAX * 2];
 	va_list ap;
-	int off, n;
+	int off;
 	size_t len;
 
 	if (level > log_level)
@@ -74,15 +152,15 @@ log_msg(enum log_level level, const char *func, const char *fmt, ...)
 		off = snprintf(line, sizeof(line), "%s: %s: ", log_ident, name[level]);
 	if (off < 0 || (size_t)off >= sizeof(line) - 2)
 		off = 0;
+	/*
+	 * The message carries what peers sent (identity names, exe paths,
+	 * token labels): escaped here, the one place lines are written, so
+	 * no argument can start a line of its own.
+	 */
 	va_start(ap, fmt);
-	n = vsnprintf(line + off, sizeof(line) - (size_t)off - 1, fmt, ap);
+	len = (size_t)off + log_vformat(line + off, sizeof(line) - (size_t)off - 1, fmt, ap);
 	va_end(ap);
-	/* A message longer than the line is cut, as before. */
-	len = n < 0 ? (size_t)off : (size_t)off + (size_t)n;
-	if (len > sizeof(line) - 2)
-		len = sizeof(line) - 2;
 	if (log_syslog) {
-		line[len] = '\0';
 		if (level == LOG_LEVEL_DEBUG)
 			syslog(prio[level], "%s: %s", func, line);
 		else

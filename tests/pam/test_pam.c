@@ -434,7 +434,10 @@ start_ocsp(void)
 /* ---------------------------------------------------------------------- */
 /* the proxy */
 
-enum proxy_mode { PROXY_REPLAY, PROXY_JUNK_CERT, PROXY_SWAP_CERT };
+enum proxy_mode { PROXY_REPLAY, PROXY_JUNK_CERT, PROXY_SWAP_CERT, PROXY_FORGE_LABEL };
+
+/* A token label that tries to start log lines of its own. */
+#define FORGED_LABEL "mtls-test\nforged: user root: authenticated\r\x1b[2K"
 
 static struct proxy {
 	enum proxy_mode mode;
@@ -487,6 +490,13 @@ rewrite_list(struct wbuf *body)
 
 		if (px.target != NULL && strcmp(id->name, px.target) != 0)
 			continue;
+		if (px.mode == PROXY_FORGE_LABEL) {
+			/* The token label becomes an attempt at a log line. */
+			free(id->token_label);
+			if ((id->token_label = strdup(FORGED_LABEL)) == NULL)
+				goto out;
+			continue;
+		}
 		if ((d = malloc(px.cert_len)) == NULL)
 			goto out;
 		memcpy(d, px.cert, px.cert_len);
@@ -1206,6 +1216,62 @@ test_junk_certificate(void **state)
 	free(t2);
 }
 
+/*
+ * Issue 10 item 7: names and labels from the agent are escaped in every
+ * line the module logs.  pam_wrapper writes the module's pam_syslog()
+ * lines to stderr ("PWRAP_...(pid) - SYSLOG(prio): message") at
+ * PAM_WRAPPER_DEBUGLEVEL 3; a label with a newline must not start one.
+ */
+static void
+test_log_injection(void **state)
+{
+	char path[PATH_MAX], *text, *line, *save = NULL;
+	const char *old_level = getenv("PAM_WRAPPER_DEBUGLEVEL");
+	int fd, saved, n_lines = 0, escaped = 0;
+
+	start_agent_one("alice-p256", "03", "alice-p256.pem");
+	proxy_start(PROXY_FORGE_LABEL, ag.sock);
+	write_pam_conf(px.path, "");
+	assert_int_equal(fixture_unique_path(&fx, "pam-log", ".txt", path, sizeof(path)), 0);
+	assert_true((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) >= 0);
+	fflush(stderr);
+	assert_true((saved = dup(STDERR_FILENO)) >= 0);
+	assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+	close(fd);
+	setenv("PAM_WRAPPER_DEBUGLEVEL", "3", 1);
+	login(ALICE, fx.pin, PAM_SUCCESS);
+	if (old_level != NULL)
+		setenv("PAM_WRAPPER_DEBUGLEVEL", old_level, 1);
+	else
+		unsetenv("PAM_WRAPPER_DEBUGLEVEL");
+	fflush(stderr);
+	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+	close(saved);
+	assert_true(px.replayed > 0);
+
+	assert_non_null(text = fixture_read_file(path, NULL));
+	for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+		if (strstr(line, "SYSLOG(") == NULL)
+			continue;
+		n_lines++;
+		if (strstr(line, "forged: user root") != NULL &&
+		    strstr(line, "mtls-test\\x0aforged: user root: authenticated\\x0d\\x1b[2K") ==
+			NULL)
+			fail_msg("unescaped label in \"%s\"", line);
+		if (strstr(line, "(token mtls-test\\x0aforged: user root: authenticated") != NULL)
+			escaped++;
+	}
+	free(text);
+	if (n_lines == 0 || escaped == 0)
+		fail_msg("pam_wrapper logged %d lines, %d with the escaped label", n_lines, escaped);
+	/* Nothing the module logged started a line of its own. */
+	assert_non_null(text = fixture_read_file(path, NULL));
+	assert_null(strstr(text, "\nforged:"));
+	assert_null(strchr(text, '\r'));
+	assert_null(strchr(text, '\x1b'));
+	free(text);
+}
+
 /* The proxy answers the second challenge with the first signature. */
 static void
 test_replayed_signature(void **state)
@@ -1610,6 +1676,7 @@ main(void)
 	    T(test_victim_cert_other_key),
 	    T(test_junk_certificate),
 	    T(test_replayed_signature),
+	    T(test_log_injection),
 	    T(test_user_agent),
 	    T(test_user_agent_env_ignored),
 	    T(test_user_agent_root_socket),
