@@ -860,6 +860,12 @@ test_refusal_shown(void **state)
 	if (strstr(c.errors, "Certificate of alice-p256 refused: certificate expired") == NULL)
 		fail_msg("conversation errors: \"%s\"", c.errors);
 	assert_non_null(strstr(c.errors, "CN=alice"));
+
+	/* Account management says it the same way. */
+	memset(&c, 0, sizeof(c));
+	assert_pam(pam_op(SERVICE, ALICE, &c, PAMTEST_ACCOUNT), PAM_ACCT_EXPIRED);
+	if (strstr(c.errors, "Certificate refused: certificate expired") == NULL)
+		fail_msg("account: conversation errors: \"%s\"", c.errors);
 }
 
 /* A CA made the usual way, `openssl req -x509` without keyUsage, is
