@@ -100,6 +100,7 @@ struct options {
 	enum certval_ocsp ocsp;
 	int ocsp_timeout; /* 0: certval's default */
 	int eku_any;
+	int x509_strict; /* RFC 5280 rules for every CA (certval.h) */
 	enum usermap_method map;
 	char *map_file, *authorized_file;
 	int nullok, debug, unblock, trust_logged_in;
@@ -229,6 +230,8 @@ parse_option(pam_handle_t *pamh, struct options *o, const char *arg, int in_conf
 			o->user_agent = 1;
 		else if (strcmp(key, "crl_required") == 0)
 			o->crl_required = 1;
+		else if (strcmp(key, "x509_strict") == 0)
+			o->x509_strict = 1;
 		else if (strcmp(key, "nullok") == 0)
 			o->nullok = 1;
 		else if (strcmp(key, "debug") == 0)
@@ -470,6 +473,7 @@ certval_options(const struct options *o, struct certval_opts *cv)
 		cv->ocsp_timeout = o->ocsp_timeout;
 	if (o->eku_any)
 		cv->require_client_eku = 0;
+	cv->x509_strict = o->x509_strict;
 }
 
 static void
@@ -839,13 +843,31 @@ parse_chain(const struct mtls_agent_identity *id, STACK_OF(X509) * *out)
  *   only certificate-validity failures -> PAM_CRED_INSUFFICIENT;
  *   no identity with a certificate, no card -> unavailable().
  */
+static void tell_user(pam_handle_t *pamh, int flags, const char *text);
+
+/*
+ * The user hears why a certificate was refused (PAM_ERROR_MSG), not only
+ * the log: "Insufficient credentials" alone tells them nothing to fix.
+ */
+static void
+tell_refused(pam_handle_t *pamh, int flags, const char *name, int r, const char *why)
+{
+	char text[768];
+
+	snprintf(text, sizeof(text), "Certificate%s%s refused: %s%s%s", name != NULL ? " of " : "",
+		 name != NULL ? name : "", mtls_agent_strerror(r), why[0] != '\0' ? ": " : "", why);
+	tell_user(pamh, flags, text);
+}
+
 static int
-select_identity(pam_handle_t *pamh, const struct options *o, const char *user,
+select_identity(pam_handle_t *pamh, int flags, const struct options *o, const char *user,
 		const struct mtls_agent_identity *ids, size_t n, struct pick *p)
 {
 	struct certval_opts cv;
 	struct usermap_opts um;
-	char why[512];
+	char why[512], refused[512] = "";
+	const char *refused_name = NULL;
+	int refused_r = 0;
 	size_t i, n_invalid = 0, n_mismatch = 0, n_nocard = 0;
 	int r;
 
@@ -902,6 +924,11 @@ select_identity(pam_handle_t *pamh, const struct options *o, const char *user,
 			pam_syslog(pamh, LOG_NOTICE,
 				   "user %s: identity %s: certificate refused: %s: %s", user,
 				   id->name, mtls_agent_strerror(r), why);
+			if (refused_name == NULL) {
+				refused_name = id->name;
+				refused_r = r;
+				snprintf(refused, sizeof(refused), "%s", why);
+			}
 			pick_clear(p);
 			n_invalid++;
 			continue;
@@ -926,6 +953,8 @@ select_identity(pam_handle_t *pamh, const struct options *o, const char *user,
 		p->id = id;
 		return PAM_SUCCESS;
 	}
+	if (refused_name != NULL)
+		tell_refused(pamh, flags, refused_name, refused_r, refused);
 	if (n_mismatch > 0) {
 		pam_syslog(pamh, LOG_NOTICE, "user %s: no certificate maps to the user", user);
 		return PAM_AUTH_ERR;
@@ -1311,7 +1340,7 @@ pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const char **argv)
 	if ((ret = agent_list(pamh, &o, user, uid, &agent, &ids, &n)) != PAM_SUCCESS)
 		goto out;
 	DEBUG(pamh, &o, "user %s: agent offers %zu identities", user, n);
-	if ((ret = select_identity(pamh, &o, user, ids, n, &p)) != PAM_SUCCESS)
+	if ((ret = select_identity(pamh, flags, &o, user, ids, n, &p)) != PAM_SUCCESS)
 		goto out;
 	if ((ret = token_login(pamh, flags, &o, user, agent, p.id)) != PAM_SUCCESS)
 		goto out;
@@ -1339,8 +1368,10 @@ pam_sm_setcred(pam_handle_t *pamh, int flags, int argc, const char **argv)
 /* account */
 
 static int
-account_code(pam_handle_t *pamh, const char *user, int r, const char *why)
+account_code(pam_handle_t *pamh, int flags, const char *user, int r, const char *why)
 {
+	if (r != 0 && r != MTLS_ERR_ALLOC && r != MTLS_ERR_CONFIG)
+		tell_refused(pamh, flags, NULL, r, why);
 	switch (r) {
 	case 0: return PAM_SUCCESS;
 	case MTLS_ERR_ALLOC: return PAM_BUF_ERR;
@@ -1391,7 +1422,7 @@ pam_sm_acct_mgmt(pam_handle_t *pamh, int flags, int argc, const char **argv)
 		r = certval_verify(k->cert, k->chain, &cv, why, sizeof(why));
 		if (r == 0)
 			r = usermap_check(k->cert, user, &um, why, sizeof(why));
-		ret = account_code(pamh, user, r, why);
+		ret = account_code(pamh, flags, user, r, why);
 		goto out;
 	}
 	if ((ret = agent_list(pamh, &o, user, uid, &agent, &ids, &n)) != PAM_SUCCESS)
@@ -1408,7 +1439,7 @@ pam_sm_acct_mgmt(pam_handle_t *pamh, int flags, int argc, const char **argv)
 			continue;
 		}
 		r = certval_verify(p.cert, p.chain, &cv, why, sizeof(why));
-		ret = account_code(pamh, user, r, why);
+		ret = account_code(pamh, flags, user, r, why);
 		goto out;
 	}
 	pam_syslog(pamh, LOG_NOTICE, "user %s: account: no certificate maps to the user", user);
@@ -1479,7 +1510,7 @@ pam_sm_chauthtok(pam_handle_t *pamh, int flags, int argc, const char **argv)
 		goto out;
 	if ((ret = agent_list(pamh, &o, user, uid, &agent, &ids, &n)) != PAM_SUCCESS)
 		goto prelim_fail;
-	if ((ret = select_identity(pamh, &o, user, ids, n, &p)) != PAM_SUCCESS)
+	if ((ret = select_identity(pamh, flags, &o, user, ids, n, &p)) != PAM_SUCCESS)
 		goto prelim_fail;
 	if (flags & PAM_PRELIM_CHECK) {
 		ret = PAM_SUCCESS;

@@ -81,6 +81,7 @@ struct tokenset {
 	PKCS11_CTX *p11;
 	void *dl;		 /* our own handle on the module libp11 loaded */
 	CK_FUNCTION_LIST_PTR fl; /* its function list, for fresh token flags */
+	int fl_own;		 /* we initialised fl (p11-kit-proxy): finalise it */
 	PKCS11_SLOT *slots;
 	unsigned int nslots;
 	struct ident *ids;
@@ -999,6 +1000,98 @@ out:
 	return r;
 }
 
+static void unpad(char *dst, size_t dst_len, const unsigned char *src, size_t src_len);
+
+/*
+ * Our own function list of the module libp11 loaded, for the calls libp11
+ * has no API for (fresh token flags, the slot poll, session state, SO
+ * login).  A plain module hands every caller the one list libp11 already
+ * initialised and answers a second C_Initialize with ALREADY_INITIALIZED.
+ * p11-kit-proxy (the default) hands out a new, uninitialised instance on
+ * every C_GetFunctionList: that one we initialise, and finalise in
+ * raw_close(); the modules behind it stay loaded once per process, so
+ * logins and sessions are shared with libp11's instance.
+ */
+static int
+raw_open(struct tokenset *ts, const char *module, char *err, size_t err_len)
+{
+	CK_C_INITIALIZE_ARGS args;
+	CK_C_GetFunctionList gfl;
+	CK_RV rv;
+
+	if ((ts->dl = dlopen(module, RTLD_NOW | RTLD_LOCAL)) == NULL) {
+		snprintf(err, err_len, "cannot load PKCS#11 module %s: %s", module, dlerror());
+		return MTLS_ERR_TOKEN;
+	}
+	*(void **)&gfl = dlsym(ts->dl, "C_GetFunctionList");
+	if (gfl == NULL || gfl(&ts->fl) != CKR_OK || ts->fl == NULL) {
+		snprintf(err, err_len, "PKCS#11 module %s has no usable C_GetFunctionList", module);
+		ts->fl = NULL;
+		return MTLS_ERR_TOKEN;
+	}
+	memset(&args, 0, sizeof(args));
+	/* Connection threads and the main loop's poll call it at once. */
+	args.flags = CKF_OS_LOCKING_OK;
+	rv = ts->fl->C_Initialize(&args);
+	if (rv == CKR_OK) {
+		ts->fl_own = 1;
+		return 0;
+	}
+	if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED)
+		return 0;
+	snprintf(err, err_len, "PKCS#11 module %s: C_Initialize failed (0x%lx)", module,
+		 (unsigned long)rv);
+	ts->fl = NULL;
+	return MTLS_ERR_TOKEN;
+}
+
+/* Undoes raw_open(); safe on a half-opened or closed set. */
+static void
+raw_close(struct tokenset *ts)
+{
+	if (ts->fl != NULL && ts->fl_own)
+		(void)ts->fl->C_Finalize(NULL);
+	ts->fl = NULL;
+	ts->fl_own = 0;
+	if (ts->dl != NULL)
+		dlclose(ts->dl);
+	ts->dl = NULL;
+}
+
+/*
+ * Slot IDs are per instance with p11-kit-proxy.  Two instances number the
+ * same modules' slots alike, but if ours disagreed with libp11's, every
+ * fresh flag would describe another token: refuse to start rather than
+ * report the wrong token's state.
+ */
+static int
+raw_check_slots(struct tokenset *ts, char *err, size_t err_len)
+{
+	CK_TOKEN_INFO info;
+	char label[33];
+	unsigned int i;
+
+	for (i = 0; i < ts->nslots; i++) {
+		PKCS11_TOKEN *tok = ts->slots[i].token;
+
+		if (tok == NULL || !tok->initialized)
+			continue;
+		if (ts->fl->C_GetTokenInfo(PKCS11_get_slotid_from_slot(&ts->slots[i]), &info) !=
+		    CKR_OK)
+			continue; /* pulled meanwhile: the poll sees it */
+		unpad(label, sizeof(label), info.label, sizeof(info.label));
+		if (strcmp(tok->label ? tok->label : "", label) != 0) {
+			snprintf(err, err_len,
+				 "PKCS#11 module %s numbers its slots differently for each caller "
+				 "(slot %lu is token '%s' and '%s')",
+				 ts->cfg->module, PKCS11_get_slotid_from_slot(&ts->slots[i]),
+				 tok->label ? tok->label : "", label);
+			return MTLS_ERR_TOKEN;
+		}
+	}
+	return 0;
+}
+
 int
 token_open(const struct config *cfg, struct tokenset **out, char *err, size_t err_len)
 {
@@ -1027,19 +1120,16 @@ token_open(const struct config *cfg, struct tokenset **out, char *err, size_t er
 		r = MTLS_ERR_TOKEN;
 		goto out;
 	}
-	/* Same library libp11 loaded, so the same (initialised) module. */
-	if ((ts->dl = dlopen(module, RTLD_NOW | RTLD_LOCAL)) != NULL) {
-		CK_C_GetFunctionList gfl = (CK_C_GetFunctionList)dlsym(ts->dl, "C_GetFunctionList");
-
-		if (gfl == NULL || gfl(&ts->fl) != CKR_OK)
-			ts->fl = NULL;
-	}
+	if ((r = raw_open(ts, module, err, err_len)) != 0)
+		goto out;
 	if (PKCS11_enumerate_slots(ts->p11, &ts->slots, &ts->nslots) != 0) {
 		snprintf(err, err_len, "cannot list the slots of %s", cfg->module);
 		ERR_clear_error();
 		r = MTLS_ERR_TOKEN;
 		goto out;
 	}
+	if ((r = raw_check_slots(ts, err, err_len)) != 0)
+		goto out;
 	if ((ts->login_time = calloc(ts->nslots + 1, sizeof(time_t))) == NULL) {
 		r = MTLS_ERR_ALLOC;
 		goto out;
@@ -1194,8 +1284,7 @@ token_close(struct tokenset *ts)
 			PKCS11_CTX_unload(ts->p11);
 		PKCS11_CTX_free(ts->p11);
 	}
-	if (ts->dl != NULL)
-		dlclose(ts->dl);
+	raw_close(ts);
 	free(ts->login_time);
 	pthread_rwlock_destroy(&ts->lock);
 	pthread_mutex_destroy(&ts->stat_mu);
@@ -2271,6 +2360,9 @@ module_restart(struct tokenset *ts, int quiet)
 		PKCS11_release_all_slots(ts->p11, ts->slots, ts->nslots);
 		ts->slots = NULL;
 		ts->nslots = 0;
+		/* Our own instance first: through p11-kit-proxy, the module
+		 * behind it is finalized only when no instance is left. */
+		raw_close(ts);
 		PKCS11_CTX_unload(ts->p11);
 		ts->module_down = 1;
 	}
@@ -2284,6 +2376,14 @@ module_restart(struct tokenset *ts, int quiet)
 		      "0x%lx); its tokens count as absent, retrying",
 		      module, last_rv());
 		ERR_clear_error();
+		return MTLS_ERR_TOKEN;
+	}
+	if (raw_open(ts, module, err, sizeof(err)) != 0) {
+		error("the PKCS#11 module %s could not be initialized again (%s); its tokens count "
+		      "as absent, retrying",
+		      module, err);
+		raw_close(ts);
+		PKCS11_CTX_unload(ts->p11);
 		return MTLS_ERR_TOKEN;
 	}
 	ts->module_down = 0;

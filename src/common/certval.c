@@ -568,7 +568,9 @@ certval_verify(X509 *cert, STACK_OF(X509) * chain, const struct certval_opts *o,
 		goto out;
 	}
 	param = X509_STORE_CTX_get0_param(ctx);
-	flags = X509_V_FLAG_X509_STRICT;
+	/* Strict RFC 5280 checks refuse CAs most sites use (no keyUsage):
+	 * only on request, see certval.h. */
+	flags = o->x509_strict ? X509_V_FLAG_X509_STRICT : 0;
 	if (o->crl_file != NULL || o->crl_dir != NULL) {
 		/* Every certificate of the chain is checked against the CRLs
 		 * we have; a missing CRL is an error only when required. */

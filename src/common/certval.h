@@ -29,6 +29,8 @@ struct certval_opts {
 	int require_client_eku;	       /* EKU must allow clientAuth (if present,
 					  and present at all when this is 2) */
 	int require_digital_signature; /* keyUsage must allow it if present */
+	int x509_strict;	       /* 1: X509_V_FLAG_X509_STRICT (RFC 5280
+					  rules for every CA, e.g. keyUsage) */
 	time_t at;		       /* check time; 0 = now */
 };
 
@@ -49,7 +51,12 @@ void certval_opts_init(struct certval_opts *o);
  *
  * Details:
  * - The chain must end at a self-signed CA from ca_file/ca_dir (an
- *   intermediate there is not an anchor); X509_V_FLAG_X509_STRICT.
+ *   intermediate there is not an anchor).  By default the chain is checked
+ *   as nginx and Apache check it (OpenSSL's default rules: a CA made with
+ *   a plain `openssl req -x509`, without keyUsage, is accepted); with
+ *   x509_strict, X509_V_FLAG_X509_STRICT applies the RFC 5280 rules to
+ *   every certificate (a CA must then carry keyUsage keyCertSign, ...).
+ *   The leaf's own key usage and EKU rules below apply either way.
  *   Expiry of any certificate of the chain is _EXPIRED, and so on.
  * - CRLs (crl_file: PEM CRLs, at least one; crl_dir: every regular file
  *   in it that holds PEM CRLs, no c_rehash needed): every certificate of

@@ -176,6 +176,7 @@ static const OSSL_DISPATCH provider_functions[] = {
 	{ OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))get_params },
 	{ OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))query_operation },
 	{ OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))get_reason_strings },
+	{ OSSL_FUNC_PROVIDER_GET_CAPABILITIES, (void (*)(void))prov_get_capabilities },
 	{ 0, NULL }
 };
 

@@ -83,6 +83,8 @@ struct agent_key {
 	char *socket;	   /* agent socket; NULL = the default */
 	EVP_PKEY *pub;	   /* public key, in prov->libctx */
 	unsigned int bits; /* modulus or curve size */
+	int plain_private; /* no identity, and pub holds a private half we
+			      generated (an ephemeral ECDHE key) */
 	/* Idle agent connections, so parallel handshakes sign in parallel. */
 	pthread_mutex_t lock;
 	mtls_agent *pool[AGENT_KEY_POOL_MAX];
@@ -126,6 +128,25 @@ X509 *prov_cert_from_der(OSSL_LIB_CTX *libctx, const unsigned char *der, size_t 
  * Returns 0, MTLS_ERR_INVALID_ARGUMENT or MTLS_ERR_ALLOC.
  */
 __attribute__((warn_unused_result)) int prov_uri_parse(const char *uri, char **name, char **socket);
+
+/*
+ * Plain EC keys, those without an identity (provider_plain.c): what libssl
+ * needs of the "EC" keymgmt for its ephemeral ECDHE keys when it fetches
+ * ours.  Generation and ECDH are the default provider's work.
+ */
+int prov_get_capabilities(void *provctx, const char *capability, OSSL_CALLBACK *cb, void *arg);
+void *prov_ec_gen_init(void *provctx, int selection, const OSSL_PARAM params[]);
+int prov_ec_gen_set_params(void *genctx, const OSSL_PARAM params[]);
+const OSSL_PARAM *prov_ec_gen_settable_params(void *genctx, void *provctx);
+int prov_ec_gen_set_template(void *genctx, void *templ);
+void *prov_ec_gen(void *genctx, OSSL_CALLBACK *cb, void *cbarg);
+void prov_ec_gen_cleanup(void *genctx);
+int prov_ec_set_params(void *keydata, const OSSL_PARAM params[]);
+const OSSL_PARAM *prov_ec_settable_params(void *provctx);
+/* Export of a plain key, private half included if it has one. */
+int prov_plain_export(const struct agent_key *k, int selection, OSSL_CALLBACK *cb, void *cbarg);
+/* A separate copy of a plain key's `selection`; NULL on failure. */
+struct agent_key *prov_plain_dup(const struct agent_key *k, int selection);
 
 extern const OSSL_DISPATCH prov_rsa_keymgmt_functions[];
 extern const OSSL_DISPATCH prov_ec_keymgmt_functions[];

@@ -13,6 +13,11 @@
  * tries another provider's "RSA" signature it exports the key there, and
  * must fail rather than end up with a public-only key it cannot sign with.
  * For the same reason import() refuses private key material.
+ *
+ * Plain keys (no identity: a certificate's key, a peer's ECDHE share, an
+ * ephemeral key libssl generated through us) are ordinary keys held in the
+ * default provider; they export whole and copy for real, so libcrypto can
+ * move them to the default provider for ECDH (provider_plain.c).
  */
 #include "config.h"
 
@@ -229,7 +234,8 @@ key_has(const void *keydata, int selection)
 	if ((selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) != 0 && k->pub == NULL)
 		return 0;
 	/* The private half is the agent's: "present" when an identity is. */
-	if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0 && k->identity == NULL)
+	if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0 && k->identity == NULL &&
+	    !k->plain_private)
 		return 0;
 	/* EC domain parameters come with the public key; RSA has none. */
 	if ((selection & OSSL_KEYMGMT_SELECT_ALL_PARAMETERS) != 0 && k->type == MTLS_AGENT_KEY_EC &&
@@ -357,11 +363,17 @@ key_import(void *keydata, int selection, const OSSL_PARAM params[])
 	struct agent_key *k = keydata;
 	EVP_PKEY_CTX *ctx = NULL;
 	EVP_PKEY *pkey = NULL;
-	int ok = 0;
+	int ok = 0, sel = EVP_PKEY_PUBLIC_KEY;
 
-	if (k == NULL || k->pub != NULL || k->identity != NULL ||
-	    (selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) == 0)
+	if (k == NULL || k->pub != NULL || k->identity != NULL)
 		return 0;
+	/* EC parameters alone: EVP_PKEY_copy_parameters() for a key share. */
+	if ((selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) == 0) {
+		if (k->type != MTLS_AGENT_KEY_EC ||
+		    (selection & OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS) == 0)
+			return 0;
+		sel = EVP_PKEY_KEY_PARAMETERS;
+	}
 	/* Private key material has no business here (see the top). */
 	if (OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_RSA_D) != NULL ||
 	    OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_PRIV_KEY) != NULL)
@@ -370,7 +382,7 @@ key_import(void *keydata, int selection, const OSSL_PARAM params[])
 					      k->type == MTLS_AGENT_KEY_RSA ? "RSA" : "EC",
 					      PROV_INTERNAL_PROPQ)) == NULL ||
 	    EVP_PKEY_fromdata_init(ctx) <= 0 ||
-	    EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, (OSSL_PARAM *)params) <= 0)
+	    EVP_PKEY_fromdata(ctx, &pkey, sel, (OSSL_PARAM *)params) <= 0)
 		goto out;
 	k->pub = pkey;
 	k->bits = (unsigned int)EVP_PKEY_get_bits(pkey);
@@ -389,6 +401,8 @@ key_export(void *keydata, int selection, OSSL_CALLBACK *cb, void *cbarg)
 	OSSL_PARAM *params = NULL;
 	int ok;
 
+	if (k != NULL && k->identity == NULL)
+		return prov_plain_export(k, selection, cb, cbarg);
 	if (k == NULL || k->pub == NULL || (selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0)
 		return 0;
 	if (!EVP_PKEY_todata(k->pub,
@@ -411,10 +425,15 @@ rsa_query_operation_name(int operation_id)
 static const char *
 ec_query_operation_name(int operation_id)
 {
+	/* No ECDH here: libcrypto takes the default provider's, exporting
+	 * the (plain) keys there. */
+	if (operation_id == OSSL_OP_KEYEXCH)
+		return "ECDH";
 	return operation_id == OSSL_OP_SIGNATURE ? "ECDSA" : NULL;
 }
 
-/* Key objects never change once made, so a copy can be a reference. */
+/* Agent keys never change once made, so a copy can be a reference; a
+ * plain key's point can be set, so its copy is a real one. */
 static void *
 key_dup(const void *keydata, int selection)
 {
@@ -422,6 +441,8 @@ key_dup(const void *keydata, int selection)
 
 	if (k == NULL)
 		return NULL;
+	if (k->identity == NULL && k->pub != NULL)
+		return prov_plain_dup(k, selection);
 	agent_key_up_ref(k);
 	return k;
 }
@@ -445,4 +466,15 @@ key_dup(const void *keydata, int selection)
 	}
 
 const OSSL_DISPATCH prov_rsa_keymgmt_functions[] = { KEYMGMT_FUNCTIONS(rsa) };
-const OSSL_DISPATCH prov_ec_keymgmt_functions[] = { KEYMGMT_FUNCTIONS(ec) };
+/* EC also generates and takes a peer's point, for plain keys only. */
+const OSSL_DISPATCH prov_ec_keymgmt_functions[] = {
+	{ OSSL_FUNC_KEYMGMT_GEN_INIT, (void (*)(void))prov_ec_gen_init },
+	{ OSSL_FUNC_KEYMGMT_GEN_SET_TEMPLATE, (void (*)(void))prov_ec_gen_set_template },
+	{ OSSL_FUNC_KEYMGMT_GEN_SET_PARAMS, (void (*)(void))prov_ec_gen_set_params },
+	{ OSSL_FUNC_KEYMGMT_GEN_SETTABLE_PARAMS, (void (*)(void))prov_ec_gen_settable_params },
+	{ OSSL_FUNC_KEYMGMT_GEN, (void (*)(void))prov_ec_gen },
+	{ OSSL_FUNC_KEYMGMT_GEN_CLEANUP, (void (*)(void))prov_ec_gen_cleanup },
+	{ OSSL_FUNC_KEYMGMT_SET_PARAMS, (void (*)(void))prov_ec_set_params },
+	{ OSSL_FUNC_KEYMGMT_SETTABLE_PARAMS, (void (*)(void))prov_ec_settable_params },
+	KEYMGMT_FUNCTIONS(ec)
+};

@@ -550,7 +550,7 @@ agent_start_opts(struct agent_fixture *f, const struct agent_opts *o,
 		argv[argc++] = "--config";
 		argv[argc++] = p->config;
 	} else {
-		if (!has_arg(o->args, "--module")) {
+		if (!o->default_module && !has_arg(o->args, "--module")) {
 			argv[argc++] = "--module";
 			argv[argc++] = f->module;
 		}

@@ -56,6 +56,7 @@ struct agent_opts {
 	const char *const *args;  /* more arguments, NULL-terminated */
 	const char *const *env;	  /* "NAME=VALUE" set in the child */
 	const char *agent_bin;	  /* another copy of the agent; NULL = usual */
+	int default_module;	  /* no --module: the agent's own default */
 	int set_user;		  /* run as uid/gid below */
 	uid_t uid;
 	gid_t gid;

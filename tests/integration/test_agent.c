@@ -1916,6 +1916,241 @@ test_token_removal(void **state)
 	assert_int_equal(agent_stop(&ag), 0);
 }
 
+/* ---------------------------------------------------------------------- */
+/* 14b. the default module: p11-kit-proxy and the modules registered with
+ * p11-kit, as a user with a card registered there meets it (issue 11) */
+
+/* Is SoftHSM2 registered with p11-kit (its Debian package does that)? */
+static int
+softhsm_registered(void)
+{
+	return access("/usr/share/p11-kit/modules/softhsm2.module", R_OK) == 0 ||
+	       access("/etc/pkcs11/modules/softhsm2.module", R_OK) == 0;
+}
+
+/* No --module: the fixture's token reached through p11-kit's registry,
+ * `token=` picking it among the proxy's slots; list, login, sign. */
+static void
+test_default_module(void **state)
+{
+	const char *args[] = { "--token", TOKEN_URI, NULL };
+	struct agent_opts o = { 0 };
+	struct wbuf *c;
+	mtls_agent *a;
+	size_t i;
+
+	if (!softhsm_registered()) {
+		print_message("SoftHSM2 is not registered with p11-kit: skipped\n");
+		skip();
+	}
+	o.args = args;
+	o.default_module = 1;
+	if (agent_start_opts(&fx, &o, &ag) != 0) {
+		dump_log(&ag);
+		fail_msg("agent with the default module did not start");
+	}
+	assert_true(agent_logged(&ag, "p11-kit-proxy.so"));
+	a = connect_to(ag.sock);
+	assert_int_equal(count_identities(a), N_KEYS);
+	for (i = 0; i < N_KEYS; i++)
+		assert_true(flags_of(a, keys[i].label) & MTLS_AGENT_ID_TOKEN_PRESENT);
+	login(a, NULL);
+	for (i = 0; i < N_KEYS; i++) {
+		uint16_t scheme = keys[i].type == MTLS_AGENT_KEY_RSA ? MTLS_AGENT_RSA_PSS_RSAE_SHA256
+			: keys[i].bits == 256 ? MTLS_AGENT_ECDSA_SECP256R1_SHA256
+					      : MTLS_AGENT_ECDSA_SECP384R1_SHA384;
+
+		assert_true(flags_of(a, keys[i].label) & MTLS_AGENT_ID_LOGGED_IN);
+		c = pam_content();
+		sign_and_verify(a, keys[i].label, keys[i].label, scheme,
+				MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c);
+		wbuf_free(c);
+	}
+	/* The once-a-second poll sees the same tokens: no rescan loop. */
+	sleep_ms(2500);
+	assert_true(flags_of(a, "p256") & MTLS_AGENT_ID_LOGGED_IN);
+	if (agent_logged(&ag, "tokens changed")) {
+		dump_log(&ag);
+		fail_msg("the agent keeps seeing its tokens change");
+	}
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
+/* A p11-kit module config under DIR named NAME (".module" added). */
+static void
+write_module_config(const char *dir, const char *name, const char *text)
+{
+	char path[PATH_MAX];
+
+	format_into(path, "%s/%s.module", dir, name);
+	assert_int_equal(fixture_write_file(path, text, 0644), 0);
+}
+
+/* Every module registered in the system DIR is disabled for the proxy by
+ * a same-named user config, so only the test's own module is loaded. */
+static void
+disable_registered(const char *sysdir, const char *userdir)
+{
+	struct dirent *de;
+	char name[256];
+	size_t n;
+	DIR *d;
+
+	if ((d = opendir(sysdir)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		n = strlen(de->d_name);
+		if (n <= 7 || n - 7 >= sizeof(name) || strcmp(de->d_name + n - 7, ".module") != 0)
+			continue;
+		memcpy(name, de->d_name, n - 7);
+		name[n - 7] = '\0';
+		write_module_config(userdir, name, "disable-in: p11-kit-proxy\n");
+	}
+	closedir(d);
+}
+
+/*
+ * The card is pulled and put back behind p11-kit-proxy: the shim (playing
+ * the reader) is registered with p11-kit through a private user config
+ * ($HOME/.config/pkcs11), the only module the proxy loads.  p11-kit reads
+ * no user config as root, so as root the agent runs as nobody on a copy of
+ * the token (as in test_peer_uid).
+ */
+static void
+test_default_module_removal(void **state)
+{
+	char *base = peer_base;
+	char home[PATH_MAX], mods[PATH_MAX], run[PATH_MAX], sock[PATH_MAX], pulled[PATH_MAX];
+	char shim[PATH_MAX], bin[PATH_MAX], tok[PATH_MAX], conf[PATH_MAX], text[2 * PATH_MAX];
+	char env_home[PATH_MAX + 8], env_absent[PATH_MAX + 32], env_conf[PATH_MAX + 16];
+	char owner[64];
+	const char *env[] = { env_home, env_absent, NULL, NULL };
+	const char *args[] = { "--socket", sock, NULL, NULL };
+	struct agent_opts o = { 0 };
+	struct passwd *pw = NULL;
+	struct wbuf *c = pam_content();
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	mtls_agent *a;
+	int retries, i;
+	FILE *f;
+
+	if (geteuid() == 0 && (pw = getpwnam("nobody")) == NULL) {
+		print_message("root and no user nobody: skipped\n");
+		skip();
+	}
+	snprintf(peer_base, sizeof(peer_base), "/tmp/mtls-proxy.XXXXXX");
+	if (mkdtemp(peer_base) == NULL) {
+		peer_base[0] = '\0';
+		fail_msg("mkdtemp: %s", strerror(errno));
+	}
+	assert_int_equal(chmod(base, 0711), 0);
+	format_into(home, "%s/home", base);
+	format_into(mods, "%s/.config/pkcs11/modules", home);
+	format_into(run, "%s/run", base);
+	format_into(sock, "%s/agent.sock", run);
+	format_into(pulled, "%s/pulled", base);
+	format_into(env_home, "HOME=%s", home);
+	format_into(env_absent, "MTLS_SHIM_ABSENT_FILE=%s", pulled);
+	{
+		const char *mk[] = { "mkdir", "-p", mods, NULL };
+
+		assert_int_equal(fixture_run(mk), 0);
+	}
+	assert_int_equal(mkdir(run, 0700), 0);
+	format_into(shim, "%s", fx.lockout_module);
+	if (pw != NULL) {
+		char src_tokens[PATH_MAX], dst_tokens[PATH_MAX];
+
+		/* nobody must reach all it uses: copies under the 0711 base. */
+		format_into(tok, "%s/token", base);
+		format_into(dst_tokens, "%s/tokens", tok);
+		format_into(conf, "%s/softhsm2.conf", tok);
+		format_into(env_conf, "SOFTHSM2_CONF=%s", conf);
+		format_into(shim, "%s/p11-lockout.so", base);
+		format_into(bin, "%s/mtls-agent", base);
+		format_into(owner, "%ld:%ld", (long)pw->pw_uid, (long)pw->pw_gid);
+		assert_int_equal(fixture_path(&fx, "tokens", src_tokens, sizeof(src_tokens)), 0);
+		assert_int_equal(mkdir(tok, 0700), 0);
+		format_into(text,
+			    "directories.tokendir = %s\nobjectstore.backend = file\n"
+			    "log.level = ERROR\nslots.removable = false\n",
+			    dst_tokens);
+		assert_int_equal(fixture_write_file(conf, text, 0600), 0);
+		{
+			const char *cp_tok[] = { "cp", "-a", src_tokens, dst_tokens, NULL };
+			const char *cp_shim[] = { "cp", fx.lockout_module, shim, NULL };
+			const char *cp_bin[] = { "cp", fx.agent_bin, bin, NULL };
+			const char *chown_r[] = { "chown", "-R", owner, tok, home, run, NULL };
+
+			assert_int_equal(fixture_run(cp_tok), 0);
+			assert_int_equal(fixture_run(cp_shim), 0);
+			assert_int_equal(fixture_run(cp_bin), 0);
+			assert_int_equal(chmod(shim, 0755), 0);
+			assert_int_equal(chmod(bin, 0755), 0);
+			assert_int_equal(fixture_run(chown_r), 0);
+		}
+		env[2] = env_conf;
+		args[2] = "--allow-root";
+		o.agent_bin = bin;
+		o.set_user = 1;
+		o.uid = pw->pw_uid;
+		o.gid = pw->pw_gid;
+	}
+	disable_registered("/usr/share/p11-kit/modules", mods);
+	disable_registered("/etc/pkcs11/modules", mods);
+	format_into(text, "module: %s\n", shim);
+	write_module_config(mods, "mtls-test-reader", text);
+	if (pw != NULL) {
+		const char *chown_r[] = { "chown", "-R", owner, home, NULL };
+
+		assert_int_equal(fixture_run(chown_r), 0);
+	}
+
+	o.args = args;
+	o.env = env;
+	o.default_module = 1;
+	if (agent_start_opts(&fx, &o, &ag) != 0) {
+		dump_log(&ag);
+		fail_msg("agent with the default module did not start");
+	}
+	assert_true(agent_logged(&ag, "p11-kit-proxy.so"));
+	a = connect_to(sock);
+	assert_int_equal(count_identities(a), N_KEYS);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+	free(sig);
+	sig = NULL;
+
+	/* Pulled: the proxy's poll sees it, the identity stays listed. */
+	assert_non_null(f = fopen(pulled, "w"));
+	fclose(f);
+	for (i = 0; i < 40 && (flags_of(a, "p256") & MTLS_AGENT_ID_TOKEN_PRESENT); i++)
+		usleep(100 * 1000);
+	assert_int_equal(count_identities(a), N_KEYS);
+	assert_false(flags_of(a, "p256") & MTLS_AGENT_ID_TOKEN_PRESENT);
+	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   MTLS_ERR_TOKEN_ABSENT);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), MTLS_ERR_TOKEN_ABSENT);
+
+	/* Back: present again, login required, then signing again. */
+	assert_int_equal(unlink(pulled), 0);
+	for (i = 0; i < 40 && !(flags_of(a, "p256") & MTLS_AGENT_ID_TOKEN_PRESENT); i++)
+		usleep(100 * 1000);
+	assert_true(flags_of(a, "p256") & MTLS_AGENT_ID_TOKEN_PRESENT);
+	assert_false(flags_of(a, "p256") & MTLS_AGENT_ID_LOGGED_IN);
+	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+	free(sig);
+	wbuf_free(c);
+	mtls_agent_free(a);
+	assert_int_equal(agent_stop(&ag), 0);
+}
+
 /* Under valgrind (make memcheck) the peer's /proc/PID/exe is valgrind's,
  * timing is ten times slower and valgrind holds descriptors and catches
  * core signals itself: the tests that depend on those are skipped there. */
@@ -3567,6 +3802,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_pin_locked, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_change_pin, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_token_removal, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_default_module, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_default_module_removal, setup_none,
+						teardown_agents),
 		cmocka_unit_test_setup_teardown(test_module_allowlist, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_no_core, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_lock_unlock, setup_none, teardown_agents),

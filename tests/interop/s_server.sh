@@ -49,26 +49,63 @@ it_refused "s_server refuses a certificate from another CA in TLS 1.2" 1 \
 	"$CTL" connect "${CA[@]}" --tls1.2 --identity p256-wrongca "https://localhost:$PORT/"
 
 # --- unmodified openssl s_client with the provider ----------------------------
-# The order of the issue (mtls-agent first, then default), and the reverse.
+# Both provider orders (the README's mtls-agent first, the man page's default
+# first) x TLS 1.2 and 1.3 x EC and RSA client keys x ECDSA and RSA server
+# certificates, each server also with ECDHE over P-384/P-256 (libssl then
+# makes its ephemeral EC keys through whichever "EC" key management it
+# fetched first: ours when mtls-agent is loaded first).
+openssl genrsa -out "$D/rsa-server.key" 2048 >/dev/null 2>&1 &&
+	openssl pkey -in "$D/rsa-server.key" -pubout -out "$D/rsa-server.pub.pem" 2>/dev/null &&
+	"$MKCERT" issue --ca-cert "$D/ca.pem" --ca-key "$D/ca.key" --pubkey "$D/rsa-server.pub.pem" \
+		--subj "/O=mtls-agent tests/CN=localhost" --san DNS:localhost,IP:127.0.0.1 \
+		--eku serverAuth --out "$D/rsa-server.pem" >/dev/null 2>&1 ||
+	it_die "RSA server certificate failed"
+
+# s_client_check KEY ORDER VERSION SERVER PORT TEMPKEY: one handshake; TEMPKEY
+# (if not empty) must start the "Server Temp Key:" line of s_client -brief.
 s_client_check() {
-	local k=$1 order=$2
+	local k=$1 order=$2 ver=$3 srv=$4 port=$5 temp=$6 proto name
+	proto=TLSv1.${ver#-tls1_}
+	name="openssl s_client $order $ver -key mtls-agent:$k-tls12, $srv server"
 	it_run sh -c 'printf "GET / HTTP/1.0\r\n\r\n" | openssl s_client \
-		-provider-path "$1" $5 -cert "$2/$3.pem" -key "mtls-agent:$3" \
+		-provider-path "$1" $5 $6 -cert "$2/$3.pem" -key "mtls-agent:$3-tls12" \
 		-CAfile "$2/ca.pem" -verify_return_error -verify_hostname localhost \
-		-connect "127.0.0.1:$4" -quiet' sh "$MTLS_PROVIDER_DIR" "$D" "$k" "$PORT" "$order"
-	if [ "$IT_STATUS" -eq 0 ] && printf '%s\n' "$IT_OUT" |
-		grep -Eq "Subject: O ?= ?mtls-agent tests, CN ?= ?$k client"; then
-		it_result "openssl s_client $order -key mtls-agent:$k" 1
+		-connect "127.0.0.1:$4" -quiet -brief' sh "$MTLS_PROVIDER_DIR" "$D" "$k" "$port" \
+		"$order" "$ver"
+	if [ "$IT_STATUS" -ne 0 ]; then
+		it_result "$name" 0 "exit status $IT_STATUS"
+	elif ! printf '%s\n' "$IT_OUT" | grep -Eq "Subject: O ?= ?mtls-agent tests, CN ?= ?$k client"; then
+		it_result "$name" 0 "s_server did not see the client certificate"
+	elif ! printf '%s\n' "$IT_ERR" | grep -q "^Protocol version: $proto$"; then
+		it_result "$name" 0 "not $proto"
+	elif [ -n "$temp" ] && ! printf '%s\n' "$IT_ERR" | grep -q "^Server Temp Key: $temp"; then
+		it_result "$name" 0 "no $temp key exchange"
 	else
-		it_result "openssl s_client $order -key mtls-agent:$k" 0 \
-			"exit status $IT_STATUS, or s_server did not see the certificate"
+		it_result "$name" 1
 	fi
 }
 if [ -n "${MTLS_PROVIDER_DIR:-}" ]; then
-	for k in p256 rsa2048; do
-		s_client_check "$k" "-provider mtls-agent -provider default"
+	for srv in ecdsa ecdsa-ecdhe rsa rsa-ecdhe; do
+		case $srv in
+		ecdsa*) cert=$D/server.pem key=$D/server.key ;;
+		rsa*) cert=$D/rsa-server.pem key=$D/rsa-server.key ;;
+		esac
+		groups=() temp=
+		case $srv in
+		*-ecdhe) groups=(-groups P-384:P-256) temp="ECDH, " ;;
+		esac
+		it_server "s_server-$srv" openssl s_server -Verify 1 -verify_return_error \
+			-CAfile "$D/ca.pem" -cert "$cert" -key "$key" "${groups[@]}" \
+			-accept "127.0.0.1:@PORT@" -www
+		for order in "-provider mtls-agent -provider default" \
+			"-provider default -provider mtls-agent"; do
+			for ver in -tls1_2 -tls1_3; do
+				for k in p256 rsa2048; do
+					s_client_check "$k" "$order" "$ver" "$srv" "$IT_PORT" "$temp"
+				done
+			done
+		done
 	done
-	s_client_check p256 "-provider default -provider mtls-agent"
 else
 	it_result "openssl s_client with the provider" 0 "MTLS_PROVIDER_DIR is not set"
 fi

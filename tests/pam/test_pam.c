@@ -929,6 +929,55 @@ test_wrong_eku(void **state)
 	refused_cert("alice-p256-noeku.pem", "", PAM_CRED_INSUFFICIENT);
 }
 
+/* The user hears why the certificate was refused (PAM_ERROR_MSG), not only
+ * "Insufficient credentials"; the log says it too. */
+static void
+test_refusal_shown(void **state)
+{
+	struct conv c;
+
+	start_agent_one("alice-p256", "03", "alice-p256-expired.pem");
+	write_pam_conf(ag.sock, "");
+	c = login(ALICE, fx.pin, PAM_CRED_INSUFFICIENT);
+	if (strstr(c.errors, "Certificate of alice-p256 refused: certificate expired") == NULL)
+		fail_msg("conversation errors: \"%s\"", c.errors);
+	assert_non_null(strstr(c.errors, "CN=alice"));
+
+	/* Account management says it the same way. */
+	memset(&c, 0, sizeof(c));
+	assert_pam(pam_op(SERVICE, ALICE, &c, PAMTEST_ACCOUNT), PAM_ACCT_EXPIRED);
+	if (strstr(c.errors, "Certificate refused: certificate expired") == NULL)
+		fail_msg("account: conversation errors: \"%s\"", c.errors);
+}
+
+/* A CA made the usual way, `openssl req -x509` without keyUsage, is
+ * accepted as nginx accepts it; x509_strict refuses it, saying why. */
+static void
+test_plain_ca(void **state)
+{
+	char key[PATH_MAX], pem[PATH_MAX];
+	const char *req[] = { "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+			      "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", pem,
+			      "-subj", "/CN=Plain CA", "-days", "30", NULL };
+	struct conv c;
+
+	fpath("plain-ca.key", key);
+	fpath("plain-ca.pem", pem);
+	run(req);
+	issue("alice-p256-plainca.pem", ALICE, "p256", "plain-ca", "--eku", "clientAuth", NULL);
+	start_agent_one("alice-p256", "03", "alice-p256-plainca.pem");
+	write_pam_conf(ag.sock, "ca_file = %s\n", pem);
+	c = login(ALICE, fx.pin, PAM_SUCCESS);
+	assert_null(strstr(c.errors, "refused"));
+
+	write_pam_conf(ag.sock, "ca_file = %s\nx509_strict\n", pem);
+	c = login(ALICE, fx.pin, PAM_CRED_INSUFFICIENT);
+	assert_int_equal(c.n_prompts, 0);
+	if (strstr(c.errors, "Certificate of alice-p256 refused") == NULL ||
+	    strstr(c.errors, "key usage") == NULL)
+		fail_msg("conversation errors: \"%s\"", c.errors);
+}
+
 /* eku=any lets the serverAuth-only certificate through: the option works
  * (and the refusal above is the EKU check, nothing else). */
 static void
@@ -1662,6 +1711,8 @@ main(void)
 	    T(test_unknown_ca),
 	    T(test_wrong_eku),
 	    T(test_eku_any),
+	    T(test_refusal_shown),
+	    T(test_plain_ca),
 	    T(test_revoked_crl),
 	    T(test_revoked_ocsp),
 	    T(test_other_user),

@@ -713,6 +713,44 @@ test_expired(void **state)
 	assert_int_equal(check("expired.pem", NULL, &o), 0);
 }
 
+/* A CA made the usual way, `openssl req -x509` without keyUsage: accepted
+ * by default (as nginx and Apache accept it), refused with x509_strict. */
+static void
+test_ca_without_key_usage(void **state)
+{
+	const char *req[] = { "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+			      "ec_paramgen_curve:P-256", "-nodes", "-keyout", F("plain-ca.key"),
+			      "-out", F("plain-ca.pem"), "-subj", "/CN=Plain CA", "-days", "30",
+			      NULL };
+	struct certval_opts o;
+	X509 *ca;
+
+	(void)state;
+	assert_int_equal(run(req, 1), 0);
+	assert_non_null(ca = load_cert("plain-ca.pem"));
+	/* The point of the test: the CA really has no keyUsage. */
+	assert_int_equal(X509_get_extension_flags(ca) & EXFLAG_KUSAGE, 0);
+	X509_free(ca);
+	assert_int_equal(issue("plain-ca", "plain-leaf", "/O=mtls-agent tests/CN=plain-leaf", NULL),
+			 0);
+	certval_opts_init(&o);
+	o.ca_file = F("plain-ca.pem");
+	assert_int_equal(check("plain-leaf.pem", NULL, &o), 0);
+	assert_string_equal(why, "");
+
+	o.x509_strict = 1;
+	assert_int_equal(check("plain-leaf.pem", NULL, &o), MTLS_ERR_CERT_UNTRUSTED);
+	assert_non_null(strstr(why, "key usage"));
+	assert_non_null(strstr(why, "CN=Plain CA"));
+
+	/* The leaf's own rules still apply without strictness. */
+	o.x509_strict = 0;
+	assert_int_equal(issue("plain-ca", "plain-server", "/O=mtls-agent tests/CN=plain-server",
+			       "--eku", "serverAuth", NULL),
+			 0);
+	assert_int_equal(check("plain-server.pem", NULL, &o), MTLS_ERR_CERT_USAGE);
+}
+
 static void
 test_not_yet_valid(void **state)
 {
@@ -1160,6 +1198,7 @@ main(void)
 		cmocka_unit_test(test_ca_dir),
 		cmocka_unit_test(test_expired),
 		cmocka_unit_test(test_not_yet_valid),
+		cmocka_unit_test(test_ca_without_key_usage),
 		cmocka_unit_test(test_unknown_ca),
 		cmocka_unit_test(test_intermediate),
 		cmocka_unit_test(test_wrong_eku),
