@@ -30,6 +30,7 @@
 #include "proto.h"
 #include "secmem.h"
 #include "server.h"
+#include "spin.h"
 
 #define CONN_STACK_SIZE (256 * 1024)
 
@@ -67,8 +68,8 @@ struct server {
 	int watcher_done; /* the token watcher has left its loop */
 	/*
 	 * Busy-polling for a client's next request is worth it only while a
-	 * CPU is free for the client: at most ncpu/2 connections at a time
-	 * may be inside a request or busy-polling (0 on one CPU).
+	 * CPU is free for the client: at most half the CPUs the agent may run
+	 * on have a connection inside a request or busy-polling (0 on one).
 	 */
 	int spin_max;
 	int active; /* connections inside a request or busy-polling */
@@ -210,7 +211,8 @@ server_new(struct config *cfg, const char *config_path, const struct config_over
 	s->listen_fd = listen_fd;
 	s->uid = geteuid();
 	s->started = time(NULL);
-	s->spin_max = (int)(sysconf(_SC_NPROCESSORS_ONLN) / 2);
+	/* The CPUs we may run on (taskset, cpusets), not the machine's. */
+	s->spin_max = spin_max_spinners(spin_cpus_allowed(0), 0);
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_mutex_init(&s->lock_mu, NULL);
 	pthread_cond_init(&s->idle, NULL);
@@ -665,6 +667,8 @@ conn_main(void *arg)
 	char path[64];
 	ssize_t n;
 	int r;
+	/* Holds busy-polling for this client off after spins that did not pay. */
+	struct spin_ctl spin = { 0 };
 
 	if ((in = wbuf_new()) == NULL || (out = wbuf_new()) == NULL)
 		goto done;
@@ -731,7 +735,7 @@ conn_main(void *arg)
 		 */
 		if (r == 0 && gap_us <= (long)c->srv->cfg->busy_poll &&
 		    __atomic_load_n(&c->srv->active, __ATOMIC_RELAXED) <= c->srv->spin_max)
-			(void)frame_spin(c->fd, &c->rx, c->srv->cfg->busy_poll);
+			(void)spin_wait(&spin, c->fd, &c->rx, c->srv->cfg->busy_poll);
 		clock_gettime(CLOCK_MONOTONIC, &replied);
 		have_replied = 1;
 		(void)__atomic_sub_fetch(&c->srv->active, 1, __ATOMIC_RELAXED);

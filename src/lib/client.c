@@ -22,6 +22,7 @@
 
 #include "mtls-agent.h"
 #include "proto.h"
+#include "spin.h"
 #include "wbuf.h"
 
 /* The agent may be waiting for a PIN pad or a slow token. */
@@ -46,6 +47,8 @@ struct mtls_agent {
 	int timeout_ms;		  /* -1: wait forever */
 	unsigned int spin_max_us; /* busy-poll limit; 0: never */
 	unsigned int sign_us;	  /* running mean of SIGN round trips; 0: none yet */
+	int spin_cap;		  /* threads that may busy-poll at once on this agent */
+	struct spin_ctl spin;	  /* holds busy-polling off after spins that did not pay */
 };
 
 /* Detail text of the last error reply this thread received. */
@@ -87,14 +90,15 @@ timeout_from_env(void)
 }
 
 /*
- * $MTLS_AGENT_BUSY_POLL in microseconds (0 turns busy-polling off); junk is
- * ignored.  With one CPU there is nobody to spin for: the agent needs it.
+ * Busy-polling helps only while a CPU is free for the agent: at most half
+ * the CPUs this process may run on (affinity and cpusets, not the
+ * machine's count) have a thread of ours busy-polling, unless the agent
+ * runs on CPUs of its own (spin_max_spinners); the others sleep.
  */
-/*
- * Busy-polling helps only while a CPU is free for the agent: at most
- * ncpu/2 threads of this process busy-poll at a time, the others sleep.
- */
-static int spinners, spinners_max;
+static int spinners, spin_cpus;
+
+/* $MTLS_AGENT_BUSY_POLL in microseconds (0 turns busy-polling off); junk is
+ * ignored. */
 
 static unsigned int
 busy_poll_from_env(void)
@@ -103,8 +107,6 @@ busy_poll_from_env(void)
 	char *end;
 	long v;
 
-	if (spinners_max < 1)
-		return 0;
 	if (s == NULL || *s == '\0')
 		return DEFAULT_BUSY_POLL_US;
 	errno = 0;
@@ -204,7 +206,7 @@ static void
 fork_watch(void)
 {
 	fork_watched = pthread_atfork(NULL, NULL, fork_child) == 0;
-	spinners_max = (int)(sysconf(_SC_NPROCESSORS_ONLN) / 2);
+	spin_cpus = spin_cpus_allowed(0);
 }
 
 /*
@@ -316,6 +318,7 @@ open_connection(struct mtls_agent *a)
 			goto fail;
 	}
 	a->fd = fd;
+	a->spin_cap = spin_max_spinners(spin_cpus, spin_peer_has_own_cpu(fd));
 	a->pid = getpid();
 	a->fork_gen = __atomic_load_n(&fork_gen, __ATOMIC_RELAXED);
 	if ((r = hello(a)) != 0)
@@ -358,8 +361,8 @@ exchange(struct mtls_agent *a, const struct wbuf *req, uint8_t expect, int retry
 		if (r != 0)
 			break;
 		if (is_sign && (spin_us = sign_spin_budget(a)) > 0) {
-			if (__atomic_add_fetch(&spinners, 1, __ATOMIC_RELAXED) <= spinners_max)
-				(void)frame_spin(a->fd, &a->rx, spin_us);
+			if (__atomic_add_fetch(&spinners, 1, __ATOMIC_RELAXED) <= a->spin_cap)
+				(void)spin_wait(&a->spin, a->fd, &a->rx, spin_us);
 			(void)__atomic_sub_fetch(&spinners, 1, __ATOMIC_RELAXED);
 		}
 		r = read_reply(a, expect, reply, retries, &was_error_reply);
