@@ -602,15 +602,16 @@ dispatch(struct conn *c, struct wbuf *in, struct wbuf *out)
 		return put_error(out, MTLS_ERR_BAD_REQUEST, -1, "empty frame");
 	if (!c->hello_done && type != MSG_HELLO)
 		return put_error(out, MTLS_ERR_HELLO_REQUIRED, -1, "send HELLO first");
-	/* Locked: nothing is listed, signed or logged in until UNLOCK. */
+	/*
+	 * Locked: nothing is listed, signed or logged in until UNLOCK, and
+	 * LIST and STATUS say so rather than look like an agent with no
+	 * identities.
+	 */
 	if (is_locked(c->srv)) {
-		struct msg_list_resp none = { NULL, 0 };
-
 		switch (type) {
 		case MSG_LIST:
-			if ((r = msg_list_req_get(in)) != 0)
-				return put_error(out, r, -1, "malformed LIST");
-			return msg_list_resp_put(out, &none);
+		case MSG_STATUS:
+			return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "the agent is locked");
 		case MSG_SIGN:
 		case MSG_LOGIN:
 		case MSG_SET_PIN:
@@ -771,7 +772,7 @@ accept_one(struct server *s, pthread_attr_t *attr)
 
 		pthread_mutex_unlock(&s->mu);
 		warn("connection refused: %u connections open (max-connections)", s->nconn);
-		if (out != NULL && put_error(out, MTLS_ERR_BUSY, -1, "too many connections") == 0)
+		if (out != NULL && put_error(out, MTLS_ERR_BUSY, -1, "max-connections reached") == 0)
 			if (frame_write(fd, out, 100) != 0)
 				debug("refused peer gone");
 		wbuf_free(out);

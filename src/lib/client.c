@@ -258,6 +258,21 @@ read_reply(struct mtls_agent *a, uint8_t expect, struct wbuf *reply, int *retrie
 	return r;
 }
 
+/*
+ * After a failed write: the ERROR frame the agent sent before it closed,
+ * as its code (its text in last_message); `failed` if there is none.  The
+ * peer is gone, so the read ends at once with the frame or at EOF.
+ */
+static int
+pending_error(struct mtls_agent *a, struct wbuf *b, int failed)
+{
+	int r, was_error_reply = 0;
+
+	wbuf_reset(b);
+	r = read_reply(a, MSG_HELLO | MSG_REPLY, b, NULL, &was_error_reply);
+	return was_error_reply ? r : failed;
+}
+
 /* Sends HELLO on a fresh connection and checks the version we get. */
 static int
 hello(struct mtls_agent *a)
@@ -276,9 +291,19 @@ hello(struct mtls_agent *a)
 		r = MTLS_ERR_ALLOC;
 		goto out;
 	}
-	if ((r = msg_hello_req_put(b, &req)) != 0 ||
-	    (r = frame_write(a->fd, b, a->timeout_ms)) != 0 ||
-	    (r = read_reply(a, MSG_HELLO | MSG_REPLY, b, NULL, &was_error_reply)) != 0 ||
+	if ((r = msg_hello_req_put(b, &req)) != 0)
+		goto out;
+	if ((r = frame_write(a->fd, b, a->timeout_ms)) != 0) {
+		/*
+		 * An agent that refuses us (PEER_DENIED, BUSY) writes its
+		 * ERROR at once and closes, so our HELLO may hit a closed
+		 * socket: the reason is still waiting to be read.
+		 */
+		if (r == MTLS_ERR_CONNECTION_CLOSED || r == MTLS_ERR_IO)
+			r = pending_error(a, b, r);
+		goto out;
+	}
+	if ((r = read_reply(a, MSG_HELLO | MSG_REPLY, b, NULL, &was_error_reply)) != 0 ||
 	    (r = msg_hello_resp_get(b, &resp)) != 0)
 		goto out;
 	if (resp.version < MTLS_PROTO_MIN || resp.version > MTLS_PROTO_MAX)
@@ -287,6 +312,16 @@ out:
 	msg_hello_resp_clear(&resp);
 	wbuf_free(b);
 	return r;
+}
+
+/* "cannot connect to the agent" says where and why, in last_message. */
+static void
+connect_failed(const char *path, int e)
+{
+	char text[MTLS_TEXT_MAX + 1];
+
+	snprintf(text, sizeof(text), "%s: %s", path, strerror(e));
+	set_last_message(text);
 }
 
 /* Opens a connection to a->path and performs the handshake. */
@@ -303,18 +338,24 @@ open_connection(struct mtls_agent *a)
 	sun.sun_family = AF_UNIX;
 	/* resolve_path() made sure it fits. */
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", a->path);
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
+		connect_failed(a->path, errno);
 		return MTLS_ERR_CONNECT;
+	}
 	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
 		/* An interrupted connect goes on in the background. */
-		if (errno != EINTR && errno != EINPROGRESS)
+		if ((e = errno) != EINTR && e != EINPROGRESS)
 			goto fail;
 		pfd.fd = fd;
 		pfd.events = POLLOUT;
 		while ((r = poll(&pfd, 1, a->timeout_ms)) == -1 && errno == EINTR)
 			;
 		elen = sizeof(e);
-		if (r != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &elen) == -1 || e != 0)
+		if (r != 1)
+			e = r == 0 ? ETIMEDOUT : errno;
+		else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &elen) == -1)
+			e = errno;
+		if (e != 0)
 			goto fail;
 	}
 	a->fd = fd;
@@ -326,6 +367,7 @@ open_connection(struct mtls_agent *a)
 	return r;
 fail:
 	close(fd);
+	connect_failed(a->path, e);
 	return MTLS_ERR_CONNECT;
 }
 
