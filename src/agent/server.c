@@ -772,7 +772,8 @@ accept_one(struct server *s, pthread_attr_t *attr)
 
 		pthread_mutex_unlock(&s->mu);
 		warn("connection refused: %u connections open (max-connections)", s->nconn);
-		if (out != NULL && put_error(out, MTLS_ERR_BUSY, -1, "max-connections reached") == 0)
+		if (out != NULL &&
+		    put_error(out, MTLS_ERR_BUSY, -1, "max-connections reached") == 0)
 			if (frame_write(fd, out, 100) != 0)
 				debug("refused peer gone");
 		wbuf_free(out);
