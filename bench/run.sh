@@ -18,7 +18,7 @@
 #   BENCH_SECONDS    seconds per rate measurement (default 2)
 #   BENCH_PAM_LOGINS pamtester runs per PAM repetition (default 10)
 #   BENCH_RSS_COUNT  P-256 signatures for the memory row (default 1000000)
-#   BENCH_ROWS       rows to run, e.g. "1 2" (default "1 2 3 4 5")
+#   BENCH_ROWS       rows to run, e.g. "1 6" (default "1 2 3 4 5 6")
 #   BENCH_OUT        results file (default bench/results-<date>.md in the source tree)
 #   BENCH_KEEP=1     keep the temp directory (token, configurations, logs)
 #   BENCH_PIN=0      do not pin row 1's signers to CPU 0 and clients to CPU 1
@@ -31,7 +31,7 @@ REPS=${BENCH_REPS:-5}
 SECS=${BENCH_SECONDS:-2}
 PAM_LOGINS=${BENCH_PAM_LOGINS:-10}
 RSS_COUNT=${BENCH_RSS_COUNT:-1000000}
-ROWS=${BENCH_ROWS:-1 2 3 4 5}
+ROWS=${BENCH_ROWS:-1 2 3 4 5 6}
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
 top_builddir=${top_builddir:-$top_srcdir}
 DATE=$(date +%Y-%m-%d)
@@ -335,6 +335,30 @@ if [[ " $ROWS " == *" 1 "* || " $ROWS " == *" 2 "* ]]; then
 	pin_pid "$MAIN_AGENT_PID" ""
 fi
 
+# Row 6 --------------------------------------------------------------------------
+# Row 1's placement (agent on CPU 0, client on CPU 1) with a CPU-bound
+# process pinned to the client's CPU: busy-polling must not cost the client
+# its share of that CPU (the library's default against busy-poll off).
+if [[ " $ROWS " == *" 6 "* ]]; then
+	[ -n "$CLIENT_CPU" ] || die "row 6 needs 2 CPUs, taskset and BENCH_PIN=1"
+	taskset -c "$CLIENT_CPU" bash -c 'while :; do :; done' </dev/null >/dev/null 2>&1 &
+	HOG_PID=$!
+	PIDS+=("$HOG_PID")
+	for alg in rsa2048 p256; do
+		variant "6.agent.$alg" sig/s "6 $alg libmtls-agent, a CPU-bound process on the client's CPU"
+		variant "6.agentsleep.$alg" sig/s "6 $alg the same, client busy-poll off (MTLS_AGENT_BUSY_POLL=0)"
+	done
+	for rep in $(seq 1 "$REPS"); do
+		log "$prog: row 6, repetition $rep/$REPS"
+		for alg in rsa2048 p256; do
+			record "6.agent.$alg" "$(agent_sign "$alg" 1)"
+			record "6.agentsleep.$alg" "$(agent_sign_sleeping "$alg")"
+		done
+	done
+	stop_pid "$HOG_PID"
+	pin_pid "$MAIN_AGENT_PID" ""
+fi
+
 # Row 3 --------------------------------------------------------------------------
 if [[ " $ROWS " == *" 3 "* ]]; then
 	HS_PORT=
@@ -564,6 +588,7 @@ ref_of() {
 	3.*.p256) echo 3.libp11.p256 ;;
 	4.mtls) echo 4.p11 ;;
 	5.idle) echo 5.floor ;;
+	6.agent.*) echo "6.agentsleep.${1#6.agent.}" ;;
 	*) echo "" ;;
 	esac
 }
@@ -576,6 +601,7 @@ target_of() { # key ratio-number value -> "met (>= x)" / "NOT met"
 	3.agent.* | 3.provider.*) want=0.95 ;;
 	4.mtls) want=1.00; op=le ;;
 	5.idle) want=8; op=le; r=$v ;;
+	6.agent.*) want=0.90 ;;
 	5.growth) want=1; op=le; r=$v ;;
 	*) return 0 ;;
 	esac

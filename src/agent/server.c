@@ -31,6 +31,7 @@
 #include "proto.h"
 #include "secmem.h"
 #include "server.h"
+#include "spin.h"
 
 #define CONN_STACK_SIZE (256 * 1024)
 
@@ -83,8 +84,8 @@ struct server {
 	int watcher_done; /* the token watcher has left its loop */
 	/*
 	 * Busy-polling for a client's next request is worth it only while a
-	 * CPU is free for the client: at most ncpu/2 connections at a time
-	 * may be inside a request or busy-polling (0 on one CPU).
+	 * CPU is free for the client: at most half the CPUs the agent may run
+	 * on have a connection inside a request or busy-polling (0 on one).
 	 */
 	int spin_max;
 	int active; /* connections inside a request or busy-polling */
@@ -240,7 +241,8 @@ server_new(struct config *cfg, const char *config_path, const struct config_over
 	s->listen_fd = listen_fd;
 	s->uid = geteuid();
 	s->started = time(NULL);
-	s->spin_max = (int)(sysconf(_SC_NPROCESSORS_ONLN) / 2);
+	/* The CPUs we may run on (taskset, cpusets), not the machine's. */
+	s->spin_max = spin_max_spinners(spin_cpus_allowed(0), 0);
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_mutex_init(&s->lock_mu, NULL);
 	pthread_cond_init(&s->idle, NULL);
@@ -768,15 +770,16 @@ dispatch(struct conn *c, struct wbuf *in, struct wbuf *out)
 	/* Who asks now, for what is decided or audited. */
 	if (type != MSG_HELLO && type != MSG_LIST && type != MSG_STATUS)
 		peer_refresh(c);
-	/* Locked: nothing is listed, signed or logged in until UNLOCK. */
+	/*
+	 * Locked: nothing is listed, signed or logged in until UNLOCK, and
+	 * LIST and STATUS say so rather than look like an agent with no
+	 * identities.
+	 */
 	if (is_locked(c->srv)) {
-		struct msg_list_resp none = { NULL, 0 };
-
 		switch (type) {
 		case MSG_LIST:
-			if ((r = msg_list_req_get(in)) != 0)
-				return put_error(out, r, -1, "malformed LIST");
-			return msg_list_resp_put(out, &none);
+		case MSG_STATUS:
+			return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "the agent is locked");
 		case MSG_SIGN:
 		case MSG_LOGIN:
 		case MSG_SET_PIN:
@@ -832,6 +835,8 @@ conn_main(void *arg)
 	socklen_t clen = sizeof(cred);
 	unsigned int timeout_ms, busy_poll;
 	int r;
+	/* Holds busy-polling for this client off after spins that did not pay. */
+	struct spin_ctl spin = { 0 };
 
 	/* Settings of the configuration current at each request; a waiting
 	 * connection holds none (see struct live_cfg). */
@@ -908,7 +913,7 @@ conn_main(void *arg)
 		 */
 		if (r == 0 && gap_us <= (long)busy_poll &&
 		    __atomic_load_n(&c->srv->active, __ATOMIC_RELAXED) <= c->srv->spin_max)
-			(void)frame_spin(c->fd, &c->rx, busy_poll);
+			(void)spin_wait(&spin, c->fd, &c->rx, busy_poll);
 		clock_gettime(CLOCK_MONOTONIC, &replied);
 		have_replied = 1;
 		(void)__atomic_sub_fetch(&c->srv->active, 1, __ATOMIC_RELAXED);
@@ -947,7 +952,8 @@ accept_one(struct server *s, pthread_attr_t *attr)
 
 		pthread_mutex_unlock(&s->mu);
 		warn("connection refused: %u connections open (max-connections)", s->nconn);
-		if (out != NULL && put_error(out, MTLS_ERR_BUSY, -1, "too many connections") == 0)
+		if (out != NULL &&
+		    put_error(out, MTLS_ERR_BUSY, -1, "max-connections reached") == 0)
 			if (frame_write(fd, out, 100) != 0)
 				debug("refused peer gone");
 		wbuf_free(out);

@@ -730,6 +730,7 @@ pin_error(struct tokenset *ts, PKCS11_SLOT *slot, CK_RV rv, int so, int *retries
 	CK_FLAGS final = so ? CKF_SO_PIN_FINAL_TRY : CKF_USER_PIN_FINAL_TRY;
 	CK_FLAGS low = so ? CKF_SO_PIN_COUNT_LOW : CKF_USER_PIN_COUNT_LOW;
 	const char *label = slot->token->label;
+	char tries[32];
 
 	*retries = -1;
 	if (token_info(ts, slot, &info) == 0)
@@ -743,14 +744,20 @@ pin_error(struct tokenset *ts, PKCS11_SLOT *slot, CK_RV rv, int so, int *retries
 				 what);
 			return MTLS_ERR_PIN_LOCKED;
 		}
+		/* The code already says "PIN incorrect": the text adds the
+		 * token, which secret (unless the user PIN) and the tries. */
+		tries[0] = '\0';
 		if (*retries >= 0)
-			snprintf(why, why_len, "token %s: %s incorrect, %d tr%s left", label, what,
-				 *retries, *retries == 1 ? "y" : "ies");
+			snprintf(tries, sizeof(tries), "%d tr%s left", *retries,
+				 *retries == 1 ? "y" : "ies");
 		else if (info.flags & low)
-			snprintf(why, why_len, "token %s: %s incorrect, few tries left", label,
-				 what);
+			snprintf(tries, sizeof(tries), "few tries left");
+		if (strcmp(what, "PIN") == 0)
+			snprintf(why, why_len, "token %s%s%s", label, *tries != '\0' ? ": " : "",
+				 tries);
 		else
-			snprintf(why, why_len, "token %s: %s incorrect", label, what);
+			snprintf(why, why_len, "token %s: %s incorrect%s%s", label, what,
+				 *tries != '\0' ? ", " : "", tries);
 		return MTLS_ERR_PIN_INCORRECT;
 	case RV_PIN_LOCKED:
 		*retries = 0;

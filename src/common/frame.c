@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <sched.h>
 #include <sys/socket.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -171,6 +170,19 @@ frame_read(int fd, struct frame_rx *rx, struct wbuf *body, size_t max, int idle_
 	return 0;
 }
 
+/* A spin-wait hint to the CPU; no system call, nothing yielded. */
+static inline void
+cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__) || (defined(__arm__) && __ARM_ARCH >= 7)
+	__asm__ __volatile__("yield" ::: "memory");
+#else
+	__asm__ __volatile__("" ::: "memory");
+#endif
+}
+
 int
 frame_spin(int fd, struct frame_rx *rx, unsigned int spin_us)
 {
@@ -186,7 +198,7 @@ frame_spin(int fd, struct frame_rx *rx, unsigned int spin_us)
 	rx->start = rx->end = 0;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	end = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec + (long long)spin_us * 1000;
-	for (i = 1;; i++) {
+	for (;;) {
 		/* The probe is the read: what arrives goes to the stash. */
 		n = recv(fd, rx->buf, sizeof(rx->buf), MSG_DONTWAIT);
 		if (n > 0) {
@@ -199,12 +211,14 @@ frame_spin(int fd, struct frame_rx *rx, unsigned int spin_us)
 		if ((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec >= end)
 			return 0;
 		/*
-		 * Any other runnable thread on this CPU goes first, every
-		 * fourth try (a yield costs a system call, and so delays
-		 * noticing the reply, when there is nobody to yield to).
+		 * Never sched_yield(): with a CPU-bound process on this CPU
+		 * a yield hands it a whole time slice (milliseconds) while
+		 * the reply waits.  A pause between probes spares the
+		 * sibling hyperthread and the system call rate; whether
+		 * spinning pays at all is the caller's call (spin.c).
 		 */
-		if (i % 16 == 0)
-			sched_yield();
+		for (i = 0; i < 16; i++)
+			cpu_relax();
 	}
 }
 

@@ -196,9 +196,10 @@ WUR int frame_read(int fd, struct frame_rx *rx, struct wbuf *body, size_t max, i
 WUR int frame_write(int fd, const struct wbuf *body, int timeout_ms);
 
 /*
- * Busy-polls fd for up to spin_us microseconds (0: does not wait), yielding
- * the CPU to any other runnable thread between tries; what arrives goes to
- * the stash.  Returns 1 as soon as there is something to read (or EOF),
+ * Busy-polls fd for up to spin_us microseconds (0: does not wait), with a
+ * CPU pause between tries and never a yield; what arrives goes to the
+ * stash.  Callers go through spin_wait() (spin.h), which decides whether a
+ * spin is worth it.  Returns 1 as soon as there is something to read (or EOF),
  * 0 when the time is up.  A reply expected within a millisecond or so is
  * then read without putting the waiting CPU to sleep: on virtual machines
  * waking an idle CPU costs 50-150 us, as much as a P-256 signature

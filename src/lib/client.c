@@ -23,6 +23,7 @@
 #include "client.h"
 #include "mtls-agent.h"
 #include "proto.h"
+#include "spin.h"
 #include "wbuf.h"
 
 /* The agent may be waiting for a PIN pad or a slow token. */
@@ -47,6 +48,8 @@ struct mtls_agent {
 	int timeout_ms;		  /* -1: wait forever */
 	unsigned int spin_max_us; /* busy-poll limit; 0: never */
 	unsigned int sign_us;	  /* running mean of SIGN round trips; 0: none yet */
+	int spin_cap;		  /* threads that may busy-poll at once on this agent */
+	struct spin_ctl spin;	  /* holds busy-polling off after spins that did not pay */
 };
 
 /* Detail text of the last error reply this thread received. */
@@ -88,14 +91,15 @@ timeout_from_env(void)
 }
 
 /*
- * $MTLS_AGENT_BUSY_POLL in microseconds (0 turns busy-polling off); junk is
- * ignored.  With one CPU there is nobody to spin for: the agent needs it.
+ * Busy-polling helps only while a CPU is free for the agent: at most half
+ * the CPUs this process may run on (affinity and cpusets, not the
+ * machine's count) have a thread of ours busy-polling, unless the agent
+ * runs on CPUs of its own (spin_max_spinners); the others sleep.
  */
-/*
- * Busy-polling helps only while a CPU is free for the agent: at most
- * ncpu/2 threads of this process busy-poll at a time, the others sleep.
- */
-static int spinners, spinners_max;
+static int spinners, spin_cpus;
+
+/* $MTLS_AGENT_BUSY_POLL in microseconds (0 turns busy-polling off); junk is
+ * ignored. */
 
 static unsigned int
 busy_poll_from_env(void)
@@ -104,8 +108,6 @@ busy_poll_from_env(void)
 	char *end;
 	long v;
 
-	if (spinners_max < 1)
-		return 0;
 	if (s == NULL || *s == '\0')
 		return DEFAULT_BUSY_POLL_US;
 	errno = 0;
@@ -205,7 +207,7 @@ static void
 fork_watch(void)
 {
 	fork_watched = pthread_atfork(NULL, NULL, fork_child) == 0;
-	spinners_max = (int)(sysconf(_SC_NPROCESSORS_ONLN) / 2);
+	spin_cpus = spin_cpus_allowed(0);
 }
 
 /*
@@ -257,6 +259,21 @@ read_reply(struct mtls_agent *a, uint8_t expect, struct wbuf *reply, int *retrie
 	return r;
 }
 
+/*
+ * After a failed write: the ERROR frame the agent sent before it closed,
+ * as its code (its text in last_message); `failed` if there is none.  The
+ * peer is gone, so the read ends at once with the frame or at EOF.
+ */
+static int
+pending_error(struct mtls_agent *a, struct wbuf *b, int failed)
+{
+	int r, was_error_reply = 0;
+
+	wbuf_reset(b);
+	r = read_reply(a, MSG_HELLO | MSG_REPLY, b, NULL, &was_error_reply);
+	return was_error_reply ? r : failed;
+}
+
 /* Sends HELLO on a fresh connection and checks the version we get. */
 static int
 hello(struct mtls_agent *a)
@@ -275,9 +292,19 @@ hello(struct mtls_agent *a)
 		r = MTLS_ERR_ALLOC;
 		goto out;
 	}
-	if ((r = msg_hello_req_put(b, &req)) != 0 ||
-	    (r = frame_write(a->fd, b, a->timeout_ms)) != 0 ||
-	    (r = read_reply(a, MSG_HELLO | MSG_REPLY, b, NULL, &was_error_reply)) != 0 ||
+	if ((r = msg_hello_req_put(b, &req)) != 0)
+		goto out;
+	if ((r = frame_write(a->fd, b, a->timeout_ms)) != 0) {
+		/*
+		 * An agent that refuses us (PEER_DENIED, BUSY) writes its
+		 * ERROR at once and closes, so our HELLO may hit a closed
+		 * socket: the reason is still waiting to be read.
+		 */
+		if (r == MTLS_ERR_CONNECTION_CLOSED || r == MTLS_ERR_IO)
+			r = pending_error(a, b, r);
+		goto out;
+	}
+	if ((r = read_reply(a, MSG_HELLO | MSG_REPLY, b, NULL, &was_error_reply)) != 0 ||
 	    (r = msg_hello_resp_get(b, &resp)) != 0)
 		goto out;
 	if (resp.version < MTLS_PROTO_MIN || resp.version > MTLS_PROTO_MAX)
@@ -286,6 +313,16 @@ out:
 	msg_hello_resp_clear(&resp);
 	wbuf_free(b);
 	return r;
+}
+
+/* "cannot connect to the agent" says where and why, in last_message. */
+static void
+connect_failed(const char *path, int e)
+{
+	char text[MTLS_TEXT_MAX + 1];
+
+	snprintf(text, sizeof(text), "%s: %s", path, strerror(e));
+	set_last_message(text);
 }
 
 /* Opens a connection to a->path and performs the handshake. */
@@ -305,21 +342,28 @@ open_connection(struct mtls_agent *a)
 	sun.sun_family = AF_UNIX;
 	/* resolve_path() made sure it fits. */
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", a->path);
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
+		connect_failed(a->path, errno);
 		return MTLS_ERR_CONNECT;
+	}
 	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
 		/* An interrupted connect goes on in the background. */
-		if (errno != EINTR && errno != EINPROGRESS)
+		if ((e = errno) != EINTR && e != EINPROGRESS)
 			goto fail;
 		pfd.fd = fd;
 		pfd.events = POLLOUT;
 		while ((r = poll(&pfd, 1, a->timeout_ms)) == -1 && errno == EINTR)
 			;
 		elen = sizeof(e);
-		if (r != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &elen) == -1 || e != 0)
+		if (r != 1)
+			e = r == 0 ? ETIMEDOUT : errno;
+		else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &elen) == -1)
+			e = errno;
+		if (e != 0)
 			goto fail;
 	}
 	a->fd = fd;
+	a->spin_cap = spin_max_spinners(spin_cpus, spin_peer_has_own_cpu(fd));
 	a->pid = getpid();
 	a->fork_gen = __atomic_load_n(&fork_gen, __ATOMIC_RELAXED);
 	if ((r = hello(a)) != 0)
@@ -327,6 +371,7 @@ open_connection(struct mtls_agent *a)
 	return r;
 fail:
 	close(fd);
+	connect_failed(a->path, e);
 	return MTLS_ERR_CONNECT;
 }
 
@@ -362,8 +407,8 @@ exchange(struct mtls_agent *a, const struct wbuf *req, uint8_t expect, int retry
 		if (r != 0)
 			break;
 		if (is_sign && (spin_us = sign_spin_budget(a)) > 0) {
-			if (__atomic_add_fetch(&spinners, 1, __ATOMIC_RELAXED) <= spinners_max)
-				(void)frame_spin(a->fd, &a->rx, spin_us);
+			if (__atomic_add_fetch(&spinners, 1, __ATOMIC_RELAXED) <= a->spin_cap)
+				(void)spin_wait(&a->spin, a->fd, &a->rx, spin_us);
 			(void)__atomic_sub_fetch(&spinners, 1, __ATOMIC_RELAXED);
 		}
 		r = read_reply(a, expect, reply, retries, &was_error_reply);

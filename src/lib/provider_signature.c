@@ -548,6 +548,106 @@ ecdsa_settable_ctx_params(void *ctx, void *provctx)
 	return params;
 }
 
+/*
+ * X.509 AlgorithmIdentifiers (DER) for what the agent signs with, as
+ * certificates and requests name them (RFC 4055, RFC 5758): PKCS#1 v1.5
+ * and ECDSA without parameters or with NULL, RSASSA-PSS with its digest,
+ * MGF1 over the same digest and a salt of the hash length.  libcrypto asks
+ * for one (OSSL_SIGNATURE_PARAM_ALGORITHM_ID) before signing any ASN.1
+ * item; ECDSA with SHA-512 is here for completeness, no key takes it yet.
+ */
+static const unsigned char aid_rsa_sha256[] = {
+	0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00,
+};
+static const unsigned char aid_rsa_sha384[] = {
+	0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c, 0x05, 0x00,
+};
+static const unsigned char aid_rsa_sha512[] = {
+	0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d, 0x05, 0x00,
+};
+/* rsassaPss, then [0] hashAlgorithm, [1] MGF1(hash), [2] saltLength. */
+#define AID_PSS(h, salt)                                                                           \
+	{                                                                                          \
+		0x30, 0x41, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a,      \
+		    0x30, 0x34, 0xa0, 0x0f, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65,  \
+		    0x03, 0x04, 0x02, (h), 0x05, 0x00, 0xa1, 0x1c, 0x30, 0x1a, 0x06, 0x09, 0x2a,   \
+		    0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08, 0x30, 0x0d, 0x06, 0x09, 0x60,  \
+		    0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, (h), 0x05, 0x00, 0xa2, 0x03, 0x02,   \
+		    0x01, (salt)                                                                   \
+	}
+static const unsigned char aid_pss_sha256[] = AID_PSS(0x01, 32);
+static const unsigned char aid_pss_sha384[] = AID_PSS(0x02, 48);
+static const unsigned char aid_pss_sha512[] = AID_PSS(0x03, 64);
+static const unsigned char aid_ecdsa_sha256[] = {
+	0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
+};
+static const unsigned char aid_ecdsa_sha384[] = {
+	0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03,
+};
+static const unsigned char aid_ecdsa_sha512[] = {
+	0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04,
+};
+
+/* The AlgorithmIdentifier for key type, padding and digest; NULL if none. */
+static const unsigned char *
+algorithm_id(int key_type, int pss, unsigned int md_bits, size_t *len)
+{
+	static const struct {
+		int key_type, pss;
+		unsigned int md_bits;
+		const unsigned char *der;
+		size_t len;
+	} ids[] = {
+#define AID(t, p, b, a) { (t), (p), (b), (a), sizeof(a) }
+		AID(MTLS_AGENT_KEY_RSA, 0, 256, aid_rsa_sha256),
+		AID(MTLS_AGENT_KEY_RSA, 0, 384, aid_rsa_sha384),
+		AID(MTLS_AGENT_KEY_RSA, 0, 512, aid_rsa_sha512),
+		AID(MTLS_AGENT_KEY_RSA, 1, 256, aid_pss_sha256),
+		AID(MTLS_AGENT_KEY_RSA, 1, 384, aid_pss_sha384),
+		AID(MTLS_AGENT_KEY_RSA, 1, 512, aid_pss_sha512),
+		AID(MTLS_AGENT_KEY_EC, 0, 256, aid_ecdsa_sha256),
+		AID(MTLS_AGENT_KEY_EC, 0, 384, aid_ecdsa_sha384),
+		AID(MTLS_AGENT_KEY_EC, 0, 512, aid_ecdsa_sha512),
+#undef AID
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+		if (ids[i].key_type == key_type && ids[i].pss == pss && ids[i].md_bits == md_bits) {
+			*len = ids[i].len;
+			return ids[i].der;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * Answers OSSL_SIGNATURE_PARAM_ALGORITHM_ID.  Failing here (with the
+ * reason on the error queue) is what stops libcrypto before it signs with
+ * an identifier it made up, or reads one we never wrote.
+ */
+static int
+get_algorithm_id(struct sig_ctx *c, OSSL_PARAM *p)
+{
+	const unsigned char *der;
+	size_t len;
+
+	if (c->key == NULL || c->md_bits == 0) {
+		PROV_RAISE(c->prov, PROV_R_OPERATION_UNSUPPORTED, "no signature initialised");
+		return 0;
+	}
+	/* Raises the reason when the padding, salt or MGF1 do not fit. */
+	if (scheme_for(c) == 0)
+		return 0;
+	der = algorithm_id(c->key_type, c->pad == RSA_PKCS1_PSS_PADDING, c->md_bits, &len);
+	if (der == NULL) {
+		PROV_RAISE(c->prov, PROV_R_UNSUPPORTED_DIGEST, "no AlgorithmIdentifier for %s",
+			   md_name(c->md_bits));
+		return 0;
+	}
+	return OSSL_PARAM_set_octet_string(p, der, len);
+}
+
 static int
 get_ctx_params(void *ctx, OSSL_PARAM params[])
 {
@@ -559,6 +659,9 @@ get_ctx_params(void *ctx, OSSL_PARAM params[])
 		return EVP_PKEY_CTX_get_params(c->vpctx, params);
 	if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_DIGEST)) != NULL &&
 	    !OSSL_PARAM_set_utf8_string(p, md_name(c->md_bits)))
+		return 0;
+	if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_ALGORITHM_ID)) != NULL &&
+	    !get_algorithm_id(c, p))
 		return 0;
 	if (c->key_type != MTLS_AGENT_KEY_RSA)
 		return 1;
@@ -599,9 +702,11 @@ rsa_gettable_ctx_params(void *ctx, void *provctx)
 {
 	static const OSSL_PARAM params[] = {
 		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
+		OSSL_PARAM_octet_string(OSSL_SIGNATURE_PARAM_ALGORITHM_ID, NULL, 0),
 		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL, 0),
 		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL, 0),
-		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_DIGEST, NULL, 0), OSSL_PARAM_END
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_DIGEST, NULL, 0),
+		OSSL_PARAM_END
 	};
 
 	return params;
@@ -611,7 +716,8 @@ static const OSSL_PARAM *
 ecdsa_gettable_ctx_params(void *ctx, void *provctx)
 {
 	static const OSSL_PARAM params[] = {
-		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0), OSSL_PARAM_END
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
+		OSSL_PARAM_octet_string(OSSL_SIGNATURE_PARAM_ALGORITHM_ID, NULL, 0), OSSL_PARAM_END
 	};
 
 	return params;

@@ -161,6 +161,21 @@ agent_error(const char *cmd, int err, const char *extra)
 	return exit_code(err);
 }
 
+/*
+ * " (N tries left)" after "PIN incorrect" when the token counts and the
+ * agent's text does not say it already; nothing for an unknown count.
+ */
+static void
+tries_left(int err, int retries, char *buf, size_t len)
+{
+	const char *detail = mtls_agent_last_message();
+
+	buf[0] = '\0';
+	if (err == MTLS_ERR_PIN_INCORRECT && retries >= 0 &&
+	    (detail == NULL || strstr(detail, " left") == NULL))
+		snprintf(buf, len, " (%d tr%s left)", retries, retries == 1 ? "y" : "ies");
+}
+
 static int
 connect_agent(const char *cmd, mtls_agent **a)
 {
@@ -361,10 +376,13 @@ state_words(uint32_t f, const char **w)
 			w[n++] = "logged in";
 		else
 			w[n++] = "login required";
+		/* Tokens show private keys only after login: before it, a
+		 * missing key is not missing yet. */
 		if (f & MTLS_AGENT_ID_KEY_MISMATCH)
 			w[n++] = "key does not match certificate";
 		else if (!(f & MTLS_AGENT_ID_KEY_FOUND))
-			w[n++] = "key not found";
+			w[n++] = (f & MTLS_AGENT_ID_LOGGED_IN) ? "key not found"
+							       : "private key visible after login";
 	}
 	if (f & MTLS_AGENT_ID_PIN_LOCKED)
 		w[n++] = "locked";
@@ -796,9 +814,7 @@ cmd_login(int argc, char **argv)
 	mtls_secure_free(pin);
 	pin = NULL;
 	if (r != 0) {
-		extra[0] = '\0';
-		if (r == MTLS_ERR_PIN_INCORRECT && retries >= 0)
-			snprintf(extra, sizeof(extra), " (%d tries left)", retries);
+		tries_left(r, retries, extra, sizeof(extra));
 		ret = agent_error("login", r, extra);
 		goto out;
 	}
@@ -999,9 +1015,7 @@ set_pin_command(int argc, char **argv, int unblock)
 	mtls_secure_free(new_pin);
 	old = new_pin = NULL;
 	if (r != 0) {
-		extra[0] = '\0';
-		if (r == MTLS_ERR_PIN_INCORRECT && retries >= 0)
-			snprintf(extra, sizeof(extra), " (%d tries left)", retries);
+		tries_left(r, retries, extra, sizeof(extra));
 		ret = agent_error(cmd, r, extra);
 		goto out;
 	}

@@ -61,11 +61,8 @@ it_refused "lock takes no argument" 2 "lock: unexpected argument 'x'" "$CTL" loc
 it_ok "lock" feed "$PASS\n" "$CTL" lock --stdin
 it_match "lock says so" '^agent locked$' "$IT_OUT"
 
-it_ok "list while locked" "$CTL" list
-it_match "list while locked shows nothing" '^no identities$' "$IT_OUT"
-it_ok "list --json while locked" "$CTL" list --json
-it_match "list --json while locked is an empty array" '^\[\]$' "$IT_OUT"
-it_ok "status while locked" "$CTL" status
+it_refused "list while locked exits 6" 6 'list: agent locked: the agent is locked' "$CTL" list
+it_refused "status while locked exits 6" 6 'status: agent locked: the agent is locked' "$CTL" status
 it_refused "sign while locked exits 6" 6 'sign: agent locked: the agent is locked' "${SIGN[@]}"
 it_refused "login while locked exits 6" 6 'login: agent locked' \
 	feed "$PIN\n" "$CTL" login --pin-stdin

@@ -32,6 +32,7 @@
 
 #include <cmocka.h>
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -904,6 +905,158 @@ test_s_client(void **state)
 	stop_server();
 }
 
+/* ---------------------------------------------------------------------- */
+/* certificates and requests signed with an agent key (openssl req, x509) */
+
+/* The AlgorithmIdentifier (DER) a signature context answers; its length. */
+static size_t
+algorithm_id(EVP_PKEY *pk, OSSL_LIB_CTX *lc, const char *md, int pss, unsigned char *aid,
+	     size_t len)
+{
+	EVP_MD_CTX *m = EVP_MD_CTX_new();
+	EVP_PKEY_CTX *pc = NULL;
+	OSSL_PARAM p[2];
+	char errors[1024] = "";
+
+	assert_non_null(m);
+	if (EVP_DigestSignInit_ex(m, &pc, md, lc, NULL, pk, NULL) != 1) {
+		drain_errors(errors, sizeof(errors));
+		fail_msg("DigestSignInit %s: %s", md, errors);
+	}
+	if (pss) {
+		assert_int_equal(EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PSS_PADDING), 1);
+		assert_int_equal(EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, RSA_PSS_SALTLEN_DIGEST), 1);
+	}
+	p[0] = OSSL_PARAM_construct_octet_string(OSSL_SIGNATURE_PARAM_ALGORITHM_ID, aid, len);
+	p[1] = OSSL_PARAM_construct_end();
+	if (EVP_PKEY_CTX_get_params(pc, p) != 1 || !OSSL_PARAM_modified(&p[0]))
+		fail_msg("%s%s: no AlgorithmIdentifier", md, pss ? " PSS" : "");
+	EVP_MD_CTX_free(m);
+	return p[0].return_size;
+}
+
+/*
+ * The AlgorithmIdentifier of each scheme is the DER the default provider
+ * gives for the same key type, digest and padding (PSS: salt = hash
+ * length, MGF1 with the same digest), and it decodes to the right OID.
+ */
+static void
+test_algorithm_id(void **state)
+{
+	static const struct {
+		const char *label, *md, *sigalg;
+		int pss;
+	} cases[] = {
+		{ "rsa2048", "SHA256", "sha256WithRSAEncryption", 0 },
+		{ "rsa2048", "SHA384", "sha384WithRSAEncryption", 0 },
+		{ "rsa2048", "SHA512", "sha512WithRSAEncryption", 0 },
+		{ "rsa3072", "SHA256", "rsassaPss", 1 },
+		{ "rsa3072", "SHA384", "rsassaPss", 1 },
+		{ "rsa3072", "SHA512", "rsassaPss", 1 },
+		{ "p256", "SHA256", "ecdsa-with-SHA256", 0 },
+		{ "p384", "SHA384", "ecdsa-with-SHA384", 0 },
+	};
+	OSSL_PROVIDER *provs[2];
+	OSSL_LIB_CTX *lc = provider_libctx(provs);
+	unsigned char ours[256], want[256];
+	char uri[PATH_MAX + 64], name[64], cert[PATH_MAX], oid[64];
+	const unsigned char *pp;
+	const ASN1_OBJECT *obj;
+	size_t i, n_ours, n_want;
+	X509_ALGOR *alg;
+	EVP_PKEY *pk, *pub;
+	X509 *x;
+	FILE *f;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		format_into(uri, "mtls-agent:%s?socket=%s", cases[i].label, ag.sock);
+		pk = store_key(lc, uri);
+		n_ours = algorithm_id(pk, lc, cases[i].md, cases[i].pss, ours, sizeof(ours));
+		/* The oracle: the default provider on the certificate's key. */
+		format_into(name, "%s.pem", cases[i].label);
+		fixture_file(name, cert, sizeof(cert));
+		assert_non_null(f = fopen(cert, "r"));
+		assert_non_null(x = PEM_read_X509(f, NULL, NULL, NULL));
+		fclose(f);
+		assert_non_null(pub = X509_get0_pubkey(x));
+		n_want = algorithm_id(pub, NULL, cases[i].md, cases[i].pss, want, sizeof(want));
+		if (n_ours != n_want || memcmp(ours, want, n_want) != 0)
+			fail_msg("%s %s%s: AlgorithmIdentifier differs (%zu vs %zu bytes)",
+				 cases[i].label, cases[i].md, cases[i].pss ? " PSS" : "", n_ours,
+				 n_want);
+		pp = ours;
+		assert_non_null(alg = d2i_X509_ALGOR(NULL, &pp, (long)n_ours));
+		assert_true(pp == ours + n_ours);
+		X509_ALGOR_get0(&obj, NULL, NULL, alg);
+		OBJ_obj2txt(oid, sizeof(oid), obj, 0);
+		assert_string_equal(oid, cases[i].sigalg);
+		X509_ALGOR_free(alg);
+		X509_free(x);
+		EVP_PKEY_free(pk);
+	}
+	OSSL_PROVIDER_unload(provs[1]);
+	OSSL_PROVIDER_unload(provs[0]);
+	OSSL_LIB_CTX_free(lc);
+	ERR_clear_error();
+}
+
+/*
+ * `openssl req -new` and `openssl x509 -req -CAkey` with an agent key: the
+ * content is a certificate request or certificate, no purpose an identity
+ * can have, so the agent refuses it.  The tools must fail cleanly (exit
+ * status 1, not a signal) and print the agent's reason.
+ */
+static void
+test_req_and_x509(void **state)
+{
+	char key[PATH_MAX + 64], csr[PATH_MAX], crt[PATH_MAX], ca[PATH_MAX], cacert[PATH_MAX];
+	char cakey[PATH_MAX], *out = NULL;
+	/* TLS 1.3 only: refused by policy; TLS 1.2 allowed: the content is
+	 * not a handshake transcript. */
+	static const char *const ids[] = { "p256", "rsa2048-tls12" };
+	const char *why[] = { mtls_agent_strerror(MTLS_ERR_POLICY_DENIED),
+			      mtls_agent_strerror(MTLS_ERR_CONTENT_REJECTED) };
+	const char *req[] = { "openssl", "req", "-provider-path", provider_dir(), "-provider",
+			      "mtls-agent", "-provider", "default", "-new", "-key", key,
+			      "-subj", "/CN=csr test", "-out", csr, NULL };
+	const char *mkreq[] = { "openssl", "req", "-new", "-key", cakey, "-subj", "/CN=csr test",
+				"-out", csr, NULL };
+	const char *x509[] = { "openssl", "x509", "-provider-path", provider_dir(), "-provider",
+			       "mtls-agent", "-provider", "default", "-req", "-in", csr, "-CA",
+			       ca, "-CAkey", key, "-CAcreateserial", "-days", "1", "-out", crt,
+			       NULL };
+	size_t i;
+	int st;
+
+	if (fixture_unique_path(&fx, "req", ".csr", csr, sizeof(csr)) != 0 ||
+	    fixture_unique_path(&fx, "x509", ".crt", crt, sizeof(crt)) != 0)
+		fail_msg("path");
+	for (i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+		format_into(key, "mtls-agent:%s?socket=%s", ids[i], ag.sock);
+		st = run_capture(req, &out);
+		if (st != 1 || strstr(out, ":mtls-agent:") == NULL || strstr(out, why[i]) == NULL)
+			fail_msg("openssl req -key %s (exit %d):\n%s", key, st, out);
+		free(out);
+	}
+
+	/* A request signed by an ordinary key, then a certificate for it
+	 * issued by the agent's key (CA = the identity's own certificate). */
+	fixture_file("server.key", cakey, sizeof(cakey));
+	st = run_capture(mkreq, &out);
+	if (st != 0)
+		fail_msg("openssl req with a file key (exit %d):\n%s", st, out);
+	free(out);
+	for (i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+		format_into(cacert, "%s.pem", strncmp(ids[i], "p256", 4) == 0 ? "p256" : "rsa2048");
+		fixture_file(cacert, ca, sizeof(ca));
+		format_into(key, "mtls-agent:%s?socket=%s", ids[i], ag.sock);
+		st = run_capture(x509, &out);
+		if (st != 1 || strstr(out, ":mtls-agent:") == NULL || strstr(out, why[i]) == NULL)
+			fail_msg("openssl x509 -req -CAkey %s (exit %d):\n%s", key, st, out);
+		free(out);
+	}
+}
+
 int
 main(void)
 {
@@ -918,6 +1071,8 @@ main(void)
 		cmocka_unit_test_teardown(test_parallel, teardown),
 		cmocka_unit_test_teardown(test_storeutl, teardown),
 		cmocka_unit_test_teardown(test_s_client, teardown),
+		cmocka_unit_test_teardown(test_algorithm_id, teardown),
+		cmocka_unit_test_teardown(test_req_and_x509, teardown),
 	};
 
 	return cmocka_run_group_tests_name("mtls-agent provider", tests, group_setup,
