@@ -9,6 +9,9 @@
 #   2. LISTEN_PID of another process: the variables are not for it, it
 #      listens on its own --socket and the passed one gets no answer
 #   3. a passed socket that is not listening: refused with a clear error
+#   4. stderr that is the journal (JOURNAL_STREAM = its device:inode): the
+#      log goes through syslog(3), with priorities, not to stderr; a
+#      JOURNAL_STREAM naming another file changes nothing
 set -u
 prog=test_socket_activation.sh
 : "${top_builddir:?}"
@@ -109,3 +112,16 @@ rc=$?
 grep -q 'socket activation: descriptor 3 is not listening' "$T/agent.log" ||
 	fail "no clear error for a non-listening socket: $(cat "$T/agent.log")"
 echo "$prog: 3. a socket that is not listening refused"
+
+# 4. JOURNAL_STREAM
+: >"$T/agent.log"
+js=$(stat -c '%d:%i' "$T/agent.log")
+JOURNAL_STREAM=$js start -- || fail "agent with JOURNAL_STREAM did not start"
+stop
+grep -q 'mtls-agent: info: ' "$T/agent.log" &&
+	fail "stderr is the journal, yet the agent wrote its log lines there: $(cat "$T/agent.log")"
+JOURNAL_STREAM=1:1 start -- || fail "agent with a foreign JOURNAL_STREAM did not start"
+stop
+grep -q 'mtls-agent: info: listening on' "$T/agent.log" ||
+	fail "a JOURNAL_STREAM of another file took the log away from stderr"
+echo "$prog: 4. stderr that is the journal: logged through syslog"
