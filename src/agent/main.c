@@ -164,7 +164,7 @@ main(int argc, char **argv)
 		goto fail;
 	} else if (activated) {
 		foreground = 1;
-		if (opt_socket != NULL || cfg->socket_path != NULL)
+		if (cfg->socket_path != NULL) /* -a or "socket", after the overrides */
 			info("socket activation: listening on %s, not on the configured socket",
 			     sock);
 	} else if (cfg->socket_path != NULL)
