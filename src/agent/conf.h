@@ -33,7 +33,13 @@
 #define CONFIG_MAX_LINE	     4096U	    /* one line, without its newline */
 #define CONFIG_MAX_NAME	     64U	    /* [identity NAME] */
 /* Directories a PKCS#11 module may be loaded from (after realpath). */
-#define CONFIG_DEFAULT_MODULE_DIRS     "/usr/lib:/usr/lib64:/lib:/lib64:/usr/local/lib"
+/* ./configure puts the build's multiarch directories first (a bare
+ * "libsofthsm2.so" is looked for in each directory itself, not below it). */
+#ifdef MTLS_DEFAULT_MODULE_DIRS
+#define CONFIG_DEFAULT_MODULE_DIRS MTLS_DEFAULT_MODULE_DIRS
+#else
+#define CONFIG_DEFAULT_MODULE_DIRS "/usr/lib:/usr/lib64:/lib:/lib64:/usr/local/lib"
+#endif
 #define CONFIG_MAX_PEERS	       32U /* entries in "peers" */
 #define CONFIG_DEFAULT_CONFIRM_TIMEOUT 30U /* seconds */
 #define CONFIG_DEFAULT_TOKEN_TIMEOUT   30U /* seconds */

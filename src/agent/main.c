@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "activation.h"
 #include "conf.h"
 #include "log.h"
 #include "mtls-agent.h"
@@ -110,7 +111,7 @@ main(int argc, char **argv)
 	struct config *cfg = NULL;
 	struct tokenset *ts = NULL;
 	struct server *srv = NULL;
-	int listen_fd = -1, exit_code = 1;
+	int listen_fd = -1, exit_code = 1, activated = 0;
 	pid_t pid = -1;
 
 	while ((ch = getopt_long(argc, argv, "fdc:a:M:t:hV", opts, NULL)) != -1) {
@@ -133,7 +134,8 @@ main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	log_init("mtls-agent", 0, debug_on ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO);
+	log_init("mtls-agent", activation_stderr_is_journal(),
+		 debug_on ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO);
 	harden();
 
 	config_path = find_config(opt_config);
@@ -154,7 +156,18 @@ main(int argc, char **argv)
 		error("out of memory");
 		goto fail;
 	}
-	if (cfg->socket_path != NULL)
+	/* Started by a socket unit: its socket, whatever the configuration
+	 * says; the service manager owns it (never unlinked), and the agent
+	 * stays in the foreground under it. */
+	if ((activated = activation_socket(&listen_fd, &sock, err, sizeof(err))) < 0) {
+		error("%s", err);
+		goto fail;
+	} else if (activated) {
+		foreground = 1;
+		if (cfg->socket_path != NULL) /* -a or "socket", after the overrides */
+			info("socket activation: listening on %s, not on the configured socket",
+			     sock);
+	} else if (cfg->socket_path != NULL)
 		sock = strdup(cfg->socket_path);
 	else if ((sock = server_default_socket()) == NULL) {
 		error("no socket path: give --socket or set XDG_RUNTIME_DIR");
@@ -163,7 +176,7 @@ main(int argc, char **argv)
 	if (sock == NULL)
 		goto fail;
 
-	if ((r = server_listen(sock, &listen_fd, err, sizeof(err))) != 0) {
+	if (!activated && (r = server_listen(sock, &listen_fd, err, sizeof(err))) != 0) {
 		error("%s", err);
 		goto fail;
 	}
@@ -210,14 +223,18 @@ main(int argc, char **argv)
 	server_block_signals();
 	if ((r = token_open(cfg, &ts, err, sizeof(err))) != 0) {
 		error("%s", err[0] ? err : mtls_agent_strerror(r));
-		(void)unlink(sock);
+		if (!activated)
+			(void)unlink(sock);
 		goto fail;
 	}
 	if ((r = server_new(cfg, config_path, &ov, ts, listen_fd, sock, &srv)) != 0) {
 		error("%s", mtls_agent_strerror(r));
-		(void)unlink(sock);
+		if (!activated)
+			(void)unlink(sock);
 		goto fail;
 	}
+	if (activated)
+		server_keep_socket(srv);
 	if (foreground) {
 		printf("MTLS_AGENT_SOCK=%s; export MTLS_AGENT_SOCK;\n", sock);
 		printf("MTLS_AGENT_PID=%ld; export MTLS_AGENT_PID;\n", (long)getpid());

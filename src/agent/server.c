@@ -74,6 +74,7 @@ struct server {
 	struct tokenset *ts;
 	int listen_fd;
 	char *sock_path;
+	int keep_socket; /* socket activation: the service manager's */
 	uid_t uid;
 	time_t started;
 	pthread_mutex_t mu;
@@ -117,6 +118,12 @@ struct live_cfg {
 	int shared;	       /* cfg belongs to a newer entry too: not freed with this one */
 	struct live_cfg *next; /* the next newer one */
 };
+
+void
+server_keep_socket(struct server *s)
+{
+	s->keep_socket = 1;
+}
 
 char *
 server_default_socket(void)
@@ -1077,7 +1084,8 @@ shutdown_all(struct server *s)
 	struct conn *c;
 
 	close(s->listen_fd);
-	(void)unlink(s->sock_path);
+	if (!s->keep_socket)
+		(void)unlink(s->sock_path);
 	pthread_mutex_lock(&s->mu);
 	__atomic_store_n(&s->stopping, 1, __ATOMIC_RELAXED);
 	for (c = s->conns; c != NULL; c = c->next)

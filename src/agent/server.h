@@ -38,6 +38,10 @@ int server_run(struct server *s);
 /* Blocks the signals server_run waits for; call before any thread. */
 void server_block_signals(void);
 
+/* The socket belongs to the service manager (socket activation): the
+ * server does not unlink it when it stops. */
+void server_keep_socket(struct server *s);
+
 /* The default socket path, $XDG_RUNTIME_DIR/mtls-agent/agent.sock, in a
  * new string; NULL if XDG_RUNTIME_DIR is unset or not absolute. */
 char *server_default_socket(void);

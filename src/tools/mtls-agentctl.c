@@ -23,6 +23,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -677,7 +678,90 @@ fail:
 	return -1;
 }
 
-/* Prompts on /dev/tty and reads the PIN there with echo off. */
+/*
+ * The askpass program for a PIN when there is no terminal:
+ * $MTLS_AGENT_ASKPASS, else $SSH_ASKPASS in a graphical session; NULL if
+ * none.
+ */
+static const char *
+askpass_program(void)
+{
+	const char *p = getenv("MTLS_AGENT_ASKPASS");
+
+	if (p != NULL && *p != '\0')
+		return p;
+	p = getenv("SSH_ASKPASS");
+	if (p != NULL && *p != '\0' &&
+	    (getenv("DISPLAY") != NULL || getenv("WAYLAND_DISPLAY") != NULL))
+		return p;
+	return NULL;
+}
+
+/*
+ * Runs the askpass program with the prompt as its argument and reads the
+ * PIN from the first line it prints.  Returns 0, or -1 with errno set:
+ * ENOTTY when no program is configured, ECANCELED when it failed or was
+ * cancelled (exit status not 0).
+ */
+static int
+read_pin_askpass(const char *prompt, char *pin)
+{
+	const char *prog = askpass_program();
+	int p[2], status, r, e = 0, devnull;
+	pid_t pid;
+
+	if (prog == NULL) {
+		errno = ENOTTY;
+		return -1;
+	}
+	if (pipe2(p, O_CLOEXEC) != 0)
+		return -1;
+	if ((pid = fork()) == -1) {
+		e = errno;
+		close(p[0]);
+		close(p[1]);
+		errno = e;
+		return -1;
+	}
+	if (pid == 0) {
+		if ((devnull = open("/dev/null", O_RDONLY)) >= 0)
+			(void)dup2(devnull, STDIN_FILENO);
+		if (dup2(p[1], STDOUT_FILENO) == -1)
+			_exit(127);
+		execlp(prog, prog, prompt, (char *)NULL);
+		fprintf(stderr, PROG ": cannot run the askpass program %s: %s\n", prog,
+			strerror(errno));
+		_exit(127);
+	}
+	close(p[1]);
+	r = read_pin_line(p[0], pin);
+	if (r != 0)
+		e = errno;
+	close(p[0]);
+	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+		;
+	if (r == 0 && (!WIFEXITED(status) || WEXITSTATUS(status) != 0)) {
+		mtls_wipe(pin, PIN_MAX + 2);
+		r = -1;
+		e = ECANCELED;
+	}
+	errno = e;
+	return r;
+}
+
+/* What to tell a user who has no terminal, per command. */
+static const char *
+no_terminal_hint(const char *cmd)
+{
+	if (strcmp(cmd, "lock") == 0 || strcmp(cmd, "unlock") == 0)
+		return "no terminal to ask on: give it on standard input with --stdin, or set "
+		       "MTLS_AGENT_ASKPASS to an askpass program";
+	return "no terminal to ask on: give it with --pin-stdin or --pin-file FILE, or set "
+	       "MTLS_AGENT_ASKPASS to an askpass program";
+}
+
+/* Prompts on /dev/tty and reads the PIN there with echo off; without a
+ * terminal, asks the askpass program (read_pin_askpass). */
 static int
 read_pin_tty(const char *prompt, char *pin)
 {
@@ -688,7 +772,7 @@ read_pin_tty(const char *prompt, char *pin)
 	size_t i;
 
 	if ((fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC)) == -1)
-		return -1;
+		return read_pin_askpass(prompt, pin);
 	/* A signal while echo is off must not leave the terminal that way:
 	 * catch it, restore the terminal, then deliver it again. */
 	memset(&sa, 0, sizeof(sa));
@@ -800,7 +884,13 @@ cmd_login(int argc, char **argv)
 	if (r != 0) {
 		if (errno == E2BIG)
 			ret = agent_error("login", MTLS_ERR_PIN_INVALID, NULL);
-		else {
+		else if (!from_stdin && pin_file == NULL && errno == ENOTTY) {
+			errmsg("login", "cannot read the PIN: %s", no_terminal_hint("login"));
+			ret = EXIT_FAILED;
+		} else if (!from_stdin && pin_file == NULL && errno == ECANCELED) {
+			errmsg("login", "the askpass program %s gave no PIN", askpass_program());
+			ret = EXIT_FAILED;
+		} else {
 			errmsg("login", "cannot read the PIN from %s: %s",
 			       from_stdin	  ? "standard input"
 			       : pin_file != NULL ? pin_file
@@ -887,6 +977,10 @@ read_secret(struct secret_src *src, const char *prompt, const char *what, char *
 		return 0;
 	if (errno == E2BIG)
 		errmsg(src->cmd, "%s longer than %d bytes", what, PIN_MAX);
+	else if (src->fd == -1 && errno == ENOTTY)
+		errmsg(src->cmd, "cannot read the %s: %s", what, no_terminal_hint(src->cmd));
+	else if (src->fd == -1 && errno == ECANCELED)
+		errmsg(src->cmd, "the askpass program %s gave no %s", askpass_program(), what);
 	else
 		errmsg(src->cmd, "cannot read the %s from %s: %s", what, src->from,
 		       strerror(errno));
@@ -2473,18 +2567,41 @@ out:
 static const struct {
 	const char *name;
 	int (*fn)(int, char **);
+	const char *synopsis; /* after "usage: mtls-agentctl [-s PATH] [-q] " */
 } commands[] = {
-	{ "list", cmd_list },
-	{ "login", cmd_login },
-	{ "logout", cmd_logout },
-	{ "status", cmd_status },
-	{ "change-pin", cmd_change_pin },
-	{ "unblock-pin", cmd_unblock_pin },
-	{ "lock", cmd_lock },
-	{ "unlock", cmd_unlock },
-	{ "sign", cmd_sign },
-	{ "connect", cmd_connect },
+	{ "list", cmd_list, "list [--pem] [--json]" },
+	{ "login", cmd_login, "login [IDENTITY] [--pin-stdin | --pin-file FILE]" },
+	{ "logout", cmd_logout, "logout [IDENTITY]" },
+	{ "status", cmd_status, "status" },
+	{ "change-pin", cmd_change_pin, "change-pin [IDENTITY] [--pin-stdin | --pin-file FILE]" },
+	{ "unblock-pin", cmd_unblock_pin,
+	  "unblock-pin [IDENTITY] [--pin-stdin | --pin-file FILE]" },
+	{ "lock", cmd_lock, "lock [--stdin]" },
+	{ "unlock", cmd_unlock, "unlock [--stdin]" },
+	{ "sign", cmd_sign,
+	  "sign --identity NAME --scheme SCHEME --purpose PURPOSE\n"
+	  "       [--in FILE] [--out FILE] [--hex]" },
+	{ "connect", cmd_connect, CONNECT_SYNOPSIS },
 };
+
+/*
+ * `COMMAND -h` or `COMMAND --help` (before any "--"): that command's
+ * usage on stdout.  Looked for before the command parses its options, so
+ * every command answers it the same way and none runs.
+ */
+static int
+wants_help(int argc, char **argv)
+{
+	int i;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+			return 1;
+	}
+	return 0;
+}
 
 int
 main(int argc, char **argv)
@@ -2527,6 +2644,11 @@ main(int argc, char **argv)
 		if (strcmp(argv[optind], commands[i].name) == 0) {
 			argc -= optind;
 			argv += optind;
+			if (wants_help(argc, argv)) {
+				printf("usage: " PROG " [-s|--socket PATH] [-q|--quiet] %s\n",
+				       commands[i].synopsis);
+				return EXIT_OK;
+			}
 			optind = 0; /* restart getopt for the command's options */
 			return commands[i].fn(argc, argv);
 		}

@@ -155,11 +155,11 @@ it_ok "the PIN set by unblock-pin logs in" feed "$PIN\n" "$CTL" login --pin-stdi
 it_refused "the forgotten PIN is gone" 1 'PIN incorrect' \
 	feed "111111\n$PIN\n" "$CTL" change-pin --pin-stdin
 
-# Without a terminal (a new session has none), the default of prompting
-# on /dev/tty fails cleanly.
-it_refused "change-pin without a terminal" 1 'change-pin: cannot read the PIN from /dev/tty' \
-	setsid -w "$CTL" change-pin
-it_refused "lock without a terminal" 1 'lock: cannot read the passphrase from /dev/tty' \
-	setsid -w "$CTL" lock
+# Without a terminal (a new session has none) and no askpass program, the
+# default of prompting on /dev/tty fails cleanly, saying how to give it.
+it_refused "change-pin without a terminal" 1 'change-pin: cannot read the PIN: no terminal to ask on: give it with --pin-stdin or --pin-file FILE' \
+	env -u MTLS_AGENT_ASKPASS -u SSH_ASKPASS setsid -w "$CTL" change-pin
+it_refused "lock without a terminal" 1 'lock: cannot read the passphrase: no terminal to ask on: give it on standard input with --stdin' \
+	env -u MTLS_AGENT_ASKPASS -u SSH_ASKPASS setsid -w "$CTL" lock
 
 it_done
