@@ -1032,6 +1032,16 @@ pin_usable(const char *pin)
 
 /* The prompt: pin_prompt (its "%l" becomes the token label) or "PIN for
  * LABEL: ", with the retry hint before the colon. */
+/* " (N tries left)" for a log line, or "" when the token does not say. */
+static const char *
+tries_text(int retries, char *buf, size_t len)
+{
+	if (retries < 0)
+		return "";
+	snprintf(buf, len, " (%d tr%s left)", retries, retries == 1 ? "y" : "ies");
+	return buf;
+}
+
 static void
 pin_prompt(const struct options *o, const struct mtls_agent_identity *id, char *buf, size_t len)
 {
@@ -1042,7 +1052,7 @@ pin_prompt(const struct options *o, const struct mtls_agent_identity *id, char *
 	size_t off = 0;
 
 	if (id->flags & MTLS_AGENT_ID_PIN_FINAL_TRY)
-		hint = " (1 tries left)";
+		hint = " (1 try left)";
 	else if (id->flags & MTLS_AGENT_ID_PIN_COUNT_LOW)
 		hint = " (few tries left)";
 	if (o->pin_prompt == NULL) {
@@ -1078,6 +1088,7 @@ token_login(pam_handle_t *pamh, int flags, const struct options *o, const char *
 {
 	char prompt[512], *pin = NULL;
 	int r, retries = -1, ret;
+	char tries[32];
 
 	if (id->flags & MTLS_AGENT_ID_PIN_LOCKED) {
 		pam_syslog(pamh, LOG_NOTICE, "user %s: identity %s: the PIN of token %s is locked",
@@ -1105,8 +1116,8 @@ token_login(pam_handle_t *pamh, int flags, const struct options *o, const char *
 	switch (r) {
 	case 0: ret = PAM_SUCCESS; break;
 	case MTLS_ERR_PIN_INCORRECT:
-		pam_syslog(pamh, LOG_NOTICE, "user %s: token %s: wrong PIN (tries left: %d)", user,
-			   id->token_label, retries);
+		pam_syslog(pamh, LOG_NOTICE, "user %s: token %s: wrong PIN%s", user,
+			   id->token_label, tries_text(retries, tries, sizeof(tries)));
 		tell_user(pamh, flags, "Wrong PIN.");
 		ret = retries == 0 ? PAM_MAXTRIES : PAM_AUTH_ERR;
 		break;
@@ -1503,6 +1514,7 @@ pam_sm_chauthtok(pam_handle_t *pamh, int flags, int argc, const char **argv)
 	size_t n = 0;
 	uid_t uid;
 	int r, ret, retries = -1;
+	char tries[32];
 
 	if (parse_args(pamh, &o, argc, argv) != 0)
 		return PAM_SERVICE_ERR;
@@ -1543,8 +1555,8 @@ pam_sm_chauthtok(pam_handle_t *pamh, int flags, int argc, const char **argv)
 		ret = PAM_SUCCESS;
 		break;
 	case MTLS_ERR_PIN_INCORRECT:
-		pam_syslog(pamh, LOG_NOTICE, "user %s: token %s: wrong %s (tries left: %d)", user,
-			   label, o.unblock ? "PUK" : "PIN", retries);
+		pam_syslog(pamh, LOG_NOTICE, "user %s: token %s: wrong %s%s", user, label,
+			   o.unblock ? "PUK" : "PIN", tries_text(retries, tries, sizeof(tries)));
 		tell_user(pamh, flags, o.unblock ? "Wrong PUK." : "Wrong PIN.");
 		ret = retries == 0 ? PAM_MAXTRIES : PAM_PERM_DENIED;
 		break;

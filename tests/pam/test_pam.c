@@ -1126,7 +1126,7 @@ test_locked_pin(void **state)
 
 		r = pam_op(SERVICE, ALICE, &c3, PAMTEST_AUTHENTICATE);
 		assert_int_equal(c3.n_prompts, 1);
-		assert_string_equal(c3.prompts[0], "PIN for mtls-test (1 tries left): ");
+		assert_string_equal(c3.prompts[0], "PIN for mtls-test (1 try left): ");
 		assert_true(r == PAM_MAXTRIES || r == PAM_AUTH_ERR);
 	}
 	/* Locked: PAM_MAXTRIES without asking, even with the right PIN at hand. */
@@ -1266,40 +1266,72 @@ test_junk_certificate(void **state)
 }
 
 /*
+ * pam_wrapper writes the module's pam_syslog() lines to stderr
+ * ("PWRAP_...(pid) - SYSLOG(prio): message") at PAM_WRAPPER_DEBUGLEVEL 3:
+ * log_capture_end() returns what was logged since log_capture_begin()
+ * (free it).
+ */
+struct log_capture {
+	char path[PATH_MAX];
+	char *old_level;
+	int saved;
+};
+
+static void
+log_capture_begin(struct log_capture *lc)
+{
+	const char *old = getenv("PAM_WRAPPER_DEBUGLEVEL");
+	int fd;
+
+	lc->old_level = old != NULL ? strdup(old) : NULL;
+	assert_int_equal(fixture_unique_path(&fx, "pam-log", ".txt", lc->path, sizeof(lc->path)),
+			 0);
+	assert_true((fd = open(lc->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) >= 0);
+	fflush(stderr);
+	assert_true((lc->saved = dup(STDERR_FILENO)) >= 0);
+	assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+	close(fd);
+	setenv("PAM_WRAPPER_DEBUGLEVEL", "3", 1);
+}
+
+static char *
+log_capture_end(struct log_capture *lc)
+{
+	char *text;
+
+	if (lc->old_level != NULL)
+		setenv("PAM_WRAPPER_DEBUGLEVEL", lc->old_level, 1);
+	else
+		unsetenv("PAM_WRAPPER_DEBUGLEVEL");
+	free(lc->old_level);
+	fflush(stderr);
+	assert_int_equal(dup2(lc->saved, STDERR_FILENO), STDERR_FILENO);
+	close(lc->saved);
+	assert_non_null(text = fixture_read_file(lc->path, NULL));
+	return text;
+}
+
+/*
  * Issue 10 item 7: names and labels from the agent are escaped in every
- * line the module logs.  pam_wrapper writes the module's pam_syslog()
- * lines to stderr ("PWRAP_...(pid) - SYSLOG(prio): message") at
- * PAM_WRAPPER_DEBUGLEVEL 3; a label with a newline must not start one.
+ * line the module logs: a label with a newline cannot start a line.
  */
 static void
 test_log_injection(void **state)
 {
-	char path[PATH_MAX], *text, *line, *save = NULL;
-	const char *old_level = getenv("PAM_WRAPPER_DEBUGLEVEL");
-	int fd, saved, n_lines = 0, escaped = 0;
+	struct log_capture lc;
+	char *text, *copy, *line, *save = NULL;
+	int n_lines = 0, escaped = 0;
 
 	start_agent_one("alice-p256", "03", "alice-p256.pem");
 	proxy_start(PROXY_FORGE_LABEL, ag.sock);
 	write_pam_conf(px.path, "");
-	assert_int_equal(fixture_unique_path(&fx, "pam-log", ".txt", path, sizeof(path)), 0);
-	assert_true((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) >= 0);
-	fflush(stderr);
-	assert_true((saved = dup(STDERR_FILENO)) >= 0);
-	assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
-	close(fd);
-	setenv("PAM_WRAPPER_DEBUGLEVEL", "3", 1);
+	log_capture_begin(&lc);
 	login(ALICE, fx.pin, PAM_SUCCESS);
-	if (old_level != NULL)
-		setenv("PAM_WRAPPER_DEBUGLEVEL", old_level, 1);
-	else
-		unsetenv("PAM_WRAPPER_DEBUGLEVEL");
-	fflush(stderr);
-	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
-	close(saved);
+	text = log_capture_end(&lc);
 	assert_true(px.replayed > 0);
 
-	assert_non_null(text = fixture_read_file(path, NULL));
-	for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+	assert_non_null(copy = strdup(text));
+	for (line = strtok_r(copy, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
 		if (strstr(line, "SYSLOG(") == NULL)
 			continue;
 		n_lines++;
@@ -1310,14 +1342,33 @@ test_log_injection(void **state)
 		if (strstr(line, "(token mtls-test\\x0aforged: user root: authenticated") != NULL)
 			escaped++;
 	}
-	free(text);
+	free(copy);
 	if (n_lines == 0 || escaped == 0)
 		fail_msg("pam_wrapper logged %d lines, %d with the escaped label", n_lines, escaped);
 	/* Nothing the module logged started a line of its own. */
-	assert_non_null(text = fixture_read_file(path, NULL));
 	assert_null(strstr(text, "\nforged:"));
 	assert_null(strchr(text, '\r'));
 	assert_null(strchr(text, '\x1b'));
+	free(text);
+}
+
+/* SoftHSM2 does not report tries left: the log says nothing of them
+ * rather than "tries left: -1". */
+static void
+test_wrong_pin_logged(void **state)
+{
+	struct log_capture lc;
+	char *text;
+
+	start_agent_one("alice-p256", "03", "alice-p256.pem");
+	write_pam_conf(ag.sock, "");
+	log_capture_begin(&lc);
+	login(ALICE, WRONG_PIN, PAM_AUTH_ERR);
+	text = log_capture_end(&lc);
+	if (strstr(text, "token mtls-test: wrong PIN") == NULL)
+		fail_msg("no wrong-PIN line in the log:\n%s", text);
+	assert_null(strstr(text, "-1"));
+	assert_null(strstr(text, "tries left: "));
 	free(text);
 }
 
@@ -1728,6 +1779,7 @@ main(void)
 	    T(test_junk_certificate),
 	    T(test_replayed_signature),
 	    T(test_log_injection),
+	    T(test_wrong_pin_logged),
 	    T(test_user_agent),
 	    T(test_user_agent_env_ignored),
 	    T(test_user_agent_root_socket),
