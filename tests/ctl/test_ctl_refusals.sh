@@ -50,12 +50,20 @@ sed 's/^log-level = debug$/log-level = debug\nmax-connections = 1/' "$IT_DIR/age
 chmod 0600 "$D/busy.conf"
 start_agent2 "$D/busy" "$D/busy.conf"
 exec 7> >(exec python3 -c '
-import socket, sys, time
+import socket, sys
 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
-sys.stdin.read()' "$SOCK2")
+open(sys.argv[2], "w").close()
+sys.stdin.read()' "$SOCK2" "$D/holder.ready")
 HOLDER=$!
 IT_PIDS+=("$HOLDER")
-sleep 0.5
+# The holder must be connected before the runs (a loaded machine starts
+# python slowly), and the agent must have counted it.
+for _ in $(seq 1 200); do
+	[ -e "$D/holder.ready" ] && break
+	sleep 0.05
+done
+[ -e "$D/holder.ready" ] || it_die "the connection holder did not connect"
+sleep 0.2
 bad=0
 for i in $(seq 1 30); do
 	it_run "$CTL" status --socket "$SOCK2"
