@@ -150,8 +150,8 @@ spin_record(struct spin_ctl *s, unsigned long long now_us, enum spin_outcome o)
 	}
 }
 
-static unsigned long long
-mono_us(void)
+unsigned long long
+spin_now_us(void)
 {
 	struct timespec ts;
 
@@ -177,13 +177,13 @@ spin_wait(struct spin_ctl *s, int fd, struct frame_rx *rx, unsigned int budget_u
 
 	if (budget_us == 0)
 		return 0;
-	t0 = mono_us();
+	t0 = spin_now_us();
 	if (!spin_allowed(s, t0))
 		return 0;
 	p0 = preemptions();
 	got = frame_spin(fd, rx, budget_us);
 	p1 = preemptions();
-	t1 = mono_us();
+	t1 = spin_now_us();
 	spin_record(s, t1, spin_judge(got, t1 - t0, budget_us, p0 >= 0 && p1 >= 0 ? p1 - p0 : 0));
 	return got;
 }

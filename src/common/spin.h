@@ -59,6 +59,8 @@ int spin_peer_has_own_cpu(int fd);
 /* What a spin of `spun_us` microseconds against `budget_us` came to. */
 enum spin_outcome spin_judge(int got_data, unsigned long long spun_us, unsigned int budget_us,
 			     long preemptions);
+/* CLOCK_MONOTONIC in microseconds: the clock of every spin decision. */
+unsigned long long spin_now_us(void);
 /* Whether spinning is allowed at `now_us`. */
 int spin_allowed(const struct spin_ctl *s, unsigned long long now_us);
 /* Counts a spin that ended at `now_us`; starts or lengthens a hold. */

@@ -135,15 +135,6 @@ sign_spin_budget(const struct mtls_agent *a)
 	return want < a->spin_max_us ? want : a->spin_max_us;
 }
 
-static unsigned long long
-now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000;
-}
-
 /* The socket path the caller asked for, or the one the environment names. */
 static int
 resolve_path(const char *path, char **outp)
@@ -398,7 +389,7 @@ exchange(struct mtls_agent *a, const struct wbuf *req, uint8_t expect, int retry
 		if (a->fd == -1 && (r = open_connection(a)) != 0)
 			return r;
 		if (is_sign)
-			t0 = now_us();
+			t0 = spin_now_us();
 		r = frame_write(a->fd, req, a->timeout_ms);
 		if (r == MTLS_ERR_CONNECTION_CLOSED || r == MTLS_ERR_IO) {
 			drop_connection(a);
@@ -413,7 +404,7 @@ exchange(struct mtls_agent *a, const struct wbuf *req, uint8_t expect, int retry
 		}
 		r = read_reply(a, expect, reply, retries, &was_error_reply);
 		if (is_sign && r == 0) {
-			us = now_us() - t0;
+			us = spin_now_us() - t0;
 			if (us > UINT_MAX / 4)
 				us = UINT_MAX / 4;
 			a->sign_us = a->sign_us == 0 ? (unsigned int)us
