@@ -746,6 +746,7 @@ teardown(void **state)
 		(void)agent_stop(&ag);
 	fixture_kill_all(&fx);
 	(void)unlink(pam_conf);
+	(void)rmdir(pam_conf);
 	unsetenv("MTLS_AGENT_SOCK");
 	return 0;
 }
@@ -1600,6 +1601,28 @@ test_bad_options(void **state)
 	login(ALICE, fx.pin, PAM_SUCCESS);
 }
 
+/*
+ * The options file must be a regular file.  A FIFO in its place is refused
+ * at once (it is opened O_NONBLOCK), not waited on for a writer that never
+ * comes: SIGALRM would end the test if it hung.  A directory is refused.
+ */
+static void
+test_config_not_regular(void **state)
+{
+	start_agent_one("alice-p256", "03", "alice-p256.pem");
+	(void)unlink(pam_conf);
+	assert_int_equal(mkfifo(pam_conf, 0600), 0);
+	alarm(20);
+	login(ALICE, fx.pin, PAM_SERVICE_ERR);
+	alarm(0);
+	assert_int_equal(unlink(pam_conf), 0);
+	assert_int_equal(mkdir(pam_conf, 0700), 0);
+	login(ALICE, fx.pin, PAM_SERVICE_ERR);
+	assert_int_equal(rmdir(pam_conf), 0);
+	write_pam_conf(ag.sock, "");
+	login(ALICE, fx.pin, PAM_SUCCESS);
+}
+
 /* ---------------------------------------------------------------------- */
 /* account */
 
@@ -1735,6 +1758,7 @@ main(void)
 	    T(test_socket_permissions),
 	    T(test_peer_uid),
 	    T(test_bad_options),
+	    T(test_config_not_regular),
 	    T(test_account),
 	    T(test_change_pin),
 	    T(test_unblock_pin),
