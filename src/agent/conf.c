@@ -906,11 +906,8 @@ file_refusal(const struct safefile *f, int pin, const char *path, size_t max, ch
 	case SAFEFILE_READ:
 		errf(err, err_len, "%s%s: read error: %s", what, path, strerror(f->err));
 		break;
-	case SAFEFILE_ALLOC:
-		errf(err, err_len, "%s%s: out of memory", what, path);
-		break;
-	case SAFEFILE_OK:
-		break;
+	case SAFEFILE_ALLOC: errf(err, err_len, "%s%s: out of memory", what, path); break;
+	case SAFEFILE_OK: break;
 	}
 }
 

@@ -142,9 +142,9 @@ server_default_socket(void)
 int
 server_listen(const char *path, int *fdp, char *err, size_t err_len)
 {
-	const struct safefile_rules dir_rules = {
-		.owner = geteuid(), .forbidden = 077, .flags = SAFEFILE_OWNER_ONLY
-	};
+	const struct safefile_rules dir_rules = { .owner = geteuid(),
+						  .forbidden = 077,
+						  .flags = SAFEFILE_OWNER_ONLY };
 	struct sockaddr_un sun;
 	struct stat st;
 	char dir[PATH_MAX], *slash;
@@ -182,8 +182,7 @@ server_listen(const char *path, int *fdp, char *err, size_t err_len)
 			 "(chmod 700)",
 			 dir, (unsigned)(st.st_mode & 07777));
 		return MTLS_ERR_CONFIG;
-	default:
-		break;
+	default: break;
 	}
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;

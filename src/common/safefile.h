@@ -50,14 +50,14 @@ enum safefile_fault {
 };
 
 struct safefile {
-	char *data;   /* len bytes and a NUL; NULL unless read */
+	char *data; /* len bytes and a NUL; NULL unless read */
 	size_t len;
-	size_t size;  /* bytes allocated at data */
-	int secret;   /* data is from mtls_secure_alloc() */
+	size_t size; /* bytes allocated at data */
+	int secret;  /* data is from mtls_secure_alloc() */
 	enum safefile_fault fault;
-	int err;      /* errno of OPEN, STAT and READ */
-	uid_t uid;    /* the file's owner (OWNER, and after a read) */
-	mode_t mode;  /* the file's mode bits (MODE, and after a read) */
+	int err;     /* errno of OPEN, STAT and READ */
+	uid_t uid;   /* the file's owner (OWNER, and after a read) */
+	mode_t mode; /* the file's mode bits (MODE, and after a read) */
 };
 
 /*
