@@ -364,12 +364,9 @@ parse_config(pam_handle_t *pamh, struct options *o, const char *path)
 			pam_syslog(pamh, LOG_ERR, "config %s: larger than %d bytes", path,
 				   CONFIG_MAX);
 			break;
-		case SAFEFILE_READ:
-			pam_syslog(pamh, LOG_ERR, "config %s: read error", path);
-			break;
+		case SAFEFILE_READ: pam_syslog(pamh, LOG_ERR, "config %s: read error", path); break;
 		case SAFEFILE_ALLOC:
-		case SAFEFILE_OK:
-			break;
+		case SAFEFILE_OK: break;
 		}
 		goto out;
 	}

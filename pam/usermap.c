@@ -266,9 +266,9 @@ static int
 read_safe_file(int dirfd, const char *name, const char *shown, uid_t uid, char **bufp, size_t *lenp,
 	       int *missing, char *why, size_t why_len)
 {
-	const struct safefile_rules rules = {
-		.owner = uid, .forbidden = S_IWGRP | S_IWOTH, .max = FILE_MAX
-	};
+	const struct safefile_rules rules = { .owner = uid,
+					      .forbidden = S_IWGRP | S_IWOTH,
+					      .max = FILE_MAX };
 	struct safefile f;
 	int r;
 
@@ -314,8 +314,7 @@ read_safe_file(int dirfd, const char *name, const char *shown, uid_t uid, char *
 		why_printf(why, why_len, "cannot read %s: %s", shown, strerror(f.err));
 		break;
 	case SAFEFILE_ALLOC:
-	case SAFEFILE_OK:
-		break;
+	case SAFEFILE_OK: break;
 	}
 	safefile_free(&f);
 	return r;
@@ -747,8 +746,7 @@ map_authorized(X509 *cert, const char *user, const char *pattern, char *why, siz
 			   "others (mode %04o); refused",
 			   path, (unsigned)(st.st_mode & 07777));
 		goto out;
-	default:
-		break;
+	default: break;
 	}
 	if ((r = read_safe_file(dfd, base, path, pw.pw_uid, &buf, &len, &missing, why, why_len)) !=
 	    0) {

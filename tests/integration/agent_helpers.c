@@ -42,9 +42,9 @@
 
 struct agent_fixture fx;
 struct agent_proc ag; /* the agent of tests set up with setup_agent */
-char peer_base[64];    /* test_peer_uid's directory, removed in teardown */
-char extra_token[64];  /* a token a test made, deleted in teardown */
-int pin_changed;	      /* test_pin_not_in_memory changed the PIN: restore it */
+char peer_base[64];   /* test_peer_uid's directory, removed in teardown */
+char extra_token[64]; /* a token a test made, deleted in teardown */
+int pin_changed;      /* test_pin_not_in_memory changed the PIN: restore it */
 /* Where test_token_moved put the token directory; moved back in teardown. */
 char moved_from[PATH_MAX], moved_to[PATH_MAX];
 
@@ -67,7 +67,6 @@ const struct test_scheme schemes[N_SCHEMES] = {
 	{ MTLS_AGENT_ECDSA_SECP256R1_SHA256, "SHA256", 32, MTLS_AGENT_KEY_EC, 0, 256 },
 	{ MTLS_AGENT_ECDSA_SECP384R1_SHA384, "SHA384", 48, MTLS_AGENT_KEY_EC, 0, 384 },
 };
-
 
 /* ---------------------------------------------------------------------- */
 /* small helpers */
@@ -179,8 +178,8 @@ cert_pubkey(const char *label)
  * to the digest length (strict, not "auto").  1 if it verifies.
  */
 int
-verify_content(EVP_PKEY *pk, uint16_t scheme, const unsigned char *content,
-	       size_t len, const unsigned char *sig, size_t sig_len)
+verify_content(EVP_PKEY *pk, uint16_t scheme, const unsigned char *content, size_t len,
+	       const unsigned char *sig, size_t sig_len)
 {
 	const struct test_scheme *s = find_scheme(scheme);
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
@@ -310,17 +309,17 @@ login(mtls_agent *a, const char *identity)
 
 /* Signs content; returns the error code, *sig malloc'd on success. */
 int
-sign(mtls_agent *a, const char *identity, uint16_t scheme, int purpose,
-     const struct wbuf *content, unsigned char **sig, size_t *sig_len)
+sign(mtls_agent *a, const char *identity, uint16_t scheme, int purpose, const struct wbuf *content,
+     unsigned char **sig, size_t *sig_len)
 {
-	return mtls_agent_sign(a, identity, scheme, purpose, wbuf_ptr(content),
-			       wbuf_len(content), sig, sig_len);
+	return mtls_agent_sign(a, identity, scheme, purpose, wbuf_ptr(content), wbuf_len(content),
+			       sig, sig_len);
 }
 
 /* Signs and checks the signature with the certificate of `label`. */
 void
-sign_and_verify(mtls_agent *a, const char *identity, const char *label,
-		uint16_t scheme, int purpose, const struct wbuf *content)
+sign_and_verify(mtls_agent *a, const char *identity, const char *label, uint16_t scheme,
+		int purpose, const struct wbuf *content)
 {
 	unsigned char *sig = NULL;
 	size_t sig_len = 0;
@@ -335,15 +334,14 @@ sign_and_verify(mtls_agent *a, const char *identity, const char *label,
 	assert_non_null(sig);
 	assert_non_null(pk = cert_pubkey(label));
 	if (!verify_content(pk, scheme, wbuf_ptr(content), wbuf_len(content), sig, sig_len))
-		fail_msg("%s with %s (0x%04x), purpose %s: signature does not verify",
-			 identity, mtls_agent_scheme_name(scheme), scheme,
-			 mtls_agent_purpose_name(purpose));
+		fail_msg("%s with %s (0x%04x), purpose %s: signature does not verify", identity,
+			 mtls_agent_scheme_name(scheme), scheme, mtls_agent_purpose_name(purpose));
 	/* The same signature over other content must not verify. */
 	{
 		struct wbuf *other = tls13_client(32);
 
-		assert_false(verify_content(pk, scheme, wbuf_ptr(other), wbuf_len(other),
-					    sig, sig_len));
+		assert_false(
+		    verify_content(pk, scheme, wbuf_ptr(other), wbuf_len(other), sig, sig_len));
 		wbuf_free(other);
 	}
 	EVP_PKEY_free(pk);
@@ -412,7 +410,8 @@ raw_read(int fd, uint8_t *type, struct wbuf *body)
 {
 	int r;
 
-	if ((r = frame_read(fd, rx_of(fd), body, MTLS_FRAME_MAX, IO_TIMEOUT_MS, IO_TIMEOUT_MS)) != 0)
+	if ((r = frame_read(fd, rx_of(fd), body, MTLS_FRAME_MAX, IO_TIMEOUT_MS, IO_TIMEOUT_MS)) !=
+	    0)
 		return r;
 	assert_int_equal(wbuf_get_u8(body, type), 0);
 	return 0;
@@ -446,7 +445,8 @@ raw_read_error(int fd)
 struct wbuf *
 hello_body(uint32_t min, uint32_t max)
 {
-	struct msg_hello_req req = { .min_version = min, .max_version = max,
+	struct msg_hello_req req = { .min_version = min,
+				     .max_version = max,
 				     .client = (char *)"test_agent raw" };
 	struct wbuf *b = wbuf_new();
 
@@ -583,14 +583,13 @@ sign_in_thread(void *arg)
 /* ---------------------------------------------------------------------- */
 /* The PIN left in the agent's memory (issue 10, item 6) */
 
-
 /* pkcs11-tool --change-pin on the fixture token. */
 int
 change_token_pin(const char *from, const char *to)
 {
-	const char *argv[] = { "pkcs11-tool", "--module", fx.module, "--token-label", fx.token,
-			       "--login",     "--pin",	  from,	     "--change-pin",  "--new-pin",
-			       to,	      NULL };
+	const char *argv[] = { "pkcs11-tool",  "--module",  fx.module, "--token-label",
+			       fx.token,       "--login",   "--pin",   from,
+			       "--change-pin", "--new-pin", to,	       NULL };
 
 	return fixture_run(argv);
 }

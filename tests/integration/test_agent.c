@@ -66,8 +66,8 @@ test_pin_file(void **state)
 	assert_int_equal(fixture_unique_path(&fx, "pin", NULL, pin_path, sizeof(pin_path)), 0);
 	format_into(pin_text, "%s\n", fx.pin);
 	assert_int_equal(fixture_write_file(pin_path, pin_text, 0600), 0);
-	format_into(config,
-		 "[identity auto]\nkey = " TOKEN_URI ";id=%%03\npin-file = %s\n", pin_path);
+	format_into(config, "[identity auto]\nkey = " TOKEN_URI ";id=%%03\npin-file = %s\n",
+		    pin_path);
 
 	start_agent(config, NULL, &ag);
 	a = connect_to(ag.sock);
@@ -134,7 +134,8 @@ test_pin_locked(void **state)
 	assert_err(mtls_agent_login(a, NULL, WRONG_PIN, &retries), MTLS_ERR_PIN_INCORRECT);
 	if (retries != 1)
 		fail_msg("second wrong PIN: retries %d, want 1 (CKF_USER_PIN_FINAL_TRY); "
-			 "is %s the p11-lockout shim?", retries, fx.lockout_module);
+			 "is %s the p11-lockout shim?",
+			 retries, fx.lockout_module);
 	assert_true(flags_of(a, "p256") & MTLS_AGENT_ID_PIN_FINAL_TRY);
 
 	/* 3rd locks the PIN: reported as locked, or as wrong with none left. */
@@ -176,7 +177,8 @@ test_pin_locked(void **state)
 		size_t sig_len = 0;
 
 		assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-				MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+				MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+			   0);
 		free(sig);
 	}
 	wbuf_free(c);
@@ -415,7 +417,8 @@ test_token_removal(void **state)
 	a = connect_to(ag.sock);
 	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
 	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   0);
 	free(sig);
 	sig = NULL;
 
@@ -442,12 +445,13 @@ test_token_removal(void **state)
 		usleep(100 * 1000);
 	assert_true(flags_of(a, "p256") & MTLS_AGENT_ID_TOKEN_PRESENT);
 	assert_false(flags_of(a, "p256") & MTLS_AGENT_ID_LOGGED_IN);
-	r = sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-		 MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len);
+	r = sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256, MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c,
+		 &sig, &sig_len);
 	assert_err(r, MTLS_ERR_LOGIN_REQUIRED);
 	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
 	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   0);
 	free(sig);
 	wbuf_free(c);
 	mtls_agent_free(a);
@@ -494,9 +498,10 @@ test_default_module(void **state)
 		assert_true(flags_of(a, keys[i].label) & MTLS_AGENT_ID_TOKEN_PRESENT);
 	login(a, NULL);
 	for (i = 0; i < N_KEYS; i++) {
-		uint16_t scheme = keys[i].type == MTLS_AGENT_KEY_RSA ? MTLS_AGENT_RSA_PSS_RSAE_SHA256
-			: keys[i].bits == 256 ? MTLS_AGENT_ECDSA_SECP256R1_SHA256
-					      : MTLS_AGENT_ECDSA_SECP384R1_SHA384;
+		uint16_t scheme = keys[i].type == MTLS_AGENT_KEY_RSA
+				      ? MTLS_AGENT_RSA_PSS_RSAE_SHA256
+				  : keys[i].bits == 256 ? MTLS_AGENT_ECDSA_SECP256R1_SHA256
+							: MTLS_AGENT_ECDSA_SECP384R1_SHA384;
 
 		assert_true(flags_of(a, keys[i].label) & MTLS_AGENT_ID_LOGGED_IN);
 		c = pam_content();
@@ -658,7 +663,8 @@ test_default_module_removal(void **state)
 	assert_int_equal(count_identities(a), N_KEYS);
 	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
 	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   0);
 	free(sig);
 	sig = NULL;
 
@@ -682,7 +688,8 @@ test_default_module_removal(void **state)
 	assert_false(flags_of(a, "p256") & MTLS_AGENT_ID_LOGGED_IN);
 	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
 	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   0);
 	free(sig);
 	wbuf_free(c);
 	mtls_agent_free(a);
@@ -826,8 +833,8 @@ test_module_hang(void **state)
 	usleep(2500 * 1000);
 	/* ...so the next signature is refused at once, with a reason. */
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	r = sign(a, "p384", MTLS_AGENT_ECDSA_SECP384R1_SHA384, MTLS_AGENT_PURPOSE_PAM_CHALLENGE,
-		 c, &sig, &sig_len);
+	r = sign(a, "p384", MTLS_AGENT_ECDSA_SECP384R1_SHA384, MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c,
+		 &sig, &sig_len);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
 	assert_err(r, MTLS_ERR_TIMEOUT);
@@ -850,7 +857,8 @@ test_module_hang(void **state)
 	ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
 	assert_true(ms < 2000);
 	assert_int_equal(kill(ag.pid, SIGHUP), 0);
-	for (i = 0; i < 50 && !agent_logged(&ag, "SIGHUP: the PKCS#11 module has not answered"); i++)
+	for (i = 0; i < 50 && !agent_logged(&ag, "SIGHUP: the PKCS#11 module has not answered");
+	     i++)
 		usleep(100 * 1000);
 	if (!agent_logged(&ag, "SIGHUP: the PKCS#11 module has not answered")) {
 		dump_log(&ag);
@@ -875,7 +883,6 @@ test_module_hang(void **state)
 	mtls_agent_free(a);
 	assert_int_equal(agent_stop(&ag), 0);
 }
-
 
 struct hung_login {
 	const char *sock;
@@ -1017,8 +1024,23 @@ static void
 p11tool(const char *a1, const char *a2, const char *a3, const char *a4, const char *a5,
 	const char *a6, const char *a7, const char *a8)
 {
-	const char *argv[] = { "pkcs11-tool", "--module", fx.module, "--token-label", extra_token,
-			       "--login", "--pin", fx.pin, a1, a2, a3, a4, a5, a6, a7, a8, NULL };
+	const char *argv[] = { "pkcs11-tool",
+			       "--module",
+			       fx.module,
+			       "--token-label",
+			       extra_token,
+			       "--login",
+			       "--pin",
+			       fx.pin,
+			       a1,
+			       a2,
+			       a3,
+			       a4,
+			       a5,
+			       a6,
+			       a7,
+			       a8,
+			       NULL };
 
 	assert_int_equal(fixture_run(argv), 0);
 }
@@ -1030,8 +1052,10 @@ test_key_mismatch_discovered(void **state)
 {
 	char tok_uri[128], p256[PATH_MAX], rsa[PATH_MAX];
 	const char *args[] = { "--token", tok_uri, NULL };
-	const char *init[] = { "softhsm2-util", "--init-token", "--free", "--label", "mtls-mismatch",
-			       "--so-pin", SO_PIN, "--pin", fx.pin, NULL };
+	const char *init[] = {
+		"softhsm2-util", "--init-token", "--free", "--label", "mtls-mismatch",
+		"--so-pin",	 SO_PIN,	 "--pin",  fx.pin,    NULL
+	};
 	mtls_agent *a;
 	int retries;
 
@@ -1045,8 +1069,7 @@ test_key_mismatch_discovered(void **state)
 		"--usage-sign");
 	p11tool("--keypairgen", "--key-type", "EC:secp384r1", "--id", "12", "--label", "k-ec",
 		"--usage-sign");
-	p11tool("--write-object", p256, "--type", "cert", "--id", "11", "--label",
-		"ec-on-rsa");
+	p11tool("--write-object", p256, "--type", "cert", "--id", "11", "--label", "ec-on-rsa");
 	p11tool("--write-object", rsa, "--type", "cert", "--id", "12", "--label", "rsa-on-ec");
 
 	start_agent(NULL, args, &ag);
@@ -1085,9 +1108,9 @@ count_in_memory(pid_t pid, const char *needle)
 		if ((buf = malloc(hi - lo)) == NULL)
 			continue;
 		got = pread(mem, buf, hi - lo, (off_t)lo);
-		for (ssize_t i = 0; got > 0 && (size_t)got >= nlen && i <= got - (ssize_t)nlen;
-		     i++)
-			if (buf[i] == (unsigned char)needle[0] && memcmp(buf + i, needle, nlen) == 0)
+		for (ssize_t i = 0; got > 0 && (size_t)got >= nlen && i <= got - (ssize_t)nlen; i++)
+			if (buf[i] == (unsigned char)needle[0] &&
+			    memcmp(buf + i, needle, nlen) == 0)
 				hits++;
 		free(buf);
 	}
@@ -1214,8 +1237,8 @@ test_token_moved(void **state)
 	wait_present(a, 0);
 	assert_int_equal(count_identities(a), N_KEYS);
 	assert_status(a, 0, 0);
-	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-		     MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, MTLS_ERR_TOKEN_ABSENT);
+	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256, MTLS_AGENT_PURPOSE_PAM_CHALLENGE,
+		     c, MTLS_ERR_TOKEN_ABSENT);
 	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), MTLS_ERR_TOKEN_ABSENT);
 	assert_err(mtls_agent_login(a, "p256", fx.pin, &retries), MTLS_ERR_TOKEN_ABSENT);
 	assert_err(mtls_agent_change_pin(a, "p256", fx.pin, fx.pin, &retries),
@@ -1232,8 +1255,8 @@ test_token_moved(void **state)
 	assert_true(agent_logged(&ag, "initialized again"));
 	assert_int_equal(count_identities(a), N_KEYS);
 	assert_status(a, 0, 0);
-	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-		     MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, MTLS_ERR_TOKEN_ABSENT);
+	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256, MTLS_AGENT_PURPOSE_PAM_CHALLENGE,
+		     c, MTLS_ERR_TOKEN_ABSENT);
 	assert_err(mtls_agent_login(a, "p256", fx.pin, &retries), MTLS_ERR_TOKEN_ABSENT);
 
 	/* Back: listed, logged out, and usable after a login. */
@@ -1242,8 +1265,8 @@ test_token_moved(void **state)
 	wait_present(a, 1);
 	assert_status(a, 1, 0);
 	assert_false(flags_of(a, "p256") & MTLS_AGENT_ID_LOGGED_IN);
-	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-		     MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, MTLS_ERR_LOGIN_REQUIRED);
+	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256, MTLS_AGENT_PURPOSE_PAM_CHALLENGE,
+		     c, MTLS_ERR_LOGIN_REQUIRED);
 	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
 	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
 			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
@@ -1275,12 +1298,14 @@ main(void)
 						teardown_agents),
 		cmocka_unit_test_setup_teardown(test_module_allowlist, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_module_hang, setup_none, teardown_agents),
-		cmocka_unit_test_setup_teardown(test_module_hang_login, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_module_hang_login, setup_none,
+						teardown_agents),
 		cmocka_unit_test_setup_teardown(test_key_mismatch_configured, setup_none,
 						teardown_agents),
 		cmocka_unit_test_setup_teardown(test_key_mismatch_discovered, setup_none,
 						teardown_agents),
-		cmocka_unit_test_setup_teardown(test_pin_not_in_memory, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_pin_not_in_memory, setup_none,
+						teardown_agents),
 		cmocka_unit_test_setup_teardown(test_token_moved, setup_none, teardown_agents),
 	};
 

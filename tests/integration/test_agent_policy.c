@@ -53,7 +53,8 @@ test_peer_uid(void **state)
 {
 	char *base = peer_base;
 	char tok[PATH_MAX], run[PATH_MAX], conf[PATH_MAX], sock[PATH_MAX];
-	char src_tokens[PATH_MAX], dst_tokens[PATH_MAX], bin[PATH_MAX], owner[64], env_conf[PATH_MAX + 16];
+	char src_tokens[PATH_MAX], dst_tokens[PATH_MAX], bin[PATH_MAX], owner[64],
+	    env_conf[PATH_MAX + 16];
 	char conf_text[PATH_MAX + 128];
 	const char *env[] = { env_conf, NULL };
 	const char *args[] = { "--socket", sock, NULL };
@@ -96,9 +97,9 @@ test_peer_uid(void **state)
 		const char *chown_run[] = { "chown", owner, run, NULL };
 
 		format_into(conf_text,
-			 "directories.tokendir = %s\nobjectstore.backend = file\n"
-			 "log.level = ERROR\nslots.removable = false\n",
-			 dst_tokens);
+			    "directories.tokendir = %s\nobjectstore.backend = file\n"
+			    "log.level = ERROR\nslots.removable = false\n",
+			    dst_tokens);
 		assert_int_equal(fixture_write_file(conf, conf_text, 0600), 0);
 		const char *cp_bin[] = { "cp", fx.agent_bin, bin, NULL };
 
@@ -126,8 +127,8 @@ test_peer_uid(void **state)
 	a = NULL;
 	if (r != MTLS_ERR_PEER_DENIED) {
 		dump_log(&ag);
-		fail_msg("root connecting to nobody's agent: got %d (%s), want PEER_DENIED",
-			 r, errname(r));
+		fail_msg("root connecting to nobody's agent: got %d (%s), want PEER_DENIED", r,
+			 errname(r));
 	}
 	/* The refusal is per connection; the agent goes on. */
 	assert_true(agent_alive(&ag));
@@ -179,15 +180,18 @@ test_peers_policy(void **state)
 		   MTLS_ERR_POLICY_DENIED);
 	assert_null(sig);
 	assert_err(sign(a, "my-uid", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   0);
 	free(sig);
 	sig = NULL;
 	assert_err(sign(a, "my-exe", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   0);
 	free(sig);
 	sig = NULL;
 	assert_err(sign(a, "my-gid", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   0);
 	free(sig);
 	wbuf_free(c);
 	mtls_agent_free(a);
@@ -200,7 +204,9 @@ send_fd(int sp, int fd)
 {
 	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 }, byte = 'f';
 	struct iovec iov = { &byte, 1 };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = cbuf,
 			     .msg_controllen = sizeof(cbuf) };
 	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
 
@@ -216,7 +222,9 @@ recv_fd(int sp)
 {
 	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 }, byte;
 	struct iovec iov = { &byte, 1 };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = cbuf,
 			     .msg_controllen = sizeof(cbuf) };
 	struct cmsghdr *cm;
 	int fd = -1;
@@ -430,12 +438,14 @@ test_rate_limit(void **state)
 	char *log;
 
 	start_agent("[identity slow]\n" P256_ID "rate-limit = 3\n"
-		    "[identity free]\n" P256_ID, NULL, &ag);
+		    "[identity free]\n" P256_ID,
+		    NULL, &ag);
 	a = connect_to(ag.sock);
 	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
 	for (i = 0; i < 3; i++) {
 		assert_err(sign(a, "slow", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-				MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+				MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+			   0);
 		free(sig);
 		sig = NULL;
 	}
@@ -444,7 +454,8 @@ test_rate_limit(void **state)
 		   MTLS_ERR_RATE_LIMITED);
 	/* Another identity on the same key is not held back. */
 	assert_err(sign(a, "free", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   0);
 	free(sig);
 	assert_non_null(log = fixture_read_file(ag.log, NULL));
 	assert_non_null(strstr(log, "rate limit hit: identity slow"));
@@ -475,9 +486,15 @@ test_confirm(void **state)
 	assert_int_equal(fixture_path(&fx, "askpass-no", no, sizeof(no)), 0);
 	assert_int_equal(fixture_path(&fx, "askpass-slow", slow, sizeof(slow)), 0);
 	/* The prompt must name the asking program and the purpose. */
-	assert_int_equal(fixture_write_file(yes, "#!/bin/sh\n"
-					    "case \"$1\" in *pam-challenge*test_agent*|*test_agent*pam-challenge*) exit 0;; esac\n"
-					    "exit 3\n", 0755), 0);
+	assert_int_equal(
+	    fixture_write_file(
+		yes,
+		"#!/bin/sh\n"
+		"case \"$1\" in *pam-challenge*test_agent*|*test_agent*pam-challenge*) exit 0;; "
+		"esac\n"
+		"exit 3\n",
+		0755),
+	    0);
 	assert_int_equal(fixture_write_file(no, "#!/bin/sh\nexit 1\n", 0755), 0);
 	assert_int_equal(fixture_write_file(slow, "#!/bin/sh\nexec sleep 30\n", 0755), 0);
 	snprintf(config, sizeof(config),
@@ -489,7 +506,8 @@ test_confirm(void **state)
 	a = connect_to(ag.sock);
 	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
 	assert_err(sign(a, "confirmed", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   0);
 	free(sig);
 	sig = NULL;
 	mtls_agent_free(a);
@@ -525,7 +543,8 @@ test_confirm(void **state)
 	usleep(300 * 1000);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	assert_err(sign(a, "unconfirmed", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   0);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	free(sig);
 	ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
@@ -553,14 +572,16 @@ test_lifetime_idle(void **state)
 	a = connect_to(ag.sock);
 	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
 	assert_err(sign(a, "short", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   0);
 	free(sig);
 	sig = NULL;
 	/* Keep "idle" busy for a while: only "short" must expire. */
 	for (i = 0; i < 6; i++) {
 		usleep(500 * 1000);
 		assert_err(sign(a, "idle", MTLS_AGENT_RSA_PSS_RSAE_SHA256,
-				MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+				MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+			   0);
 		free(sig);
 		sig = NULL;
 	}
@@ -573,14 +594,13 @@ test_lifetime_idle(void **state)
 	for (i = 0; i < 50 && (flags_of(a, "idle") & MTLS_AGENT_ID_LOGGED_IN); i++)
 		usleep(100 * 1000);
 	assert_false(flags_of(a, "idle") & MTLS_AGENT_ID_LOGGED_IN);
-	assert_err(sign(a, "idle", MTLS_AGENT_RSA_PSS_RSAE_SHA256,
-			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+	assert_err(sign(a, "idle", MTLS_AGENT_RSA_PSS_RSAE_SHA256, MTLS_AGENT_PURPOSE_PAM_CHALLENGE,
+			c, &sig, &sig_len),
 		   MTLS_ERR_LOGIN_REQUIRED);
 	wbuf_free(c);
 	mtls_agent_free(a);
 	assert_int_equal(agent_stop(&ag), 0);
 }
-
 
 int
 main(void)

@@ -232,7 +232,7 @@ test_stalled_clients(void **state)
 /* ---------------------------------------------------------------------- */
 /* 7. parallel clients */
 
-#define N_THREADS 8
+#define N_THREADS	8
 #define SIGS_PER_THREAD 25
 
 struct worker {
@@ -488,7 +488,8 @@ test_many_connections(void **state)
 	assert_err(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
 	for (i = 0; i < 20; i++) {
 		assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-				MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+				MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+			   0);
 		free(sig);
 		sig = NULL;
 	}
@@ -545,15 +546,16 @@ test_reconnect(void **state)
 	assert_int_equal(agent_stop(&ag), 0);
 }
 
-
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_protocol_abuse, setup_agent, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_stalled_clients, setup_agent, teardown_agents),
-		cmocka_unit_test_setup_teardown(test_parallel_clients, setup_agent, teardown_agents),
-		cmocka_unit_test_setup_teardown(test_socket_dir_refused, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_parallel_clients, setup_agent,
+						teardown_agents),
+		cmocka_unit_test_setup_teardown(test_socket_dir_refused, setup_none,
+						teardown_agents),
 		cmocka_unit_test_setup_teardown(test_no_core, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_log_injection, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_many_connections, setup_none, teardown_agents),

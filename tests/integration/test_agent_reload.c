@@ -314,8 +314,7 @@ test_reload_frees_config(void **state)
 	 * below tells.) */
 	if (!BUILT_WITH_ASAN && rss1 - rss0 > 2048) {
 		dump_log(&ag);
-		fail_msg("the agent grew by %ld kB over %d reloads", rss1 - rss0,
-			 RELOADS - WARMUP);
+		fail_msg("the agent grew by %ld kB over %d reloads", rss1 - rss0, RELOADS - WARMUP);
 	}
 	/* Nothing in progress at the last reload: only the current one. */
 	assert_int_equal(configs_in_memory(), 1);
@@ -370,7 +369,8 @@ test_reload_frees_config(void **state)
 	wbuf_free(body);
 	close(fd);
 	assert_err(sign(a, "plain", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   0);
 	free(sig);
 	mtls_agent_free(a);
 	wbuf_free(c);
@@ -496,7 +496,6 @@ test_sighup_during_sign(void **state)
 	reload_storm(with_a, "[identity b]\nkey = " TOKEN_URI ";id=%03\n", 1500);
 }
 
-
 int
 main(void)
 {
@@ -505,7 +504,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_sigterm, setup_none, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_reload_frees_config, setup_none,
 						teardown_agents),
-		cmocka_unit_test_setup_teardown(test_sighup_during_sign, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_sighup_during_sign, setup_none,
+						teardown_agents),
 	};
 
 	/* MTLS_TEST_FILTER=test_name (a shell pattern) runs only those. */

@@ -55,8 +55,8 @@ scheme_fits(const struct test_scheme *s, const struct test_key *k)
 
 /* Verifies sig over a precomputed digest (raw-digest purpose). */
 static int
-verify_digest(EVP_PKEY *pk, uint16_t scheme, const unsigned char *digest,
-	      size_t len, const unsigned char *sig, size_t sig_len)
+verify_digest(EVP_PKEY *pk, uint16_t scheme, const unsigned char *digest, size_t len,
+	      const unsigned char *sig, size_t sig_len)
 {
 	const struct test_scheme *s = find_scheme(scheme);
 	EVP_PKEY_CTX *pctx = EVP_PKEY_CTX_new(pk, NULL);
@@ -169,15 +169,15 @@ test_login(void **state)
 	size_t n = 0, i;
 	int retries = -2;
 
-	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-		     MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, MTLS_ERR_LOGIN_REQUIRED);
+	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256, MTLS_AGENT_PURPOSE_PAM_CHALLENGE,
+		     c, MTLS_ERR_LOGIN_REQUIRED);
 
 	assert_err(mtls_agent_login(a, NULL, WRONG_PIN, &retries), MTLS_ERR_PIN_INCORRECT);
 	/* SoftHSM2 keeps no retry counter: "unknown" (-1) or a count. */
 	assert_true(retries == -1 || retries >= 0);
 	assert_false(flags_of(a, "p256") & MTLS_AGENT_ID_LOGGED_IN);
-	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-		     MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, MTLS_ERR_LOGIN_REQUIRED);
+	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256, MTLS_AGENT_PURPOSE_PAM_CHALLENGE,
+		     c, MTLS_ERR_LOGIN_REQUIRED);
 
 	/* An empty PIN never reaches the agent. */
 	assert_err(mtls_agent_login(a, NULL, "", &retries), MTLS_ERR_PIN_INVALID);
@@ -229,8 +229,9 @@ test_sign_matrix(void **state)
 				/* ECDSA with RSA, RSA with EC, the other curve. */
 				sign_refused(a, k->label, s->code, MTLS_AGENT_PURPOSE_PAM_CHALLENGE,
 					     pam, MTLS_ERR_UNSUPPORTED_SCHEME);
-				sign_refused(a, k->label, s->code, MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV,
-					     t32, MTLS_ERR_UNSUPPORTED_SCHEME);
+				sign_refused(a, k->label, s->code,
+					     MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, t32,
+					     MTLS_ERR_UNSUPPORTED_SCHEME);
 				refused += 2;
 			} else {
 				sign_and_verify(a, k->label, k->label, s->code,
@@ -283,8 +284,8 @@ test_purpose_refusals(void **state)
 	/* A PAM challenge claimed as TLS 1.3, and the other way round. */
 	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
 		     MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, pam, MTLS_ERR_CONTENT_REJECTED);
-	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-		     MTLS_AGENT_PURPOSE_PAM_CHALLENGE, t32, MTLS_ERR_CONTENT_REJECTED);
+	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256, MTLS_AGENT_PURPOSE_PAM_CHALLENGE,
+		     t32, MTLS_ERR_CONTENT_REJECTED);
 	/* A transcript hash of no TLS 1.3 suite. */
 	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
 		     MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, short_hash, MTLS_ERR_CONTENT_REJECTED);
@@ -292,10 +293,10 @@ test_purpose_refusals(void **state)
 	/* raw-digest and tls12 are off unless the identity's policy allows. */
 	assert_int_equal(RAND_bytes(d, sizeof(d)), 1);
 	assert_non_null(digest = wbuf_from(d, sizeof(d)));
-	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-		     MTLS_AGENT_PURPOSE_RAW_DIGEST, digest, MTLS_ERR_POLICY_DENIED);
-	sign_refused(a, "rsa2048", MTLS_AGENT_RSA_PSS_RSAE_SHA256,
-		     MTLS_AGENT_PURPOSE_RAW_DIGEST, digest, MTLS_ERR_POLICY_DENIED);
+	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256, MTLS_AGENT_PURPOSE_RAW_DIGEST,
+		     digest, MTLS_ERR_POLICY_DENIED);
+	sign_refused(a, "rsa2048", MTLS_AGENT_RSA_PSS_RSAE_SHA256, MTLS_AGENT_PURPOSE_RAW_DIGEST,
+		     digest, MTLS_ERR_POLICY_DENIED);
 	sign_refused(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
 		     MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, tls12, MTLS_ERR_POLICY_DENIED);
 
@@ -318,8 +319,8 @@ test_purpose_refusals(void **state)
 		r = sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256, 77, pam, &sig, &sig_len);
 		assert_null(sig);
 		if (r != MTLS_ERR_CONTENT_REJECTED && r != MTLS_ERR_BAD_REQUEST)
-			fail_msg("purpose 77: got %d (%s), want CONTENT_REJECTED or BAD_REQUEST",
-				 r, errname(r));
+			fail_msg("purpose 77: got %d (%s), want CONTENT_REJECTED or BAD_REQUEST", r,
+				 errname(r));
 		print_message("purpose 77 through the library: %s\n", errname(r));
 
 		fd = raw_connect(ag.sock);
@@ -360,14 +361,14 @@ test_raw_digest_allowed(void **state)
 
 	assert_int_equal(fixture_path(&fx, "p256.pem", cert, sizeof(cert)), 0);
 	format_into(config,
-		 "[identity rawec]\n"
-		 "key = " TOKEN_URI ";id=%%03\n"
-		 "certificate = %s\n"
-		 "purposes = raw-digest, tls12\n"
-		 "[identity rawrsa]\n"
-		 "key = " TOKEN_URI ";id=%%01\n"
-		 "purposes = raw-digest, tls13\n",
-		 cert);
+		    "[identity rawec]\n"
+		    "key = " TOKEN_URI ";id=%%03\n"
+		    "certificate = %s\n"
+		    "purposes = raw-digest, tls12\n"
+		    "[identity rawrsa]\n"
+		    "key = " TOKEN_URI ";id=%%01\n"
+		    "purposes = raw-digest, tls13\n",
+		    cert);
 	start_agent(config, NULL, &ag);
 	a = connect_to(ag.sock);
 	assert_int_equal(count_identities(a), 2);
@@ -377,13 +378,14 @@ test_raw_digest_allowed(void **state)
 	assert_int_equal(RAND_bytes(d32, sizeof(d32)), 1);
 	assert_non_null(digest = wbuf_from(d32, sizeof(d32)));
 	assert_err(sign(a, "rawec", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-			MTLS_AGENT_PURPOSE_RAW_DIGEST, digest, &sig, &sig_len), 0);
+			MTLS_AGENT_PURPOSE_RAW_DIGEST, digest, &sig, &sig_len),
+		   0);
 	assert_non_null(pk = cert_pubkey("p256"));
-	assert_true(verify_digest(pk, MTLS_AGENT_ECDSA_SECP256R1_SHA256, d32, sizeof(d32),
-				  sig, sig_len));
+	assert_true(
+	    verify_digest(pk, MTLS_AGENT_ECDSA_SECP256R1_SHA256, d32, sizeof(d32), sig, sig_len));
 	d32[0] ^= 1;
-	assert_false(verify_digest(pk, MTLS_AGENT_ECDSA_SECP256R1_SHA256, d32, sizeof(d32),
-				   sig, sig_len));
+	assert_false(
+	    verify_digest(pk, MTLS_AGENT_ECDSA_SECP256R1_SHA256, d32, sizeof(d32), sig, sig_len));
 	EVP_PKEY_free(pk);
 	free(sig);
 	sig = NULL;
@@ -392,19 +394,20 @@ test_raw_digest_allowed(void **state)
 	assert_int_equal(RAND_bytes(d48, sizeof(d48)), 1);
 	wbuf_free(digest);
 	assert_non_null(digest = wbuf_from(d48, sizeof(d48)));
-	assert_err(sign(a, "rawrsa", MTLS_AGENT_RSA_PSS_RSAE_SHA384,
-			MTLS_AGENT_PURPOSE_RAW_DIGEST, digest, &sig, &sig_len), 0);
+	assert_err(sign(a, "rawrsa", MTLS_AGENT_RSA_PSS_RSAE_SHA384, MTLS_AGENT_PURPOSE_RAW_DIGEST,
+			digest, &sig, &sig_len),
+		   0);
 	assert_non_null(pk = cert_pubkey("rsa2048"));
-	assert_true(verify_digest(pk, MTLS_AGENT_RSA_PSS_RSAE_SHA384, d48, sizeof(d48),
-				  sig, sig_len));
+	assert_true(
+	    verify_digest(pk, MTLS_AGENT_RSA_PSS_RSAE_SHA384, d48, sizeof(d48), sig, sig_len));
 	EVP_PKEY_free(pk);
 	free(sig);
 	sig = NULL;
 
 	/* A digest whose length is not the scheme's hash. */
 	assert_non_null(short_digest = wbuf_from(d48, 20));
-	sign_refused(a, "rawec", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-		     MTLS_AGENT_PURPOSE_RAW_DIGEST, short_digest, MTLS_ERR_CONTENT_REJECTED);
+	sign_refused(a, "rawec", MTLS_AGENT_ECDSA_SECP256R1_SHA256, MTLS_AGENT_PURPOSE_RAW_DIGEST,
+		     short_digest, MTLS_ERR_CONTENT_REJECTED);
 
 	/* tls12 allowed for rawec; tls13 is not in its list (policy given
 	 * explicitly replaces the default). */
@@ -416,8 +419,8 @@ test_raw_digest_allowed(void **state)
 		     MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, t32, MTLS_ERR_POLICY_DENIED);
 	sign_and_verify(a, "rawrsa", "rsa2048", MTLS_AGENT_RSA_PSS_RSAE_SHA256,
 			MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, t32);
-	sign_refused(a, "rawrsa", MTLS_AGENT_RSA_PKCS1_SHA256,
-		     MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, tls12, MTLS_ERR_POLICY_DENIED);
+	sign_refused(a, "rawrsa", MTLS_AGENT_RSA_PKCS1_SHA256, MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV,
+		     tls12, MTLS_ERR_POLICY_DENIED);
 
 	wbuf_free(digest);
 	wbuf_free(short_digest);
@@ -475,7 +478,8 @@ test_lock_unlock(void **state)
 	assert_err(r, 0);
 	assert_int_equal(count_identities(a), N_KEYS);
 	assert_err(sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len), 0);
+			MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, &sig, &sig_len),
+		   0);
 	free(sig);
 	/* The passphrase is never logged. */
 	{
@@ -490,16 +494,18 @@ test_lock_unlock(void **state)
 	assert_int_equal(agent_stop(&ag), 0);
 }
 
-
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_list_before_login, setup_agent, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_list_before_login, setup_agent,
+						teardown_agents),
 		cmocka_unit_test_setup_teardown(test_login, setup_agent, teardown_agents),
 		cmocka_unit_test_setup_teardown(test_sign_matrix, setup_agent, teardown_agents),
-		cmocka_unit_test_setup_teardown(test_purpose_refusals, setup_agent, teardown_agents),
-		cmocka_unit_test_setup_teardown(test_raw_digest_allowed, setup_none, teardown_agents),
+		cmocka_unit_test_setup_teardown(test_purpose_refusals, setup_agent,
+						teardown_agents),
+		cmocka_unit_test_setup_teardown(test_raw_digest_allowed, setup_none,
+						teardown_agents),
 		cmocka_unit_test_setup_teardown(test_lock_unlock, setup_none, teardown_agents),
 	};
 
