@@ -35,8 +35,8 @@
 
 #include "mtls-agent.h"
 
-static const char *o_mode, *o_ca, *o_cert, *o_key, *o_module, *o_token, *o_pin, *o_id,
-	*o_socket, *o_ident;
+static const char *o_mode, *o_ca, *o_cert, *o_key, *o_module, *o_token, *o_pin, *o_id, *o_socket,
+    *o_ident;
 static int o_port;
 static double o_seconds = 3.0;
 
@@ -208,11 +208,13 @@ int
 main(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{ "mode", 1, NULL, 'M' },   { "port", 1, NULL, 'P' },   { "ca", 1, NULL, 'C' },
-		{ "cert", 1, NULL, 'c' },   { "key", 1, NULL, 'k' },    { "module", 1, NULL, 'm' },
-		{ "token", 1, NULL, 't' },  { "pin", 1, NULL, 'p' },    { "id", 1, NULL, 'd' },
-		{ "socket", 1, NULL, 's' }, { "identity", 1, NULL, 'i' },
-		{ "seconds", 1, NULL, 'S' }, { NULL, 0, NULL, 0 },
+		{ "mode", 1, NULL, 'M' },     { "port", 1, NULL, 'P' },
+		{ "ca", 1, NULL, 'C' },	      { "cert", 1, NULL, 'c' },
+		{ "key", 1, NULL, 'k' },      { "module", 1, NULL, 'm' },
+		{ "token", 1, NULL, 't' },    { "pin", 1, NULL, 'p' },
+		{ "id", 1, NULL, 'd' },	      { "socket", 1, NULL, 's' },
+		{ "identity", 1, NULL, 'i' }, { "seconds", 1, NULL, 'S' },
+		{ NULL, 0, NULL, 0 },
 	};
 	struct sockaddr_in sa;
 	unsigned long count = 0;
@@ -235,7 +237,8 @@ main(int argc, char **argv)
 		case 'i': o_ident = optarg; break;
 		case 'S': o_seconds = strtod(optarg, NULL); break;
 		default:
-			fprintf(stderr, "usage: see the comment at the top of bench/handshake_bench.c\n");
+			fprintf(stderr,
+				"usage: see the comment at the top of bench/handshake_bench.c\n");
 			return 2;
 		}
 	}
@@ -244,7 +247,8 @@ main(int argc, char **argv)
 	    (strcmp(o_mode, "pem") == 0 && o_key == NULL) ||
 	    (strcmp(o_mode, "libp11") == 0 &&
 	     (o_module == NULL || o_token == NULL || o_pin == NULL || o_id == NULL)) ||
-	    ((strcmp(o_mode, "agent") == 0 || strcmp(o_mode, "provider") == 0) && o_ident == NULL)) {
+	    ((strcmp(o_mode, "agent") == 0 || strcmp(o_mode, "provider") == 0) &&
+	     o_ident == NULL)) {
 		fprintf(stderr, "handshake_bench: missing options for --mode\n");
 		return 2;
 	}

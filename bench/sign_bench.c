@@ -74,8 +74,7 @@ more(void)
 	return __atomic_fetch_add(&next_ticket, 1, __ATOMIC_RELAXED) < opt_count;
 }
 
-static void __attribute__((noreturn))
-die(const char *what, const char *arg, unsigned long rv)
+static void __attribute__((noreturn)) die(const char *what, const char *arg, unsigned long rv)
 {
 	fprintf(stderr, "sign_bench: %s %s", what, arg != NULL ? arg : "");
 	if (rv != 0)
@@ -193,7 +192,8 @@ agent_worker(void *arg)
 	/* RFC 8446 4.4.3: 64 spaces, the context string, 0, the transcript hash. */
 	static const char ctx[] = "TLS 1.3, client CertificateVerify";
 	unsigned char content[64 + sizeof(ctx) + 32], *sig = NULL;
-	uint16_t scheme = opt_rsa ? MTLS_AGENT_RSA_PSS_RSAE_SHA256 : MTLS_AGENT_ECDSA_SECP256R1_SHA256;
+	uint16_t scheme =
+	    opt_rsa ? MTLS_AGENT_RSA_PSS_RSAE_SHA256 : MTLS_AGENT_ECDSA_SECP256R1_SHA256;
 	struct worker *w = arg;
 	mtls_agent *a = NULL;
 	size_t sig_len;
@@ -230,9 +230,10 @@ agent_worker(void *arg)
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: sign_bench --backend pkcs11|agent --alg rsa2048|p256 [--threads N]\n"
-			"         [--seconds S | --count N] (pkcs11: --module SO --token LABEL --pin PIN;\n"
-			"         agent: --socket PATH --identity NAME)\n");
+	fprintf(stderr,
+		"usage: sign_bench --backend pkcs11|agent --alg rsa2048|p256 [--threads N]\n"
+		"         [--seconds S | --count N] (pkcs11: --module SO --token LABEL --pin PIN;\n"
+		"         agent: --socket PATH --identity NAME)\n");
 	exit(2);
 }
 
@@ -245,8 +246,7 @@ main(int argc, char **argv)
 		{ "socket", 1, NULL, 's' },  { "identity", 1, NULL, 'i' },
 		{ "alg", 1, NULL, 'a' },     { "threads", 1, NULL, 'n' },
 		{ "seconds", 1, NULL, 'S' }, { "count", 1, NULL, 'c' },
-		{ "refused", 0, NULL, 'r' },
-		{ NULL, 0, NULL, 0 },
+		{ "refused", 0, NULL, 'r' }, { NULL, 0, NULL, 0 },
 	};
 	struct worker *w;
 	unsigned long total = 0;

@@ -54,6 +54,7 @@
 #include "log.h"
 #include "mtls-agent.h"
 #include "purpose.h"
+#include "safefile.h"
 #include "secmem.h"
 #include "usermap.h"
 #include "wbuf.h"
@@ -331,42 +332,46 @@ parse_option(pam_handle_t *pamh, struct options *o, const char *arg, int in_conf
 static int
 parse_config(pam_handle_t *pamh, struct options *o, const char *path)
 {
-	char *text = NULL, *line, *save = NULL, *eq, *k, *v, *end, *arg = NULL;
-	struct stat st;
-	ssize_t n;
-	size_t len = 0, lineno = 0;
-	int fd, r = -1;
+	const struct safefile_rules rules = {
+		.owner = geteuid(),
+		.forbidden = S_IWGRP | S_IWOTH,
+		.max = CONFIG_MAX,
+		.flags = SAFEFILE_FOLLOW,
+	};
+	struct safefile f = { 0 };
+	char *text, *line, *save = NULL, *eq, *k, *v, *end, *arg = NULL;
+	size_t len, lineno = 0;
+	int r = -1;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1) {
-		pam_syslog(pamh, LOG_ERR, "config %s: %s", path, strerror(errno));
-		return -1;
-	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		pam_syslog(pamh, LOG_ERR, "config %s: not a regular file", path);
-		goto out;
-	}
-	if ((st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & 022) != 0) {
-		pam_syslog(pamh, LOG_ERR,
-			   "config %s: must be owned by root and writable by no one else", path);
-		goto out;
-	}
-	if (st.st_size > CONFIG_MAX) {
-		pam_syslog(pamh, LOG_ERR, "config %s: larger than %d bytes", path, CONFIG_MAX);
-		goto out;
-	}
-	if ((text = malloc((size_t)st.st_size + 1)) == NULL)
-		goto out;
-	while (len < (size_t)st.st_size) {
-		n = read(fd, text + len, (size_t)st.st_size - len);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			pam_syslog(pamh, LOG_ERR, "config %s: read error", path);
-			goto out;
+	if (safefile_read(AT_FDCWD, path, &rules, &f) != 0) {
+		switch (f.fault) {
+		case SAFEFILE_MISSING:
+		case SAFEFILE_SYMLINK:
+		case SAFEFILE_OPEN:
+			pam_syslog(pamh, LOG_ERR, "config %s: %s", path, strerror(f.err));
+			break;
+		case SAFEFILE_STAT:
+		case SAFEFILE_NOT_REGULAR:
+			pam_syslog(pamh, LOG_ERR, "config %s: not a regular file", path);
+			break;
+		case SAFEFILE_OWNER:
+		case SAFEFILE_MODE:
+			pam_syslog(pamh, LOG_ERR,
+				   "config %s: must be owned by root and writable by no one else",
+				   path);
+			break;
+		case SAFEFILE_TOO_BIG:
+			pam_syslog(pamh, LOG_ERR, "config %s: larger than %d bytes", path,
+				   CONFIG_MAX);
+			break;
+		case SAFEFILE_READ: pam_syslog(pamh, LOG_ERR, "config %s: read error", path); break;
+		case SAFEFILE_ALLOC:
+		case SAFEFILE_OK: break;
 		}
-		len += (size_t)n;
+		goto out;
 	}
-	text[len] = '\0';
+	text = f.data;
+	len = f.len;
 	if (strlen(text) != len) {
 		pam_syslog(pamh, LOG_ERR, "config %s: contains a NUL byte", path);
 		goto out;
@@ -430,8 +435,7 @@ parse_config(pam_handle_t *pamh, struct options *o, const char *path)
 	r = 0;
 out:
 	free(arg);
-	free(text);
-	close(fd);
+	safefile_free(&f);
 	return r;
 }
 

@@ -25,6 +25,7 @@
 #include "conf.h"
 #include "log.h"
 #include "mtls-agent.h"
+#include "safefile.h"
 #include "secmem.h"
 
 /* How much of a user-supplied string an error message shows. */
@@ -860,35 +861,69 @@ config_parse(const char *text, const char *source, struct config **out, char *er
 }
 
 /*
- * Reads all of fd (at most `max` bytes) into buf of size `max` + 1 so
- * that one byte too many is seen.  Returns bytes read or -1 (errno).
+ * Words a refusal from safefile_read() as the agent always has, for the
+ * configuration (pin 0) or a PIN file (pin 1, "pin-file " before the path).
  */
-static ssize_t
-read_all(int fd, unsigned char *buf, size_t max)
+static void
+file_refusal(const struct safefile *f, int pin, const char *path, size_t max, char *err,
+	     size_t err_len)
 {
-	size_t got = 0;
-	ssize_t n;
+	const char *what = pin ? "pin-file " : "";
 
-	while (got <= max) {
-		n = read(fd, buf + got, max + 1 - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		if (n == 0)
-			break;
-		got += (size_t)n;
+	switch (f->fault) {
+	case SAFEFILE_MISSING:
+	case SAFEFILE_SYMLINK:
+	case SAFEFILE_OPEN:
+		errf(err, err_len, "%s%s: cannot open: %s", what, path, strerror(f->err));
+		break;
+	case SAFEFILE_STAT:
+		errf(err, err_len, "%s%s: cannot stat: %s", what, path, strerror(f->err));
+		break;
+	case SAFEFILE_NOT_REGULAR:
+		errf(err, err_len, "%s%s: not a regular file", what, path);
+		break;
+	case SAFEFILE_OWNER:
+		errf(err, err_len, "%s%s: owned by uid %lu, %s (uid %lu)", what, path,
+		     (unsigned long)f->uid,
+		     pin ? "not by the agent's user" : "neither root nor the agent's user",
+		     (unsigned long)geteuid());
+		break;
+	case SAFEFILE_MODE:
+		if (pin)
+			errf(err, err_len,
+			     "pin-file %s: mode %04o gives group or others "
+			     "access; run chmod 600",
+			     path, (unsigned int)f->mode);
+		else
+			errf(err, err_len,
+			     "%s: writable by group or others (mode %04o); "
+			     "run chmod go-w",
+			     path, (unsigned int)f->mode);
+		break;
+	case SAFEFILE_TOO_BIG:
+		errf(err, err_len, "%s%s: larger than %zu bytes", what, path, max);
+		break;
+	case SAFEFILE_READ:
+		errf(err, err_len, "%s%s: read error: %s", what, path, strerror(f->err));
+		break;
+	case SAFEFILE_ALLOC: errf(err, err_len, "%s%s: out of memory", what, path); break;
+	case SAFEFILE_OK: break;
 	}
-	return (ssize_t)got;
 }
 
 int
 config_load(const char *path, struct config **out, char *err, size_t err_len)
 {
-	struct stat st;
-	unsigned char *buf = NULL;
-	ssize_t n;
-	int fd = -1, r;
+	/* Whoever can write this file chooses the module the agent loads.
+	 * Symlinks are followed, the checks are on what was opened. */
+	const struct safefile_rules rules = {
+		.owner = geteuid(),
+		.forbidden = S_IWGRP | S_IWOTH,
+		.max = CONFIG_MAX_FILE_SIZE,
+		.flags = SAFEFILE_FOLLOW,
+	};
+	struct safefile f = { 0 };
+	int r;
 
 	if (err != NULL && err_len > 0)
 		err[0] = '\0';
@@ -898,77 +933,30 @@ config_load(const char *path, struct config **out, char *err, size_t err_len)
 	if (path == NULL)
 		return config_defaults(out);
 
-	/* O_NONBLOCK: a FIFO in place of the file must not hang the agent;
-	 * symlinks are followed, the checks below are on what was opened. */
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) < 0) {
-		errf(err, err_len, "%s: cannot open: %s", path, strerror(errno));
-		r = MTLS_ERR_CONFIG;
+	if ((r = safefile_read(AT_FDCWD, path, &rules, &f)) != 0) {
+		file_refusal(&f, 0, path, CONFIG_MAX_FILE_SIZE, err, err_len);
 		goto out;
 	}
-	if (fstat(fd, &st) != 0) {
-		errf(err, err_len, "%s: cannot stat: %s", path, strerror(errno));
-		r = MTLS_ERR_CONFIG;
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		errf(err, err_len, "%s: not a regular file", path);
-		r = MTLS_ERR_CONFIG;
-		goto out;
-	}
-	/* Whoever can write this file chooses the module the agent loads. */
-	if (st.st_uid != 0 && st.st_uid != geteuid()) {
-		errf(err, err_len,
-		     "%s: owned by uid %lu, neither root nor the "
-		     "agent's user (uid %lu)",
-		     path, (unsigned long)st.st_uid, (unsigned long)geteuid());
-		r = MTLS_ERR_CONFIG;
-		goto out;
-	}
-	if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
-		errf(err, err_len,
-		     "%s: writable by group or others (mode %04o); "
-		     "run chmod go-w",
-		     path, (unsigned int)(st.st_mode & 07777));
-		r = MTLS_ERR_CONFIG;
-		goto out;
-	}
-	if (st.st_size < 0 || (unsigned long long)st.st_size > CONFIG_MAX_FILE_SIZE) {
-		errf(err, err_len, "%s: larger than %u bytes", path, CONFIG_MAX_FILE_SIZE);
-		r = MTLS_ERR_CONFIG;
-		goto out;
-	}
-	if ((buf = malloc(CONFIG_MAX_FILE_SIZE + 1)) == NULL) {
-		errf(err, err_len, "%s: out of memory", path);
-		r = MTLS_ERR_ALLOC;
-		goto out;
-	}
-	if ((n = read_all(fd, buf, CONFIG_MAX_FILE_SIZE)) < 0) {
-		errf(err, err_len, "%s: read error: %s", path, strerror(errno));
-		r = MTLS_ERR_CONFIG;
-		goto out;
-	}
-	/* It may have grown since fstat. */
-	if ((size_t)n > CONFIG_MAX_FILE_SIZE) {
-		errf(err, err_len, "%s: larger than %u bytes", path, CONFIG_MAX_FILE_SIZE);
-		r = MTLS_ERR_CONFIG;
-		goto out;
-	}
-	r = parse_text((const char *)buf, (size_t)n, path, out, err, err_len);
+	r = parse_text(f.data, f.len, path, out, err, err_len);
 out:
-	free(buf);
-	if (fd >= 0)
-		close(fd);
+	safefile_free(&f);
 	return r;
 }
 
 int
 config_read_pin_file(const char *path, char **pin, char *err, size_t err_len)
 {
-	struct stat st;
-	char *buf = NULL;
-	ssize_t got;
+	/* Read straight into secure memory: no other copy of the PIN exists. */
+	const struct safefile_rules rules = {
+		.owner = geteuid(),
+		.forbidden = S_IRWXG | S_IRWXO,
+		.max = CONFIG_MAX_PIN_FILE,
+		.flags = SAFEFILE_FOLLOW | SAFEFILE_OWNER_ONLY | SAFEFILE_SECRET,
+	};
+	struct safefile f = { 0 };
+	char *buf;
 	size_t n;
-	int fd = -1, r = MTLS_ERR_CONFIG;
+	int r;
 
 	if (err != NULL && err_len > 0)
 		err[0] = '\0';
@@ -978,51 +966,13 @@ config_read_pin_file(const char *path, char **pin, char *err, size_t err_len)
 	if (path == NULL)
 		return MTLS_ERR_INVALID_ARGUMENT;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) < 0) {
-		errf(err, err_len, "pin-file %s: cannot open: %s", path, strerror(errno));
+	if ((r = safefile_read(AT_FDCWD, path, &rules, &f)) != 0) {
+		file_refusal(&f, 1, path, CONFIG_MAX_PIN_FILE, err, err_len);
 		goto out;
 	}
-	if (fstat(fd, &st) != 0) {
-		errf(err, err_len, "pin-file %s: cannot stat: %s", path, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		errf(err, err_len, "pin-file %s: not a regular file", path);
-		goto out;
-	}
-	if (st.st_uid != geteuid()) {
-		errf(err, err_len,
-		     "pin-file %s: owned by uid %lu, not by the "
-		     "agent's user (uid %lu)",
-		     path, (unsigned long)st.st_uid, (unsigned long)geteuid());
-		goto out;
-	}
-	if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-		errf(err, err_len,
-		     "pin-file %s: mode %04o gives group or others "
-		     "access; run chmod 600",
-		     path, (unsigned int)(st.st_mode & 07777));
-		goto out;
-	}
-	if (st.st_size < 0 || (unsigned long long)st.st_size > CONFIG_MAX_PIN_FILE) {
-		errf(err, err_len, "pin-file %s: larger than %u bytes", path, CONFIG_MAX_PIN_FILE);
-		goto out;
-	}
-	/* Straight into secure memory: no other copy of the PIN exists. */
-	if ((buf = mtls_secure_alloc(CONFIG_MAX_PIN_FILE + 2)) == NULL) {
-		errf(err, err_len, "pin-file %s: out of memory", path);
-		r = MTLS_ERR_ALLOC;
-		goto out;
-	}
-	if ((got = read_all(fd, (unsigned char *)buf, CONFIG_MAX_PIN_FILE)) < 0) {
-		errf(err, err_len, "pin-file %s: read error: %s", path, strerror(errno));
-		goto out;
-	}
-	n = (size_t)got;
-	if (n > CONFIG_MAX_PIN_FILE) {
-		errf(err, err_len, "pin-file %s: larger than %u bytes", path, CONFIG_MAX_PIN_FILE);
-		goto out;
-	}
+	r = MTLS_ERR_CONFIG;
+	buf = f.data;
+	n = f.len;
 	if (memchr(buf, '\0', n) != NULL) {
 		errf(err, err_len, "pin-file %s: contains a NUL byte", path);
 		goto out;
@@ -1032,7 +982,7 @@ config_read_pin_file(const char *path, char **pin, char *err, size_t err_len)
 		if (n > 0 && buf[n - 1] == '\r')
 			n--;
 	}
-	mtls_wipe(buf + n, CONFIG_MAX_PIN_FILE + 2 - n);
+	mtls_wipe(buf + n, f.size - n);
 	if (n == 0) {
 		errf(err, err_len, "pin-file %s: is empty", path);
 		goto out;
@@ -1042,12 +992,10 @@ config_read_pin_file(const char *path, char **pin, char *err, size_t err_len)
 		goto out;
 	}
 	*pin = buf;
-	buf = NULL;
+	f.data = NULL;
 	r = 0;
 out:
-	mtls_secure_free(buf);
-	if (fd >= 0)
-		close(fd);
+	safefile_free(&f);
 	return r;
 }
 

@@ -29,6 +29,7 @@
 #include "mtls-agent.h"
 #include "policy.h"
 #include "proto.h"
+#include "safefile.h"
 #include "secmem.h"
 #include "server.h"
 #include "spin.h"
@@ -141,6 +142,9 @@ server_default_socket(void)
 int
 server_listen(const char *path, int *fdp, char *err, size_t err_len)
 {
+	const struct safefile_rules dir_rules = { .owner = geteuid(),
+						  .forbidden = 077,
+						  .flags = SAFEFILE_OWNER_ONLY };
 	struct sockaddr_un sun;
 	struct stat st;
 	char dir[PATH_MAX], *slash;
@@ -167,17 +171,18 @@ server_listen(const char *path, int *fdp, char *err, size_t err_len)
 		return MTLS_ERR_CONFIG;
 	}
 	/* Others must not reach the socket, nor swap it under us. */
-	if (st.st_uid != geteuid()) {
+	switch (safefile_check_owner(&st, &dir_rules)) {
+	case SAFEFILE_OWNER:
 		snprintf(err, err_len, "socket directory %s is owned by uid %u, not by us (uid %u)",
 			 dir, (unsigned)st.st_uid, (unsigned)geteuid());
 		return MTLS_ERR_CONFIG;
-	}
-	if ((st.st_mode & 077) != 0) {
+	case SAFEFILE_MODE:
 		snprintf(err, err_len,
 			 "socket directory %s has mode %04o: group and others must have no access "
 			 "(chmod 700)",
 			 dir, (unsigned)(st.st_mode & 07777));
 		return MTLS_ERR_CONFIG;
+	default: break;
 	}
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;

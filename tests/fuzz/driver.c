@@ -171,8 +171,7 @@ main(int argc, char **argv)
 	if (argc < 2) {
 		/* `make check` exports top_srcdir; by hand, the build's. */
 		snprintf(corpus, sizeof(corpus), "%s/tests/fuzz/corpus/%s",
-			 top != NULL && top[0] != '\0' ? top : FUZZ_SRCDIR,
-			 FUZZ_TARGET);
+			 top != NULL && top[0] != '\0' ? top : FUZZ_SRCDIR, FUZZ_TARGET);
 		r = run_path(corpus, &count);
 		if (r == 0 && count == 0) {
 			fprintf(stderr, "%s: no seed inputs in %s\n", FUZZ_TARGET, corpus);

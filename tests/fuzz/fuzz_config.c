@@ -14,10 +14,9 @@
 #include "fuzz.h"
 #include "mtls-agent.h"
 
-#define ALL_PURPOSES ((1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV) | \
-		      (1U << MTLS_AGENT_PURPOSE_PAM_CHALLENGE) |   \
-		      (1U << MTLS_AGENT_PURPOSE_RAW_DIGEST) |      \
-		      (1U << MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV))
+#define ALL_PURPOSES                                                                               \
+	((1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV) | (1U << MTLS_AGENT_PURPOSE_PAM_CHALLENGE) |   \
+	 (1U << MTLS_AGENT_PURPOSE_RAW_DIGEST) | (1U << MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV))
 
 struct text {
 	char *s;
@@ -199,9 +198,11 @@ check_same(const struct config *a, const struct config *b)
 		FUZZ_CHECK(a->identities[i].rate_limit == b->identities[i].rate_limit);
 		FUZZ_CHECK(a->identities[i].n_peers == b->identities[i].n_peers);
 		for (size_t k = 0; k < a->identities[i].n_peers; k++) {
-			FUZZ_CHECK(a->identities[i].peers[k].kind == b->identities[i].peers[k].kind);
+			FUZZ_CHECK(a->identities[i].peers[k].kind ==
+				   b->identities[i].peers[k].kind);
 			FUZZ_CHECK(a->identities[i].peers[k].id == b->identities[i].peers[k].id);
-			FUZZ_CHECK(streq(a->identities[i].peers[k].exe, b->identities[i].peers[k].exe));
+			FUZZ_CHECK(
+			    streq(a->identities[i].peers[k].exe, b->identities[i].peers[k].exe));
 		}
 	}
 }

@@ -102,8 +102,8 @@ identity_eq(const struct mtls_agent_identity *a, const struct mtls_agent_identit
 	if (!streq(a->name, b->name) || !streq(a->token_label, b->token_label) ||
 	    !streq(a->key_label, b->key_label) ||
 	    !memeq(a->key_id, a->key_id_len, b->key_id, b->key_id_len) ||
-	    a->key_type != b->key_type || a->key_bits != b->key_bits ||
-	    a->flags != b->flags || a->purposes != b->purposes ||
+	    a->key_type != b->key_type || a->key_bits != b->key_bits || a->flags != b->flags ||
+	    a->purposes != b->purposes ||
 	    !memeq(a->schemes, a->n_schemes * sizeof(*a->schemes), b->schemes,
 		   b->n_schemes * sizeof(*b->schemes)) ||
 	    !memeq(a->cert_der, a->cert_der_len, b->cert_der, b->cert_der_len) ||
@@ -169,8 +169,7 @@ fuzz_sign_req(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
 	/* What the agent does next, short of the token. */
 	s = scheme_lookup(m.scheme);
 	r = purpose_check(m.purpose, s, m.content, m.content_len, why, sizeof(why));
-	FUZZ_CHECK(r == 0 || r == MTLS_ERR_CONTENT_REJECTED ||
-		   r == MTLS_ERR_UNSUPPORTED_SCHEME);
+	FUZZ_CHECK(r == 0 || r == MTLS_ERR_CONTENT_REJECTED || r == MTLS_ERR_UNSUPPORTED_SCHEME);
 	FUZZ_CHECK(r != 0 || s != NULL);
 	FUZZ_CHECK(memchr(why, '\0', sizeof(why)) != NULL);
 	msg_sign_req_clear(&m2);
@@ -277,9 +276,8 @@ fuzz_status_resp(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
 	check_same_bytes(enc, d, n);
 	b = reparse(enc, MSG_STATUS | MSG_REPLY);
 	FUZZ_CHECK(msg_status_resp_get(b, &m2) == 0);
-	FUZZ_CHECK(streq(m2.version, m.version) && m2.pid == m.pid &&
-		   m2.uptime == m.uptime && m2.connections == m.connections &&
-		   m2.identities == m.identities &&
+	FUZZ_CHECK(streq(m2.version, m.version) && m2.pid == m.pid && m2.uptime == m.uptime &&
+		   m2.connections == m.connections && m2.identities == m.identities &&
 		   m2.tokens_present == m.tokens_present &&
 		   m2.tokens_logged_in == m.tokens_logged_in);
 	mtls_agent_status_clear(&m2);
@@ -306,8 +304,7 @@ fuzz_error(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
 		check_same_bytes(enc, d, n);
 	b = reparse(enc, MSG_ERROR);
 	FUZZ_CHECK(msg_error_get(b, &m2) == 0);
-	FUZZ_CHECK(m2.code == m.code && m2.retries == m.retries &&
-		   streq(m2.message, m.message));
+	FUZZ_CHECK(m2.code == m.code && m2.retries == m.retries && streq(m2.message, m.message));
 	msg_error_clear(&m2);
 	msg_error_clear(&m);
 	wbuf_free(b);
@@ -327,15 +324,9 @@ fuzz_empty(struct wbuf *in, uint8_t type, size_t n)
 		return;
 	FUZZ_CHECK((enc = wbuf_new()) != NULL);
 	switch (type) {
-	case MSG_LIST:
-		FUZZ_CHECK(msg_list_req_put(enc) == 0);
-		break;
-	case MSG_STATUS:
-		FUZZ_CHECK(msg_status_req_put(enc) == 0);
-		break;
-	default:
-		FUZZ_CHECK(msg_empty_resp_put(enc, type & ~MSG_REPLY) == 0);
-		break;
+	case MSG_LIST: FUZZ_CHECK(msg_list_req_put(enc) == 0); break;
+	case MSG_STATUS: FUZZ_CHECK(msg_status_req_put(enc) == 0); break;
+	default: FUZZ_CHECK(msg_empty_resp_put(enc, type & ~MSG_REPLY) == 0); break;
 	}
 	FUZZ_CHECK(wbuf_len(enc) == 1 && wbuf_ptr(enc)[0] == type);
 	wbuf_free(enc);
@@ -354,43 +345,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	FUZZ_CHECK(wbuf_get_u8(in, &type) == 0);
 	switch (type) {
-	case MSG_HELLO:
-		fuzz_hello_req(in, enc, data, size);
-		break;
-	case MSG_HELLO | MSG_REPLY:
-		fuzz_hello_resp(in, enc, data, size);
-		break;
-	case MSG_LIST | MSG_REPLY:
-		fuzz_list_resp(in, enc, data, size);
-		break;
-	case MSG_SIGN:
-		fuzz_sign_req(in, enc, data, size);
-		break;
-	case MSG_SIGN | MSG_REPLY:
-		fuzz_sign_resp(in, enc, data, size);
-		break;
-	case MSG_LOGIN:
-		fuzz_login_req(in, enc, data, size);
-		break;
-	case MSG_SET_PIN:
-		fuzz_set_pin_req(in, enc, data, size);
-		break;
-	case MSG_LOGOUT:
-		fuzz_logout_req(in, enc, data, size);
-		break;
-	case MSG_STATUS | MSG_REPLY:
-		fuzz_status_resp(in, enc, data, size);
-		break;
-	case MSG_ERROR:
-		fuzz_error(in, enc, data, size);
-		break;
+	case MSG_HELLO: fuzz_hello_req(in, enc, data, size); break;
+	case MSG_HELLO | MSG_REPLY: fuzz_hello_resp(in, enc, data, size); break;
+	case MSG_LIST | MSG_REPLY: fuzz_list_resp(in, enc, data, size); break;
+	case MSG_SIGN: fuzz_sign_req(in, enc, data, size); break;
+	case MSG_SIGN | MSG_REPLY: fuzz_sign_resp(in, enc, data, size); break;
+	case MSG_LOGIN: fuzz_login_req(in, enc, data, size); break;
+	case MSG_SET_PIN: fuzz_set_pin_req(in, enc, data, size); break;
+	case MSG_LOGOUT: fuzz_logout_req(in, enc, data, size); break;
+	case MSG_STATUS | MSG_REPLY: fuzz_status_resp(in, enc, data, size); break;
+	case MSG_ERROR: fuzz_error(in, enc, data, size); break;
 	case MSG_LIST:
 	case MSG_STATUS:
 	case MSG_LOGIN | MSG_REPLY:
 	case MSG_LOGOUT | MSG_REPLY:
-	case MSG_SET_PIN | MSG_REPLY:
-		fuzz_empty(in, type, size);
-		break;
+	case MSG_SET_PIN | MSG_REPLY: fuzz_empty(in, type, size); break;
 	}
 	wbuf_free(enc);
 	wbuf_free(in);

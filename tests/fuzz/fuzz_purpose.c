@@ -122,12 +122,9 @@ oracle(int purpose, const struct scheme_info *s, const uint8_t *c, size_t len)
 	if (s == NULL)
 		return MTLS_ERR_UNSUPPORTED_SCHEME;
 	switch (purpose) {
-	case MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV:
-		return oracle_tls13(s, c, len);
-	case MTLS_AGENT_PURPOSE_PAM_CHALLENGE:
-		return oracle_pam(c, len);
-	case MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV:
-		return oracle_tls12(c, len);
+	case MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV: return oracle_tls13(s, c, len);
+	case MTLS_AGENT_PURPOSE_PAM_CHALLENGE: return oracle_pam(c, len);
+	case MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV: return oracle_tls12(c, len);
 	case MTLS_AGENT_PURPOSE_RAW_DIGEST:
 		return len == s->hash_len ? 0 : MTLS_ERR_CONTENT_REJECTED;
 	}
@@ -148,15 +145,13 @@ static const struct {
 	int type;
 	unsigned int bits;
 } keys[] = {
-	{ MTLS_AGENT_KEY_RSA, 2048 }, { MTLS_AGENT_KEY_RSA, 3072 },
-	{ MTLS_AGENT_KEY_EC, 256 },   { MTLS_AGENT_KEY_EC, 384 },
-	{ MTLS_AGENT_KEY_EC, 521 },
+	{ MTLS_AGENT_KEY_RSA, 2048 }, { MTLS_AGENT_KEY_RSA, 3072 }, { MTLS_AGENT_KEY_EC, 256 },
+	{ MTLS_AGENT_KEY_EC, 384 },   { MTLS_AGENT_KEY_EC, 521 },
 };
 
-#define ALL_PURPOSES ((1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV) | \
-		      (1U << MTLS_AGENT_PURPOSE_PAM_CHALLENGE) |   \
-		      (1U << MTLS_AGENT_PURPOSE_RAW_DIGEST) |      \
-		      (1U << MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV))
+#define ALL_PURPOSES                                                                               \
+	((1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV) | (1U << MTLS_AGENT_PURPOSE_PAM_CHALLENGE) |   \
+	 (1U << MTLS_AGENT_PURPOSE_RAW_DIGEST) | (1U << MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV))
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -178,8 +173,8 @@ check_policy(uint16_t code, int purpose, const uint8_t *c, size_t len)
 			continue;
 		for (m = 0; m < N(masks); m++) {
 			memset(why, 'x', sizeof(why));
-			r = policy_check_sign(masks[m], keys[k].type, keys[k].bits, code,
-					      purpose, c, len, &sp, why, sizeof(why));
+			r = policy_check_sign(masks[m], keys[k].type, keys[k].bits, code, purpose,
+					      c, len, &sp, why, sizeof(why));
 			FUZZ_CHECK(memchr(why, '\0', sizeof(why)) != NULL);
 			FUZZ_CHECK(r == 0 || why[0] != '\0');
 			if (s == NULL || s->key_type != keys[k].type ||

@@ -138,8 +138,7 @@ check_attr(X509 *x, int nid, enum usermap_method m)
 		memcpy(longer + n, "x", 2);
 		FUZZ_CHECK(check(x, longer, m, NULL) == MTLS_ERR_USER_MISMATCH);
 		free(longer);
-	} else if (memchr(u, '\0', (size_t)n) != NULL && u[0] != '\0' &&
-		   usable_user((char *)u)) {
+	} else if (memchr(u, '\0', (size_t)n) != NULL && u[0] != '\0' && usable_user((char *)u)) {
 		/* "alice\0evil" is not alice. */
 		FUZZ_CHECK(check(x, (char *)u, m, NULL) == MTLS_ERR_USER_MISMATCH);
 	}

@@ -27,7 +27,8 @@ static const char *top;
 static void
 die(const char *what, int r)
 {
-	fprintf(stderr, "mkcorpus: %s: %s\n", what, r < 0 ? mtls_agent_strerror(r) : strerror(errno));
+	fprintf(stderr, "mkcorpus: %s: %s\n", what,
+		r < 0 ? mtls_agent_strerror(r) : strerror(errno));
 	exit(1);
 }
 
@@ -97,12 +98,12 @@ static size_t
 tls12_transcript(unsigned char *buf)
 {
 	static const unsigned char t[] = {
-		1, 0, 0, 6, 3, 3, 0xde, 0xad, 0xbe, 0xef,  /* ClientHello */
-		2, 0, 0, 2, 3, 3,			   /* ServerHello */
+		1,  0, 0, 6, 3, 3, 0xde, 0xad, 0xbe, 0xef, /* ClientHello */
+		2,  0, 0, 2, 3, 3,			   /* ServerHello */
 		11, 0, 0, 3, 0, 0, 0,			   /* Certificate */
 		14, 0, 0, 0,				   /* ServerHelloDone */
 		11, 0, 0, 3, 0, 0, 0,			   /* client Certificate */
-		16, 0, 0, 5, 4, 1, 2, 3, 4,		   /* ClientKeyExchange */
+		16, 0, 0, 5, 4, 1, 2,	 3,    4,	   /* ClientKeyExchange */
 	};
 
 	memcpy(buf, t, sizeof(t));
@@ -119,14 +120,18 @@ main(int argc, char **argv)
 	size_t chain_len[1] = { sizeof(cert) };
 	uint16_t schemes[] = { MTLS_AGENT_ECDSA_SECP256R1_SHA256, MTLS_AGENT_RSA_PSS_RSAE_SHA256 };
 	struct mtls_agent_identity ids[2];
-	struct mtls_agent_status st = { .version = S("mtls-agent 0.1.0"), .pid = 4242,
-		.uptime = 60, .connections = 2, .identities = 2, .tokens_present = 1,
-		.tokens_logged_in = 1 };
+	struct mtls_agent_status st = { .version = S("mtls-agent 0.1.0"),
+					.pid = 4242,
+					.uptime = 60,
+					.connections = 2,
+					.identities = 2,
+					.tokens_present = 1,
+					.tokens_logged_in = 1 };
 	struct msg_hello_req hreq = { 1, 1, S("mkcorpus") };
 	struct msg_hello_resp hresp = { 1, S("mtls-agent 0.1.0") };
 	struct msg_list_resp lresp = { ids, 2 };
 	struct msg_sign_req sreq = { S("p256"), MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-		MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, content, 0 };
+				     MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, content, 0 };
 	struct msg_sign_resp sresp = { sig, sizeof(sig) };
 	struct msg_login_req login = { S("p256"), S("123456"), 0 };
 	struct msg_logout_req logout = { S("") };
@@ -153,17 +158,33 @@ main(int argc, char **argv)
 		digest[i] = (unsigned char)(0x40 + i);
 
 	memset(ids, 0, sizeof(ids));
-	ids[0] = (struct mtls_agent_identity){ .name = S("p256"), .token_label = S("mtls-test"),
-		.key_label = S("p256"), .key_id = key_id, .key_id_len = 1,
-		.key_type = MTLS_AGENT_KEY_EC, .key_bits = 256,
-		.flags = MTLS_AGENT_ID_TOKEN_PRESENT | MTLS_AGENT_ID_KEY_FOUND,
-		.purposes = 0x6, .schemes = schemes, .n_schemes = 1,
-		.cert_der = (unsigned char *)cert, .cert_der_len = sizeof(cert),
-		.chain_der = chain, .chain_der_len = chain_len, .n_chain = 1 };
-	ids[1] = (struct mtls_agent_identity){ .name = S("rsa2048"), .token_label = S("mtls-test"),
-		.key_label = S(""), .key_id = key_id, .key_id_len = 1,
-		.key_type = MTLS_AGENT_KEY_RSA, .key_bits = 2048, .purposes = 0x1e,
-		.schemes = schemes + 1, .n_schemes = 1 };
+	ids[0] = (struct mtls_agent_identity){ .name = S("p256"),
+					       .token_label = S("mtls-test"),
+					       .key_label = S("p256"),
+					       .key_id = key_id,
+					       .key_id_len = 1,
+					       .key_type = MTLS_AGENT_KEY_EC,
+					       .key_bits = 256,
+					       .flags = MTLS_AGENT_ID_TOKEN_PRESENT |
+							MTLS_AGENT_ID_KEY_FOUND,
+					       .purposes = 0x6,
+					       .schemes = schemes,
+					       .n_schemes = 1,
+					       .cert_der = (unsigned char *)cert,
+					       .cert_der_len = sizeof(cert),
+					       .chain_der = chain,
+					       .chain_der_len = chain_len,
+					       .n_chain = 1 };
+	ids[1] = (struct mtls_agent_identity){ .name = S("rsa2048"),
+					       .token_label = S("mtls-test"),
+					       .key_label = S(""),
+					       .key_id = key_id,
+					       .key_id_len = 1,
+					       .key_type = MTLS_AGENT_KEY_RSA,
+					       .key_bits = 2048,
+					       .purposes = 0x1e,
+					       .schemes = schemes + 1,
+					       .n_schemes = 1 };
 
 	/* fuzz_msg: one body per message. */
 	write_buf("fuzz_msg", "hello_req", b, msg_hello_req_put(b, &hreq));
@@ -226,10 +247,10 @@ main(int argc, char **argv)
 		if ((frames[i] = wbuf_new()) == NULL)
 			die("wbuf_new", MTLS_ERR_ALLOC);
 	sreq = (struct msg_sign_req){ S("p256"), MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-		MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, content, tls13_content(content, 32) };
+				      MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, content,
+				      tls13_content(content, 32) };
 	if ((r = msg_hello_req_put(frames[0], &hreq)) != 0 ||
-	    (r = msg_list_req_put(frames[1])) != 0 ||
-	    (r = msg_sign_req_put(frames[2], &sreq)) != 0)
+	    (r = msg_list_req_put(frames[1])) != 0 || (r = msg_sign_req_put(frames[2], &sreq)) != 0)
 		die("frames", r);
 	write_frames("session", 0, frames, 3, 0);
 	write_frames("one_frame", 0, frames, 1, 0);

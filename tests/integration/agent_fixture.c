@@ -20,7 +20,7 @@
 #include "agent_fixture.h"
 
 #define READY_TIMEOUT_MS 10000
-#define STOP_TIMEOUT_MS 5000
+#define STOP_TIMEOUT_MS	 5000
 
 static long
 now_ms(void)
@@ -142,16 +142,14 @@ load_env(const char *path)
 		fprintf(stderr, "agent_fixture: cannot read %s\n", path);
 		return -1;
 	}
-	for (line = strtok_r(text, "\n", &save); line != NULL;
-	     line = strtok_r(NULL, "\n", &save)) {
-		if (strncmp(line, "export ", 7) != 0 ||
-		    (eq = strchr(line + 7, '=')) == NULL)
+	for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+		if (strncmp(line, "export ", 7) != 0 || (eq = strchr(line + 7, '=')) == NULL)
 			continue;
 		*eq = '\0';
 		/* Unquote in place: d never overtakes s. */
 		for (s = d = eq + 1; *s != '\0' && *s != ' ' && *s != ';';) {
 			if (*s == '\'') {
-				for (s++; *s != '\0' && *s != '\''; )
+				for (s++; *s != '\0' && *s != '\'';)
 					*d++ = *s++;
 				if (*s == '\'')
 					s++;
@@ -173,8 +171,7 @@ load_env(const char *path)
 }
 
 int
-fixture_path(const struct agent_fixture *f, const char *name, char *buf,
-	     size_t len)
+fixture_path(const struct agent_fixture *f, const char *name, char *buf, size_t len)
 {
 	int n = snprintf(buf, len, "%s/%s", f->dir, name);
 
@@ -182,8 +179,8 @@ fixture_path(const struct agent_fixture *f, const char *name, char *buf,
 }
 
 int
-fixture_unique_path(struct agent_fixture *f, const char *prefix,
-		    const char *suffix, char *buf, size_t len)
+fixture_unique_path(struct agent_fixture *f, const char *prefix, const char *suffix, char *buf,
+		    size_t len)
 {
 	int n = snprintf(buf, len, "%s/%s-%u%s", f->dir, prefix, ++f->seq,
 			 suffix != NULL ? suffix : "");
@@ -307,14 +304,14 @@ fixture_setup(struct agent_fixture *f)
 	if (tmpdir == NULL || *tmpdir == '\0')
 		tmpdir = "/tmp";
 	if (snprintf(f->dir, sizeof(f->dir), "%s/mtls-agent-test.XXXXXX", tmpdir) >=
-		    (int)sizeof(f->dir) ||
+		(int)sizeof(f->dir) ||
 	    mkdtemp(f->dir) == NULL) {
 		fprintf(stderr, "agent_fixture: mkdtemp in %s: %s\n", tmpdir, strerror(errno));
 		f->dir[0] = '\0';
 		return -1;
 	}
-	if (tool_path("MTLS_FIXTURE_SETUP", "tests/fixtures/softhsm-setup.sh",
-		      script, sizeof(script)) != 0 ||
+	if (tool_path("MTLS_FIXTURE_SETUP", "tests/fixtures/softhsm-setup.sh", script,
+		      sizeof(script)) != 0 ||
 	    tool_path("MTLS_AGENT_BIN", "src/agent/mtls-agent", f->agent_bin,
 		      sizeof(f->agent_bin)) != 0 ||
 	    tool_path("MTLS_LOCKOUT_MODULE", "tests/fixtures/.libs/p11-lockout.so",
@@ -328,12 +325,13 @@ fixture_setup(struct agent_fixture *f)
 			goto fail;
 		}
 	}
-	if (fixture_path(f, "env.sh", env_path, sizeof(env_path)) != 0 ||
-	    load_env(env_path) != 0)
+	if (fixture_path(f, "env.sh", env_path, sizeof(env_path)) != 0 || load_env(env_path) != 0)
 		goto fail;
-	if ((v = getenv("MTLS_TEST_MODULE")) == NULL || copy_str(f->module, sizeof(f->module), v) != 0 ||
-	    (v = getenv("MTLS_TEST_TOKEN")) == NULL || copy_str(f->token, sizeof(f->token), v) != 0 ||
-	    (v = getenv("MTLS_TEST_PIN")) == NULL || copy_str(f->pin, sizeof(f->pin), v) != 0) {
+	if ((v = getenv("MTLS_TEST_MODULE")) == NULL ||
+	    copy_str(f->module, sizeof(f->module), v) != 0 ||
+	    (v = getenv("MTLS_TEST_TOKEN")) == NULL ||
+	    copy_str(f->token, sizeof(f->token), v) != 0 || (v = getenv("MTLS_TEST_PIN")) == NULL ||
+	    copy_str(f->pin, sizeof(f->pin), v) != 0) {
 		fprintf(stderr, "agent_fixture: %s lacks MTLS_TEST_MODULE/TOKEN/PIN\n", env_path);
 		goto fail;
 	}
@@ -436,8 +434,8 @@ exec_agent(const struct agent_opts *o, char *const *argv, int out_fd, int log_fd
 			_exit(126);
 	if (o->set_user &&
 	    (setgroups(0, NULL) != 0 || setgid(o->gid) != 0 || setuid(o->uid) != 0)) {
-		fprintf(stderr, "agent_fixture: cannot become %ld:%ld: %s\n",
-			(long)o->uid, (long)o->gid, strerror(errno));
+		fprintf(stderr, "agent_fixture: cannot become %ld:%ld: %s\n", (long)o->uid,
+			(long)o->gid, strerror(errno));
 		_exit(126);
 	}
 	signal(SIGPIPE, SIG_DFL);
@@ -483,7 +481,8 @@ wait_ready(struct agent_proc *p)
 	p->sock[0] = '\0';
 	while (!got_sock || !got_pid) {
 		if ((left = deadline - now_ms()) <= 0) {
-			fprintf(stderr, "agent_fixture: agent did not announce its socket within %d ms\n",
+			fprintf(stderr,
+				"agent_fixture: agent did not announce its socket within %d ms\n",
 				READY_TIMEOUT_MS);
 			return -1;
 		}
@@ -519,14 +518,13 @@ wait_ready(struct agent_proc *p)
 		}
 	}
 	if (strtol(pidbuf, NULL, 10) != (long)p->pid)
-		fprintf(stderr, "agent_fixture: agent announced pid %s, forked %ld\n",
-			pidbuf, (long)p->pid);
+		fprintf(stderr, "agent_fixture: agent announced pid %s, forked %ld\n", pidbuf,
+			(long)p->pid);
 	return 0;
 }
 
 int
-agent_start_opts(struct agent_fixture *f, const struct agent_opts *o,
-		 struct agent_proc *p)
+agent_start_opts(struct agent_fixture *f, const struct agent_opts *o, struct agent_proc *p)
 {
 	const char *argv[64];
 	char sock[PATH_MAX];
@@ -630,8 +628,8 @@ fail:
 }
 
 int
-agent_start(struct agent_fixture *f, const char *extra_config_text,
-	    const char *const *extra_args, struct agent_proc *p)
+agent_start(struct agent_fixture *f, const char *extra_config_text, const char *const *extra_args,
+	    struct agent_proc *p)
 {
 	struct agent_opts o = { .config_text = extra_config_text, .args = extra_args };
 

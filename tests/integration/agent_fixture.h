@@ -35,13 +35,13 @@ struct agent_fixture {
 
 struct agent_proc {
 	struct agent_fixture *f;
-	pid_t pid;		/* 0 when not running */
-	int out_fd;		/* read end of the agent's stdout, or -1 */
-	int reaped;		/* status below is valid */
-	int status;		/* waitpid() status */
-	char sock[PATH_MAX];	/* socket path the agent announced */
-	char config[PATH_MAX];	/* config file, "" if none */
-	char log[PATH_MAX];	/* the agent's stderr */
+	pid_t pid;	       /* 0 when not running */
+	int out_fd;	       /* read end of the agent's stdout, or -1 */
+	int reaped;	       /* status below is valid */
+	int status;	       /* waitpid() status */
+	char sock[PATH_MAX];   /* socket path the agent announced */
+	char config[PATH_MAX]; /* config file, "" if none */
+	char log[PATH_MAX];    /* the agent's stderr */
 };
 
 /* Everything agent_start() can be told; zero-initialise and fill in. */
@@ -53,11 +53,11 @@ struct agent_opts {
 	 * then this text.
 	 */
 	const char *config_text;
-	const char *const *args;  /* more arguments, NULL-terminated */
-	const char *const *env;	  /* "NAME=VALUE" set in the child */
-	const char *agent_bin;	  /* another copy of the agent; NULL = usual */
-	int default_module;	  /* no --module: the agent's own default */
-	int set_user;		  /* run as uid/gid below */
+	const char *const *args; /* more arguments, NULL-terminated */
+	const char *const *env;	 /* "NAME=VALUE" set in the child */
+	const char *agent_bin;	 /* another copy of the agent; NULL = usual */
+	int default_module;	 /* no --module: the agent's own default */
+	int set_user;		 /* run as uid/gid below */
 	uid_t uid;
 	gid_t gid;
 };
@@ -70,11 +70,10 @@ void fixture_teardown(struct agent_fixture *f);
 void fixture_kill_all(struct agent_fixture *f);
 
 /* "<dir>/<name>" into buf; -1 if it does not fit. */
-int fixture_path(const struct agent_fixture *f, const char *name, char *buf,
-		 size_t len);
+int fixture_path(const struct agent_fixture *f, const char *name, char *buf, size_t len);
 /* A name unique within this fixture: "<dir>/<prefix>-<n><suffix>". */
-int fixture_unique_path(struct agent_fixture *f, const char *prefix,
-			const char *suffix, char *buf, size_t len);
+int fixture_unique_path(struct agent_fixture *f, const char *prefix, const char *suffix, char *buf,
+			size_t len);
 /* Writes text to path (replacing it atomically) with mode. */
 int fixture_write_file(const char *path, const char *text, mode_t mode);
 /* Reads a whole file; malloc'd and NUL-terminated, NULL on failure. */
@@ -91,8 +90,7 @@ int fixture_run(const char *const *argv);
  */
 int agent_start(struct agent_fixture *f, const char *extra_config_text,
 		const char *const *extra_args, struct agent_proc *p);
-int agent_start_opts(struct agent_fixture *f, const struct agent_opts *o,
-		     struct agent_proc *p);
+int agent_start_opts(struct agent_fixture *f, const struct agent_opts *o, struct agent_proc *p);
 
 /* Rewrites p's config file with the fixture base and then `text`. */
 int agent_write_config(struct agent_proc *p, const char *text);

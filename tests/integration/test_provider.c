@@ -46,12 +46,12 @@
 #include "mtls-agent.h"
 
 #define HANDSHAKE_TIMEOUT_MS 20000
-#define TOKEN_URI "pkcs11:token=mtls-test"
+#define TOKEN_URI	     "pkcs11:token=mtls-test"
 
 static struct agent_fixture fx;
-static struct agent_proc ag;	   /* logged in, for most tests */
-static struct agent_proc ag_out;   /* never logged in */
-static pid_t server_pid;	   /* openssl s_server, killed in teardown */
+static struct agent_proc ag;	 /* logged in, for most tests */
+static struct agent_proc ag_out; /* never logged in */
+static pid_t server_pid;	 /* openssl s_server, killed in teardown */
 static int server_stdin = -1;
 
 static const char *const labels[] = { "rsa2048", "rsa3072", "p256", "p384" };
@@ -60,18 +60,18 @@ static const char *const labels[] = { "rsa2048", "rsa3072", "p256", "p384" };
 /* Identities: the four keys (TLS 1.3 only, the default) and two more
  * names on the same keys whose policy allows TLS 1.2. */
 static const char config_text[] =
-	"[identity rsa2048]\nkey = " TOKEN_URI ";id=%01\n"
-	"[identity rsa3072]\nkey = " TOKEN_URI ";id=%02\n"
-	"[identity p256]\nkey = " TOKEN_URI ";id=%03\n"
-	"[identity p384]\nkey = " TOKEN_URI ";id=%04\n"
-	"[identity p256-tls12]\nkey = " TOKEN_URI ";id=%03\npurposes = tls13, tls12\n"
-	"[identity rsa2048-tls12]\nkey = " TOKEN_URI ";id=%01\npurposes = tls13, tls12\n";
+    "[identity rsa2048]\nkey = " TOKEN_URI ";id=%01\n"
+    "[identity rsa3072]\nkey = " TOKEN_URI ";id=%02\n"
+    "[identity p256]\nkey = " TOKEN_URI ";id=%03\n"
+    "[identity p384]\nkey = " TOKEN_URI ";id=%04\n"
+    "[identity p256-tls12]\nkey = " TOKEN_URI ";id=%03\npurposes = tls13, tls12\n"
+    "[identity rsa2048-tls12]\nkey = " TOKEN_URI ";id=%01\npurposes = tls13, tls12\n";
 
-#define format_into(buf, ...)                                                     \
-	do {                                                                      \
-		int n_ = snprintf((buf), sizeof(buf), __VA_ARGS__);               \
-		if (n_ < 0 || (size_t)n_ >= sizeof(buf))                          \
-			fail_msg("%s:%d: text does not fit", __FILE__, __LINE__); \
+#define format_into(buf, ...)                                                                      \
+	do {                                                                                       \
+		int n_ = snprintf((buf), sizeof(buf), __VA_ARGS__);                                \
+		if (n_ < 0 || (size_t)n_ >= sizeof(buf))                                           \
+			fail_msg("%s:%d: text does not fit", __FILE__, __LINE__);                  \
 	} while (0)
 
 static long
@@ -112,10 +112,11 @@ drain_errors(char *buf, size_t len)
 	int lno, flags;
 
 	while ((e = ERR_get_error_all(&file, &lno, &func, &data, &flags)) != 0) {
-		snprintf(line, sizeof(line), "[%s:%s:%s%s%s] ", ERR_lib_error_string(e) ?
-			 ERR_lib_error_string(e) : "?", ERR_reason_error_string(e) ?
-			 ERR_reason_error_string(e) : "?", (flags & ERR_TXT_STRING) ? " " : "",
-			 (flags & ERR_TXT_STRING) ? data : "", "");
+		snprintf(line, sizeof(line), "[%s:%s:%s%s%s] ",
+			 ERR_lib_error_string(e) ? ERR_lib_error_string(e) : "?",
+			 ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "?",
+			 (flags & ERR_TXT_STRING) ? " " : "", (flags & ERR_TXT_STRING) ? data : "",
+			 "");
 		if (off + strlen(line) < len) {
 			memcpy(buf + off, line, strlen(line) + 1);
 			off += strlen(line);
@@ -189,8 +190,8 @@ client_ctx(const struct agent_proc *p, const char *identity, int version, int *e
 
 struct hs_result {
 	int ok;
-	char subject[256];	/* client certificate as the server saw it */
-	char errors[4096];	/* OpenSSL errors of both sides */
+	char subject[256]; /* client certificate as the server saw it */
+	char errors[4096]; /* OpenSSL errors of both sides */
 };
 
 static int
@@ -355,8 +356,7 @@ static void
 test_tls13_each_key(void **state)
 {
 	static const char *const scheme[] = { "rsa_pss_rsae_sha256", "rsa_pss_rsae_sha256",
-					      "ecdsa_secp256r1_sha256",
-					      "ecdsa_secp384r1_sha384" };
+					      "ecdsa_secp256r1_sha256", "ecdsa_secp384r1_sha384" };
 	SSL_CTX *sctx = server_ctx(TLS1_3_VERSION, NULL), *cctx;
 	char audit[256];
 	size_t i;
@@ -584,8 +584,8 @@ test_forged_content(void **state)
 		fail_msg("expected a content refusal: %s", errors);
 	/* A TLS 1.3 prefix with a bad transcript hash length. */
 	sig_len = sizeof(sig);
-	assert_false(provider_sign(pk, lc, cv, sizeof(cv) - 1, sig, &sig_len, errors,
-				   sizeof(errors)));
+	assert_false(
+	    provider_sign(pk, lc, cv, sizeof(cv) - 1, sig, &sig_len, errors, sizeof(errors)));
 	assert_non_null(strstr(errors, mtls_agent_strerror(MTLS_ERR_CONTENT_REJECTED)));
 	EVP_PKEY_free(pk);
 
@@ -766,9 +766,11 @@ static void
 test_storeutl(void **state)
 {
 	char uri[PATH_MAX + 64], *out = NULL;
-	const char *argv[] = { "openssl", "storeutl", "-provider-path", provider_dir(),
-			       "-provider", "mtls-agent", "-provider", "default", "-noout",
-			       uri, NULL };
+	const char *argv[] = {
+		"openssl",    "storeutl",  "-provider-path", provider_dir(), "-provider",
+		"mtls-agent", "-provider", "default",	     "-noout",	     uri,
+		NULL
+	};
 	int st;
 
 	format_into(uri, "mtls-agent:?socket=%s", ag.sock);
@@ -827,9 +829,9 @@ start_s_server(char *log, size_t loglen)
 	server_pid = fork();
 	assert_true(server_pid != -1);
 	if (server_pid == 0) {
-		const char *argv[] = { "openssl", "s_server", "-Verify", "1", "-CAfile", ca,
-				       "-cert", cert, "-key", key, "-accept", port_s,
-				       "-naccept", "1", NULL };
+		const char *argv[] = { "openssl", "s_server", "-Verify",  "1",	  "-CAfile",
+				       ca,	  "-cert",    cert,	  "-key", key,
+				       "-accept", port_s,     "-naccept", "1",	  NULL };
 
 		/* stdin stays open (a pipe we hold): s_server quits on EOF. */
 		if (dup2(in[0], 0) == -1 || dup2(fd, 1) == -1 || dup2(fd, 2) == -1)
@@ -858,10 +860,25 @@ static int
 run_s_client(const struct agent_proc *p, int port, char **out)
 {
 	char cert[PATH_MAX], ca[PATH_MAX], key[PATH_MAX + 64], connect[64];
-	const char *argv[] = { "openssl", "s_client", "-provider-path", provider_dir(),
-			       "-provider", "mtls-agent", "-provider", "default", "-cert", cert,
-			       "-key", key, "-CAfile", ca, "-verify_return_error", "-connect",
-			       connect, "-brief", NULL };
+	const char *argv[] = { "openssl",
+			       "s_client",
+			       "-provider-path",
+			       provider_dir(),
+			       "-provider",
+			       "mtls-agent",
+			       "-provider",
+			       "default",
+			       "-cert",
+			       cert,
+			       "-key",
+			       key,
+			       "-CAfile",
+			       ca,
+			       "-verify_return_error",
+			       "-connect",
+			       connect,
+			       "-brief",
+			       NULL };
 
 	fixture_file("p256.pem", cert, sizeof(cert));
 	fixture_file("ca.pem", ca, sizeof(ca));
@@ -1016,14 +1033,34 @@ test_req_and_x509(void **state)
 	static const char *const ids[] = { "p256", "rsa2048-tls12" };
 	const char *why[] = { mtls_agent_strerror(MTLS_ERR_POLICY_DENIED),
 			      mtls_agent_strerror(MTLS_ERR_CONTENT_REJECTED) };
-	const char *req[] = { "openssl", "req", "-provider-path", provider_dir(), "-provider",
-			      "mtls-agent", "-provider", "default", "-new", "-key", key,
-			      "-subj", "/CN=csr test", "-out", csr, NULL };
-	const char *mkreq[] = { "openssl", "req", "-new", "-key", cakey, "-subj", "/CN=csr test",
-				"-out", csr, NULL };
-	const char *x509[] = { "openssl", "x509", "-provider-path", provider_dir(), "-provider",
-			       "mtls-agent", "-provider", "default", "-req", "-in", csr, "-CA",
-			       ca, "-CAkey", key, "-CAcreateserial", "-days", "1", "-out", crt,
+	const char *req[] = {
+		"openssl",    "req",	   "-provider-path", provider_dir(), "-provider",
+		"mtls-agent", "-provider", "default",	     "-new",	     "-key",
+		key,	      "-subj",	   "/CN=csr test",   "-out",	     csr,
+		NULL
+	};
+	const char *mkreq[] = { "openssl", "req",	   "-new", "-key", cakey,
+				"-subj",   "/CN=csr test", "-out", csr,	   NULL };
+	const char *x509[] = { "openssl",
+			       "x509",
+			       "-provider-path",
+			       provider_dir(),
+			       "-provider",
+			       "mtls-agent",
+			       "-provider",
+			       "default",
+			       "-req",
+			       "-in",
+			       csr,
+			       "-CA",
+			       ca,
+			       "-CAkey",
+			       key,
+			       "-CAcreateserial",
+			       "-days",
+			       "1",
+			       "-out",
+			       crt,
 			       NULL };
 	size_t i;
 	int st;

@@ -54,7 +54,7 @@ static char dir[256], sock_path[PATH_MAX];
 static int
 listen_at(const char *path)
 {
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	int fd;
 
 	assert_true(strlen(path) < sizeof(sun.sun_path));
@@ -68,7 +68,7 @@ listen_at(const char *path)
 static int
 connect_to(const char *path)
 {
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	int fd;
 
 	memcpy(sun.sun_path, path, strlen(path) + 1);
@@ -81,7 +81,7 @@ connect_to(const char *path)
 static int
 pending(int lfd, int ms)
 {
-	struct pollfd p = {.fd = lfd, .events = POLLIN};
+	struct pollfd p = { .fd = lfd, .events = POLLIN };
 
 	return poll(&p, 1, ms) == 1;
 }
@@ -98,8 +98,8 @@ static void *
 stand_in_run(void *arg)
 {
 	struct stand_in *s = arg;
-	struct msg_hello_resp hr = {MTLS_PROTO_MAX, (char *)"stand-in"};
-	struct msg_list_resp lr = {NULL, 0};
+	struct msg_hello_resp hr = { MTLS_PROTO_MAX, (char *)"stand-in" };
+	struct msg_list_resp lr = { NULL, 0 };
 	struct msg_hello_req hq;
 	struct frame_rx rx;
 	struct wbuf *in = wbuf_new(), *out = wbuf_new();
@@ -156,7 +156,7 @@ static void
 test_fd_handle_never_reconnects(void **state)
 {
 	struct mtls_agent_identity *ids = NULL;
-	struct stand_in s = {0};
+	struct stand_in s = { 0 };
 	mtls_agent *a = NULL, *p = NULL;
 	pthread_t th;
 	size_t n = 9;
@@ -216,8 +216,8 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_fd_handle_never_reconnects, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_fd_handle_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fd_handle_never_reconnects, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fd_handle_errors, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

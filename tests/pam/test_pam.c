@@ -77,10 +77,10 @@ static const struct key {
 	const char *label;
 	const char *id;
 } keys[] = {
-    {"rsa2048", "01"},
-    {"rsa3072", "02"},
-    {"p256", "03"},
-    {"p384", "04"},
+	{ "rsa2048", "01" },
+	{ "rsa3072", "02" },
+	{ "p256", "03" },
+	{ "p384", "04" },
 };
 
 /* ---------------------------------------------------------------------- */
@@ -273,8 +273,8 @@ static int
 pam_op2(const char *service, const char *user, struct conv *c, enum pamtest_ops op, int then)
 {
 	struct pam_testcase cases[2] = {
-	    pam_test(op, PAM_SUCCESS),
-	    pam_test(then >= 0 ? (enum pamtest_ops)then : op, PAM_SUCCESS),
+		pam_test(op, PAM_SUCCESS),
+		pam_test(then >= 0 ? (enum pamtest_ops)then : op, PAM_SUCCESS),
 	};
 	size_t n = then >= 0 ? 2 : 1;
 	enum pamtest_err e;
@@ -308,7 +308,7 @@ pam_op(const char *service, const char *user, struct conv *c, enum pamtest_ops o
 static struct conv
 login(const char *user, const char *pin, int want)
 {
-	struct conv c = {.answers = {pin}};
+	struct conv c = { .answers = { pin } };
 
 	assert_pam(pam_op(SERVICE, user, &c, PAMTEST_AUTHENTICATE), want);
 	return c;
@@ -322,13 +322,13 @@ login(const char *user, const char *pin, int want)
 static int
 direct_auth(const char *user, const char *pin)
 {
-	struct conv c = {.answers = {pin}};
-	struct pam_conv pc = {conv_fn, &c};
+	struct conv c = { .answers = { pin } };
+	struct pam_conv pc = { conv_fn, &c };
 	const char *module = getenv("MTLS_PAM_MODULE");
 	int (*fn)(pam_handle_t *, int, int, const char **);
 	pam_handle_t *ph = NULL;
 	char arg[PATH_MAX + 16];
-	const char *argv[1] = {arg};
+	const char *argv[1] = { arg };
 	void *h;
 	int r;
 
@@ -349,7 +349,7 @@ direct_auth(const char *user, const char *pin)
 static void
 assert_ignored(const char *user)
 {
-	struct conv c = {.answers = {fx.pin}};
+	struct conv c = { .answers = { fx.pin } };
 
 	assert_pam(direct_auth(user, fx.pin), PAM_IGNORE);
 	assert_pam(pam_op(SERVICE, user, &c, PAMTEST_AUTHENTICATE), PAM_PERM_DENIED);
@@ -373,7 +373,7 @@ kill_helper(void)
 static int
 free_port(void)
 {
-	struct sockaddr_in sin = {.sin_family = AF_INET};
+	struct sockaddr_in sin = { .sin_family = AF_INET };
 	socklen_t len = sizeof(sin);
 	int fd, port;
 
@@ -452,12 +452,12 @@ static struct proxy {
 	unsigned char *cert;   /* replacement certificate DER */
 	size_t cert_len;
 	int replayed; /* replies replaced */
-} px = {.lfd = -1, .lock = PTHREAD_MUTEX_INITIALIZER};
+} px = { .lfd = -1, .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static int
 unix_connect(const char *path)
 {
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	int fd;
 
 	if (snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path) >= (int)sizeof(sun.sun_path))
@@ -475,7 +475,7 @@ unix_connect(const char *path)
 static int
 rewrite_list(struct wbuf *body)
 {
-	struct msg_list_resp resp = {0};
+	struct msg_list_resp resp = { 0 };
 	struct wbuf *copy = NULL, *out = NULL;
 	uint8_t type;
 	size_t i;
@@ -584,7 +584,7 @@ proxy_main(void *arg)
 static void
 proxy_start(enum proxy_mode mode, const char *upstream)
 {
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	char dir[PATH_MAX];
 
 	px.mode = mode;
@@ -675,9 +675,9 @@ write_ca_db(void)
 	fpath("ca.key", key);
 	fpath("ca.pem", ca);
 	{
-		const char *argv[] = {"openssl", "ca",	     "-batch", "-gencrl", "-config",
-				      cnf,	 "-keyfile", key,      "-cert",	  ca,
-				      "-out",	 crl,	     NULL};
+		const char *argv[] = { "openssl", "ca",	      "-batch", "-gencrl", "-config",
+				       cnf,	  "-keyfile", key,	"-cert",   ca,
+				       "-out",	  crl,	      NULL };
 
 		run(argv);
 	}
@@ -746,6 +746,7 @@ teardown(void **state)
 		(void)agent_stop(&ag);
 	fixture_kill_all(&fx);
 	(void)unlink(pam_conf);
+	(void)rmdir(pam_conf);
 	unsetenv("MTLS_AGENT_SOCK");
 	return 0;
 }
@@ -757,7 +758,7 @@ static void
 login_with(const char *label, const char *id)
 {
 	char name[64], cert[64];
-	struct conv c = {.answers = {fx.pin}};
+	struct conv c = { .answers = { fx.pin } };
 
 	snprintf(name, sizeof(name), "alice-%s", label);
 	snprintf(cert, sizeof(cert), "alice-%s.pem", label);
@@ -849,7 +850,7 @@ test_trust_logged_in(void **state)
 static void
 test_relogin_card(void **state)
 {
-	const char *args[] = {"--module", fx.lockout_module, NULL};
+	const char *args[] = { "--module", fx.lockout_module, NULL };
 	char *a = identity_text("alice-p256", "03", "alice-p256.pem");
 	char *b = identity_text("alice-rsa2048", "01", "alice-rsa2048.pem");
 	char *t = NULL;
@@ -882,7 +883,7 @@ test_relogin_card(void **state)
 static void
 test_pin_prompt_option(void **state)
 {
-	struct conv c = {.answers = {fx.pin}};
+	struct conv c = { .answers = { fx.pin } };
 
 	start_agent_one("alice-p256", "03", "alice-p256.pem");
 	write_pam_conf(ag.sock, "");
@@ -956,9 +957,23 @@ static void
 test_plain_ca(void **state)
 {
 	char key[PATH_MAX], pem[PATH_MAX];
-	const char *req[] = { "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-			      "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", pem,
-			      "-subj", "/CN=Plain CA", "-days", "30", NULL };
+	const char *req[] = { "openssl",
+			      "req",
+			      "-x509",
+			      "-newkey",
+			      "ec",
+			      "-pkeyopt",
+			      "ec_paramgen_curve:P-256",
+			      "-nodes",
+			      "-keyout",
+			      key,
+			      "-out",
+			      pem,
+			      "-subj",
+			      "/CN=Plain CA",
+			      "-days",
+			      "30",
+			      NULL };
 	struct conv c;
 
 	fpath("plain-ca.key", key);
@@ -1105,7 +1120,7 @@ test_no_pin_answer(void **state)
 static void
 test_locked_pin(void **state)
 {
-	const char *args[] = {"--module", fx.lockout_module, NULL};
+	const char *args[] = { "--module", fx.lockout_module, NULL };
 	char *t = identity_text("alice-p256", "03", "alice-p256.pem");
 	struct conv c;
 	int r;
@@ -1122,7 +1137,7 @@ test_locked_pin(void **state)
 	assert_string_equal(c.prompts[0], "PIN for mtls-test (few tries left): ");
 	/* The card says "final try" now. */
 	{
-		struct conv c3 = {.answers = {WRONG_PIN}};
+		struct conv c3 = { .answers = { WRONG_PIN } };
 
 		r = pam_op(SERVICE, ALICE, &c3, PAMTEST_AUTHENTICATE);
 		assert_int_equal(c3.n_prompts, 1);
@@ -1231,8 +1246,8 @@ test_victim_cert_other_key(void **state)
 static void
 test_junk_certificate(void **state)
 {
-	static unsigned char junk[] = {0x30, 0x82, 0x01, 0x00, 0xde, 0xad,
-				       0xbe, 0xef, 0x01, 0x02, 0x03};
+	static unsigned char junk[] = { 0x30, 0x82, 0x01, 0x00, 0xde, 0xad,
+					0xbe, 0xef, 0x01, 0x02, 0x03 };
 	char *t1 = identity_text("junk", "03", "alice-p256.pem");
 	char *t2 = identity_text("alice-p384", "04", "alice-p384.pem");
 	char *both = NULL;
@@ -1344,7 +1359,8 @@ test_log_injection(void **state)
 	}
 	free(copy);
 	if (n_lines == 0 || escaped == 0)
-		fail_msg("pam_wrapper logged %d lines, %d with the escaped label", n_lines, escaped);
+		fail_msg("pam_wrapper logged %d lines, %d with the escaped label", n_lines,
+			 escaped);
 	/* Nothing the module logged started a line of its own. */
 	assert_null(strstr(text, "\nforged:"));
 	assert_null(strchr(text, '\r'));
@@ -1488,10 +1504,10 @@ flip_run(void *arg)
 static void
 test_socket_symlinks(void **state)
 {
-	struct agent_proc evil = {.out_fd = -1};
+	struct agent_proc evil = { .out_fd = -1 };
 	char real_dir[PATH_MAX], evil_dir[PATH_MAX], link[PATH_MAX], sock[PATH_MAX], *slash;
 	const char *base;
-	struct flipper f = {0};
+	struct flipper f = { 0 };
 	struct conv c;
 	pthread_t th;
 	int i;
@@ -1593,7 +1609,7 @@ static void
 test_peer_uid(void **state)
 {
 	char dir[PATH_MAX], sock[PATH_MAX];
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	int fd, i;
 
 	if (getuid() != 0)
@@ -1626,7 +1642,7 @@ test_peer_uid(void **state)
 static void
 test_bad_options(void **state)
 {
-	struct conv c = {.answers = {NULL}};
+	struct conv c = { .answers = { NULL } };
 
 	start_agent_one("alice-p256", "03", "alice-p256.pem");
 	/* On the PAM line. */
@@ -1651,13 +1667,35 @@ test_bad_options(void **state)
 	login(ALICE, fx.pin, PAM_SUCCESS);
 }
 
+/*
+ * The options file must be a regular file.  A FIFO in its place is refused
+ * at once (it is opened O_NONBLOCK), not waited on for a writer that never
+ * comes: SIGALRM would end the test if it hung.  A directory is refused.
+ */
+static void
+test_config_not_regular(void **state)
+{
+	start_agent_one("alice-p256", "03", "alice-p256.pem");
+	(void)unlink(pam_conf);
+	assert_int_equal(mkfifo(pam_conf, 0600), 0);
+	alarm(20);
+	login(ALICE, fx.pin, PAM_SERVICE_ERR);
+	alarm(0);
+	assert_int_equal(unlink(pam_conf), 0);
+	assert_int_equal(mkdir(pam_conf, 0700), 0);
+	login(ALICE, fx.pin, PAM_SERVICE_ERR);
+	assert_int_equal(rmdir(pam_conf), 0);
+	write_pam_conf(ag.sock, "");
+	login(ALICE, fx.pin, PAM_SUCCESS);
+}
+
 /* ---------------------------------------------------------------------- */
 /* account */
 
 static void
 test_account(void **state)
 {
-	struct conv c = {.answers = {NULL}};
+	struct conv c = { .answers = { NULL } };
 	char crl[PATH_MAX];
 
 	start_agent_one("alice-p256", "03", "alice-p256.pem");
@@ -1684,10 +1722,10 @@ test_account(void **state)
 static void
 test_change_pin(void **state)
 {
-	struct conv c = {.answers = {fx.pin, "654321", "654321"}};
-	struct conv bad = {.answers = {fx.pin, "111111", "222222"}};
-	struct conv back = {.answers = {"654321", fx.pin, fx.pin}};
-	struct conv wrong = {.answers = {WRONG_PIN, "111111", "111111"}};
+	struct conv c = { .answers = { fx.pin, "654321", "654321" } };
+	struct conv bad = { .answers = { fx.pin, "111111", "222222" } };
+	struct conv back = { .answers = { "654321", fx.pin, fx.pin } };
+	struct conv wrong = { .answers = { WRONG_PIN, "111111", "111111" } };
 
 	start_agent_one("alice-p256", "03", "alice-p256.pem");
 	write_pam_conf(ag.sock, "");
@@ -1709,8 +1747,8 @@ test_change_pin(void **state)
 static void
 test_unblock_pin(void **state)
 {
-	struct conv c = {.answers = {SO_PIN, fx.pin, fx.pin}};
-	struct conv wrong = {.answers = {"87654321", fx.pin, fx.pin}};
+	struct conv c = { .answers = { SO_PIN, fx.pin, fx.pin } };
+	struct conv wrong = { .answers = { "87654321", fx.pin, fx.pin } };
 
 	start_agent_one("alice-p256", "03", "alice-p256.pem");
 	write_pam_conf(ag.sock, "unblock\n");
@@ -1724,7 +1762,7 @@ test_unblock_pin(void **state)
 static void
 test_chauthtok_no_agent(void **state)
 {
-	struct conv c = {.answers = {NULL}};
+	struct conv c = { .answers = { NULL } };
 	char sock[PATH_MAX];
 
 	SNP(sock, "%s/no-such-dir/agent.sock", fx.dir);
@@ -1736,7 +1774,7 @@ test_chauthtok_no_agent(void **state)
 static void
 test_session(void **state)
 {
-	struct conv c = {.answers = {NULL}};
+	struct conv c = { .answers = { NULL } };
 
 	write_pam_conf("/nonexistent/agent.sock", "");
 	assert_pam(pam_op(SERVICE, ALICE, &c, PAMTEST_OPEN_SESSION), PAM_SUCCESS);
@@ -1749,51 +1787,52 @@ main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 	const struct CMUnitTest tests[] = {
-	    T(test_login_rsa2048),
-	    T(test_login_rsa3072),
-	    T(test_login_p256),
-	    T(test_login_p384),
-	    T(test_pin_checked_when_logged_in),
-	    T(test_trust_logged_in),
-	    T(test_relogin_card),
-	    T(test_pin_prompt_option),
-	    T(test_expired),
-	    T(test_not_yet_valid),
-	    T(test_unknown_ca),
-	    T(test_wrong_eku),
-	    T(test_eku_any),
-	    T(test_refusal_shown),
-	    T(test_plain_ca),
-	    T(test_revoked_crl),
-	    T(test_revoked_ocsp),
-	    T(test_other_user),
-	    T(test_user_unknown),
-	    T(test_authorized_file),
-	    T(test_wrong_pin),
-	    T(test_no_pin_answer),
-	    T(test_no_agent),
-	    T(test_token_absent),
-	    T(test_no_identity),
-	    T(test_victim_cert_other_key_agent),
-	    T(test_victim_cert_other_key),
-	    T(test_junk_certificate),
-	    T(test_replayed_signature),
-	    T(test_log_injection),
-	    T(test_wrong_pin_logged),
-	    T(test_user_agent),
-	    T(test_user_agent_env_ignored),
-	    T(test_user_agent_root_socket),
-	    T(test_socket_symlinks),
-	    T(test_socket_permissions),
-	    T(test_peer_uid),
-	    T(test_bad_options),
-	    T(test_account),
-	    T(test_change_pin),
-	    T(test_unblock_pin),
-	    T(test_chauthtok_no_agent),
-	    T(test_session),
-	    /* Last: it leaves the token's PIN locked. */
-	    T(test_locked_pin),
+		T(test_login_rsa2048),
+		T(test_login_rsa3072),
+		T(test_login_p256),
+		T(test_login_p384),
+		T(test_pin_checked_when_logged_in),
+		T(test_trust_logged_in),
+		T(test_relogin_card),
+		T(test_pin_prompt_option),
+		T(test_expired),
+		T(test_not_yet_valid),
+		T(test_unknown_ca),
+		T(test_wrong_eku),
+		T(test_eku_any),
+		T(test_refusal_shown),
+		T(test_plain_ca),
+		T(test_revoked_crl),
+		T(test_revoked_ocsp),
+		T(test_other_user),
+		T(test_user_unknown),
+		T(test_authorized_file),
+		T(test_wrong_pin),
+		T(test_no_pin_answer),
+		T(test_no_agent),
+		T(test_token_absent),
+		T(test_no_identity),
+		T(test_victim_cert_other_key_agent),
+		T(test_victim_cert_other_key),
+		T(test_junk_certificate),
+		T(test_replayed_signature),
+		T(test_log_injection),
+		T(test_wrong_pin_logged),
+		T(test_user_agent),
+		T(test_user_agent_env_ignored),
+		T(test_user_agent_root_socket),
+		T(test_socket_symlinks),
+		T(test_socket_permissions),
+		T(test_peer_uid),
+		T(test_bad_options),
+		T(test_config_not_regular),
+		T(test_account),
+		T(test_change_pin),
+		T(test_unblock_pin),
+		T(test_chauthtok_no_agent),
+		T(test_session),
+		/* Last: it leaves the token's PIN locked. */
+		T(test_locked_pin),
 	};
 
 	/* TEST_PAM_FILTER=test_name (or a pattern) runs a subset. */

@@ -167,8 +167,8 @@ add_ext(X509 *x, X509V3_CTX *ctx, int nid, const char *v)
  * `issuer` is a name prefix (issuer.pem/.key); the new pair is name.pem/.key.
  */
 static int
-api_cert(const char *issuer, const char *name, const char *cn, int is_ca,
-	 long nb, long na, long serial, const char *aia)
+api_cert(const char *issuer, const char *name, const char *cn, int is_ca, long nb, long na,
+	 long serial, const char *aia)
 {
 	char b[128];
 	X509 *ic = NULL, *x = NULL;
@@ -186,19 +186,17 @@ api_cert(const char *issuer, const char *name, const char *cn, int is_ca,
 		goto out;
 	if (!X509_set_version(x, X509_VERSION_3) ||
 	    !ASN1_INTEGER_set(X509_get_serialNumber(x), serial) ||
-	    !X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN",
-					MBSTRING_UTF8, (const unsigned char *)cn,
-					-1, -1, 0) ||
-	    !X509_set_issuer_name(x, X509_get_subject_name(ic)) ||
-	    !X509_set_pubkey(x, k) ||
+	    !X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_UTF8,
+					(const unsigned char *)cn, -1, -1, 0) ||
+	    !X509_set_issuer_name(x, X509_get_subject_name(ic)) || !X509_set_pubkey(x, k) ||
 	    X509_gmtime_adj(X509_getm_notBefore(x), nb) == NULL ||
 	    X509_gmtime_adj(X509_getm_notAfter(x), na) == NULL)
 		goto out;
 	X509V3_set_ctx(&ctx, ic, x, NULL, NULL, 0);
 	if (add_ext(x, &ctx, NID_basic_constraints,
 		    is_ca ? "critical,CA:TRUE" : "critical,CA:FALSE") != 0 ||
-	    add_ext(x, &ctx, NID_key_usage, is_ca ? "critical,keyCertSign,cRLSign" :
-		    "critical,digitalSignature") != 0 ||
+	    add_ext(x, &ctx, NID_key_usage,
+		    is_ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature") != 0 ||
 	    (!is_ca && add_ext(x, &ctx, NID_ext_key_usage, "clientAuth") != 0) ||
 	    add_ext(x, &ctx, NID_subject_key_identifier, "hash") != 0 ||
 	    add_ext(x, &ctx, NID_authority_key_identifier, "keyid:always") != 0)
@@ -234,8 +232,8 @@ out:
  * valid from now+last to now+next, revoking the given serials.
  */
 static int
-make_crl(const char *out, const char *ca, const char *signer, long last,
-	 long next, const long *serials, int n)
+make_crl(const char *out, const char *ca, const char *signer, long last, long next,
+	 const long *serials, int n)
 {
 	char b[128];
 	X509 *cac = NULL;
@@ -262,18 +260,15 @@ make_crl(const char *out, const char *ca, const char *signer, long last,
 	    X509_gmtime_adj(t, next) == NULL || !X509_CRL_set1_nextUpdate(crl, t))
 		goto out;
 	for (i = 0; i < n; i++) {
-		if ((rev = X509_REVOKED_new()) == NULL ||
-		    !ASN1_INTEGER_set(num, serials[i]) ||
-		    !X509_REVOKED_set_serialNumber(rev, num) ||
-		    X509_gmtime_adj(t, -DAY) == NULL ||
-		    !X509_REVOKED_set_revocationDate(rev, t) ||
-		    !X509_CRL_add0_revoked(crl, rev))
+		if ((rev = X509_REVOKED_new()) == NULL || !ASN1_INTEGER_set(num, serials[i]) ||
+		    !X509_REVOKED_set_serialNumber(rev, num) || X509_gmtime_adj(t, -DAY) == NULL ||
+		    !X509_REVOKED_set_revocationDate(rev, t) || !X509_CRL_add0_revoked(crl, rev))
 			goto out;
 		rev = NULL;
 	}
 	X509V3_set_ctx(&ctx, cac, NULL, NULL, crl, 0);
-	if ((e = X509V3_EXT_conf_nid(NULL, &ctx, NID_authority_key_identifier,
-				     "keyid:always")) == NULL ||
+	if ((e = X509V3_EXT_conf_nid(NULL, &ctx, NID_authority_key_identifier, "keyid:always")) ==
+		NULL ||
 	    !X509_CRL_add_ext(crl, e, -1) || !ASN1_INTEGER_set(num, 1) ||
 	    !X509_CRL_add1_ext_i2d(crl, NID_crl_number, num, 0, 0))
 		goto out;
@@ -315,8 +310,7 @@ concat(const char *out, const char *a, const char *b)
 	return system(cmd) == 0 ? 0 : -1;
 }
 
-static STACK_OF(X509) *
-chain_of(const char *name)
+static STACK_OF(X509) * chain_of(const char *name)
 {
 	STACK_OF(X509) *sk = sk_X509_new_null();
 	X509 *x = load_cert(name);
@@ -331,7 +325,7 @@ chain_of(const char *name)
 
 /* Validates dir/name with `o`; the result code. */
 static int
-check(const char *name, STACK_OF(X509) *chain, const struct certval_opts *o)
+check(const char *name, STACK_OF(X509) * chain, const struct certval_opts *o)
 {
 	X509 *x = load_cert(name);
 	int r;
@@ -354,8 +348,7 @@ opts(struct certval_opts *o)
 
 /* --- OCSP responder front end --------------------------------------------- */
 
-enum shim_mode { SHIM_NORMAL, SHIM_NO_NONCE, SHIM_REPLAY, SHIM_WRONG_SIGNER,
-		 SHIM_STALL };
+enum shim_mode { SHIM_NORMAL, SHIM_NO_NONCE, SHIM_REPLAY, SHIM_WRONG_SIGNER, SHIM_STALL };
 
 static pid_t shim_pid = -1;
 static int shim_port;
@@ -412,7 +405,7 @@ shim_serve(int s, enum shim_mode mode)
 	int c, k, served = 0;
 	FILE *f;
 
-	alarm(60);	/* never outlive a test that forgot us */
+	alarm(60); /* never outlive a test that forgot us */
 	snprintf(req, sizeof(req), "%s", F("ocsp-req.der"));
 	snprintf(resp, sizeof(resp), "%s", F("ocsp-resp.der"));
 	snprintf(rsigner, sizeof(rsigner), "%s.pem", F(signer));
@@ -448,12 +441,13 @@ shim_serve(int s, enum shim_mode mode)
 			if (mode == SHIM_NO_NONCE)
 				strip_nonce(req);
 			{
-				const char *argv[] = { "openssl", "ocsp", "-index",
-						 F("index.txt"), "-CA",
-						 F("ca.pem"), "-rsigner",
-						 rsigner, "-rkey", rkey, "-reqin",
-						 req, "-respout", resp, "-ndays",
-						 "1", NULL };
+				const char *argv[] = {
+					"openssl",  "ocsp",	 "-index",   F("index.txt"),
+					"-CA",	    F("ca.pem"), "-rsigner", rsigner,
+					"-rkey",    rkey,	 "-reqin",   req,
+					"-respout", resp,	 "-ndays",   "1",
+					NULL
+				};
 				if (run(argv, 1) != 0)
 					_exit(1);
 			}
@@ -468,11 +462,13 @@ shim_serve(int s, enum shim_mode mode)
 		if ((body = malloc(blen)) == NULL || fread(body, 1, blen, f) != blen)
 			_exit(1);
 		fclose(f);
-		k = snprintf(out, sizeof(out), "HTTP/1.0 200 OK\r\nContent-Type: "
+		k = snprintf(out, sizeof(out),
+			     "HTTP/1.0 200 OK\r\nContent-Type: "
 			     "application/ocsp-response\r\nContent-Length: %zu"
-			     "\r\n\r\n", blen);
-		if (write(c, out, (size_t)k) != k ||
-		    (n = write(c, body, blen)) < 0 || (size_t)n != blen)
+			     "\r\n\r\n",
+			     blen);
+		if (write(c, out, (size_t)k) != k || (n = write(c, body, blen)) < 0 ||
+		    (size_t)n != blen)
 			_exit(1);
 		free(body);
 		body = NULL;
@@ -578,54 +574,50 @@ group_setup(void **state)
 	if (mkdtemp(dir) == NULL)
 		return -1;
 	{
-		const char *ca[] = { mk, "ca", "--key-out", F("ca.key"),
-			       "--cert-out", F("ca.pem"), "--subj",
-			       "/O=mtls-agent tests/CN=Test Root CA", NULL };
-		const char *other[] = { mk, "ca", "--key-out", F("other.key"),
-				  "--cert-out", F("other.pem"), "--subj",
-				  "/O=mtls-agent tests/CN=Other CA", NULL };
+		const char *ca[] = { mk,	   "ca",
+				     "--key-out",  F("ca.key"),
+				     "--cert-out", F("ca.pem"),
+				     "--subj",	   "/O=mtls-agent tests/CN=Test Root CA",
+				     NULL };
+		const char *other[] = { mk,	      "ca",
+					"--key-out",  F("other.key"),
+					"--cert-out", F("other.pem"),
+					"--subj",     "/O=mtls-agent tests/CN=Other CA",
+					NULL };
 		if (run(ca, 0) != 0 || run(other, 0) != 0)
 			goto fail;
 	}
-	if (issue("ca", "good", "/O=mtls-agent tests/CN=good", "--serial",
-		  "4097", NULL) != 0 ||
-	    issue("ca", "revoked", "/O=mtls-agent tests/CN=revoked", "--serial",
-		  "4098", NULL) != 0 ||
-	    issue("ca", "unknown", "/O=mtls-agent tests/CN=unknown-to-ocsp",
-		  "--serial", "4100", NULL) != 0 ||
-	    issue("ca", "expired", "/O=mtls-agent tests/CN=expired",
-		  "--not-before", "-3000", "--not-after", "-600", NULL) != 0 ||
-	    issue("ca", "notyet", "/O=mtls-agent tests/CN=notyet",
-		  "--not-before", "3600", "--not-after", "7200", NULL) != 0 ||
-	    issue("other", "stranger", "/O=mtls-agent tests/CN=stranger",
+	if (issue("ca", "good", "/O=mtls-agent tests/CN=good", "--serial", "4097", NULL) != 0 ||
+	    issue("ca", "revoked", "/O=mtls-agent tests/CN=revoked", "--serial", "4098", NULL) !=
+		0 ||
+	    issue("ca", "unknown", "/O=mtls-agent tests/CN=unknown-to-ocsp", "--serial", "4100",
 		  NULL) != 0 ||
-	    issue("ca", "server", "/O=mtls-agent tests/CN=server", "--eku",
-		  "serverAuth", NULL) != 0 ||
-	    issue("ca", "noeku", "/O=mtls-agent tests/CN=noeku", "--eku",
-		  "none", NULL) != 0 ||
-	    issue("ca", "nods", "/O=mtls-agent tests/CN=nods",
-		  "--no-digital-signature", NULL) != 0)
+	    issue("ca", "expired", "/O=mtls-agent tests/CN=expired", "--not-before", "-3000",
+		  "--not-after", "-600", NULL) != 0 ||
+	    issue("ca", "notyet", "/O=mtls-agent tests/CN=notyet", "--not-before", "3600",
+		  "--not-after", "7200", NULL) != 0 ||
+	    issue("other", "stranger", "/O=mtls-agent tests/CN=stranger", NULL) != 0 ||
+	    issue("ca", "server", "/O=mtls-agent tests/CN=server", "--eku", "serverAuth", NULL) !=
+		0 ||
+	    issue("ca", "noeku", "/O=mtls-agent tests/CN=noeku", "--eku", "none", NULL) != 0 ||
+	    issue("ca", "nods", "/O=mtls-agent tests/CN=nods", "--no-digital-signature", NULL) != 0)
 		goto fail;
 	/* Intermediate CAs: good, expired, revoked by the root's CRL. */
-	if (api_cert("ca", "inter", "Test Intermediate", 1, -3600, 30 * DAY,
-		     0x2000, NULL) != 0 ||
-	    api_cert("ca", "inter-old", "Old Intermediate", 1, -10 * DAY,
-		     -DAY, 0x2002, NULL) != 0 ||
-	    api_cert("ca", "inter-bad", "Revoked Intermediate", 1, -3600,
-		     30 * DAY, 0x2001, NULL) != 0 ||
+	if (api_cert("ca", "inter", "Test Intermediate", 1, -3600, 30 * DAY, 0x2000, NULL) != 0 ||
+	    api_cert("ca", "inter-old", "Old Intermediate", 1, -10 * DAY, -DAY, 0x2002, NULL) !=
+		0 ||
+	    api_cert("ca", "inter-bad", "Revoked Intermediate", 1, -3600, 30 * DAY, 0x2001, NULL) !=
+		0 ||
 	    issue("inter", "leaf2", "/O=mtls-agent tests/CN=leaf2", NULL) != 0 ||
-	    issue("inter-old", "leaf-old", "/O=mtls-agent tests/CN=leaf-old",
-		  NULL) != 0 ||
-	    issue("inter-bad", "leaf-bad", "/O=mtls-agent tests/CN=leaf-bad",
-		  NULL) != 0)
+	    issue("inter-old", "leaf-old", "/O=mtls-agent tests/CN=leaf-old", NULL) != 0 ||
+	    issue("inter-bad", "leaf-bad", "/O=mtls-agent tests/CN=leaf-bad", NULL) != 0)
 		goto fail;
 	/* CRLs. */
 	if (make_crl("crl.pem", "ca", "ca", -3600, DAY, revoked, 1) != 0 ||
 	    make_crl("crl-old.pem", "ca", "ca", -3 * DAY, -DAY, revoked, 1) != 0 ||
 	    make_crl("crl-forged.pem", "ca", "other", -3600, DAY, NULL, 0) != 0 ||
 	    make_crl("crl-other.pem", "other", "other", -3600, DAY, NULL, 0) != 0 ||
-	    make_crl("crl-inter-revoked.pem", "ca", "ca", -3600, DAY,
-		     inter_revoked, 1) != 0 ||
+	    make_crl("crl-inter-revoked.pem", "ca", "ca", -3600, DAY, inter_revoked, 1) != 0 ||
 	    make_crl("crl-inter.pem", "inter", "inter", -3600, DAY, NULL, 0) != 0 ||
 	    concat("crl-both.pem", "crl-inter-revoked.pem", "crl-inter.pem") != 0)
 		goto fail;
@@ -635,8 +627,7 @@ group_setup(void **state)
 		goto fail;
 	/* A hashed CA directory. */
 	snprintf(ca_dir, sizeof(ca_dir), "%s", F("cadir"));
-	if (mkdir(ca_dir, 0755) != 0 || concat("cadir/root.pem", "ca.pem",
-					       "crldir/README") != 0)
+	if (mkdir(ca_dir, 0755) != 0 || concat("cadir/root.pem", "ca.pem", "crldir/README") != 0)
 		goto fail;
 	{
 		const char *rehash[] = { "openssl", "rehash", ca_dir, NULL };
@@ -718,9 +709,22 @@ test_expired(void **state)
 static void
 test_ca_without_key_usage(void **state)
 {
-	const char *req[] = { "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-			      "ec_paramgen_curve:P-256", "-nodes", "-keyout", F("plain-ca.key"),
-			      "-out", F("plain-ca.pem"), "-subj", "/CN=Plain CA", "-days", "30",
+	const char *req[] = { "openssl",
+			      "req",
+			      "-x509",
+			      "-newkey",
+			      "ec",
+			      "-pkeyopt",
+			      "ec_paramgen_curve:P-256",
+			      "-nodes",
+			      "-keyout",
+			      F("plain-ca.key"),
+			      "-out",
+			      F("plain-ca.pem"),
+			      "-subj",
+			      "/CN=Plain CA",
+			      "-days",
+			      "30",
 			      NULL };
 	struct certval_opts o;
 	X509 *ca;
@@ -758,8 +762,7 @@ test_not_yet_valid(void **state)
 
 	(void)state;
 	opts(&o);
-	assert_int_equal(check("notyet.pem", NULL, &o),
-			 MTLS_ERR_CERT_NOT_YET_VALID);
+	assert_int_equal(check("notyet.pem", NULL, &o), MTLS_ERR_CERT_NOT_YET_VALID);
 	assert_non_null(strstr(why, "CN=notyet"));
 	o.at = time(NULL) + 5400;
 	assert_int_equal(check("notyet.pem", NULL, &o), 0);
@@ -781,8 +784,7 @@ test_unknown_ca(void **state)
 		STACK_OF(X509) *sk = chain_of("other.pem");
 
 		assert_non_null(sk);
-		assert_int_equal(check("stranger.pem", sk, &o),
-				 MTLS_ERR_CERT_UNTRUSTED);
+		assert_int_equal(check("stranger.pem", sk, &o), MTLS_ERR_CERT_UNTRUSTED);
 		sk_X509_pop_free(sk, X509_free);
 	}
 	o.ca_file = F("other.pem");
@@ -793,7 +795,7 @@ static void
 test_intermediate(void **state)
 {
 	struct certval_opts o;
-	STACK_OF(X509) *sk;
+	STACK_OF(X509) * sk;
 
 	(void)state;
 	opts(&o);
@@ -809,8 +811,7 @@ test_intermediate(void **state)
 
 		snprintf(inter, sizeof(inter), "%s", F("inter.pem"));
 		o.ca_file = inter;
-		assert_int_equal(check("leaf2.pem", NULL, &o),
-				 MTLS_ERR_CERT_UNTRUSTED);
+		assert_int_equal(check("leaf2.pem", NULL, &o), MTLS_ERR_CERT_UNTRUSTED);
 		opts(&o);
 	}
 	/* An expired CA in the chain: expired, naming the CA. */
@@ -819,8 +820,7 @@ test_intermediate(void **state)
 	assert_non_null(strstr(why, "Old Intermediate"));
 	o.at = time(NULL) - 3 * DAY;
 	/* (the leaf itself is younger than that: not yet valid then) */
-	assert_int_equal(check("leaf-old.pem", sk, &o),
-			 MTLS_ERR_CERT_NOT_YET_VALID);
+	assert_int_equal(check("leaf-old.pem", sk, &o), MTLS_ERR_CERT_NOT_YET_VALID);
 	sk_X509_pop_free(sk, X509_free);
 }
 
@@ -874,7 +874,7 @@ test_crl_revoked(void **state)
 
 	(void)state;
 	opts(&o);
-	assert_int_equal(check("revoked.pem", NULL, &o), 0);	/* no CRL given */
+	assert_int_equal(check("revoked.pem", NULL, &o), 0); /* no CRL given */
 	o.crl_file = F("crl.pem");
 	assert_int_equal(check("revoked.pem", NULL, &o), MTLS_ERR_CERT_REVOKED);
 	assert_non_null(strstr(why, "CN=revoked"));
@@ -911,12 +911,10 @@ test_crl_expired(void **state)
 	opts(&o);
 	o.crl_file = F("crl-old.pem");
 	o.crl_required = 1;
-	assert_int_equal(check("good.pem", NULL, &o),
-			 MTLS_ERR_CERT_REVOCATION_UNKNOWN);
+	assert_int_equal(check("good.pem", NULL, &o), MTLS_ERR_CERT_REVOCATION_UNKNOWN);
 	/* A stale CRL is refused even where CRLs are optional. */
 	o.crl_required = 0;
-	assert_int_equal(check("good.pem", NULL, &o),
-			 MTLS_ERR_CERT_REVOCATION_UNKNOWN);
+	assert_int_equal(check("good.pem", NULL, &o), MTLS_ERR_CERT_REVOCATION_UNKNOWN);
 	/* The same certificate with a current CRL passes. */
 	o.crl_file = F("crl.pem");
 	assert_int_equal(check("good.pem", NULL, &o), 0);
@@ -930,18 +928,16 @@ test_crl_bad_signature(void **state)
 	(void)state;
 	opts(&o);
 	o.crl_file = F("crl-forged.pem");
-	assert_int_equal(check("good.pem", NULL, &o),
-			 MTLS_ERR_CERT_REVOCATION_UNKNOWN);
+	assert_int_equal(check("good.pem", NULL, &o), MTLS_ERR_CERT_REVOCATION_UNKNOWN);
 	o.crl_required = 1;
-	assert_int_equal(check("good.pem", NULL, &o),
-			 MTLS_ERR_CERT_REVOCATION_UNKNOWN);
+	assert_int_equal(check("good.pem", NULL, &o), MTLS_ERR_CERT_REVOCATION_UNKNOWN);
 }
 
 static void
 test_crl_missing(void **state)
 {
 	struct certval_opts o;
-	STACK_OF(X509) *sk;
+	STACK_OF(X509) * sk;
 
 	(void)state;
 	opts(&o);
@@ -950,16 +946,14 @@ test_crl_missing(void **state)
 	assert_int_equal(check("good.pem", NULL, &o), 0);
 	assert_non_null(strstr(why, "no CRL"));
 	o.crl_required = 1;
-	assert_int_equal(check("good.pem", NULL, &o),
-			 MTLS_ERR_CERT_REVOCATION_UNKNOWN);
+	assert_int_equal(check("good.pem", NULL, &o), MTLS_ERR_CERT_REVOCATION_UNKNOWN);
 	/* crl_required without any CRL source is a configuration error. */
 	o.crl_file = NULL;
 	assert_int_equal(check("good.pem", NULL, &o), MTLS_ERR_CONFIG);
 	/* Chain: the root's CRL alone does not cover the intermediate's leaf. */
 	assert_non_null(sk = chain_of("inter.pem"));
 	o.crl_file = F("crl.pem");
-	assert_int_equal(check("leaf2.pem", sk, &o),
-			 MTLS_ERR_CERT_REVOCATION_UNKNOWN);
+	assert_int_equal(check("leaf2.pem", sk, &o), MTLS_ERR_CERT_REVOCATION_UNKNOWN);
 	o.crl_file = F("crl-both.pem");
 	assert_int_equal(check("leaf2.pem", sk, &o), 0);
 	sk_X509_pop_free(sk, X509_free);
@@ -972,7 +966,7 @@ static void
 test_crl_revoked_intermediate(void **state)
 {
 	struct certval_opts o;
-	STACK_OF(X509) *sk;
+	STACK_OF(X509) * sk;
 
 	(void)state;
 	opts(&o);
@@ -1019,14 +1013,12 @@ test_ocsp_aia(void **state)
 
 	(void)state;
 	shim_start(SHIM_NORMAL);
-	assert_int_equal(api_cert("ca", "aia", "aia", 0, -3600, DAY, 0x1003,
-				  shim_url()), 0);
+	assert_int_equal(api_cert("ca", "aia", "aia", 0, -3600, DAY, 0x1003, shim_url()), 0);
 	ocsp_opts(&o, CERTVAL_OCSP_HARD);
 	o.ocsp_url = NULL;
 	assert_int_equal(check("aia.pem", NULL, &o), 0);
 	/* No URL anywhere: unknown. */
-	assert_int_equal(check("good.pem", NULL, &o),
-			 MTLS_ERR_CERT_REVOCATION_UNKNOWN);
+	assert_int_equal(check("good.pem", NULL, &o), MTLS_ERR_CERT_REVOCATION_UNKNOWN);
 	assert_non_null(strstr(why, "no OCSP responder"));
 }
 
@@ -1053,8 +1045,7 @@ test_ocsp_unknown_status(void **state)
 	(void)state;
 	shim_start(SHIM_NORMAL);
 	ocsp_opts(&o, CERTVAL_OCSP_HARD);
-	assert_int_equal(check("unknown.pem", NULL, &o),
-			 MTLS_ERR_CERT_REVOCATION_UNKNOWN);
+	assert_int_equal(check("unknown.pem", NULL, &o), MTLS_ERR_CERT_REVOCATION_UNKNOWN);
 	assert_non_null(strstr(why, "does not know"));
 	ocsp_opts(&o, CERTVAL_OCSP_SOFT);
 	assert_int_equal(check("unknown.pem", NULL, &o), 0);
@@ -1078,12 +1069,10 @@ test_ocsp_unreachable(void **state)
 	assert_non_null(strstr(why, "unreachable"));
 	ocsp_opts(&o, CERTVAL_OCSP_HARD);
 	o.ocsp_timeout = 1;
-	assert_int_equal(check("good.pem", NULL, &o),
-			 MTLS_ERR_CERT_REVOCATION_UNKNOWN);
+	assert_int_equal(check("good.pem", NULL, &o), MTLS_ERR_CERT_REVOCATION_UNKNOWN);
 	/* https is refused before any connection, and says so. */
 	o.ocsp_url = "https://127.0.0.1:1/";
-	assert_int_equal(check("good.pem", NULL, &o),
-			 MTLS_ERR_CERT_REVOCATION_UNKNOWN);
+	assert_int_equal(check("good.pem", NULL, &o), MTLS_ERR_CERT_REVOCATION_UNKNOWN);
 	assert_non_null(strstr(why, "http://"));
 }
 
@@ -1098,8 +1087,7 @@ test_ocsp_timeout(void **state)
 	ocsp_opts(&o, CERTVAL_OCSP_HARD);
 	o.ocsp_timeout = 1;
 	t0 = time(NULL);
-	assert_int_equal(check("good.pem", NULL, &o),
-			 MTLS_ERR_CERT_REVOCATION_UNKNOWN);
+	assert_int_equal(check("good.pem", NULL, &o), MTLS_ERR_CERT_REVOCATION_UNKNOWN);
 	assert_true(time(NULL) - t0 <= 3);
 }
 
@@ -1111,8 +1099,7 @@ test_ocsp_wrong_signer(void **state)
 	(void)state;
 	shim_start(SHIM_WRONG_SIGNER);
 	ocsp_opts(&o, CERTVAL_OCSP_HARD);
-	assert_int_equal(check("good.pem", NULL, &o),
-			 MTLS_ERR_CERT_REVOCATION_UNKNOWN);
+	assert_int_equal(check("good.pem", NULL, &o), MTLS_ERR_CERT_REVOCATION_UNKNOWN);
 	assert_non_null(strstr(why, "signature"));
 	/* A forged "revoked" is not believed either; soft mode lets it by
 	 * as unknown. */
@@ -1129,8 +1116,7 @@ test_ocsp_no_nonce(void **state)
 	(void)state;
 	shim_start(SHIM_NO_NONCE);
 	ocsp_opts(&o, CERTVAL_OCSP_HARD);
-	assert_int_equal(check("good.pem", NULL, &o),
-			 MTLS_ERR_CERT_REVOCATION_UNKNOWN);
+	assert_int_equal(check("good.pem", NULL, &o), MTLS_ERR_CERT_REVOCATION_UNKNOWN);
 	assert_non_null(strstr(why, "nonce"));
 	ocsp_opts(&o, CERTVAL_OCSP_SOFT);
 	assert_int_equal(check("good.pem", NULL, &o), 0);
@@ -1147,8 +1133,7 @@ test_ocsp_replay(void **state)
 	ocsp_opts(&o, CERTVAL_OCSP_HARD);
 	assert_int_equal(check("good.pem", NULL, &o), 0);
 	/* The same (good, correctly signed) answer again: wrong nonce. */
-	assert_int_equal(check("good.pem", NULL, &o),
-			 MTLS_ERR_CERT_REVOCATION_UNKNOWN);
+	assert_int_equal(check("good.pem", NULL, &o), MTLS_ERR_CERT_REVOCATION_UNKNOWN);
 	assert_non_null(strstr(why, "nonce"));
 }
 

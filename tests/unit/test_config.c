@@ -30,7 +30,7 @@
 #include "mtls-agent.h"
 #include "secmem.h"
 
-#define P(x) (1U << MTLS_AGENT_PURPOSE_##x)
+#define P(x)	   (1U << MTLS_AGENT_PURPOSE_##x)
 #define NOBODY_UID 65534
 
 /* --- helpers ------------------------------------------------------------- */
@@ -78,8 +78,7 @@ tmp_teardown(void **state)
 
 /* Writes len bytes to dir/name with exactly `mode`; returns the path. */
 static char *
-write_file(const struct tmp *t, const char *name, const void *data, size_t len,
-	   mode_t mode)
+write_file(const struct tmp *t, const char *name, const void *data, size_t len, mode_t mode)
 {
 	char *path;
 	int fd;
@@ -192,27 +191,26 @@ test_defaults(void **state)
 static void
 test_full(void **state)
 {
-	static const char text[] =
-		"# every key\n"
-		"socket = /run/user/1000/mtls-agent/agent.sock\n"
-		"  module=/usr/lib/softhsm/libsofthsm2.so  \n"
-		"token = pkcs11:token=mtls-demo\n"
-		"purposes = tls13, tls12,raw-digest\n"
-		"login-timeout = 2678400\n"
-		"allow-root = yes\n"
-		"max-connections = 65536\n"
-		"request-timeout = 600000\r\n"
-		"log-level = debug\n"
-		"\n"
-		"[identity p256]\n"
-		"key = pkcs11:token=mtls-demo;id=%03;type=private\n"
-		"certificate = /etc/mtls-agent/p256.pem\n"
-		"chain = \"/etc/mtls agent/chain.pem\"\n"
-		"pin-file = /etc/mtls-agent/p256.pin\n"
-		"purposes = pam-challenge\n"
-		"\n"
-		"[ identity rsa.2048_x-1 ]\n"
-		"\tkey\t=\tpkcs11:token=mtls-demo;object=rsa2048\n";
+	static const char text[] = "# every key\n"
+				   "socket = /run/user/1000/mtls-agent/agent.sock\n"
+				   "  module=/usr/lib/softhsm/libsofthsm2.so  \n"
+				   "token = pkcs11:token=mtls-demo\n"
+				   "purposes = tls13, tls12,raw-digest\n"
+				   "login-timeout = 2678400\n"
+				   "allow-root = yes\n"
+				   "max-connections = 65536\n"
+				   "request-timeout = 600000\r\n"
+				   "log-level = debug\n"
+				   "\n"
+				   "[identity p256]\n"
+				   "key = pkcs11:token=mtls-demo;id=%03;type=private\n"
+				   "certificate = /etc/mtls-agent/p256.pem\n"
+				   "chain = \"/etc/mtls agent/chain.pem\"\n"
+				   "pin-file = /etc/mtls-agent/p256.pin\n"
+				   "purposes = pam-challenge\n"
+				   "\n"
+				   "[ identity rsa.2048_x-1 ]\n"
+				   "\tkey\t=\tpkcs11:token=mtls-demo;object=rsa2048\n";
 	struct config *cfg = parse_ok(text);
 	const struct config_identity *id;
 
@@ -344,8 +342,7 @@ test_identity_purposes(void **state)
 
 	(void)state;
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		snprintf(text, sizeof(text),
-			 "[identity a]\nkey = pkcs11:id=%%01\npurposes = %s\n",
+		snprintf(text, sizeof(text), "[identity a]\nkey = pkcs11:id=%%01\npurposes = %s\n",
 			 cases[i].value);
 		cfg = parse_ok(text);
 		assert_int_equal(cfg->n_identities, 1);
@@ -361,10 +358,8 @@ test_identity_purposes(void **state)
 		    "unknown purpose 'smtp'");
 	parse_fails("[identity a]\nkey = pkcs11:id=%01\npurposes = tls13,,pam\n", 3,
 		    "empty purpose");
-	parse_fails("[identity a]\nkey = pkcs11:id=%01\npurposes = tls13,\n", 3,
-		    "empty purpose");
-	parse_fails("[identity a]\nkey = pkcs11:id=%01\npurposes = ,\n", 3,
-		    "empty purpose");
+	parse_fails("[identity a]\nkey = pkcs11:id=%01\npurposes = tls13,\n", 3, "empty purpose");
+	parse_fails("[identity a]\nkey = pkcs11:id=%01\npurposes = ,\n", 3, "empty purpose");
 	parse_fails("[identity a]\nkey = pkcs11:id=%01\npurposes = TLS13\n", 3,
 		    "unknown purpose 'TLS13'");
 	parse_fails("purposes = tls13 pam\n", 1, "unknown purpose 'tls13 pam'");
@@ -385,10 +380,11 @@ test_errors_syntax(void **state)
 	parse_fails("module = \"abc\n", 1, "unterminated quoted value");
 	parse_fails("module = \"\n", 1, "unterminated quoted value");
 	parse_fails("module = \"a\"b\"\n", 1, "inside a quoted value");
-	parse_fails("log-level = info\nlog-level = debug\n", 2,
-		    "duplicate key 'log-level'");
+	parse_fails("log-level = info\nlog-level = debug\n", 2, "duplicate key 'log-level'");
 	parse_fails("socket = /a\n# x\nsocket = /a\n", 3, "duplicate key 'socket'");
-	parse_fails("module = a\x01" "b\n", 1, "control character 0x01");
+	parse_fails("module = a\x01"
+		    "b\n",
+		    1, "control character 0x01");
 	parse_fails("module = a\rb\n", 1, "control character 0x0d");
 }
 
@@ -420,11 +416,13 @@ test_errors_sections(void **state)
 		parse_fails(text, 1, "invalid identity name");
 	}
 	parse_fails("[identity a]\nkey = pkcs11:id=%01\n\n[identity a]\n"
-		    "key = pkcs11:id=%02\n", 4, "duplicate identity name 'a'");
+		    "key = pkcs11:id=%02\n",
+		    4, "duplicate identity name 'a'");
 	parse_fails("[identity a]\nkey = pkcs11:id=%01\nkey = pkcs11:id=%02\n", 3,
 		    "duplicate key 'key' in [identity a]");
 	parse_fails("[identity a]\nkey = pkcs11:id=%01\npurposes = pam\n"
-		    "purposes = tls13\n", 4, "duplicate key 'purposes' in [identity a]");
+		    "purposes = tls13\n",
+		    4, "duplicate key 'purposes' in [identity a]");
 	/* The same key in two sections is not a duplicate. */
 	{
 		struct config *cfg = parse_ok("purposes = pam\n[identity a]\n"
@@ -439,19 +437,17 @@ test_errors_sections(void **state)
 	}
 
 	/* A section without key: the error names it, at its header line. */
-	parse_fails("[identity nokey]\ncertificate = /c.pem\n", 1,
-		    "[identity nokey] has no 'key'");
+	parse_fails("[identity nokey]\ncertificate = /c.pem\n", 1, "[identity nokey] has no 'key'");
 	parse_fails("[identity a]\nkey = pkcs11:id=%01\n[identity nokey]\n\n"
-		    "[identity c]\nkey = pkcs11:id=%03\n", 3,
-		    "[identity nokey] has no 'key'");
+		    "[identity c]\nkey = pkcs11:id=%03\n",
+		    3, "[identity nokey] has no 'key'");
 
 	/* Keys in the wrong place. */
 	parse_fails("[identity a]\nkey = pkcs11:id=%01\nsocket = /s\n", 3,
 		    "unknown key 'socket' in [identity a]");
 	parse_fails("certificate = /c.pem\n", 1,
 		    "unknown key 'certificate' outside an [identity] section");
-	parse_fails("[identity a]\nkey = pkcs11:id=%01\nfoo = 1\n", 3,
-		    "unknown key 'foo'");
+	parse_fails("[identity a]\nkey = pkcs11:id=%01\nfoo = 1\n", 3, "unknown key 'foo'");
 }
 
 static void
@@ -459,7 +455,8 @@ test_errors_values(void **state)
 {
 	(void)state;
 	/* Numbers: sign, junk, blanks, range, overflow. */
-	parse_fails("max-connections = 0\n", 1, "max-connections: '0' is not a number from 1 to 65536");
+	parse_fails("max-connections = 0\n", 1,
+		    "max-connections: '0' is not a number from 1 to 65536");
 	parse_fails("max-connections = 65537\n", 1, "from 1 to 65536");
 	parse_fails("max-connections = -1\n", 1, "'-1' is not a number");
 	parse_fails("max-connections = +5\n", 1, "'+5' is not a number");
@@ -494,15 +491,11 @@ test_errors_values(void **state)
 		    "pin-file: '~/pin' is not an absolute path");
 
 	/* PKCS#11 URIs are checked by p11-kit. */
-	parse_fails("[identity a]\nkey = file:/etc/key.pem\n", 2,
-		    "key: invalid PKCS#11 URI");
+	parse_fails("[identity a]\nkey = file:/etc/key.pem\n", 2, "key: invalid PKCS#11 URI");
 	parse_fails("[identity a]\nkey = pkcs11:id=%zz\n", 2, "key: invalid PKCS#11 URI");
-	parse_fails("[identity a]\nkey = pkcs11:token=t;type=cert\n", 2,
-		    "not a private key");
-	parse_fails("[identity a]\nkey = pkcs11:id=%01?pin-value=123456\n", 2,
-		    "pin-value");
-	parse_fails("[identity a]\nkey = pkcs11:id=%01?pin-source=/p\n", 2,
-		    "pin-source");
+	parse_fails("[identity a]\nkey = pkcs11:token=t;type=cert\n", 2, "not a private key");
+	parse_fails("[identity a]\nkey = pkcs11:id=%01?pin-value=123456\n", 2, "pin-value");
+	parse_fails("[identity a]\nkey = pkcs11:id=%01?pin-source=/p\n", 2, "pin-source");
 	parse_fails("[identity a]\nkey = pkcs11:tokn=x\n", 2, "unrecognized attribute");
 	parse_fails("token = mtls-demo\n", 1, "token: invalid PKCS#11 URI");
 	{
@@ -599,8 +592,7 @@ test_example_file(void **state)
 	FILE *f;
 
 	(void)state;
-	assert_true(asprintf(&path, "%s/etc/mtls-agent.conf.example",
-			     top != NULL ? top : ".") > 0);
+	assert_true(asprintf(&path, "%s/etc/mtls-agent.conf.example", top != NULL ? top : ".") > 0);
 	if (stat(path, &st) != 0) {
 		free(path);
 		skip();
@@ -801,8 +793,7 @@ pin_fails(const char *path, const char *what)
 {
 	char *pin = (char *)0x1, err[512] = "", prefix[300];
 
-	assert_int_equal(config_read_pin_file(path, &pin, err, sizeof(err)),
-			 MTLS_ERR_CONFIG);
+	assert_int_equal(config_read_pin_file(path, &pin, err, sizeof(err)), MTLS_ERR_CONFIG);
 	assert_null(pin);
 	snprintf(prefix, sizeof(prefix), "pin-file %s: ", path);
 	if (strncmp(err, prefix, strlen(prefix)) != 0 || strstr(err, what) == NULL)
@@ -873,7 +864,10 @@ test_pin_file(void **state)
 	path = write_text(t, "crlf.pin", "\r\n", 0600);
 	pin_fails(path, "is empty");
 	free(path);
-	path = write_file(t, "nul.pin", "12\0" "34\n", 6, 0600);
+	path = write_file(t, "nul.pin",
+			  "12\0"
+			  "34\n",
+			  6, 0600);
 	pin_fails(path, "NUL byte");
 	free(path);
 	path = write_text(t, "two.pin", "1234\n5678\n", 0600);

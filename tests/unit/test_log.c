@@ -39,7 +39,8 @@ test_plain_kept(void **state)
 	CHECK("", "");
 	CHECK("audit: sign ok: peer pid=1 exe=/usr/bin/curl",
 	      "audit: sign ok: peer pid=1 exe=/usr/bin/curl");
-	CHECK(" ~!\"#$%&'()*+,-./09:;<=>?@AZ[\\]^_`az{|}", " ~!\"#$%&'()*+,-./09:;<=>?@AZ[\\]^_`az{|}");
+	CHECK(" ~!\"#$%&'()*+,-./09:;<=>?@AZ[\\]^_`az{|}",
+	      " ~!\"#$%&'()*+,-./09:;<=>?@AZ[\\]^_`az{|}");
 }
 
 static void
@@ -59,17 +60,17 @@ static void
 test_utf8_kept(void **state)
 {
 	(void)state;
-	CHECK("caf\xc3\xa9", "caf\xc3\xa9");		      /* U+00E9 */
-	CHECK("\xc2\xa0", "\xc2\xa0");			      /* U+00A0, first after C1 */
-	CHECK("\xdf\xbf", "\xdf\xbf");			      /* U+07FF */
-	CHECK("\xe0\xa0\x80", "\xe0\xa0\x80");		      /* U+0800 */
-	CHECK("\xe2\x82\xac", "\xe2\x82\xac");		      /* U+20AC */
-	CHECK("\xed\x9f\xbf", "\xed\x9f\xbf");		      /* U+D7FF */
-	CHECK("\xee\x80\x80", "\xee\x80\x80");		      /* U+E000 */
-	CHECK("\xef\xbf\xbd", "\xef\xbf\xbd");		      /* U+FFFD */
-	CHECK("\xf0\x90\x80\x80", "\xf0\x90\x80\x80");	      /* U+10000 */
-	CHECK("\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80");	      /* U+1F600 */
-	CHECK("\xf4\x8f\xbf\xbf", "\xf4\x8f\xbf\xbf");	      /* U+10FFFF */
+	CHECK("caf\xc3\xa9", "caf\xc3\xa9");	       /* U+00E9 */
+	CHECK("\xc2\xa0", "\xc2\xa0");		       /* U+00A0, first after C1 */
+	CHECK("\xdf\xbf", "\xdf\xbf");		       /* U+07FF */
+	CHECK("\xe0\xa0\x80", "\xe0\xa0\x80");	       /* U+0800 */
+	CHECK("\xe2\x82\xac", "\xe2\x82\xac");	       /* U+20AC */
+	CHECK("\xed\x9f\xbf", "\xed\x9f\xbf");	       /* U+D7FF */
+	CHECK("\xee\x80\x80", "\xee\x80\x80");	       /* U+E000 */
+	CHECK("\xef\xbf\xbd", "\xef\xbf\xbd");	       /* U+FFFD */
+	CHECK("\xf0\x90\x80\x80", "\xf0\x90\x80\x80"); /* U+10000 */
+	CHECK("\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80"); /* U+1F600 */
+	CHECK("\xf4\x8f\xbf\xbf", "\xf4\x8f\xbf\xbf"); /* U+10FFFF */
 }
 
 static void
@@ -78,7 +79,9 @@ test_c1_controls_escaped(void **state)
 	(void)state;
 	/* U+0080..U+009F: valid UTF-8, but U+009B is CSI to some terminals. */
 	CHECK("\xc2\x80", "\\xc2\\x80");
-	CHECK("\xc2\x9b" "2J", "\\xc2\\x9b2J");
+	CHECK("\xc2\x9b"
+	      "2J",
+	      "\\xc2\\x9b2J");
 	CHECK("\xc2\x9f", "\\xc2\\x9f");
 }
 
@@ -93,9 +96,13 @@ test_invalid_utf8_escaped(void **state)
 	CHECK("\xfe\xff", "\\xfe\\xff");
 	/* cut sequences: at the end, and followed by a non-continuation */
 	CHECK("\xe2\x82", "\\xe2\\x82");
-	CHECK("\xe2\x82" "A", "\\xe2\\x82A");
+	CHECK("\xe2\x82"
+	      "A",
+	      "\\xe2\\x82A");
 	CHECK("\xf0\x9f\x98", "\\xf0\\x9f\\x98");
-	CHECK("\xc3" "\n", "\\xc3\\x0a");
+	CHECK("\xc3"
+	      "\n",
+	      "\\xc3\\x0a");
 	/* a lead byte swallowing a newline is not allowed to hide it */
 	CHECK("\xe2\n\x82", "\\xe2\\x0a\\x82");
 }

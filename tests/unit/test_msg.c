@@ -192,24 +192,24 @@ clear_error(void *m)
 	msg_error_clear(m);
 }
 
-static const struct codec C_HELLO_REQ = {"hello_req", MSG_HELLO, sizeof(struct msg_hello_req),
-					 get_hello_req, clear_hello_req};
-static const struct codec C_HELLO_RESP = {"hello_resp", MSG_HELLO | MSG_REPLY,
-					  sizeof(struct msg_hello_resp), get_hello_resp,
-					  clear_hello_resp};
-static const struct codec C_LIST_REQ = {"list_req", MSG_LIST, 0, get_list_req, clear_nothing};
-static const struct codec C_LIST_RESP = {"list_resp", MSG_LIST | MSG_REPLY,
-					 sizeof(struct msg_list_resp), get_list_resp,
-					 clear_list_resp};
-static const struct codec C_SIGN_REQ = {"sign_req", MSG_SIGN, sizeof(struct msg_sign_req),
-					get_sign_req, clear_sign_req};
-static const struct codec C_SIGN_RESP = {"sign_resp", MSG_SIGN | MSG_REPLY,
-					 sizeof(struct msg_sign_resp), get_sign_resp,
-					 clear_sign_resp};
-static const struct codec C_LOGIN_REQ = {"login_req", MSG_LOGIN, sizeof(struct msg_login_req),
-					 get_login_req, clear_login_req};
-static const struct codec C_LOGOUT_REQ = {"logout_req", MSG_LOGOUT, sizeof(struct msg_logout_req),
-					  get_logout_req, clear_logout_req};
+static const struct codec C_HELLO_REQ = { "hello_req", MSG_HELLO, sizeof(struct msg_hello_req),
+					  get_hello_req, clear_hello_req };
+static const struct codec C_HELLO_RESP = { "hello_resp", MSG_HELLO | MSG_REPLY,
+					   sizeof(struct msg_hello_resp), get_hello_resp,
+					   clear_hello_resp };
+static const struct codec C_LIST_REQ = { "list_req", MSG_LIST, 0, get_list_req, clear_nothing };
+static const struct codec C_LIST_RESP = { "list_resp", MSG_LIST | MSG_REPLY,
+					  sizeof(struct msg_list_resp), get_list_resp,
+					  clear_list_resp };
+static const struct codec C_SIGN_REQ = { "sign_req", MSG_SIGN, sizeof(struct msg_sign_req),
+					 get_sign_req, clear_sign_req };
+static const struct codec C_SIGN_RESP = { "sign_resp", MSG_SIGN | MSG_REPLY,
+					  sizeof(struct msg_sign_resp), get_sign_resp,
+					  clear_sign_resp };
+static const struct codec C_LOGIN_REQ = { "login_req", MSG_LOGIN, sizeof(struct msg_login_req),
+					  get_login_req, clear_login_req };
+static const struct codec C_LOGOUT_REQ = { "logout_req", MSG_LOGOUT, sizeof(struct msg_logout_req),
+					   get_logout_req, clear_logout_req };
 static int
 get_set_pin_req(struct wbuf *b, void *m)
 {
@@ -222,15 +222,15 @@ clear_set_pin_req(void *m)
 	msg_set_pin_req_clear(m);
 }
 
-static const struct codec C_SET_PIN_REQ = {"set_pin_req", MSG_SET_PIN,
-					   sizeof(struct msg_set_pin_req), get_set_pin_req,
-					   clear_set_pin_req};
-static const struct codec C_STATUS_REQ = {"status_req", MSG_STATUS, 0, get_empty, clear_nothing};
-static const struct codec C_STATUS_RESP = {"status_resp", MSG_STATUS | MSG_REPLY,
-					   sizeof(struct mtls_agent_status), get_status_resp,
-					   clear_status_resp};
-static const struct codec C_ERROR = {"error", MSG_ERROR, sizeof(struct msg_error), get_error,
-				     clear_error};
+static const struct codec C_SET_PIN_REQ = { "set_pin_req", MSG_SET_PIN,
+					    sizeof(struct msg_set_pin_req), get_set_pin_req,
+					    clear_set_pin_req };
+static const struct codec C_STATUS_REQ = { "status_req", MSG_STATUS, 0, get_empty, clear_nothing };
+static const struct codec C_STATUS_RESP = { "status_resp", MSG_STATUS | MSG_REPLY,
+					    sizeof(struct mtls_agent_status), get_status_resp,
+					    clear_status_resp };
+static const struct codec C_ERROR = { "error", MSG_ERROR, sizeof(struct msg_error), get_error,
+				      clear_error };
 
 /* Big enough for any of the message structs. */
 union any_msg {
@@ -336,10 +336,10 @@ check_truncations_and_trailing(const struct codec *c, const struct wbuf *enc)
 static void
 test_hello(void **state)
 {
-	static const unsigned char want_req[] = {MSG_HELLO, 0, 0, 0, 1,	  0,   0,   0,	3,
-						 0,	    0, 0, 4, 't', 'e', 's', 't'};
-	struct msg_hello_req rq = {1, 3, (char *)"test"}, rq2;
-	struct msg_hello_resp rs = {1, (char *)"mtls-agent 0.1.0"}, rs2;
+	static const unsigned char want_req[] = { MSG_HELLO, 0, 0, 0, 1,   0,	0,   0,	 3,
+						  0,	     0, 0, 4, 't', 'e', 's', 't' };
+	struct msg_hello_req rq = { 1, 3, (char *)"test" }, rq2;
+	struct msg_hello_resp rs = { 1, (char *)"mtls-agent 0.1.0" }, rs2;
 	struct wbuf *b = newbuf();
 
 	(void)state;
@@ -383,7 +383,7 @@ test_hello(void **state)
 static void
 test_hello_refused(void **state)
 {
-	struct msg_hello_req rq = {3, 2, (char *)"x"};
+	struct msg_hello_req rq = { 3, 2, (char *)"x" };
 	struct wbuf *b = newbuf();
 
 	(void)state;
@@ -434,9 +434,9 @@ test_hello_refused(void **state)
 
 /* ---------- LIST ---------- */
 
-static const unsigned char cert_a[] = {0x30, 0x82, 0x01, 0x0a, 0x02, 0x01, 0x00, 0xff};
-static const unsigned char cert_b[] = {0x30, 0x03, 0x02, 0x01, 0x01};
-static const unsigned char cert_c[] = {0x30, 0x00};
+static const unsigned char cert_a[] = { 0x30, 0x82, 0x01, 0x0a, 0x02, 0x01, 0x00, 0xff };
+static const unsigned char cert_b[] = { 0x30, 0x03, 0x02, 0x01, 0x01 };
+static const unsigned char cert_c[] = { 0x30, 0x00 };
 
 /* Fills three identities: one with a certificate and a two-certificate
  * chain, one without a certificate, one with every string empty. */
@@ -444,8 +444,8 @@ static void
 make_identities(struct mtls_agent_identity ids[3], uint16_t schemes0[3], uint16_t schemes1[1],
 		unsigned char *chain[2], size_t chain_len[2])
 {
-	static unsigned char key_id0[] = {0x00, 0x01, 0xfe, 0x00};
-	static unsigned char key_id1[] = {0x42};
+	static unsigned char key_id0[] = { 0x00, 0x01, 0xfe, 0x00 };
+	static unsigned char key_id1[] = { 0x42 };
 
 	memset(ids, 0, 3 * sizeof(ids[0]));
 	schemes0[0] = MTLS_AGENT_RSA_PSS_RSAE_SHA256;
@@ -589,7 +589,7 @@ struct raw_id {
 	size_t chain_len;
 };
 
-static const struct raw_id RAW_OK = {4, 5, 6, 2, MTLS_AGENT_KEY_RSA, 2048, 2, 10, 1, 7};
+static const struct raw_id RAW_OK = { 4, 5, 6, 2, MTLS_AGENT_KEY_RSA, 2048, 2, 10, 1, 7 };
 
 static void
 put_raw_identity(struct wbuf *b, const struct raw_id *r)
@@ -838,15 +838,15 @@ test_list_huge_counts(void **state)
 static void
 test_sign(void **state)
 {
-	static const unsigned char content[] = {0x20, 0x20, 0x00, 0xff, 0x01};
-	static const unsigned char want[] = {MSG_SIGN, 0, 0, 0, 2,    'i',  'd',  0x08, 0x04, 1,
-					     0,	       0, 0, 5, 0x20, 0x20, 0x00, 0xff, 0x01};
-	struct msg_sign_req rq = {(char *)"id", MTLS_AGENT_RSA_PSS_RSAE_SHA256,
-				  MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, (unsigned char *)content,
-				  sizeof(content)},
+	static const unsigned char content[] = { 0x20, 0x20, 0x00, 0xff, 0x01 };
+	static const unsigned char want[] = { MSG_SIGN, 0, 0, 0, 2,    'i',  'd',  0x08, 0x04, 1,
+					      0,	0, 0, 5, 0x20, 0x20, 0x00, 0xff, 0x01 };
+	struct msg_sign_req rq = { (char *)"id", MTLS_AGENT_RSA_PSS_RSAE_SHA256,
+				   MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, (unsigned char *)content,
+				   sizeof(content) },
 			    rq2;
-	static unsigned char sig[] = {0x30, 0x45, 0x02, 0x21, 0x00, 0x99};
-	struct msg_sign_resp rs = {sig, sizeof(sig)}, rs2;
+	static unsigned char sig[] = { 0x30, 0x45, 0x02, 0x21, 0x00, 0x99 };
+	struct msg_sign_resp rs = { sig, sizeof(sig) }, rs2;
 	struct wbuf *b = newbuf();
 
 	(void)state;
@@ -894,7 +894,7 @@ raw_sign_req(size_t id_len, size_t content_len)
 static void
 test_sign_refused(void **state)
 {
-	struct msg_sign_req rq, big = {(char *)"id", 0, 0, NULL, MTLS_CONTENT_MAX + 1};
+	struct msg_sign_req rq, big = { (char *)"id", 0, 0, NULL, MTLS_CONTENT_MAX + 1 };
 	struct msg_sign_resp rs;
 	struct wbuf *b;
 
@@ -955,10 +955,10 @@ test_sign_refused(void **state)
 static void
 test_login_logout(void **state)
 {
-	static const unsigned char want[] = {MSG_LOGIN, 0, 0, 0, 3,   't', 'o', 'k',
-					     0,		0, 0, 4, '1', '2', '3', '4'};
-	struct msg_login_req rq = {(char *)"tok", (char *)"1234", 0}, rq2;
-	struct msg_logout_req lo = {(char *)"tok"}, lo2;
+	static const unsigned char want[] = { MSG_LOGIN, 0, 0, 0, 3,   't', 'o', 'k',
+					      0,	 0, 0, 4, '1', '2', '3', '4' };
+	struct msg_login_req rq = { (char *)"tok", (char *)"1234", 0 }, rq2;
+	struct msg_logout_req lo = { (char *)"tok" }, lo2;
 	struct wbuf *b = newbuf();
 	union any_msg m;
 
@@ -1049,8 +1049,8 @@ test_login_logout(void **state)
 	assert_int_equal(wbuf_len(b), 1);
 	assert_int_equal(wbuf_ptr(b)[0], MSG_LOGOUT | MSG_REPLY);
 	{
-		const struct codec c = {"logout_resp", MSG_LOGOUT | MSG_REPLY, 0, get_empty,
-					clear_nothing};
+		const struct codec c = { "logout_resp", MSG_LOGOUT | MSG_REPLY, 0, get_empty,
+					 clear_nothing };
 
 		check_truncations_and_trailing(&c, b);
 		assert_int_equal(decode_buf(&c, b, &m), 0);
@@ -1072,7 +1072,7 @@ raw_login(const void *id, size_t id_len, const void *pin, size_t pin_len)
 static void
 test_login_refused(void **state)
 {
-	struct msg_login_req rq = {(char *)"", NULL, 0};
+	struct msg_login_req rq = { (char *)"", NULL, 0 };
 	struct wbuf *b;
 	char *s;
 	int r;
@@ -1143,7 +1143,7 @@ test_login_refused(void **state)
 static void
 test_status(void **state)
 {
-	struct mtls_agent_status st = {(char *)"mtls-agent 0.1.0", 1234, 0xfffffffe, 3, 4, 5, 6},
+	struct mtls_agent_status st = { (char *)"mtls-agent 0.1.0", 1234, 0xfffffffe, 3, 4, 5, 6 },
 				 st2;
 	struct wbuf *b = newbuf();
 	union any_msg m;
@@ -1189,11 +1189,11 @@ test_status(void **state)
 static void
 test_error(void **state)
 {
-	struct msg_error e = {MTLS_ERR_PIN_INCORRECT, 2, (char *)"wrong PIN"}, e2;
+	struct msg_error e = { MTLS_ERR_PIN_INCORRECT, 2, (char *)"wrong PIN" }, e2;
 	struct wbuf *b = newbuf();
-	static const unsigned char want[] = {MSG_ERROR, 0,   0,	  0,   8,   0,	 0,   0,
-					     2,		0,   0,	  0,   9,   'w', 'r', 'o',
-					     'n',	'g', ' ', 'P', 'I', 'N'};
+	static const unsigned char want[] = { MSG_ERROR, 0,   0,   0,	8,   0,	  0,   0,
+					      2,	 0,   0,   0,	9,   'w', 'r', 'o',
+					      'n',	 'g', ' ', 'P', 'I', 'N' };
 	int code;
 
 	(void)state;
@@ -1264,8 +1264,8 @@ raw_error(uint32_t code, uint32_t retries, size_t msg_len)
 static void
 test_error_refused(void **state)
 {
-	static const uint32_t bad[] = {0, (uint32_t)-MTLS_ERR_LAST_ + 1, 1000, 0x80000000,
-				       0xffffffff};
+	static const uint32_t bad[] = { 0, (uint32_t)-MTLS_ERR_LAST_ + 1, 1000, 0x80000000,
+					0xffffffff };
 	struct msg_error e;
 	struct wbuf *b;
 	size_t i;
@@ -1304,7 +1304,7 @@ test_error_refused(void **state)
 
 /* ---------- frame I/O ---------- */
 
-static int sv[2] = {-1, -1};
+static int sv[2] = { -1, -1 };
 
 /* The reading end's stash, fresh for every test. */
 static struct frame_rx rx;
@@ -1368,7 +1368,7 @@ test_frame_roundtrip(void **state)
 {
 	struct wbuf *out = newbuf(), *in = newbuf();
 	struct msg_sign_req rq;
-	struct msg_hello_req hq = {1, 1, (char *)"frame"};
+	struct msg_hello_req hq = { 1, 1, (char *)"frame" };
 	unsigned char raw[4 + 64];
 	uint8_t type;
 
@@ -1472,9 +1472,9 @@ test_frame_max_size(void **state)
 static void
 test_frame_too_large(void **state)
 {
-	static const unsigned char over[] = {0x00, 0x10, 0x00, 0x01}; /* FRAME_MAX + 1 */
-	static const unsigned char huge[] = {0xff, 0xff, 0xff, 0xff};
-	static const unsigned char hundred_one[] = {0, 0, 0, 101};
+	static const unsigned char over[] = { 0x00, 0x10, 0x00, 0x01 }; /* FRAME_MAX + 1 */
+	static const unsigned char huge[] = { 0xff, 0xff, 0xff, 0xff };
+	static const unsigned char hundred_one[] = { 0, 0, 0, 101 };
 	struct wbuf *in = newbuf();
 	double t0;
 
@@ -1504,12 +1504,13 @@ test_frame_too_large(void **state)
 static void
 test_frame_zero_length(void **state)
 {
-	static const unsigned char zero[] = {0, 0, 0, 0};
+	static const unsigned char zero[] = { 0, 0, 0, 0 };
 	struct wbuf *in = newbuf();
 
 	(void)state;
 	write_raw(zero, 4);
-	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 1000, 1000), MTLS_ERR_BAD_REQUEST);
+	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 1000, 1000),
+			 MTLS_ERR_BAD_REQUEST);
 	assert_int_equal(wbuf_len(in), 0);
 	wbuf_free(in);
 }
@@ -1530,7 +1531,7 @@ test_frame_closed_before_any_byte(void **state)
 static void
 test_frame_closed_mid_body(void **state)
 {
-	static const unsigned char part[] = {0, 0, 0, 10, MSG_HELLO, 1, 2, 3};
+	static const unsigned char part[] = { 0, 0, 0, 10, MSG_HELLO, 1, 2, 3 };
 	struct wbuf *in = newbuf();
 
 	(void)state;
@@ -1538,7 +1539,8 @@ test_frame_closed_mid_body(void **state)
 	assert_int_equal(wbuf_put(in, "old", 3), 0);
 	write_raw(part, sizeof(part));
 	close_writer();
-	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 1000, 1000), MTLS_ERR_TRUNCATED);
+	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 1000, 1000),
+			 MTLS_ERR_TRUNCATED);
 	assert_int_equal(wbuf_len(in), 0);
 	wbuf_free(in);
 }
@@ -1546,20 +1548,21 @@ test_frame_closed_mid_body(void **state)
 static void
 test_frame_closed_mid_header(void **state)
 {
-	static const unsigned char part[] = {0, 0};
+	static const unsigned char part[] = { 0, 0 };
 	struct wbuf *in = newbuf();
 
 	(void)state;
 	write_raw(part, sizeof(part));
 	close_writer();
-	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 1000, 1000), MTLS_ERR_TRUNCATED);
+	assert_int_equal(frame_read(sv[1], &rx, in, MTLS_FRAME_MAX, 1000, 1000),
+			 MTLS_ERR_TRUNCATED);
 	wbuf_free(in);
 }
 
 static void
 test_frame_timeout_mid_header(void **state)
 {
-	static const unsigned char part[] = {0, 0};
+	static const unsigned char part[] = { 0, 0 };
 	struct wbuf *in = newbuf();
 	double t0, dt;
 
@@ -1578,7 +1581,7 @@ test_frame_timeout_mid_header(void **state)
 static void
 test_frame_timeout_mid_body(void **state)
 {
-	static const unsigned char part[] = {0, 0, 0, 10, MSG_HELLO};
+	static const unsigned char part[] = { 0, 0, 0, 10, MSG_HELLO };
 	struct wbuf *in = newbuf();
 	double t0, dt;
 
@@ -1678,7 +1681,7 @@ static void
 test_frame_spin(void **state)
 {
 	struct wbuf *out = newbuf(), *in = newbuf();
-	struct msg_hello_req hq = {1, 1, (char *)"spin"};
+	struct msg_hello_req hq = { 1, 1, (char *)"spin" };
 	long long t0;
 
 	(void)state;
@@ -1721,13 +1724,13 @@ test_frame_write_to_closed(void **state)
 	wbuf_free(out);
 }
 
-
 static void
 test_set_pin(void **state)
 {
-	static const unsigned char want[] = {MSG_SET_PIN, 0, 0, 0, 1, 'a', 2,
-					     0, 0, 0, 2, '1', '2', 0, 0, 0, 3, '3', '4', '5'};
-	struct msg_set_pin_req rq = {(char *)"a", SET_PIN_UNBLOCK, (char *)"12", (char *)"345"}, rq2;
+	static const unsigned char want[] = { MSG_SET_PIN, 0,	0,   0, 1, 'a', 2, 0,	0,   0,
+					      2,	   '1', '2', 0, 0, 0,	3, '3', '4', '5' };
+	struct msg_set_pin_req rq = { (char *)"a", SET_PIN_UNBLOCK, (char *)"12", (char *)"345" },
+			       rq2;
 	struct wbuf *b = newbuf();
 	char *s;
 
@@ -1761,12 +1764,12 @@ test_set_pin(void **state)
 
 	/* Decoder refusals: unknown mode, empty new PIN, NUL in a PIN. */
 	{
-		static const unsigned char bad_mode[] = {0, 0, 0, 0, 9, 0, 0, 0, 1, '1',
-							 0, 0, 0, 1, '2'};
-		static const unsigned char empty_new[] = {0, 0, 0, 0, 1, 0, 0, 0, 1, '1',
-							  0, 0, 0, 0};
-		static const unsigned char nul_old[] = {0, 0, 0, 0, 1, 0, 0, 0, 2, '1', 0,
-							0, 0, 0, 1, '2'};
+		static const unsigned char bad_mode[] = { 0, 0,	  0, 0, 9, 0, 0,  0,
+							  1, '1', 0, 0, 0, 1, '2' };
+		static const unsigned char empty_new[] = { 0, 0, 0,   0, 1, 0, 0,
+							   0, 1, '1', 0, 0, 0, 0 };
+		static const unsigned char nul_old[] = { 0, 0,	 0, 0, 1, 0, 0, 0,
+							 2, '1', 0, 0, 0, 0, 1, '2' };
 
 		b = wbuf_from(bad_mode, sizeof(bad_mode));
 		assert_int_equal(msg_set_pin_req_get(b, &rq2), MTLS_ERR_BAD_REQUEST);
@@ -1788,35 +1791,35 @@ int
 main(void)
 {
 	const struct CMUnitTest codec_tests[] = {
-	    cmocka_unit_test(test_hello),
-	    cmocka_unit_test(test_hello_refused),
-	    cmocka_unit_test(test_list),
-	    cmocka_unit_test(test_list_refused),
-	    cmocka_unit_test(test_list_huge_counts),
-	    cmocka_unit_test(test_sign),
-	    cmocka_unit_test(test_sign_refused),
-	    cmocka_unit_test(test_login_logout),
-	    cmocka_unit_test(test_login_refused),
-	    cmocka_unit_test(test_set_pin),
-	    cmocka_unit_test(test_status),
-	    cmocka_unit_test(test_error),
-	    cmocka_unit_test(test_error_refused),
+		cmocka_unit_test(test_hello),
+		cmocka_unit_test(test_hello_refused),
+		cmocka_unit_test(test_list),
+		cmocka_unit_test(test_list_refused),
+		cmocka_unit_test(test_list_huge_counts),
+		cmocka_unit_test(test_sign),
+		cmocka_unit_test(test_sign_refused),
+		cmocka_unit_test(test_login_logout),
+		cmocka_unit_test(test_login_refused),
+		cmocka_unit_test(test_set_pin),
+		cmocka_unit_test(test_status),
+		cmocka_unit_test(test_error),
+		cmocka_unit_test(test_error_refused),
 	};
 	const struct CMUnitTest frame_tests[] = {
-	    FRAME_TEST(test_frame_roundtrip),
-	    FRAME_TEST(test_frame_max_size),
-	    FRAME_TEST(test_frame_too_large),
-	    FRAME_TEST(test_frame_zero_length),
-	    FRAME_TEST(test_frame_closed_before_any_byte),
-	    FRAME_TEST(test_frame_closed_mid_body),
-	    FRAME_TEST(test_frame_closed_mid_header),
-	    FRAME_TEST(test_frame_timeout_mid_header),
-	    FRAME_TEST(test_frame_timeout_mid_body),
-	    FRAME_TEST(test_frame_idle_timeout),
-	    FRAME_TEST(test_frame_write_to_closed),
-	    FRAME_TEST(test_frame_pipelined),
-	    FRAME_TEST(test_frame_stash_wiped),
-	    FRAME_TEST(test_frame_spin),
+		FRAME_TEST(test_frame_roundtrip),
+		FRAME_TEST(test_frame_max_size),
+		FRAME_TEST(test_frame_too_large),
+		FRAME_TEST(test_frame_zero_length),
+		FRAME_TEST(test_frame_closed_before_any_byte),
+		FRAME_TEST(test_frame_closed_mid_body),
+		FRAME_TEST(test_frame_closed_mid_header),
+		FRAME_TEST(test_frame_timeout_mid_header),
+		FRAME_TEST(test_frame_timeout_mid_body),
+		FRAME_TEST(test_frame_idle_timeout),
+		FRAME_TEST(test_frame_write_to_closed),
+		FRAME_TEST(test_frame_pipelined),
+		FRAME_TEST(test_frame_stash_wiped),
+		FRAME_TEST(test_frame_spin),
 	};
 	int r;
 

@@ -16,12 +16,11 @@
 #include "policy.h"
 #include "purpose.h"
 
-#define ALL_PURPOSES ((1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV) | \
-		      (1U << MTLS_AGENT_PURPOSE_PAM_CHALLENGE) | \
-		      (1U << MTLS_AGENT_PURPOSE_RAW_DIGEST) | \
-		      (1U << MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV))
-#define DEFAULT_PURPOSES ((1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV) | \
-			  (1U << MTLS_AGENT_PURPOSE_PAM_CHALLENGE))
+#define ALL_PURPOSES                                                                               \
+	((1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV) | (1U << MTLS_AGENT_PURPOSE_PAM_CHALLENGE) |   \
+	 (1U << MTLS_AGENT_PURPOSE_RAW_DIGEST) | (1U << MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV))
+#define DEFAULT_PURPOSES                                                                           \
+	((1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV) | (1U << MTLS_AGENT_PURPOSE_PAM_CHALLENGE))
 
 static size_t
 tls13_content(unsigned char *buf, size_t hash_len)
@@ -58,13 +57,15 @@ test_sign_ok(void **state)
 	assert_int_equal(policy_check_sign(DEFAULT_PURPOSES, MTLS_AGENT_KEY_EC, 256,
 					   MTLS_AGENT_ECDSA_SECP256R1_SHA256,
 					   MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, c, len, &s, why,
-					   sizeof(why)), 0);
+					   sizeof(why)),
+			 0);
 	assert_non_null(s);
 	assert_int_equal(s->code, MTLS_AGENT_ECDSA_SECP256R1_SHA256);
 	assert_int_equal(policy_check_sign(DEFAULT_PURPOSES, MTLS_AGENT_KEY_RSA, 3072,
 					   MTLS_AGENT_RSA_PSS_RSAE_SHA384,
 					   MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, c, len, &s, why,
-					   sizeof(why)), 0);
+					   sizeof(why)),
+			 0);
 }
 
 static void
@@ -80,18 +81,21 @@ test_scheme_must_fit_key(void **state)
 	assert_int_equal(policy_check_sign(ALL_PURPOSES, MTLS_AGENT_KEY_RSA, 2048,
 					   MTLS_AGENT_ECDSA_SECP256R1_SHA256,
 					   MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, c, len, &s, why,
-					   sizeof(why)), MTLS_ERR_UNSUPPORTED_SCHEME);
-	assert_int_equal(policy_check_sign(ALL_PURPOSES, MTLS_AGENT_KEY_EC, 256,
-					   MTLS_AGENT_RSA_PSS_RSAE_SHA256,
-					   MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, c, len, &s, why,
-					   sizeof(why)), MTLS_ERR_UNSUPPORTED_SCHEME);
+					   sizeof(why)),
+			 MTLS_ERR_UNSUPPORTED_SCHEME);
+	assert_int_equal(
+	    policy_check_sign(ALL_PURPOSES, MTLS_AGENT_KEY_EC, 256, MTLS_AGENT_RSA_PSS_RSAE_SHA256,
+			      MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, c, len, &s, why, sizeof(why)),
+	    MTLS_ERR_UNSUPPORTED_SCHEME);
 	assert_int_equal(policy_check_sign(ALL_PURPOSES, MTLS_AGENT_KEY_EC, 256,
 					   MTLS_AGENT_ECDSA_SECP384R1_SHA384,
 					   MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, c, len, &s, why,
-					   sizeof(why)), MTLS_ERR_UNSUPPORTED_SCHEME);
+					   sizeof(why)),
+			 MTLS_ERR_UNSUPPORTED_SCHEME);
 	assert_int_equal(policy_check_sign(ALL_PURPOSES, MTLS_AGENT_KEY_EC, 256, 0x9999,
 					   MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, c, len, &s, why,
-					   sizeof(why)), MTLS_ERR_UNSUPPORTED_SCHEME);
+					   sizeof(why)),
+			 MTLS_ERR_UNSUPPORTED_SCHEME);
 	assert_null(s);
 	assert_non_null(strstr(why, "0x9999"));
 }
@@ -108,22 +112,26 @@ test_purpose_must_be_allowed(void **state)
 	assert_int_equal(policy_check_sign(DEFAULT_PURPOSES, MTLS_AGENT_KEY_EC, 256,
 					   MTLS_AGENT_ECDSA_SECP256R1_SHA256,
 					   MTLS_AGENT_PURPOSE_RAW_DIGEST, digest, sizeof(digest),
-					   &s, why, sizeof(why)), MTLS_ERR_POLICY_DENIED);
+					   &s, why, sizeof(why)),
+			 MTLS_ERR_POLICY_DENIED);
 	assert_non_null(strstr(why, "raw-digest"));
 	assert_int_equal(policy_check_sign(ALL_PURPOSES, MTLS_AGENT_KEY_EC, 256,
 					   MTLS_AGENT_ECDSA_SECP256R1_SHA256,
 					   MTLS_AGENT_PURPOSE_RAW_DIGEST, digest, sizeof(digest),
-					   &s, why, sizeof(why)), 0);
+					   &s, why, sizeof(why)),
+			 0);
 	/* TLS 1.3 only: a TLS 1.2 transcript is refused by policy. */
-	assert_int_equal(policy_check_sign(1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV,
-					   MTLS_AGENT_KEY_EC, 256, MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-					   MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, digest, sizeof(digest),
-					   &s, why, sizeof(why)), MTLS_ERR_POLICY_DENIED);
+	assert_int_equal(
+	    policy_check_sign(1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, MTLS_AGENT_KEY_EC, 256,
+			      MTLS_AGENT_ECDSA_SECP256R1_SHA256, MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV,
+			      digest, sizeof(digest), &s, why, sizeof(why)),
+	    MTLS_ERR_POLICY_DENIED);
 	/* PAM only: a TLS 1.3 content is refused by policy. */
-	assert_int_equal(policy_check_sign(1U << MTLS_AGENT_PURPOSE_PAM_CHALLENGE,
-					   MTLS_AGENT_KEY_EC, 256, MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-					   MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, digest, sizeof(digest),
-					   &s, why, sizeof(why)), MTLS_ERR_POLICY_DENIED);
+	assert_int_equal(
+	    policy_check_sign(1U << MTLS_AGENT_PURPOSE_PAM_CHALLENGE, MTLS_AGENT_KEY_EC, 256,
+			      MTLS_AGENT_ECDSA_SECP256R1_SHA256, MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV,
+			      digest, sizeof(digest), &s, why, sizeof(why)),
+	    MTLS_ERR_POLICY_DENIED);
 }
 
 static void
@@ -141,8 +149,9 @@ test_unknown_purpose(void **state)
 		if (p >= 1 && p <= 4)
 			continue;
 		assert_int_equal(policy_check_sign(0xffffffffU, MTLS_AGENT_KEY_EC, 256,
-						   MTLS_AGENT_ECDSA_SECP256R1_SHA256, p, c, len,
-						   &s, why, sizeof(why)), MTLS_ERR_CONTENT_REJECTED);
+						   MTLS_AGENT_ECDSA_SECP256R1_SHA256, p, c, len, &s,
+						   why, sizeof(why)),
+				 MTLS_ERR_CONTENT_REJECTED);
 	}
 }
 
@@ -159,13 +168,15 @@ test_content_checked_after_policy(void **state)
 	assert_int_equal(policy_check_sign(DEFAULT_PURPOSES, MTLS_AGENT_KEY_EC, 256,
 					   MTLS_AGENT_ECDSA_SECP256R1_SHA256,
 					   MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, c, len, &s, why,
-					   sizeof(why)), MTLS_ERR_CONTENT_REJECTED);
+					   sizeof(why)),
+			 MTLS_ERR_CONTENT_REJECTED);
 	/* The same content claimed as a PAM challenge is not one either. */
 	len = tls13_content(c, 32);
 	assert_int_equal(policy_check_sign(DEFAULT_PURPOSES, MTLS_AGENT_KEY_EC, 256,
 					   MTLS_AGENT_ECDSA_SECP256R1_SHA256,
 					   MTLS_AGENT_PURPOSE_PAM_CHALLENGE, c, len, &s, why,
-					   sizeof(why)), MTLS_ERR_CONTENT_REJECTED);
+					   sizeof(why)),
+			 MTLS_ERR_CONTENT_REJECTED);
 }
 
 int

@@ -71,9 +71,9 @@ tls13_content(unsigned char *out, const char *ctx, size_t hash_len)
 }
 
 static const uint16_t tls13_ok_schemes[] = {
-    MTLS_AGENT_RSA_PSS_RSAE_SHA256,    MTLS_AGENT_RSA_PSS_RSAE_SHA384,
-    MTLS_AGENT_RSA_PSS_RSAE_SHA512,    MTLS_AGENT_ECDSA_SECP256R1_SHA256,
-    MTLS_AGENT_ECDSA_SECP384R1_SHA384,
+	MTLS_AGENT_RSA_PSS_RSAE_SHA256,	   MTLS_AGENT_RSA_PSS_RSAE_SHA384,
+	MTLS_AGENT_RSA_PSS_RSAE_SHA512,	   MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+	MTLS_AGENT_ECDSA_SECP384R1_SHA384,
 };
 
 static void
@@ -117,7 +117,7 @@ test_tls13_rejected(void **state)
 {
 	unsigned char c[512];
 	size_t len, i, hl;
-	static const size_t bad_hash[] = {0, 1, 31, 33, 47, 49, 64};
+	static const size_t bad_hash[] = { 0, 1, 31, 33, 47, 49, 64 };
 
 	(void)state;
 	/* The server's context: a client signature must never be usable as a
@@ -203,7 +203,7 @@ test_tls13_pkcs1_refused(void **state)
 
 /* ---------- PAM challenge ---------- */
 
-static const unsigned char nonce[PAM_NONCE_MAX + 1] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+static const unsigned char nonce[PAM_NONCE_MAX + 1] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
 
 static struct wbuf *
 pam(size_t nonce_len, const char *service, const char *user)
@@ -456,16 +456,16 @@ test_tls12(void **state)
 {
 	/* ClientHello, ServerHello, Certificate, ServerKeyExchange,
 	 * CertificateRequest, ServerHelloDone, Certificate, ClientKeyExchange. */
-	static const struct hs full[] = {{1, 200}, {2, 80}, {11, 1500}, {12, 300},
-					 {13, 40}, {14, 0}, {11, 1400}, {16, 66}};
-	static const struct hs minimal[] = {{1, 0}, {16, 0}};
-	static const struct hs big[] = {{1, 0x10000}, {16, 0x1ff}};
-	static const struct hs not_hello[] = {{2, 10}, {11, 10}, {16, 10}};
-	static const struct hs cke_first[] = {{16, 10}, {1, 10}, {16, 10}};
-	static const struct hs only_hello[] = {{1, 10}};
-	static const struct hs only_cke[] = {{16, 10}};
-	static const struct hs ends_cert[] = {{1, 10}, {2, 10}, {11, 10}};
-	static const struct hs ends_done[] = {{1, 10}, {16, 10}, {14, 0}};
+	static const struct hs full[] = { { 1, 200 }, { 2, 80 }, { 11, 1500 }, { 12, 300 },
+					  { 13, 40 }, { 14, 0 }, { 11, 1400 }, { 16, 66 } };
+	static const struct hs minimal[] = { { 1, 0 }, { 16, 0 } };
+	static const struct hs big[] = { { 1, 0x10000 }, { 16, 0x1ff } };
+	static const struct hs not_hello[] = { { 2, 10 }, { 11, 10 }, { 16, 10 } };
+	static const struct hs cke_first[] = { { 16, 10 }, { 1, 10 }, { 16, 10 } };
+	static const struct hs only_hello[] = { { 1, 10 } };
+	static const struct hs only_cke[] = { { 16, 10 } };
+	static const struct hs ends_cert[] = { { 1, 10 }, { 2, 10 }, { 11, 10 } };
+	static const struct hs ends_done[] = { { 1, 10 }, { 16, 10 }, { 14, 0 } };
 	struct wbuf *b;
 	unsigned char *p;
 	size_t len;
@@ -537,10 +537,10 @@ test_purpose_names(void **state)
 		int purpose;
 		const char *name;
 	} want[] = {
-	    {MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, "tls13-client-certificate-verify"},
-	    {MTLS_AGENT_PURPOSE_PAM_CHALLENGE, "pam-challenge"},
-	    {MTLS_AGENT_PURPOSE_RAW_DIGEST, "raw-digest"},
-	    {MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, "tls12-client-certificate-verify"},
+		{ MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, "tls13-client-certificate-verify" },
+		{ MTLS_AGENT_PURPOSE_PAM_CHALLENGE, "pam-challenge" },
+		{ MTLS_AGENT_PURPOSE_RAW_DIGEST, "raw-digest" },
+		{ MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, "tls12-client-certificate-verify" },
 	};
 	size_t i;
 
@@ -574,22 +574,22 @@ test_scheme_names(void **state)
 		int pss;
 		unsigned int ec_bits;
 	} want[] = {
-	    {MTLS_AGENT_RSA_PKCS1_SHA256, "rsa_pkcs1_sha256", MTLS_AGENT_KEY_RSA, "SHA256", 32, 0,
-	     0},
-	    {MTLS_AGENT_RSA_PKCS1_SHA384, "rsa_pkcs1_sha384", MTLS_AGENT_KEY_RSA, "SHA384", 48, 0,
-	     0},
-	    {MTLS_AGENT_RSA_PKCS1_SHA512, "rsa_pkcs1_sha512", MTLS_AGENT_KEY_RSA, "SHA512", 64, 0,
-	     0},
-	    {MTLS_AGENT_ECDSA_SECP256R1_SHA256, "ecdsa_secp256r1_sha256", MTLS_AGENT_KEY_EC,
-	     "SHA256", 32, 0, 256},
-	    {MTLS_AGENT_ECDSA_SECP384R1_SHA384, "ecdsa_secp384r1_sha384", MTLS_AGENT_KEY_EC,
-	     "SHA384", 48, 0, 384},
-	    {MTLS_AGENT_RSA_PSS_RSAE_SHA256, "rsa_pss_rsae_sha256", MTLS_AGENT_KEY_RSA, "SHA256",
-	     32, 1, 0},
-	    {MTLS_AGENT_RSA_PSS_RSAE_SHA384, "rsa_pss_rsae_sha384", MTLS_AGENT_KEY_RSA, "SHA384",
-	     48, 1, 0},
-	    {MTLS_AGENT_RSA_PSS_RSAE_SHA512, "rsa_pss_rsae_sha512", MTLS_AGENT_KEY_RSA, "SHA512",
-	     64, 1, 0},
+		{ MTLS_AGENT_RSA_PKCS1_SHA256, "rsa_pkcs1_sha256", MTLS_AGENT_KEY_RSA, "SHA256", 32,
+		  0, 0 },
+		{ MTLS_AGENT_RSA_PKCS1_SHA384, "rsa_pkcs1_sha384", MTLS_AGENT_KEY_RSA, "SHA384", 48,
+		  0, 0 },
+		{ MTLS_AGENT_RSA_PKCS1_SHA512, "rsa_pkcs1_sha512", MTLS_AGENT_KEY_RSA, "SHA512", 64,
+		  0, 0 },
+		{ MTLS_AGENT_ECDSA_SECP256R1_SHA256, "ecdsa_secp256r1_sha256", MTLS_AGENT_KEY_EC,
+		  "SHA256", 32, 0, 256 },
+		{ MTLS_AGENT_ECDSA_SECP384R1_SHA384, "ecdsa_secp384r1_sha384", MTLS_AGENT_KEY_EC,
+		  "SHA384", 48, 0, 384 },
+		{ MTLS_AGENT_RSA_PSS_RSAE_SHA256, "rsa_pss_rsae_sha256", MTLS_AGENT_KEY_RSA,
+		  "SHA256", 32, 1, 0 },
+		{ MTLS_AGENT_RSA_PSS_RSAE_SHA384, "rsa_pss_rsae_sha384", MTLS_AGENT_KEY_RSA,
+		  "SHA384", 48, 1, 0 },
+		{ MTLS_AGENT_RSA_PSS_RSAE_SHA512, "rsa_pss_rsae_sha512", MTLS_AGENT_KEY_RSA,
+		  "SHA512", 64, 1, 0 },
 	};
 	const struct scheme_info *s;
 	size_t i;
@@ -671,17 +671,17 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_tls13_accepted),
-	    cmocka_unit_test(test_tls13_rejected),
-	    cmocka_unit_test(test_tls13_pkcs1_refused),
-	    cmocka_unit_test(test_pam_accepted),
-	    cmocka_unit_test(test_pam_rejected),
-	    cmocka_unit_test(test_raw_digest),
-	    cmocka_unit_test(test_tls12),
-	    cmocka_unit_test(test_unknown_purpose),
-	    cmocka_unit_test(test_purpose_names),
-	    cmocka_unit_test(test_scheme_names),
-	    cmocka_unit_test(test_strerror),
+		cmocka_unit_test(test_tls13_accepted),
+		cmocka_unit_test(test_tls13_rejected),
+		cmocka_unit_test(test_tls13_pkcs1_refused),
+		cmocka_unit_test(test_pam_accepted),
+		cmocka_unit_test(test_pam_rejected),
+		cmocka_unit_test(test_raw_digest),
+		cmocka_unit_test(test_tls12),
+		cmocka_unit_test(test_unknown_purpose),
+		cmocka_unit_test(test_purpose_names),
+		cmocka_unit_test(test_scheme_names),
+		cmocka_unit_test(test_strerror),
 	};
 
 	return cmocka_run_group_tests_name("purpose", tests, NULL, NULL);

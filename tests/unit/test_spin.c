@@ -277,10 +277,10 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_cpu_count),	  cmocka_unit_test(test_cpus_allowed),
-		cmocka_unit_test(test_max_spinners),	  cmocka_unit_test(test_peer_own_cpu),
-		cmocka_unit_test(test_judge),		  cmocka_unit_test(test_backoff_preempted),
-		cmocka_unit_test(test_backoff_asleep),	  cmocka_unit_test(test_spin_wait),
+		cmocka_unit_test(test_cpu_count),      cmocka_unit_test(test_cpus_allowed),
+		cmocka_unit_test(test_max_spinners),   cmocka_unit_test(test_peer_own_cpu),
+		cmocka_unit_test(test_judge),	       cmocka_unit_test(test_backoff_preempted),
+		cmocka_unit_test(test_backoff_asleep), cmocka_unit_test(test_spin_wait),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -40,8 +40,8 @@
 
 static char dir[64];
 static char why[512];
-static char me[256];		/* the user running the test */
-static char auth_pattern[512];	/* dir/auth/%u */
+static char me[256];	       /* the user running the test */
+static char auth_pattern[512]; /* dir/auth/%u */
 static char auth_dir[128];
 static char auth_file[512];
 
@@ -169,8 +169,7 @@ hex(const unsigned char *md, size_t n, int colons, int upper, char *out)
 	size_t i;
 
 	for (i = 0; i < n; i++)
-		out += sprintf(out, upper ? "%s%02X" : "%s%02x",
-			       colons && i > 0 ? ":" : "", md[i]);
+		out += sprintf(out, upper ? "%s%02X" : "%s%02x", colons && i > 0 ? ":" : "", md[i]);
 }
 
 /* sha256 of the certificate DER (fp) or of its SubjectPublicKeyInfo. */
@@ -232,22 +231,23 @@ group_setup(void **state)
 	if (mkdtemp(dir) == NULL)
 		return -1;
 	{
-		const char *ca[] = { mk, "ca", "--key-out", F("ca.key"),
-				     "--cert-out", F("ca.pem"), "--subj",
-				     "/O=mtls-agent tests/CN=Test Root CA", NULL };
+		const char *ca[] = { mk,	   "ca",
+				     "--key-out",  F("ca.key"),
+				     "--cert-out", F("ca.pem"),
+				     "--subj",	   "/O=mtls-agent tests/CN=Test Root CA",
+				     NULL };
 		if (run(ca) != 0)
 			goto fail;
 	}
 	if (issue("alice", "/O=mtls-agent tests/CN=alice", NULL) != 0 ||
 	    issue("bob", "/O=mtls-agent tests/CN=bob", NULL) != 0 ||
 	    issue("twocn", "/O=mtls-agent tests/CN=alice/CN=bob", NULL) != 0 ||
-	    issue("uid", "/O=mtls-agent tests/UID=alice/CN=Alice Example",
-		  NULL) != 0 ||
+	    issue("uid", "/O=mtls-agent tests/UID=alice/CN=Alice Example", NULL) != 0 ||
 	    issue("twouid", "/UID=alice/UID=bob/CN=x", NULL) != 0 ||
-	    issue("email", "/CN=Alice Example", "email:alice@example.com,"
+	    issue("email", "/CN=Alice Example",
+		  "email:alice@example.com,"
 		  "DNS:host.example.com") != 0 ||
-	    issue("email-subj", "/CN=Carol/emailAddress=carol@example.com",
-		  NULL) != 0 ||
+	    issue("email-subj", "/CN=Carol/emailAddress=carol@example.com", NULL) != 0 ||
 	    issue("email-subj-san", "/CN=Carol/emailAddress=carol@example.com",
 		  "DNS:host.example.com") != 0 ||
 	    issue("upn", "/CN=Dave Example",
@@ -306,8 +306,7 @@ test_two_cns(void **state)
 	assert_int_equal(by(USERMAP_CN, "twocn", "alice"), MTLS_ERR_USER_MISMATCH);
 	assert_non_null(strstr(why, "more than one"));
 	assert_int_equal(by(USERMAP_CN, "twocn", "bob"), MTLS_ERR_USER_MISMATCH);
-	assert_int_equal(by(USERMAP_UID, "twouid", "alice"),
-			 MTLS_ERR_USER_MISMATCH);
+	assert_int_equal(by(USERMAP_UID, "twouid", "alice"), MTLS_ERR_USER_MISMATCH);
 	assert_int_equal(by(USERMAP_UID, "twouid", "bob"), MTLS_ERR_USER_MISMATCH);
 }
 
@@ -328,19 +327,14 @@ test_email(void **state)
 	assert_int_equal(by(USERMAP_EMAIL, "email", "alice"), 0);
 	assert_int_equal(by(USERMAP_EMAIL, "email", "alice@example.com"), 0);
 	assert_int_equal(by(USERMAP_EMAIL, "email", "bob"), MTLS_ERR_USER_MISMATCH);
-	assert_int_equal(by(USERMAP_EMAIL, "email", "alice@example.org"),
-			 MTLS_ERR_USER_MISMATCH);
-	assert_int_equal(by(USERMAP_EMAIL, "email", "example.com"),
-			 MTLS_ERR_USER_MISMATCH);
+	assert_int_equal(by(USERMAP_EMAIL, "email", "alice@example.org"), MTLS_ERR_USER_MISMATCH);
+	assert_int_equal(by(USERMAP_EMAIL, "email", "example.com"), MTLS_ERR_USER_MISMATCH);
 	/* No SAN at all: the subject emailAddress counts. */
 	assert_int_equal(by(USERMAP_EMAIL, "email-subj", "carol"), 0);
-	assert_int_equal(by(USERMAP_EMAIL, "email-subj", "dave"),
-			 MTLS_ERR_USER_MISMATCH);
+	assert_int_equal(by(USERMAP_EMAIL, "email-subj", "dave"), MTLS_ERR_USER_MISMATCH);
 	/* A SAN without an email: the subject is not consulted. */
-	assert_int_equal(by(USERMAP_EMAIL, "email-subj-san", "carol"),
-			 MTLS_ERR_USER_MISMATCH);
-	assert_int_equal(by(USERMAP_EMAIL, "alice", "alice"),
-			 MTLS_ERR_USER_MISMATCH);
+	assert_int_equal(by(USERMAP_EMAIL, "email-subj-san", "carol"), MTLS_ERR_USER_MISMATCH);
+	assert_int_equal(by(USERMAP_EMAIL, "alice", "alice"), MTLS_ERR_USER_MISMATCH);
 }
 
 static void
@@ -349,20 +343,14 @@ test_upn(void **state)
 	(void)state;
 	assert_int_equal(by(USERMAP_UPN, "upn", "dave"), 0);
 	assert_int_equal(by(USERMAP_UPN, "upn", "erin"), MTLS_ERR_USER_MISMATCH);
-	assert_int_equal(by(USERMAP_UPN, "upn", "dave@EXAMPLE.COM"),
-			 MTLS_ERR_USER_MISMATCH);
-	assert_int_equal(by(USERMAP_UPN, "upn", "someone"),
-			 MTLS_ERR_USER_MISMATCH);
+	assert_int_equal(by(USERMAP_UPN, "upn", "dave@EXAMPLE.COM"), MTLS_ERR_USER_MISMATCH);
+	assert_int_equal(by(USERMAP_UPN, "upn", "someone"), MTLS_ERR_USER_MISMATCH);
 	/* Not a UTF8String; another OID; two UPNs; no SAN. */
-	assert_int_equal(by(USERMAP_UPN, "upn-ia5", "dave"),
-			 MTLS_ERR_USER_MISMATCH);
-	assert_int_equal(by(USERMAP_UPN, "wrongoid", "dave"),
-			 MTLS_ERR_USER_MISMATCH);
-	assert_int_equal(by(USERMAP_UPN, "twoupn", "dave"),
-			 MTLS_ERR_USER_MISMATCH);
+	assert_int_equal(by(USERMAP_UPN, "upn-ia5", "dave"), MTLS_ERR_USER_MISMATCH);
+	assert_int_equal(by(USERMAP_UPN, "wrongoid", "dave"), MTLS_ERR_USER_MISMATCH);
+	assert_int_equal(by(USERMAP_UPN, "twoupn", "dave"), MTLS_ERR_USER_MISMATCH);
 	assert_non_null(strstr(why, "more than one"));
-	assert_int_equal(by(USERMAP_UPN, "alice", "alice"),
-			 MTLS_ERR_USER_MISMATCH);
+	assert_int_equal(by(USERMAP_UPN, "alice", "alice"), MTLS_ERR_USER_MISMATCH);
 }
 
 static void
@@ -375,23 +363,19 @@ test_bad_arguments(void **state)
 	assert_non_null(x);
 	assert_int_equal(usermap_check(NULL, "alice", &o, why, sizeof(why)),
 			 MTLS_ERR_INVALID_ARGUMENT);
-	assert_int_equal(usermap_check(x, NULL, &o, why, sizeof(why)),
-			 MTLS_ERR_INVALID_ARGUMENT);
-	assert_int_equal(usermap_check(x, "", &o, why, sizeof(why)),
-			 MTLS_ERR_USER_MISMATCH);
+	assert_int_equal(usermap_check(x, NULL, &o, why, sizeof(why)), MTLS_ERR_INVALID_ARGUMENT);
+	assert_int_equal(usermap_check(x, "", &o, why, sizeof(why)), MTLS_ERR_USER_MISMATCH);
 	assert_int_equal(usermap_check(x, "../alice", &o, why, sizeof(why)),
 			 MTLS_ERR_USER_MISMATCH);
 	o.method = 99;
-	assert_int_equal(usermap_check(x, "alice", &o, why, sizeof(why)),
-			 MTLS_ERR_CONFIG);
+	assert_int_equal(usermap_check(x, "alice", &o, why, sizeof(why)), MTLS_ERR_CONFIG);
 	X509_free(x);
 	assert_int_equal(usermap_method_from_name("cn"), USERMAP_CN);
 	assert_int_equal(usermap_method_from_name("uid"), USERMAP_UID);
 	assert_int_equal(usermap_method_from_name("email"), USERMAP_EMAIL);
 	assert_int_equal(usermap_method_from_name("upn"), USERMAP_UPN);
 	assert_int_equal(usermap_method_from_name("mapfile"), USERMAP_MAPFILE);
-	assert_int_equal(usermap_method_from_name("authorized"),
-			 USERMAP_AUTHORIZED);
+	assert_int_equal(usermap_method_from_name("authorized"), USERMAP_AUTHORIZED);
 	assert_int_equal(usermap_method_from_name("CN"), 0);
 	assert_int_equal(usermap_method_from_name(NULL), 0);
 }
@@ -408,7 +392,7 @@ test_mapfile(void **state)
 	(void)state;
 	o.map_file = path;
 	if (geteuid() != 0)
-		skip();		/* the map file must be owned by root */
+		skip(); /* the map file must be owned by root */
 	sha256_of("bob", 0, 1, 0, fp);
 	sha256_of("uid", 0, 0, 1, fpu);
 	snprintf(text, sizeof(text),
@@ -417,7 +401,8 @@ test_mapfile(void **state)
 		 "CN=alice,O=mtls-agent tests alice\n"
 		 "  CN=alice,O=mtls-agent tests\tadmin  \n"
 		 "sha256:%s robert\n"
-		 "SHA256:%s\tal\n", fp, fpu);
+		 "SHA256:%s\tal\n",
+		 fp, fpu);
 	write_file(path, text, 0644);
 	assert_int_equal(map("alice", "alice", &o), 0);
 	assert_int_equal(map("alice", "admin", &o), 0);
@@ -468,8 +453,7 @@ test_mapfile_unsafe(void **state)
 	o.map_file = F("no-such-map");
 	assert_int_equal(map("alice", "alice", &o), MTLS_ERR_CONFIG);
 	o.map_file = path;
-	write_file(path, "CN=alice,O=mtls-agent tests alice\nsha256:abcd x\n",
-		   0644);
+	write_file(path, "CN=alice,O=mtls-agent tests alice\nsha256:abcd x\n", 0644);
 	assert_int_equal(map("alice", "alice", &o), MTLS_ERR_CONFIG);
 	assert_non_null(strstr(why, ":2:"));
 	write_file(path, "lonelyword\n", 0644);
@@ -507,8 +491,7 @@ test_authorized_pem(void **state)
 	/* Another user's file (the pattern has %u) does not exist.  (As
 	 * root only: for anyone else, a directory they own is not root's.) */
 	if (geteuid() == 0 && getpwnam("nobody") != NULL)
-		assert_int_equal(map("alice", "nobody", &o),
-				 MTLS_ERR_USER_MISMATCH);
+		assert_int_equal(map("alice", "nobody", &o), MTLS_ERR_USER_MISMATCH);
 }
 
 static void
@@ -551,12 +534,10 @@ test_authorized_missing(void **state)
 	o.authorized_file = F("no-such-dir/%u");
 	assert_int_equal(map("alice", me, &o), MTLS_ERR_USER_MISMATCH);
 	assert_non_null(strstr(why, "no authorized certificates file"));
-	assert_int_equal(map("alice", "no-such-user-mtls", &o),
-			 MTLS_ERR_USER_MISMATCH);
+	assert_int_equal(map("alice", "no-such-user-mtls", &o), MTLS_ERR_USER_MISMATCH);
 	o.authorized_file = NULL;
 	if (getpwnam("nobody") != NULL)
-		assert_int_equal(map("alice", "nobody", &o),
-				 MTLS_ERR_USER_MISMATCH);
+		assert_int_equal(map("alice", "nobody", &o), MTLS_ERR_USER_MISMATCH);
 	/* Bad patterns are configuration errors. */
 	o.authorized_file = "%x/file";
 	assert_int_equal(map("alice", me, &o), MTLS_ERR_CONFIG);
@@ -653,8 +634,7 @@ test_authorized_owner(void **state)
 	char file[512];
 
 	(void)state;
-	if (geteuid() != 0 || getpwnam("nobody") == NULL ||
-	    getpwnam("daemon") == NULL)
+	if (geteuid() != 0 || getpwnam("nobody") == NULL || getpwnam("daemon") == NULL)
 		skip();
 	auth_opts(&o);
 	/* nobody's own file in a root-owned directory: fine. */
@@ -697,10 +677,8 @@ main(void)
 		cmocka_unit_test_setup(test_authorized_pem, auth_setup),
 		cmocka_unit_test_setup(test_authorized_pubkey, auth_setup),
 		cmocka_unit_test_setup(test_authorized_missing, auth_setup),
-		cmocka_unit_test_setup(test_authorized_writable_by_others,
-				       auth_setup),
-		cmocka_unit_test_setup(test_authorized_dir_writable_by_others,
-				       auth_setup),
+		cmocka_unit_test_setup(test_authorized_writable_by_others, auth_setup),
+		cmocka_unit_test_setup(test_authorized_dir_writable_by_others, auth_setup),
 		cmocka_unit_test_setup(test_authorized_symlink, auth_setup),
 		cmocka_unit_test_setup(test_authorized_too_large, auth_setup),
 		cmocka_unit_test_setup(test_authorized_owner, auth_setup),

@@ -70,10 +70,10 @@ test_int_roundtrip(void **state)
 	uint8_t v8;
 	uint16_t v16;
 	uint32_t v32;
-	static const uint32_t u32s[] = {0,	    1,		0x7f,	    0x80,
-					0xff,	    0x100,	0x12345678, 0x7fffffff,
-					0x80000000, 0xfffffffe, 0xffffffff};
-	static const uint16_t u16s[] = {0, 1, 0xff, 0x100, 0x1234, 0x8000, 0xffff};
+	static const uint32_t u32s[] = { 0,	     1,		 0x7f,	     0x80,
+					 0xff,	     0x100,	 0x12345678, 0x7fffffff,
+					 0x80000000, 0xfffffffe, 0xffffffff };
+	static const uint16_t u16s[] = { 0, 1, 0xff, 0x100, 0x1234, 0x8000, 0xffff };
 	size_t i;
 
 	(void)state;
@@ -109,13 +109,13 @@ static void
 test_big_endian_layout(void **state)
 {
 	static const unsigned char want[] = {
-	    0xab,				   /* u8 */
-	    0x12, 0x34,				   /* u16 */
-	    0xde, 0xad, 0xbe, 0xef,		   /* u32 */
-	    0x00, 0x00, 0x00, 0x03, 'a', 'b', 'c', /* string "abc" */
-	    0x00, 0x00, 0x00, 0x02, 'h', 'i',	   /* cstring "hi" */
-	    0x00, 0x00, 0x00, 0x00,		   /* cstring NULL -> "" */
-	    0x01, 0x02,				   /* raw put */
+		0xab,				       /* u8 */
+		0x12, 0x34,			       /* u16 */
+		0xde, 0xad, 0xbe, 0xef,		       /* u32 */
+		0x00, 0x00, 0x00, 0x03, 'a', 'b', 'c', /* string "abc" */
+		0x00, 0x00, 0x00, 0x02, 'h', 'i',      /* cstring "hi" */
+		0x00, 0x00, 0x00, 0x00,		       /* cstring NULL -> "" */
+		0x01, 0x02,			       /* raw put */
 	};
 	struct wbuf *b = wbuf_new();
 	uint32_t v32;
@@ -142,7 +142,7 @@ test_big_endian_layout(void **state)
 static void
 test_string_roundtrip(void **state)
 {
-	static const unsigned char bin[] = {0x00, 0xff, 0x00, 0x7f, 0x0a};
+	static const unsigned char bin[] = { 0x00, 0xff, 0x00, 0x7f, 0x0a };
 	struct wbuf *b = wbuf_new();
 	const unsigned char *dp;
 	unsigned char *s;
@@ -210,7 +210,7 @@ test_string_max_exact(void **state)
 static void
 test_truncated_ints(void **state)
 {
-	static const unsigned char data[] = {0x11, 0x22, 0x33};
+	static const unsigned char data[] = { 0x11, 0x22, 0x33 };
 	uint8_t v8 = 0;
 	uint16_t v16 = 0;
 	uint32_t v32 = 0;
@@ -245,7 +245,7 @@ test_truncated_ints(void **state)
 static void
 test_truncated_string(void **state)
 {
-	static const unsigned char enc[] = {0, 0, 0, 4, 'a', 'b', 'c', 'd'};
+	static const unsigned char enc[] = { 0, 0, 0, 4, 'a', 'b', 'c', 'd' };
 	const unsigned char *dp;
 	unsigned char *s;
 	char *cs;
@@ -278,8 +278,8 @@ test_truncated_string(void **state)
 static void
 test_string_length_overflow(void **state)
 {
-	static const uint32_t lens[] = {5,	    0x7fffffff, 0x80000000, 0xfffffffb,
-					0xfffffffc, 0xfffffffd, 0xfffffffe, 0xffffffff};
+	static const uint32_t lens[] = { 5,	     0x7fffffff, 0x80000000, 0xfffffffb,
+					 0xfffffffc, 0xfffffffd, 0xfffffffe, 0xffffffff };
 	unsigned char enc[4 + 8];
 	const unsigned char *dp;
 	unsigned char *s;
@@ -315,7 +315,7 @@ test_string_length_overflow(void **state)
 static void
 test_string_max_bound(void **state)
 {
-	static const unsigned char enc[] = {0, 0, 0, 6, 'a', 'b', 'c', 'd', 'e', 'f'};
+	static const unsigned char enc[] = { 0, 0, 0, 6, 'a', 'b', 'c', 'd', 'e', 'f' };
 	const unsigned char *dp;
 	unsigned char *s;
 	char *cs;
@@ -344,9 +344,9 @@ test_cstring_nul(void **state)
 {
 	/* NUL in the middle, at the start and at the end, then a good one
 	 * after it that must still be readable once the bad one is skipped. */
-	static const unsigned char mid[] = {0, 0, 0, 3, 'a', 0, 'b', 0, 0, 0, 1, 'z'};
-	static const unsigned char first[] = {0, 0, 0, 2, 0, 'b'};
-	static const unsigned char last[] = {0, 0, 0, 2, 'a', 0};
+	static const unsigned char mid[] = { 0, 0, 0, 3, 'a', 0, 'b', 0, 0, 0, 1, 'z' };
+	static const unsigned char first[] = { 0, 0, 0, 2, 0, 'b' };
+	static const unsigned char last[] = { 0, 0, 0, 2, 'a', 0 };
 	unsigned char *s;
 	char *cs;
 	size_t len;
@@ -556,21 +556,21 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_new_empty),
-	    cmocka_unit_test(test_free_null),
-	    cmocka_unit_test(test_int_roundtrip),
-	    cmocka_unit_test(test_big_endian_layout),
-	    cmocka_unit_test(test_string_roundtrip),
-	    cmocka_unit_test(test_string_max_exact),
-	    cmocka_unit_test(test_truncated_ints),
-	    cmocka_unit_test(test_truncated_string),
-	    cmocka_unit_test(test_string_length_overflow),
-	    cmocka_unit_test(test_string_max_bound),
-	    cmocka_unit_test(test_cstring_nul),
-	    cmocka_unit_test(test_expect_end),
-	    cmocka_unit_test(test_size_limit),
-	    cmocka_unit_test(test_reserve_unreserve_consume),
-	    cmocka_unit_test(test_interleaved_compaction),
+		cmocka_unit_test(test_new_empty),
+		cmocka_unit_test(test_free_null),
+		cmocka_unit_test(test_int_roundtrip),
+		cmocka_unit_test(test_big_endian_layout),
+		cmocka_unit_test(test_string_roundtrip),
+		cmocka_unit_test(test_string_max_exact),
+		cmocka_unit_test(test_truncated_ints),
+		cmocka_unit_test(test_truncated_string),
+		cmocka_unit_test(test_string_length_overflow),
+		cmocka_unit_test(test_string_max_bound),
+		cmocka_unit_test(test_cstring_nul),
+		cmocka_unit_test(test_expect_end),
+		cmocka_unit_test(test_size_limit),
+		cmocka_unit_test(test_reserve_unreserve_consume),
+		cmocka_unit_test(test_interleaved_compaction),
 	};
 
 	/* A growth bug can loop forever: the default SIGALRM action ends

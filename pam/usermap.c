@@ -33,6 +33,7 @@
 
 #include "mtls-agent.h"
 #include "log.h"
+#include "safefile.h"
 #include "usermap.h"
 
 #define FILE_MAX	   (1024 * 1024)
@@ -255,91 +256,67 @@ out:
 }
 
 /*
- * Opens `name` (relative to dirfd, or absolute when dirfd is AT_FDCWD)
- * without following a final symlink and reads it whole.  The checks are
- * made on the descriptor: regular file, owner `uid` or root, no group or
- * other write bit, at most FILE_MAX bytes.  ENOENT is returned as
- * MTLS_ERR_USER_MISMATCH with *missing = 1 so the caller can choose.
+ * Reads `name` (relative to dirfd, or absolute when dirfd is AT_FDCWD)
+ * whole through safefile_read(): no final symlink, regular file, owner
+ * `uid` or root, no group or other write bit, at most FILE_MAX bytes.
+ * ENOENT is returned as MTLS_ERR_USER_MISMATCH with *missing = 1 so the
+ * caller can choose.  *bufp is the caller's to free().
  */
 static int
 read_safe_file(int dirfd, const char *name, const char *shown, uid_t uid, char **bufp, size_t *lenp,
 	       int *missing, char *why, size_t why_len)
 {
-	struct stat st;
-	char *buf = NULL;
-	size_t len = 0;
-	ssize_t n;
-	int fd = -1, r = MTLS_ERR_CONFIG;
+	const struct safefile_rules rules = { .owner = uid,
+					      .forbidden = S_IWGRP | S_IWOTH,
+					      .max = FILE_MAX };
+	struct safefile f;
+	int r;
 
 	*bufp = NULL;
 	*lenp = 0;
 	*missing = 0;
-	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0) {
-		if (errno == ENOENT) {
-			*missing = 1;
-			r = MTLS_ERR_USER_MISMATCH;
-		} else if (errno == ELOOP)
-			why_printf(why, why_len, "%s is a symbolic link; refused", shown);
-		else
-			why_printf(why, why_len, "cannot open %s: %s", shown, strerror(errno));
-		goto out;
+	if ((r = safefile_read(dirfd, name, &rules, &f)) == 0) {
+		*bufp = f.data;
+		*lenp = f.len;
+		return 0;
 	}
-	if (fstat(fd, &st) != 0) {
-		why_printf(why, why_len, "cannot stat %s: %s", shown, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
+	switch (f.fault) {
+	case SAFEFILE_MISSING:
+		*missing = 1;
+		r = MTLS_ERR_USER_MISMATCH;
+		break;
+	case SAFEFILE_SYMLINK:
+		why_printf(why, why_len, "%s is a symbolic link; refused", shown);
+		break;
+	case SAFEFILE_OPEN:
+		why_printf(why, why_len, "cannot open %s: %s", shown, strerror(f.err));
+		break;
+	case SAFEFILE_STAT:
+		why_printf(why, why_len, "cannot stat %s: %s", shown, strerror(f.err));
+		break;
+	case SAFEFILE_NOT_REGULAR:
 		why_printf(why, why_len, "%s is not a regular file; refused", shown);
-		goto out;
-	}
-	if (st.st_uid != 0 && st.st_uid != uid) {
+		break;
+	case SAFEFILE_OWNER:
 		why_printf(why, why_len, "%s is owned by uid %lu, not by %s; refused", shown,
-			   (unsigned long)st.st_uid, uid == 0 ? "root" : "its user or root");
-		goto out;
-	}
-	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+			   (unsigned long)f.uid, uid == 0 ? "root" : "its user or root");
+		break;
+	case SAFEFILE_MODE:
 		why_printf(why, why_len,
 			   "%s is writable by group or others (mode "
 			   "%04o); refused",
-			   shown, (unsigned)(st.st_mode & 07777));
-		goto out;
-	}
-	if (st.st_size > FILE_MAX) {
+			   shown, (unsigned)f.mode);
+		break;
+	case SAFEFILE_TOO_BIG:
 		why_printf(why, why_len, "%s is larger than %d bytes; refused", shown, FILE_MAX);
-		goto out;
+		break;
+	case SAFEFILE_READ:
+		why_printf(why, why_len, "cannot read %s: %s", shown, strerror(f.err));
+		break;
+	case SAFEFILE_ALLOC:
+	case SAFEFILE_OK: break;
 	}
-	/* One byte more than the limit tells a file that grew meanwhile. */
-	if ((buf = malloc(FILE_MAX + 2)) == NULL) {
-		r = MTLS_ERR_ALLOC;
-		goto out;
-	}
-	for (;;) {
-		n = read(fd, buf + len, FILE_MAX + 1 - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			why_printf(why, why_len, "cannot read %s: %s", shown, strerror(errno));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-		if (len > FILE_MAX) {
-			why_printf(why, why_len, "%s is larger than %d bytes; refused", shown,
-				   FILE_MAX);
-			goto out;
-		}
-	}
-	buf[len] = '\0';
-	*bufp = buf;
-	*lenp = len;
-	buf = NULL;
-	r = 0;
-out:
-	free(buf);
-	if (fd >= 0)
-		close(fd);
+	safefile_free(&f);
 	return r;
 }
 
@@ -719,10 +696,12 @@ map_authorized(X509 *cert, const char *user, const char *pattern, char *why, siz
 	struct stat st;
 	char path[PATH_MAX], dir[PATH_MAX], *pwbuf = NULL, *buf = NULL, *base;
 	size_t len;
+	struct safefile_rules dir_rules = { .forbidden = S_IWGRP | S_IWOTH };
 	int r, dfd = -1, missing;
 
 	if ((r = lookup_user(user, &pw, &pwbuf, why, why_len)) != 0)
 		goto out;
+	dir_rules.owner = pw.pw_uid;
 	if ((r = expand_pattern(pattern != NULL ? pattern : DEFAULT_AUTHORIZED, &pw, path,
 				sizeof(path), why, why_len)) != 0)
 		goto out;
@@ -754,19 +733,20 @@ map_authorized(X509 *cert, const char *user, const char *pattern, char *why, siz
 		why_printf(why, why_len, "cannot stat directory of %s: %s", path, strerror(errno));
 		goto out;
 	}
-	if (st.st_uid != 0 && st.st_uid != pw.pw_uid) {
+	switch (safefile_check_owner(&st, &dir_rules)) {
+	case SAFEFILE_OWNER:
 		why_printf(why, why_len,
 			   "directory of %s is owned by uid %lu, not by "
 			   "%s or root; refused",
 			   path, (unsigned long)st.st_uid, user);
 		goto out;
-	}
-	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+	case SAFEFILE_MODE:
 		why_printf(why, why_len,
 			   "directory of %s is writable by group or "
 			   "others (mode %04o); refused",
 			   path, (unsigned)(st.st_mode & 07777));
 		goto out;
+	default: break;
 	}
 	if ((r = read_safe_file(dfd, base, path, pw.pw_uid, &buf, &len, &missing, why, why_len)) !=
 	    0) {
