@@ -353,7 +353,8 @@ it_done() {
 # NGINX_TLS12_PSS (TLS 1.2, CertificateRequest offers only RSA PKCS#1 or
 # only RSA-PSS, and ECDSA for both) are the ports.  Each location answers
 # "dn=<$ssl_client_s_dn> proto=<$ssl_protocol> verify=<...> x=<X-Test>";
-# /forbidden answers 403.
+# /forbidden answers 403; /redirect redirects (302) to /, /to-http to a
+# plain http:// URL.
 it_nginx_server() {
 	local port=$1 protocols=$2 sigalgs=${3:-}
 	cat <<EOF
@@ -374,6 +375,12 @@ EOF
 		}
 		location /forbidden {
 			return 403;
+		}
+		location /redirect {
+			return 302 /;
+		}
+		location /to-http {
+			return 302 http://localhost/;
 		}
 	}
 EOF

@@ -79,6 +79,77 @@ it_refused "HTTP 403 is a failure with its status line" 1 \
 it_ok "bare TLS connect to HOST:PORT" "$CTL" connect "${CA[@]}" --identity p256 "localhost:$P13"
 it_match "bare connect reports the handshake" "^protocol: TLSv1.3$" "$IT_OUT"
 
+# --- redirects (libcurl): followed with -L, only to https ---------------------
+it_refused "a redirect without -L is the answer" 1 \
+	"^mtls-agentctl: connect: server answered HTTP/1.1 302 Moved Temporarily \(302 Found\)$" \
+	"$CTL" connect "${CA[@]}" --identity p256 "https://localhost:$P13/redirect"
+it_ok "-L follows a redirect" "$CTL" connect "${CA[@]}" --identity p256 -L "https://localhost:$P13/redirect"
+it_match "-L: the body of the target, our certificate sent" \
+	"^dn=<CN=p256 client,O=mtls-agent tests> proto=<TLSv1.3> verify=<SUCCESS>" "$IT_OUT"
+it_ok "--location -v shows both requests" "$CTL" connect -v "${CA[@]}" --identity p256 --location \
+	"https://localhost:$P13/redirect"
+it_match "--location -v: the redirect" "^< HTTP/1.1 302 Moved Temporarily$" "$IT_ERR"
+it_match "--location -v: the second request" "^> GET / HTTP/1.1$" "$IT_ERR"
+it_refused "-L does not follow a redirect to http://" 1 \
+	"^mtls-agentctl: connect: localhost: .*[Pp]rotocol .*http" \
+	"$CTL" connect "${CA[@]}" --identity p256 -L "https://localhost:$P13/to-http"
+
+# --- through an HTTP CONNECT proxy (libcurl) ----------------------------------
+# A tiny CONNECT-only proxy that logs each tunnel it opens.
+cat >"$D/connect-proxy.py" <<'PY'
+import select, socket, sys, threading
+log = open(sys.argv[2], "a", buffering=1)
+def tunnel(c):
+    try:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            d = c.recv(4096)
+            if not d:
+                return
+            head += d
+        line = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+        if len(line) != 3 or line[0] != "CONNECT":
+            c.sendall(b"HTTP/1.1 405 Only CONNECT\r\nContent-Length: 0\r\n\r\n")
+            return
+        host, port = line[1].rsplit(":", 1)
+        u = socket.create_connection((host.strip("[]"), int(port)))
+        log.write("CONNECT %s\n" % line[1])
+        c.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        rest = head.split(b"\r\n\r\n", 1)[1]
+        if rest:
+            u.sendall(rest)
+        while True:
+            r, _, _ = select.select([c, u], [], [])
+            for s in r:
+                d = s.recv(65536)
+                if not d:
+                    return
+                (u if s is c else c).sendall(d)
+    finally:
+        c.close()
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(sys.argv[1])))
+srv.listen(16)
+while True:
+    threading.Thread(target=tunnel, args=(srv.accept()[0],), daemon=True).start()
+PY
+if command -v python3 >/dev/null 2>&1; then
+	it_server connect-proxy python3 "$D/connect-proxy.py" @PORT@ "$D/proxy.log"
+	PROXY=$IT_PORT
+	it_ok "--proxy: through a CONNECT proxy" "$CTL" connect "${CA[@]}" --identity p256 \
+		--proxy "http://127.0.0.1:$PROXY" "https://localhost:$P13/"
+	it_match "--proxy: nginx saw the client certificate" \
+		"^dn=<CN=p256 client,O=mtls-agent tests> proto=<TLSv1.3> verify=<SUCCESS>" "$IT_OUT"
+	it_check "--proxy: the proxy opened the tunnel" grep -q "^CONNECT localhost:$P13\$" "$D/proxy.log"
+	: >"$D/proxy.log"
+	it_ok "https_proxy from the environment" env https_proxy="http://127.0.0.1:$PROXY" \
+		"$CTL" connect "${CA[@]}" --identity p384 "https://localhost:$P13/"
+	it_check "https_proxy: the proxy opened the tunnel" grep -q "^CONNECT localhost:$P13\$" "$D/proxy.log"
+else
+	it_result "CONNECT proxy" 0 "python3 is not installed"
+fi
+
 # --- usage errors -------------------------------------------------------------
 it_refused "several identities need --identity" 2 "choose one with --identity: rsa2048, " \
 	"$CTL" connect "${CA[@]}" "https://localhost:$P13/"

@@ -314,9 +314,7 @@ out:
 	return ret;
 }
 
-/* Server text for a one-line message: control bytes become blanks (safe()
- * cannot be used twice in one printf: its buffer is shared). */
-static void
+void
 blank_controls(char *s)
 {
 	for (; *s != '\0'; s++)

@@ -32,6 +32,10 @@ CURLcode tls_ctx_setup(CURL *h, void *sslctx, void *arg);
  * without brackets.  Fills both (possibly with "?"). */
 void url_hostport(const char *url, char *hostport, size_t hp_len, char *host, size_t host_len);
 
+/* Server text for a one-line message: control bytes become blanks (safe()
+ * cannot be used twice in one printf: its buffer is shared). */
+void blank_controls(char *s);
+
 /* The SSL of h's connection (after a CONNECT_ONLY transfer too), or
  * NULL. */
 SSL *curl_ssl(CURL *h);

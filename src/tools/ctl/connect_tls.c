@@ -287,15 +287,18 @@ connected(CURL *h)
 int
 connect_failure(CURL *h, CURLcode rc, const char *errbuf)
 {
-	char hostport[512], host[512], *url = NULL;
-	const char *detail = mtls_agent_last_message(), *alert, *why;
+	char hostport[512], host[512], why[CURL_ERROR_SIZE], *url = NULL;
+	const char *detail = mtls_agent_last_message(), *alert;
 	long vr = X509_V_OK, os_errno = 0;
 	int agent_err;
 
 	if (curl_easy_getinfo(h, CURLINFO_EFFECTIVE_URL, &url) != CURLE_OK)
 		url = NULL;
 	url_hostport(url, hostport, sizeof(hostport), host, sizeof(host));
-	why = errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc);
+	blank_controls(hostport);
+	blank_controls(host);
+	snprintf(why, sizeof(why), "%s", errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc));
+	blank_controls(why);
 	if (tls_seen.identity_err != 0) {
 		char extra[128];
 
@@ -308,7 +311,7 @@ connect_failure(CURL *h, CURLcode rc, const char *errbuf)
 		(void)curl_easy_getinfo(h, CURLINFO_SSL_VERIFYRESULT, &vr);
 		if (vr == X509_V_OK || vr == X509_V_ERR_HOSTNAME_MISMATCH ||
 		    vr == X509_V_ERR_IP_ADDRESS_MISMATCH)
-			errmsg("connect", "server certificate does not match host %s", safe(host));
+			errmsg("connect", "server certificate does not match host %s", host);
 		else
 			errmsg("connect", "server certificate not trusted: %s",
 			       X509_verify_cert_error_string(vr));
@@ -319,7 +322,7 @@ connect_failure(CURL *h, CURLcode rc, const char *errbuf)
 			errmsg("connect", "server rejected the client certificate: %s", alert);
 		else
 			errmsg("connect", "%s with %s failed: the server sent alert '%s'", stage(h),
-			       safe(hostport), SSL_alert_desc_string_long(tls_seen.alert));
+			       hostport, SSL_alert_desc_string_long(tls_seen.alert));
 		return EXIT_FAILED;
 	}
 	if (detail != NULL && *detail != '\0' &&
@@ -329,22 +332,22 @@ connect_failure(CURL *h, CURLcode rc, const char *errbuf)
 	switch (rc) {
 	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_COULDNT_RESOLVE_PROXY:
-		errmsg("connect", "cannot resolve %s: %s", safe(host), safe(why));
+		errmsg("connect", "cannot resolve %s: %s", host, why);
 		return EXIT_FAILED;
 	case CURLE_COULDNT_CONNECT:
 		(void)curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
-		errmsg("connect", "cannot connect to %s: %s", safe(hostport),
-		       os_errno != 0 ? strerror((int)os_errno) : safe(why));
+		errmsg("connect", "cannot connect to %s: %s", hostport,
+		       os_errno != 0 ? strerror((int)os_errno) : why);
 		return EXIT_FAILED;
 	case CURLE_OPERATION_TIMEDOUT:
 		if (!connected(h))
-			errmsg("connect", "cannot connect to %s: %s", safe(hostport),
+			errmsg("connect", "cannot connect to %s: %s", hostport,
 			       strerror(ETIMEDOUT));
 		else
-			errmsg("connect", "%s with %s: timed out", stage(h), safe(hostport));
+			errmsg("connect", "%s with %s: timed out", stage(h), hostport);
 		return EXIT_FAILED;
 	case CURLE_SSL_CACERT_BADFILE:
-		errmsg("connect", "cannot load the CA certificates: %s", safe(why));
+		errmsg("connect", "cannot load the CA certificates: %s", why);
 		return EXIT_FAILED;
 	case CURLE_SSL_CONNECT_ERROR:
 	case CURLE_RECV_ERROR:
@@ -354,11 +357,10 @@ connect_failure(CURL *h, CURLcode rc, const char *errbuf)
 		    strstr(why, "SSL_ERROR_SYSCALL") != NULL ||
 		    strstr(why, "Connection reset") != NULL)
 			errmsg("connect", "%s with %s failed: the server closed the connection",
-			       stage(h), safe(hostport));
+			       stage(h), hostport);
 		else
-			errmsg("connect", "%s with %s failed: %s", stage(h), safe(hostport),
-			       safe(why));
+			errmsg("connect", "%s with %s failed: %s", stage(h), hostport, why);
 		return EXIT_FAILED;
-	default: errmsg("connect", "%s: %s", safe(hostport), safe(why)); return EXIT_FAILED;
+	default: errmsg("connect", "%s: %s", hostport, why); return EXIT_FAILED;
 	}
 }
