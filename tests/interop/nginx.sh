@@ -94,6 +94,16 @@ it_refused "-L does not follow a redirect to http://" 1 \
 	"^mtls-agentctl: connect: localhost: .*[Pp]rotocol .*http" \
 	"$CTL" connect "${CA[@]}" --identity p256 -L "https://localhost:$P13/to-http"
 
+# --- HTTP/2 (libcurl), negotiated by ALPN ------------------------------------
+it_ok "HTTP/2 with a server that offers it" "$CTL" connect -v "${CA[@]}" --identity rsa2048 \
+	"https://localhost:$NGINX_H2/"
+it_match "HTTP/2: nginx saw the client certificate" \
+	"^dn=<CN=rsa2048 client,O=mtls-agent tests> proto=<TLSv1.3> verify=<SUCCESS>" "$IT_OUT"
+it_match "HTTP/2: -v shows the HTTP/2 status" "^< HTTP/2 200" "$IT_ERR"
+it_refused "HTTP/2 403 is a failure with its status line" 1 \
+	"^mtls-agentctl: connect: server answered HTTP/2 403 \(403 Forbidden\)$" \
+	"$CTL" connect "${CA[@]}" --identity p256 "https://localhost:$NGINX_H2/forbidden"
+
 # --- through an HTTP CONNECT proxy (libcurl) ----------------------------------
 # A tiny CONNECT-only proxy that logs each tunnel it opens.
 cat >"$D/connect-proxy.py" <<'PY'

@@ -401,6 +401,9 @@ header_seen(char *p, size_t size, size_t n, void *arg)
 		memcpy(b->status, p, len);
 		b->status[strcspn(b->status, "\r\n")] = '\0';
 		blank_controls(b->status);
+		/* HTTP/2 has no reason phrase: "HTTP/2 403 " */
+		for (len = strlen(b->status); len > 0 && b->status[len - 1] == ' '; len--)
+			b->status[len - 1] = '\0';
 	}
 	return size * n;
 }
