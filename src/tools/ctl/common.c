@@ -44,26 +44,32 @@ safe(const char *s)
 	return buf;
 }
 
-void __attribute__((format(printf, 2, 3))) errmsg(const char *cmd, const char *fmt, ...)
+static void __attribute__((format(printf, 2, 0)))
+verrmsg(const char *cmd, const char *fmt, va_list ap)
 {
-	va_list ap;
-
 	fprintf(stderr, PROG ": %s: ", cmd);
-	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
-	va_end(ap);
 	fputc('\n', stderr);
 }
 
-int __attribute__((format(printf, 2, 3))) usage_error(const char *cmd, const char *fmt, ...)
+void
+errmsg(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, PROG ": %s: ", cmd);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	verrmsg(cmd, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+}
+
+int
+usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	verrmsg(cmd, fmt, ap);
+	va_end(ap);
 	return EXIT_USAGE;
 }
 

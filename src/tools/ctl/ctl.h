@@ -128,4 +128,9 @@ int read_new_secret(struct secret_src *src, const char *prompt, const char *agai
 int prompts_for(mtls_agent *a, const char *identity, const char *const *what, char **what_for,
 		size_t n_what);
 
+/* The command line of login, change-pin and unblock-pin: [IDENTITY]
+ * [--pin-stdin | --pin-file FILE] (and -s, -q).  0 or a usage error. */
+int pin_command_line(int argc, char **argv, const char *cmd, const char **identity, int *from_stdin,
+		     const char **pin_file);
+
 #endif

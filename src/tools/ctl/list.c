@@ -168,166 +168,211 @@ print_pem(const unsigned char *der, size_t len)
 	BIO_free(out);
 }
 
-static void
-print_identity_text(const struct mtls_agent_identity *id, int pem)
-{
-	const char *words[8];
-	struct cert_view v;
+/* What both formats show of one identity, with unknown purposes as
+ * purpose-N and unknown schemes as 0xNNNN. */
+struct id_view {
+	struct cert_view cert;
 	char *keyid;
-	size_t i;
-	int bit;
+	const char *state[8];
+	size_t n_state;
+	const char *purposes[32];
+	char purpose_other[32][16];
+	size_t n_purposes;
+	const char **schemes;
+	char (*scheme_other)[8];
+	size_t n_schemes;
+};
 
-	cert_view_load(&v, id->cert_der, id->cert_der_len);
-	keyid = hex_string(id->key_id, id->key_id_len, "", 0);
-	printf("identity: %s\n", safe(id->name));
-	printf("  token:        %s\n", safe(id->token_label));
-	printf("  key label:    %s\n", safe(id->key_label));
-	printf("  key id:       %s\n", keyid != NULL ? keyid : "?");
-	printf("  key:          %s %u\n", key_type_name(id->key_type), id->key_bits);
-	state_words(id->flags, words);
-	printf("  state:       ");
-	for (i = 0; words[i] != NULL; i++)
-		printf("%s %s", i > 0 ? "," : "", words[i]);
-	printf("\n  purposes:    ");
-	for (i = 0, bit = 1; bit < 32; bit++) {
-		const char *n = mtls_agent_purpose_name(bit);
-
-		if (!(id->purposes & (1U << bit)))
-			continue;
-		if (n != NULL)
-			printf("%s %s", i++ > 0 ? "," : "", n);
-		else
-			printf("%s purpose-%d", i++ > 0 ? "," : "", bit);
-	}
-	printf("%s\n  schemes:     ", i == 0 ? " (none)" : "");
-	for (i = 0; i < id->n_schemes; i++) {
-		const char *n = mtls_agent_scheme_name(id->schemes[i]);
-
-		if (n != NULL)
-			printf("%s %s", i > 0 ? "," : "", n);
-		else
-			printf("%s 0x%04x", i > 0 ? "," : "", id->schemes[i]);
-	}
-	printf("%s\n", id->n_schemes == 0 ? " (none)" : "");
-	if (!v.present) {
-		printf("  certificate:  (none)\n");
-	} else if (!v.parsed) {
-		printf("  certificate:  (unparsable certificate)\n");
-	} else {
-		printf("  subject:      %s\n", safe(v.subject));
-		printf("  issuer:       %s\n", safe(v.issuer));
-		printf("  serial:       %s\n", v.serial != NULL ? v.serial : "?");
-		printf("  not before:   %s\n", v.not_before);
-		printf("  not after:    %s\n", v.not_after);
-		printf("  sha256:       %s\n", v.fingerprint != NULL ? v.fingerprint : "?");
-	}
-	printf("  chain:        %zu certificate%s\n", id->n_chain, id->n_chain == 1 ? "" : "s");
-	if (pem && v.parsed)
-		print_pem(id->cert_der, id->cert_der_len);
-	free(keyid);
-	cert_view_clear(&v);
+static void
+id_view_clear(struct id_view *v)
+{
+	cert_view_clear(&v->cert);
+	free(v->keyid);
+	free(v->schemes);
+	free(v->scheme_other);
+	memset(v, 0, sizeof(*v));
 }
 
 static void
-print_identity_json(const struct mtls_agent_identity *id, int pem)
+id_view_load(struct id_view *v, const struct mtls_agent_identity *id)
 {
-	const char *words[8];
-	struct cert_view v;
-	char *keyid;
 	size_t i;
 	int bit;
 
-	cert_view_load(&v, id->cert_der, id->cert_der_len);
-	keyid = hex_string(id->key_id, id->key_id_len, "", 0);
-	printf("  {\n    \"name\": ");
-	json_string(id->name);
-	printf(",\n    \"token_label\": ");
-	json_string(id->token_label);
-	printf(",\n    \"key_label\": ");
-	json_string(id->key_label);
-	printf(",\n    \"key_id\": ");
-	json_string(keyid);
-	printf(",\n    \"key_type\": ");
-	json_string(key_type_name(id->key_type));
-	printf(",\n    \"key_bits\": %u", id->key_bits);
-	printf(",\n    \"flags\": %u", id->flags);
-	printf(",\n    \"token_present\": %s",
-	       (id->flags & MTLS_AGENT_ID_TOKEN_PRESENT) ? "true" : "false");
-	printf(",\n    \"logged_in\": %s",
-	       (id->flags & MTLS_AGENT_ID_LOGGED_IN) ? "true" : "false");
-	printf(",\n    \"state\": [");
-	state_words(id->flags, words);
-	for (i = 0; words[i] != NULL; i++) {
-		printf("%s", i > 0 ? ", " : "");
-		json_string(words[i]);
-	}
-	printf("],\n    \"purposes\": [");
-	for (i = 0, bit = 1; bit < 32; bit++) {
-		const char *n = mtls_agent_purpose_name(bit);
-		char other[32];
-
+	memset(v, 0, sizeof(*v));
+	cert_view_load(&v->cert, id->cert_der, id->cert_der_len);
+	v->keyid = hex_string(id->key_id, id->key_id_len, "", 0);
+	v->n_state = state_words(id->flags, v->state);
+	for (bit = 1; bit < 32; bit++) {
 		if (!(id->purposes & (1U << bit)))
 			continue;
-		if (n == NULL) {
-			snprintf(other, sizeof(other), "purpose-%d", bit);
-			n = other;
+		v->purposes[v->n_purposes] = mtls_agent_purpose_name(bit);
+		if (v->purposes[v->n_purposes] == NULL) {
+			snprintf(v->purpose_other[v->n_purposes], sizeof(v->purpose_other[0]),
+				 "purpose-%d", bit);
+			v->purposes[v->n_purposes] = v->purpose_other[v->n_purposes];
 		}
-		printf("%s", i++ > 0 ? ", " : "");
-		json_string(n);
+		v->n_purposes++;
 	}
-	printf("],\n    \"schemes\": [");
+	if (id->n_schemes == 0 ||
+	    (v->schemes = calloc(id->n_schemes, sizeof(*v->schemes))) == NULL ||
+	    (v->scheme_other = calloc(id->n_schemes, sizeof(*v->scheme_other))) == NULL)
+		return; /* shown as none */
 	for (i = 0; i < id->n_schemes; i++) {
-		const char *n = mtls_agent_scheme_name(id->schemes[i]);
-		char other[16];
-
-		if (n == NULL) {
-			snprintf(other, sizeof(other), "0x%04x", id->schemes[i]);
-			n = other;
+		v->schemes[i] = mtls_agent_scheme_name(id->schemes[i]);
+		if (v->schemes[i] == NULL) {
+			snprintf(v->scheme_other[i], sizeof(v->scheme_other[0]), "0x%04x",
+				 id->schemes[i]);
+			v->schemes[i] = v->scheme_other[i];
 		}
-		printf("%s", i > 0 ? ", " : "");
-		json_string(n);
 	}
-	printf("],\n    \"certificate\": ");
-	if (!v.present) {
-		printf("null");
-	} else if (!v.parsed) {
-		printf("{ \"parsable\": false }");
+	v->n_schemes = id->n_schemes;
+}
+
+/* The certificate in PEM as a JSON string (null when it cannot be made). */
+static void
+print_pem_json(const unsigned char *der, size_t len)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	BUF_MEM *mem;
+	char *s = NULL;
+
+	if (bio != NULL && PEM_write_bio(bio, "CERTIFICATE", "", der, (long)len) > 0 &&
+	    BIO_get_mem_ptr(bio, &mem) > 0 && (s = malloc(mem->length + 1)) != NULL) {
+		memcpy(s, mem->data, mem->length);
+		s[mem->length] = '\0';
+	}
+	json_string(s);
+	free(s);
+	BIO_free(bio);
+}
+
+/*
+ * One identity in either format.  Text: "  label:        value" lines;
+ * JSON: the members of one object.  `first` says no comma is due yet.
+ */
+struct out {
+	int json;
+	int first;
+	const char *indent; /* JSON members */
+};
+
+static void
+member(struct out *o, const char *label, const char *key)
+{
+	if (o->json)
+		printf("%s\n%s\"%s\": ", o->first ? "" : ",", o->indent, key);
+	else
+		printf("  %-14s", label);
+	o->first = 0;
+}
+
+static void
+put_str(struct out *o, const char *label, const char *key, const char *value)
+{
+	member(o, label, key);
+	if (o->json)
+		json_string(value);
+	else
+		printf("%s\n", value != NULL ? safe(value) : "?");
+}
+
+/* Text: " a, b, c" (" (none)" when empty); JSON: an array of strings. */
+static void
+put_names(struct out *o, const char *label, const char *key, const char *const *names, size_t n)
+{
+	size_t i;
+
+	/* Text: the names start with their own blank. */
+	if (o->json) {
+		member(o, label, key);
+		printf("[");
 	} else {
-		printf("{\n      \"parsable\": true,\n      \"subject\": ");
-		json_string(v.subject);
-		printf(",\n      \"issuer\": ");
-		json_string(v.issuer);
-		printf(",\n      \"serial\": ");
-		json_string(v.serial);
-		printf(",\n      \"not_before\": ");
-		json_string(v.not_before);
-		printf(",\n      \"not_after\": ");
-		json_string(v.not_after);
-		printf(",\n      \"sha256_fingerprint\": ");
-		json_string(v.fingerprint);
-		if (pem) {
-			BIO *bio = BIO_new(BIO_s_mem());
-			BUF_MEM *mem;
-			char *s = NULL;
-
-			if (bio != NULL &&
-			    PEM_write_bio(bio, "CERTIFICATE", "", id->cert_der,
-					  (long)id->cert_der_len) > 0 &&
-			    BIO_get_mem_ptr(bio, &mem) > 0 &&
-			    (s = malloc(mem->length + 1)) != NULL) {
-				memcpy(s, mem->data, mem->length);
-				s[mem->length] = '\0';
-			}
-			printf(",\n      \"pem\": ");
-			json_string(s);
-			free(s);
-			BIO_free(bio);
-		}
-		printf("\n    }");
+		printf("  %-13s", label);
 	}
-	printf(",\n    \"chain_length\": %zu\n  }", id->n_chain);
-	free(keyid);
-	cert_view_clear(&v);
+	for (i = 0; i < n; i++) {
+		if (o->json) {
+			printf("%s", i > 0 ? ", " : "");
+			json_string(names[i]);
+		} else {
+			printf("%s %s", i > 0 ? "," : "", names[i]);
+		}
+	}
+	printf("%s", o->json ? "]" : n == 0 ? " (none)\n" : "\n");
+}
+
+static void
+put_cert(struct out *o, const struct mtls_agent_identity *id, const struct cert_view *c, int pem)
+{
+	struct out co = { o->json, 1, "      " };
+
+	if (o->json) {
+		member(o, "", "certificate");
+		if (!c->present || !c->parsed) {
+			printf("%s", !c->present ? "null" : "{ \"parsable\": false }");
+			return;
+		}
+		printf("{\n      \"parsable\": true");
+		co.first = 0;
+	} else if (!c->present || !c->parsed) {
+		put_str(o, "certificate:", NULL,
+			!c->present ? "(none)" : "(unparsable certificate)");
+		return;
+	}
+	put_str(&co, "subject:", "subject", c->subject);
+	put_str(&co, "issuer:", "issuer", c->issuer);
+	put_str(&co, "serial:", "serial", c->serial);
+	put_str(&co, "not before:", "not_before", c->not_before);
+	put_str(&co, "not after:", "not_after", c->not_after);
+	put_str(&co, "sha256:", "sha256_fingerprint", c->fingerprint);
+	if (o->json && pem) {
+		member(&co, "", "pem");
+		print_pem_json(id->cert_der, id->cert_der_len);
+	}
+	if (o->json)
+		printf("\n    }");
+}
+
+static void
+print_identity(const struct mtls_agent_identity *id, int pem, int json)
+{
+	struct out o = { json, 1, "    " };
+	char key[64];
+	struct id_view v;
+
+	id_view_load(&v, id);
+	if (json) {
+		printf("  {");
+		put_str(&o, "", "name", id->name);
+	} else {
+		printf("identity: %s\n", safe(id->name));
+	}
+	put_str(&o, "token:", "token_label", id->token_label);
+	put_str(&o, "key label:", "key_label", id->key_label);
+	put_str(&o, "key id:", "key_id", v.keyid);
+	if (json) {
+		put_str(&o, "", "key_type", key_type_name(id->key_type));
+		printf(",\n    \"key_bits\": %u,\n    \"flags\": %u", id->key_bits, id->flags);
+		printf(",\n    \"token_present\": %s,\n    \"logged_in\": %s",
+		       (id->flags & MTLS_AGENT_ID_TOKEN_PRESENT) ? "true" : "false",
+		       (id->flags & MTLS_AGENT_ID_LOGGED_IN) ? "true" : "false");
+	} else {
+		snprintf(key, sizeof(key), "%s %u", key_type_name(id->key_type), id->key_bits);
+		put_str(&o, "key:", NULL, key);
+	}
+	put_names(&o, "state:", "state", v.state, v.n_state);
+	put_names(&o, "purposes:", "purposes", v.purposes, v.n_purposes);
+	put_names(&o, "schemes:", "schemes", v.schemes, v.n_schemes);
+	put_cert(&o, id, &v.cert, pem);
+	if (json) {
+		printf(",\n    \"chain_length\": %zu\n  }", id->n_chain);
+	} else {
+		printf("  chain:        %zu certificate%s\n", id->n_chain,
+		       id->n_chain == 1 ? "" : "s");
+		if (pem && v.cert.parsed)
+			print_pem(id->cert_der, id->cert_der_len);
+	}
+	id_view_clear(&v);
 }
 
 int
@@ -364,7 +409,7 @@ cmd_list(int argc, char **argv)
 		printf("[");
 		for (i = 0; i < n; i++) {
 			printf("%s\n", i > 0 ? "," : "");
-			print_identity_json(&ids[i], pem);
+			print_identity(&ids[i], pem, 1);
 		}
 		printf("%s]\n", n > 0 ? "\n" : "");
 	} else if (n == 0) {
@@ -374,7 +419,7 @@ cmd_list(int argc, char **argv)
 		for (i = 0; i < n; i++) {
 			if (i > 0)
 				putchar('\n');
-			print_identity_text(&ids[i], pem);
+			print_identity(&ids[i], pem, 0);
 		}
 	}
 	if (fflush(stdout) != 0) {

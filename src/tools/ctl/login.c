@@ -17,37 +17,16 @@
 int
 cmd_login(int argc, char **argv)
 {
-	static const struct option opts[] = { { "pin-stdin", no_argument, NULL, 'i' },
-					      { "pin-file", required_argument, NULL, 'f' },
-					      { "socket", required_argument, NULL, 's' },
-					      { "quiet", no_argument, NULL, 'q' },
-					      { NULL, 0, NULL, 0 } };
 	struct mtls_agent_identity *ids = NULL;
 	const char *identity = NULL, *pin_file = NULL, *who;
-	int c, r, ret, from_stdin = 0, retries = -1;
+	int r, ret, from_stdin = 0, retries = -1;
 	mtls_agent *a = NULL;
 	char *pin = NULL, *prompt = NULL;
 	char extra[64];
 	size_t n = 0;
 
-	while ((c = getopt_long(argc, argv, "s:q", opts, NULL)) != -1) {
-		if (common_option(c, optarg))
-			continue;
-		switch (c) {
-		case 'i': from_stdin = 1; break;
-		case 'f': pin_file = optarg; break;
-		default:
-			return bad_option("login", argv,
-					  "login [IDENTITY] "
-					  "[--pin-stdin | --pin-file FILE]");
-		}
-	}
-	if (from_stdin && pin_file != NULL)
-		return usage_error("login", "--pin-stdin and --pin-file exclude each other");
-	if (optind < argc)
-		identity = argv[optind++];
-	if (optind != argc)
-		return usage_error("login", "unexpected argument '%s'", argv[optind]);
+	if ((ret = pin_command_line(argc, argv, "login", &identity, &from_stdin, &pin_file)) != 0)
+		return ret;
 
 	/* Find out the agent is there before asking anyone for a PIN. */
 	if ((ret = connect_agent("login", &a)) != 0)

@@ -3,7 +3,6 @@
  */
 #include "config.h"
 
-#include <getopt.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,11 +14,6 @@
 static int
 set_pin_command(int argc, char **argv, int unblock)
 {
-	static const struct option opts[] = { { "pin-stdin", no_argument, NULL, 'i' },
-					      { "pin-file", required_argument, NULL, 'f' },
-					      { "socket", required_argument, NULL, 's' },
-					      { "quiet", no_argument, NULL, 'q' },
-					      { NULL, 0, NULL, 0 } };
 	const char *cmd = unblock ? "unblock-pin" : "change-pin";
 	const char *identity = NULL, *pin_file = NULL;
 	char *old = NULL, *new_pin = NULL, *check = NULL;
@@ -28,29 +22,12 @@ set_pin_command(int argc, char **argv, int unblock)
 						    "Retype the new PIN" };
 	char *prompts[3] = { NULL, NULL, NULL };
 	struct secret_src src = { cmd, -1, "" };
-	int c, r, ret, from_stdin = 0, retries = -1;
+	int r, ret, from_stdin = 0, retries = -1;
 	mtls_agent *a = NULL;
 	char extra[64];
 
-	while ((c = getopt_long(argc, argv, "s:q", opts, NULL)) != -1) {
-		if (common_option(c, optarg))
-			continue;
-		switch (c) {
-		case 'i': from_stdin = 1; break;
-		case 'f': pin_file = optarg; break;
-		default:
-			return bad_option(
-			    cmd, argv,
-			    unblock ? "unblock-pin [IDENTITY] [--pin-stdin | --pin-file FILE]"
-				    : "change-pin [IDENTITY] [--pin-stdin | --pin-file FILE]");
-		}
-	}
-	if (from_stdin && pin_file != NULL)
-		return usage_error(cmd, "--pin-stdin and --pin-file exclude each other");
-	if (optind < argc)
-		identity = argv[optind++];
-	if (optind != argc)
-		return usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+	if ((ret = pin_command_line(argc, argv, cmd, &identity, &from_stdin, &pin_file)) != 0)
+		return ret;
 
 	/* Find out the agent is there before asking anyone for a PIN. */
 	if ((ret = connect_agent(cmd, &a)) != 0)

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -314,4 +315,39 @@ prompts_for(mtls_agent *a, const char *identity, const char *const *what, char *
 	}
 	mtls_agent_identities_free(ids, n);
 	return r;
+}
+
+int
+pin_command_line(int argc, char **argv, const char *cmd, const char **identity, int *from_stdin,
+		 const char **pin_file)
+{
+	static const struct option opts[] = { { "pin-stdin", no_argument, NULL, 'i' },
+					      { "pin-file", required_argument, NULL, 'f' },
+					      { "socket", required_argument, NULL, 's' },
+					      { "quiet", no_argument, NULL, 'q' },
+					      { NULL, 0, NULL, 0 } };
+	char synopsis[128];
+	int c;
+
+	*identity = *pin_file = NULL;
+	*from_stdin = 0;
+	while ((c = getopt_long(argc, argv, "s:q", opts, NULL)) != -1) {
+		if (common_option(c, optarg))
+			continue;
+		switch (c) {
+		case 'i': *from_stdin = 1; break;
+		case 'f': *pin_file = optarg; break;
+		default:
+			snprintf(synopsis, sizeof(synopsis),
+				 "%s [IDENTITY] [--pin-stdin | --pin-file FILE]", cmd);
+			return bad_option(cmd, argv, synopsis);
+		}
+	}
+	if (*from_stdin && *pin_file != NULL)
+		return usage_error(cmd, "--pin-stdin and --pin-file exclude each other");
+	if (optind < argc)
+		*identity = argv[optind++];
+	if (optind != argc)
+		return usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+	return 0;
 }
