@@ -160,6 +160,54 @@ else
 	it_result "CONNECT proxy" 0 "python3 is not installed"
 fi
 
+# --- timeouts: a server that accepts and never answers -------------------------
+it_server silent python3 -c 'import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(8)
+held = []
+while True: held.append(s.accept()[0])' @PORT@
+it_refused "--timeout: a silent server times the handshake out" 1 \
+	"^mtls-agentctl: connect: TLS handshake with 127.0.0.1:$IT_PORT: timed out$" \
+	"$CTL" connect "${CA[@]}" --identity p256 --timeout 1 "https://127.0.0.1:$IT_PORT/"
+it_refused "--max-time bounds the whole request" 1 \
+	"^mtls-agentctl: connect: TLS handshake with 127.0.0.1:$IT_PORT: timed out$" \
+	"$CTL" connect "${CA[@]}" --identity p256 --timeout 0 --max-time 1 "https://127.0.0.1:$IT_PORT/"
+it_refused "--max-time must be seconds" 2 "bad max-time 'soon'" \
+	"$CTL" connect "${CA[@]}" --identity p256 --max-time soon "https://127.0.0.1:$IT_PORT/"
+
+# --- libcurl must be the OpenSSL flavour ----------------------------------------
+# A preloaded shim makes curl_version_info() say GnuTLS, as a libcurl built
+# with it would (the real GnuTLS build has other symbol versions, so it
+# cannot be swapped in): connect refuses before it asks the agent or the
+# network anything.
+cat >"$D/curl-gnutls-shim.c" <<'C'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <curl/curl.h>
+curl_version_info_data *curl_version_info(CURLversion v)
+{
+	static curl_version_info_data d;
+	curl_version_info_data *(*real)(CURLversion) =
+		(curl_version_info_data * (*)(CURLversion)) dlsym(RTLD_NEXT, "curl_version_info");
+
+	d = *real(v);
+	d.ssl_version = "GnuTLS/3.7.9";
+	return &d;
+}
+C
+printf 'CURL_OPENSSL_4 { global: curl_version_info; };\n' >"$D/curl-gnutls-shim.map"
+if ${CC:-cc} -shared -fPIC -o "$D/curl-gnutls-shim.so" "$D/curl-gnutls-shim.c" \
+	-Wl,--version-script="$D/curl-gnutls-shim.map" -ldl 2>"$D/shim.log"; then
+	before=$(cat "$D/nginx/access.log" | wc -l)
+	it_refused "a libcurl built with GnuTLS is refused" 1 \
+		"^mtls-agentctl: connect: libcurl is built with GnuTLS/3.7.9, not OpenSSL: connect needs the OpenSSL flavour of libcurl \(Debian: libcurl4\)$" \
+		env LD_PRELOAD="$D/curl-gnutls-shim.so" "$CTL" connect "${CA[@]}" --identity p256 \
+		"https://localhost:$P13/"
+	it_check "GnuTLS libcurl: nothing reached nginx" test "$before" = "$(cat "$D/nginx/access.log" | wc -l)"
+else
+	it_result "GnuTLS libcurl refused" 0 "cannot build the shim: $(cat "$D/shim.log")"
+fi
+
 # --- usage errors -------------------------------------------------------------
 it_refused "several identities need --identity" 2 "choose one with --identity: rsa2048, " \
 	"$CTL" connect "${CA[@]}" "https://localhost:$P13/"

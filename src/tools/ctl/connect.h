@@ -18,7 +18,9 @@ struct tls_state {
 	int alert_received;   /* the server sent a fatal alert */
 	int alert;	      /* its description */
 	int ticket;	      /* the server sent a TLS 1.3 session ticket */
-	SSL *ssl;	      /* the connection's, seen by the info callback */
+	int started, done;    /* the handshake started (TCP connected), finished */
+	SSL *ssl;	      /* the connection's, seen by the info callback; only
+				 while libcurl keeps the connection */
 };
 
 /* The one connect of this process (libcurl's callbacks are plain C). */

@@ -34,8 +34,12 @@ static void
 tls_info_cb(const SSL *ssl, int where, int ret)
 {
 	/* libcurl gives no SSL after a CONNECT_ONLY transfer; this is it. */
-	if (where & SSL_CB_HANDSHAKE_START)
+	if (where & SSL_CB_HANDSHAKE_START) {
 		tls_seen.ssl = (SSL *)ssl;
+		tls_seen.started = 1;
+	}
+	if (where & SSL_CB_HANDSHAKE_DONE)
+		tls_seen.done = 1;
 	/* Only fatal alerts the server sent (SSL_CB_READ_ALERT is two bits:
 	 * ours are SSL_CB_WRITE_ALERT); close_notify is a warning. */
 	if ((where & SSL_CB_READ_ALERT) == SSL_CB_READ_ALERT && (ret >> 8) == SSL3_AL_FATAL) {
@@ -109,6 +113,7 @@ tls_ctx_setup(CURL *h, void *sslctx, void *arg)
 	(void)arg;
 	tls_seen.alert_received = tls_seen.alert = tls_seen.ticket = 0;
 	tls_seen.ssl = NULL;
+	tls_seen.started = tls_seen.done = 0;
 	if (expect_host(h, ctx) != 0)
 		return CURLE_SSL_CONNECT_ERROR;
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
@@ -265,13 +270,13 @@ agent_refused(int agent_err)
 	return agent_err != 0 ? exit_code(agent_err) : EXIT_FAILED;
 }
 
-/* What was going on when it failed, by how far the transfer got. */
+/* What was going on when it failed, by how far the connection got (the
+ * info callback saw the handshake start, so TCP was connected; libcurl
+ * may have freed the SSL by now). */
 static const char *
-stage(CURL *h)
+stage(void)
 {
-	curl_off_t t = 0;
-
-	if (curl_easy_getinfo(h, CURLINFO_APPCONNECT_TIME_T, &t) == CURLE_OK && t > 0)
+	if (tls_seen.done)
 		return "reading the response";
 	return "TLS handshake";
 }
@@ -281,7 +286,8 @@ connected(CURL *h)
 {
 	curl_off_t t = 0;
 
-	return curl_easy_getinfo(h, CURLINFO_CONNECT_TIME_T, &t) == CURLE_OK && t > 0;
+	return tls_seen.started ||
+	       (curl_easy_getinfo(h, CURLINFO_CONNECT_TIME_T, &t) == CURLE_OK && t > 0);
 }
 
 int
@@ -321,7 +327,7 @@ connect_failure(CURL *h, CURLcode rc, const char *errbuf)
 		if ((alert = client_cert_alert(tls_seen.alert)) != NULL)
 			errmsg("connect", "server rejected the client certificate: %s", alert);
 		else
-			errmsg("connect", "%s with %s failed: the server sent alert '%s'", stage(h),
+			errmsg("connect", "%s with %s failed: the server sent alert '%s'", stage(),
 			       hostport, SSL_alert_desc_string_long(tls_seen.alert));
 		return EXIT_FAILED;
 	}
@@ -344,7 +350,7 @@ connect_failure(CURL *h, CURLcode rc, const char *errbuf)
 			errmsg("connect", "cannot connect to %s: %s", hostport,
 			       strerror(ETIMEDOUT));
 		else
-			errmsg("connect", "%s with %s: timed out", stage(h), hostport);
+			errmsg("connect", "%s with %s: timed out", stage(), hostport);
 		return EXIT_FAILED;
 	case CURLE_SSL_CACERT_BADFILE:
 		errmsg("connect", "cannot load the CA certificates: %s", why);
@@ -357,9 +363,9 @@ connect_failure(CURL *h, CURLcode rc, const char *errbuf)
 		    strstr(why, "SSL_ERROR_SYSCALL") != NULL ||
 		    strstr(why, "Connection reset") != NULL)
 			errmsg("connect", "%s with %s failed: the server closed the connection",
-			       stage(h), hostport);
+			       stage(), hostport);
 		else
-			errmsg("connect", "%s with %s failed: %s", stage(h), hostport, why);
+			errmsg("connect", "%s with %s failed: %s", stage(), hostport, why);
 		return EXIT_FAILED;
 	default: errmsg("connect", "%s: %s", hostport, why); return EXIT_FAILED;
 	}
