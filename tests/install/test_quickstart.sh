@@ -20,11 +20,11 @@ demo=$(set_of demo) || fail "quickstart deps demo failed"
 for p in valgrind clang libclang-rt-14-dev libcmocka-dev libpamtest0-dev clang-format; do
 	has "$demo" "$p" && fail "the demo installs $p, which it does not use"
 done
-for p in softhsm2 nginx-light pamtester libpam-wrapper libnss-wrapper libssl-dev; do
+for p in softhsm2 nginx-light pamtester libpam-wrapper libnss-wrapper libssl-dev libcurl4-openssl-dev; do
 	has "$demo" "$p" || fail "the demo lacks $p"
 done
 check=$(set_of check) || fail "quickstart deps check failed"
-for p in libcmocka-dev libpamtest0-dev softhsm2 pamtester gnutls-bin clang-format; do
+for p in libcmocka-dev libpamtest0-dev softhsm2 pamtester gnutls-bin clang-format python3; do
 	has "$check" "$p" || fail "check lacks $p"
 done
 has "$check" clang && fail "check installs clang (only the sanitizers use it)"

@@ -351,14 +351,16 @@ it_done() {
 # nginx with client verification, one server block per port, as this user.
 # it_nginx_start: NGINX_TLS13 (TLS 1.3), NGINX_TLS12_PKCS1 and
 # NGINX_TLS12_PSS (TLS 1.2, CertificateRequest offers only RSA PKCS#1 or
-# only RSA-PSS, and ECDSA for both) are the ports.  Each location answers
+# only RSA-PSS, and ECDSA for both) and NGINX_H2 (TLS 1.3, HTTP/2 offered
+# by ALPN) are the ports.  Each location answers
 # "dn=<$ssl_client_s_dn> proto=<$ssl_protocol> verify=<...> x=<X-Test>";
-# /forbidden answers 403.
+# /forbidden answers 403; /redirect redirects (302) to /, /to-http to a
+# plain http:// URL.
 it_nginx_server() {
-	local port=$1 protocols=$2 sigalgs=${3:-}
+	local port=$1 protocols=$2 sigalgs=${3:-} http2=${4:-}
 	cat <<EOF
 	server {
-		listen 127.0.0.1:$port ssl;
+		listen 127.0.0.1:$port ssl${http2:+ http2};
 		server_name localhost;
 		ssl_certificate $D/server.pem;
 		ssl_certificate_key $D/server.key;
@@ -374,6 +376,12 @@ EOF
 		}
 		location /forbidden {
 			return 403;
+		}
+		location /redirect {
+			return 302 /;
+		}
+		location /to-http {
+			return 302 http://localhost/;
 		}
 	}
 EOF
@@ -395,6 +403,8 @@ it_nginx_try() {
 	NGINX_TLS12_PKCS1=$IT_PORT
 	it_free_port
 	NGINX_TLS12_PSS=$IT_PORT
+	it_free_port
+	NGINX_H2=$IT_PORT
 	{
 		cat <<EOF
 daemon off;
@@ -418,11 +428,13 @@ EOF
 			"RSA+SHA256:RSA+SHA384:ECDSA+SHA256:ECDSA+SHA384"
 		it_nginx_server "$NGINX_TLS12_PSS" TLSv1.2 \
 			"rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:ECDSA+SHA256:ECDSA+SHA384"
+		it_nginx_server "$NGINX_H2" TLSv1.3 "" http2
 		echo "}"
 	} >"$N/nginx.conf"
 	it_bg nginx "$NGINX" -p "$N" -c "$N/nginx.conf" -e "$N/error.log"
 	NGINX_PID=$IT_PID
 	it_wait_listen "$NGINX_PID" "$NGINX_TLS13" nginx &&
 		it_wait_listen "$NGINX_PID" "$NGINX_TLS12_PKCS1" nginx &&
-		it_wait_listen "$NGINX_PID" "$NGINX_TLS12_PSS" nginx
+		it_wait_listen "$NGINX_PID" "$NGINX_TLS12_PSS" nginx &&
+		it_wait_listen "$NGINX_PID" "$NGINX_H2" nginx
 }

@@ -79,6 +79,135 @@ it_refused "HTTP 403 is a failure with its status line" 1 \
 it_ok "bare TLS connect to HOST:PORT" "$CTL" connect "${CA[@]}" --identity p256 "localhost:$P13"
 it_match "bare connect reports the handshake" "^protocol: TLSv1.3$" "$IT_OUT"
 
+# --- redirects (libcurl): followed with -L, only to https ---------------------
+it_refused "a redirect without -L is the answer" 1 \
+	"^mtls-agentctl: connect: server answered HTTP/1.1 302 Moved Temporarily \(302 Found\)$" \
+	"$CTL" connect "${CA[@]}" --identity p256 "https://localhost:$P13/redirect"
+it_ok "-L follows a redirect" "$CTL" connect "${CA[@]}" --identity p256 -L "https://localhost:$P13/redirect"
+it_match "-L: the body of the target, our certificate sent" \
+	"^dn=<CN=p256 client,O=mtls-agent tests> proto=<TLSv1.3> verify=<SUCCESS>" "$IT_OUT"
+it_ok "--location -v shows both requests" "$CTL" connect -v "${CA[@]}" --identity p256 --location \
+	"https://localhost:$P13/redirect"
+it_match "--location -v: the redirect" "^< HTTP/1.1 302 Moved Temporarily$" "$IT_ERR"
+it_match "--location -v: the second request" "^> GET / HTTP/1.1$" "$IT_ERR"
+it_refused "-L does not follow a redirect to http://" 1 \
+	"^mtls-agentctl: connect: localhost: .*[Pp]rotocol .*http" \
+	"$CTL" connect "${CA[@]}" --identity p256 -L "https://localhost:$P13/to-http"
+
+# --- HTTP/2 (libcurl), negotiated by ALPN ------------------------------------
+it_ok "HTTP/2 with a server that offers it" "$CTL" connect -v "${CA[@]}" --identity rsa2048 \
+	"https://localhost:$NGINX_H2/"
+it_match "HTTP/2: nginx saw the client certificate" \
+	"^dn=<CN=rsa2048 client,O=mtls-agent tests> proto=<TLSv1.3> verify=<SUCCESS>" "$IT_OUT"
+it_match "HTTP/2: -v shows the HTTP/2 status" "^< HTTP/2 200" "$IT_ERR"
+it_refused "HTTP/2 403 is a failure with its status line" 1 \
+	"^mtls-agentctl: connect: server answered HTTP/2 403 \(403 Forbidden\)$" \
+	"$CTL" connect "${CA[@]}" --identity p256 "https://localhost:$NGINX_H2/forbidden"
+
+# --- through an HTTP CONNECT proxy (libcurl) ----------------------------------
+# A tiny CONNECT-only proxy that logs each tunnel it opens.
+cat >"$D/connect-proxy.py" <<'PY'
+import select, socket, sys, threading
+log = open(sys.argv[2], "a", buffering=1)
+def tunnel(c):
+    try:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            d = c.recv(4096)
+            if not d:
+                return
+            head += d
+        line = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+        if len(line) != 3 or line[0] != "CONNECT":
+            c.sendall(b"HTTP/1.1 405 Only CONNECT\r\nContent-Length: 0\r\n\r\n")
+            return
+        host, port = line[1].rsplit(":", 1)
+        u = socket.create_connection((host.strip("[]"), int(port)))
+        log.write("CONNECT %s\n" % line[1])
+        c.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        rest = head.split(b"\r\n\r\n", 1)[1]
+        if rest:
+            u.sendall(rest)
+        while True:
+            r, _, _ = select.select([c, u], [], [])
+            for s in r:
+                d = s.recv(65536)
+                if not d:
+                    return
+                (u if s is c else c).sendall(d)
+    finally:
+        c.close()
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(sys.argv[1])))
+srv.listen(16)
+while True:
+    threading.Thread(target=tunnel, args=(srv.accept()[0],), daemon=True).start()
+PY
+if command -v python3 >/dev/null 2>&1; then
+	it_server connect-proxy python3 "$D/connect-proxy.py" @PORT@ "$D/proxy.log"
+	PROXY=$IT_PORT
+	it_ok "--proxy: through a CONNECT proxy" "$CTL" connect "${CA[@]}" --identity p256 \
+		--proxy "http://127.0.0.1:$PROXY" "https://localhost:$P13/"
+	it_match "--proxy: nginx saw the client certificate" \
+		"^dn=<CN=p256 client,O=mtls-agent tests> proto=<TLSv1.3> verify=<SUCCESS>" "$IT_OUT"
+	it_check "--proxy: the proxy opened the tunnel" grep -q "^CONNECT localhost:$P13\$" "$D/proxy.log"
+	: >"$D/proxy.log"
+	it_ok "https_proxy from the environment" env https_proxy="http://127.0.0.1:$PROXY" \
+		"$CTL" connect "${CA[@]}" --identity p384 "https://localhost:$P13/"
+	it_check "https_proxy: the proxy opened the tunnel" grep -q "^CONNECT localhost:$P13\$" "$D/proxy.log"
+else
+	it_result "CONNECT proxy" 0 "python3 is not installed"
+fi
+
+# --- timeouts: a server that accepts and never answers -------------------------
+it_server silent python3 -c 'import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(8)
+held = []
+while True: held.append(s.accept()[0])' @PORT@
+it_refused "--timeout: a silent server times the handshake out" 1 \
+	"^mtls-agentctl: connect: TLS handshake with 127.0.0.1:$IT_PORT: timed out$" \
+	"$CTL" connect "${CA[@]}" --identity p256 --timeout 1 "https://127.0.0.1:$IT_PORT/"
+it_refused "--max-time bounds the whole request" 1 \
+	"^mtls-agentctl: connect: TLS handshake with 127.0.0.1:$IT_PORT: timed out$" \
+	"$CTL" connect "${CA[@]}" --identity p256 --timeout 0 --max-time 1 "https://127.0.0.1:$IT_PORT/"
+it_refused "--max-time must be seconds" 2 "bad max-time 'soon'" \
+	"$CTL" connect "${CA[@]}" --identity p256 --max-time soon "https://127.0.0.1:$IT_PORT/"
+
+# --- libcurl must be the OpenSSL flavour ----------------------------------------
+# A preloaded shim makes curl_version_info() say GnuTLS, as a libcurl built
+# with it would (the real GnuTLS build has other symbol versions, so it
+# cannot be swapped in): connect refuses before it asks the agent or the
+# network anything.
+cat >"$D/curl-gnutls-shim.c" <<'C'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <curl/curl.h>
+curl_version_info_data *curl_version_info(CURLversion v)
+{
+	static curl_version_info_data d;
+	curl_version_info_data *(*real)(CURLversion) =
+		(curl_version_info_data * (*)(CURLversion)) dlsym(RTLD_NEXT, "curl_version_info");
+
+	d = *real(v);
+	d.ssl_version = "GnuTLS/3.7.9";
+	return &d;
+}
+C
+printf 'CURL_OPENSSL_4 { global: curl_version_info; };\n' >"$D/curl-gnutls-shim.map"
+if ${CC:-cc} -shared -fPIC -o "$D/curl-gnutls-shim.so" "$D/curl-gnutls-shim.c" \
+	-Wl,--version-script="$D/curl-gnutls-shim.map" -ldl 2>"$D/shim.log"; then
+	before=$(cat "$D/nginx/access.log" | wc -l)
+	it_refused "a libcurl built with GnuTLS is refused" 1 \
+		"^mtls-agentctl: connect: libcurl is built with GnuTLS/3.7.9, not OpenSSL: connect needs the OpenSSL flavour of libcurl \(Debian: libcurl4\)$" \
+		env LD_PRELOAD="$D/curl-gnutls-shim.so" "$CTL" connect "${CA[@]}" --identity p256 \
+		"https://localhost:$P13/"
+	it_check "GnuTLS libcurl: nothing reached nginx" test "$before" = "$(cat "$D/nginx/access.log" | wc -l)"
+else
+	it_result "GnuTLS libcurl refused" 0 "cannot build the shim: $(cat "$D/shim.log")"
+fi
+
 # --- usage errors -------------------------------------------------------------
 it_refused "several identities need --identity" 2 "choose one with --identity: rsa2048, " \
 	"$CTL" connect "${CA[@]}" "https://localhost:$P13/"

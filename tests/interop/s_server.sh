@@ -3,8 +3,8 @@
 # accepts the agent-backed client, through mtls-agentctl connect and
 # through an unmodified openssl s_client loading the mtls-agent provider;
 # it refuses a certificate from another CA and an expired one with a TLS
-# alert, which mtls-agentctl reports as such.  Also: a server certificate
-# for another name is refused by the client.
+# alert, which mtls-agentctl reports as such.  Also: an IPv6 loopback
+# server; a server certificate for another name is refused by the client.
 set -u
 . "${top_srcdir:-$(dirname "$0")/../..}/tests/interop/lib.sh"
 
@@ -109,6 +109,22 @@ if [ -n "${MTLS_PROVIDER_DIR:-}" ]; then
 else
 	it_result "openssl s_client with the provider" 0 "MTLS_PROVIDER_DIR is not set"
 fi
+
+# --- IPv6 (libcurl): https://[::1]:PORT/ and [::1]:PORT -----------------------
+"$MKCERT" issue --ca-cert "$D/ca.pem" --ca-key "$D/ca.key" --key-out "$D/v6.key" \
+	--subj "/O=mtls-agent tests/CN=ip6-localhost" --san IP:::1 --eku serverAuth \
+	--out "$D/v6.pem" >/dev/null 2>&1 || it_die "mkcert for ::1 failed"
+it_server s_server-v6 openssl s_server -Verify 1 -verify_return_error -CAfile "$D/ca.pem" \
+	-cert "$D/v6.pem" -key "$D/v6.key" -accept "[::1]:@PORT@" -www
+it_ok "IPv6 loopback URL https://[::1]:PORT/" "$CTL" connect "${CA[@]}" --identity p256 \
+	"https://[::1]:$IT_PORT/"
+it_match "IPv6: s_server saw the client certificate" \
+	"Subject: O ?= ?mtls-agent tests, CN ?= ?p256 client" "$IT_OUT"
+it_ok "IPv6 bare handshake [::1]:PORT" "$CTL" connect "${CA[@]}" --identity p256 "[::1]:$IT_PORT"
+it_match "IPv6 bare handshake: accepted" "^client certificate verdict: accepted" "$IT_OUT"
+it_match "IPv6 bare handshake: the address in brackets" "^connected to \[::1\]:$IT_PORT$" "$IT_OUT"
+it_refused "IPv6 without brackets is a usage error" 2 "IPv6 addresses go in brackets" \
+	"$CTL" connect "${CA[@]}" --identity p256 "::1:$IT_PORT"
 
 # --- a server certificate for another name ------------------------------------
 "$MKCERT" issue --ca-cert "$D/ca.pem" --ca-key "$D/ca.key" --key-out "$D/wrong.key" \
