@@ -19,6 +19,7 @@ struct tls_state {
 	int alert;	      /* its description */
 	int ticket;	      /* the server sent a TLS 1.3 session ticket */
 	int started, done;    /* the handshake started (TCP connected), finished */
+	int cert_requested;   /* the server asked for a client certificate */
 	SSL *ssl;	      /* the connection's, seen by the info callback; only
 				 while libcurl keeps the connection */
 };

@@ -40,6 +40,8 @@ tls_info_cb(const SSL *ssl, int where, int ret)
 	}
 	if (where & SSL_CB_HANDSHAKE_DONE)
 		tls_seen.done = 1;
+	if ((where & SSL_CB_LOOP) && SSL_get_state(ssl) == TLS_ST_CR_CERT_REQ)
+		tls_seen.cert_requested = 1;
 	/* Only fatal alerts the server sent (SSL_CB_READ_ALERT is two bits:
 	 * ours are SSL_CB_WRITE_ALERT); close_notify is a warning. */
 	if ((where & SSL_CB_READ_ALERT) == SSL_CB_READ_ALERT && (ret >> 8) == SSL3_AL_FATAL) {
@@ -113,7 +115,7 @@ tls_ctx_setup(CURL *h, void *sslctx, void *arg)
 	(void)arg;
 	tls_seen.alert_received = tls_seen.alert = tls_seen.ticket = 0;
 	tls_seen.ssl = NULL;
-	tls_seen.started = tls_seen.done = 0;
+	tls_seen.started = tls_seen.done = tls_seen.cert_requested = 0;
 	if (expect_host(h, ctx) != 0)
 		return CURLE_SSL_CONNECT_ERROR;
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
@@ -290,6 +292,27 @@ connected(CURL *h)
 	       (curl_easy_getinfo(h, CURLINFO_CONNECT_TIME_T, &t) == CURLE_OK && t > 0);
 }
 
+/*
+ * A TLS 1.3 server checks the client certificate after the client's
+ * Finished, so it refuses it after the handshake is over for us: its
+ * alert then often goes unread, as the connection is reset under it (and
+ * libcurl may stop at once, e.g. with getpeername() failing with ENOTCONN).
+ * A server that asked for a certificate and dropped the connection before
+ * any answer refused it.
+ */
+static int
+dropped_after_certificate(CURL *h, CURLcode rc)
+{
+	long code = 0;
+
+	if (!tls_seen.done || !tls_seen.cert_requested)
+		return 0;
+	if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code) != CURLE_OK || code != 0)
+		return 0;
+	return rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR ||
+	       rc == CURLE_GOT_NOTHING;
+}
+
 int
 connect_failure(CURL *h, CURLcode rc, const char *errbuf)
 {
@@ -335,6 +358,13 @@ connect_failure(CURL *h, CURLcode rc, const char *errbuf)
 	    (rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR))
 		/* The agent said no in words the provider did not pass on. */
 		return agent_refused(0);
+	if (dropped_after_certificate(h, rc)) {
+		errmsg("connect",
+		       "server rejected the client certificate: it asked for one, then closed the "
+		       "connection after the handshake without an answer (%s)",
+		       why);
+		return EXIT_FAILED;
+	}
 	switch (rc) {
 	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_COULDNT_RESOLVE_PROXY:
