@@ -394,10 +394,8 @@ sign_shape_ok(uint8_t mech, uint8_t hash, size_t len)
 		return (hash == P11_HASH_SHA256 && len == 32) ||
 		       (hash == P11_HASH_SHA384 && len == 48) ||
 		       (hash == P11_HASH_SHA512 && len == 64);
-	case P11_MECH_ECDSA:
-		return hash == 0 && (len == 32 || len == 48 || len == 64);
-	default:
-		return 0;
+	case P11_MECH_ECDSA: return hash == 0 && (len == 32 || len == 48 || len == 64);
+	default: return 0;
 	}
 }
 

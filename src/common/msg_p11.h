@@ -24,20 +24,20 @@
 
 /* Types: requests 0x41.., replies with MSG_REPLY set, failure P11_ERROR. */
 enum p11_msg_type {
-	P11_TOKENS = 0x41,    /* slots with a token, fresh flags (also the hot-plug poll) */
-	P11_OBJECTS = 0x42,   /* certificates and private keys of one slot */
-	P11_LOGIN = 0x43,     /* user login on one slot */
-	P11_LOGOUT = 0x44,    /* logout of one slot */
-	P11_SET_PIN = 0x45,   /* change or unblock the user PIN */
-	P11_SIGN = 0x46,      /* one C_SignInit + C_Sign */
-	P11_REINIT = 0x47,    /* C_Finalize + C_Initialize (module-wide) */
-	P11_ERROR = 0x7e      /* failure reply to any request */
+	P11_TOKENS = 0x41,  /* slots with a token, fresh flags (also the hot-plug poll) */
+	P11_OBJECTS = 0x42, /* certificates and private keys of one slot */
+	P11_LOGIN = 0x43,   /* user login on one slot */
+	P11_LOGOUT = 0x44,  /* logout of one slot */
+	P11_SET_PIN = 0x45, /* change or unblock the user PIN */
+	P11_SIGN = 0x46,    /* one C_SignInit + C_Sign */
+	P11_REINIT = 0x47,  /* C_Finalize + C_Initialize (module-wide) */
+	P11_ERROR = 0x7e    /* failure reply to any request */
 };
 
-#define P11_SLOTS_MAX	64	 /* tokens in a P11_TOKENS reply */
-#define P11_OBJECTS_MAX 256	 /* objects in a P11_OBJECTS reply */
+#define P11_SLOTS_MAX	64	   /* tokens in a P11_TOKENS reply */
+#define P11_OBJECTS_MAX 256	   /* objects in a P11_OBJECTS reply */
 #define P11_ATTR_MAX	(8 * 1024) /* an id, modulus, point, parameter set */
-#define P11_DATA_MAX	512	 /* what SIGN sends: a digest or DigestInfo */
+#define P11_DATA_MAX	512	   /* what SIGN sends: a digest or DigestInfo */
 
 /* One slot with a token (CK_TOKEN_INFO, read fresh by the helper). */
 struct p11_token {
@@ -54,8 +54,9 @@ struct msg_p11_tokens_resp {
 /* Object kinds, and what the two values of an object hold. */
 #define P11_OBJ_CERT 1 /* a = certificate DER (CKA_VALUE), b = empty */
 #define P11_OBJ_RSA  2 /* private RSA key: a = CKA_MODULUS, b = CKA_PUBLIC_EXPONENT */
-#define P11_OBJ_EC   3 /* private EC key: a = CKA_EC_PARAMS, b = CKA_EC_POINT of the
-			* public key object with the same CKA_ID, or empty */
+#define P11_OBJ_EC                                                                                 \
+	3 /* private EC key: a = CKA_EC_PARAMS, b = CKA_EC_POINT of the                            \
+	   * public key object with the same CKA_ID, or empty */
 struct p11_object {
 	uint8_t kind;
 	uint64_t handle; /* CK_OBJECT_HANDLE, valid until the next REINIT/restart */
@@ -86,7 +87,7 @@ struct msg_p11_slot_req {
 };
 struct msg_p11_set_pin_req {
 	uint64_t slot;
-	uint8_t mode; /* SET_PIN_CHANGE / SET_PIN_UNBLOCK (proto.h) */
+	uint8_t mode;		 /* SET_PIN_CHANGE / SET_PIN_UNBLOCK (proto.h) */
 	char *old_pin, *new_pin; /* secure memory */
 };
 

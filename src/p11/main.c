@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,8 @@ main(int argc, char **argv)
 	int i, argi = 1, rc = 1;
 
 	log_init("mtls-agent-p11", 0, LOG_LEVEL_INFO);
+	/* A vanished agent is an error on the channel, not a signal. */
+	signal(SIGPIPE, SIG_IGN);
 	if (argc - argi >= 2 && strcmp(argv[argi], "--channels") == 0) {
 		errno = 0;
 		k = strtoul(argv[argi + 1], &end, 10);

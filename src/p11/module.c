@@ -102,32 +102,20 @@ p11_fail_rv(struct p11_fail *fail, CK_RV rv, const char *what)
 	fail->rv = rv;
 	fail->retries = -1;
 	switch (rv) {
-	case CKR_USER_NOT_LOGGED_IN:
-		fail->code = MTLS_ERR_LOGIN_REQUIRED;
-		break;
+	case CKR_USER_NOT_LOGGED_IN: fail->code = MTLS_ERR_LOGIN_REQUIRED; break;
 	case CKR_TOKEN_NOT_PRESENT:
 	case CKR_DEVICE_REMOVED:
-	case CKR_SLOT_ID_INVALID:
-		fail->code = MTLS_ERR_TOKEN_ABSENT;
-		break;
-	case CKR_PIN_INCORRECT:
-		fail->code = MTLS_ERR_PIN_INCORRECT;
-		break;
+	case CKR_SLOT_ID_INVALID: fail->code = MTLS_ERR_TOKEN_ABSENT; break;
+	case CKR_PIN_INCORRECT: fail->code = MTLS_ERR_PIN_INCORRECT; break;
 	case CKR_PIN_LOCKED:
 	case CKR_PIN_EXPIRED:
 		fail->code = MTLS_ERR_PIN_LOCKED;
 		fail->retries = rv == CKR_PIN_LOCKED ? 0 : -1;
 		break;
 	case CKR_PIN_INVALID:
-	case CKR_PIN_LEN_RANGE:
-		fail->code = MTLS_ERR_PIN_INVALID;
-		break;
-	case CKR_HOST_MEMORY:
-		fail->code = MTLS_ERR_ALLOC;
-		break;
-	default:
-		fail->code = MTLS_ERR_TOKEN;
-		break;
+	case CKR_PIN_LEN_RANGE: fail->code = MTLS_ERR_PIN_INVALID; break;
+	case CKR_HOST_MEMORY: fail->code = MTLS_ERR_ALLOC; break;
+	default: fail->code = MTLS_ERR_TOKEN; break;
 	}
 	snprintf(fail->message, sizeof(fail->message), "%s: PKCS#11 error 0x%lx", what,
 		 (unsigned long)rv);

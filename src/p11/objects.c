@@ -59,7 +59,7 @@ p11_tokens(struct p11_state *st, struct msg_p11_tokens_resp *out, struct p11_fai
 		t->logged_in = (uint8_t)p11_slot_logged_in(st, ids[i]);
 		if ((t->label = unpad(info.label, sizeof(info.label))) == NULL ||
 		    (t->manufacturer = unpad(info.manufacturerID, sizeof(info.manufacturerID))) ==
-			    NULL ||
+			NULL ||
 		    (t->model = unpad(info.model, sizeof(info.model))) == NULL ||
 		    (t->serial = unpad(info.serialNumber, sizeof(info.serialNumber))) == NULL) {
 			r = MTLS_ERR_ALLOC;
@@ -81,8 +81,8 @@ get_attr(struct p11_channel *ch, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATT
 
 	*vp = NULL;
 	*lenp = 0;
-	if (f->C_GetAttributeValue(s, o, &a, 1) != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION ||
-	    a.ulValueLen > max)
+	if (f->C_GetAttributeValue(s, o, &a, 1) != CKR_OK ||
+	    a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen > max)
 		return 0;
 	if ((a.pValue = malloc(a.ulValueLen + 1)) == NULL)
 		return MTLS_ERR_ALLOC;

@@ -136,23 +136,18 @@ dispatch(struct p11_channel *ch, struct wbuf *in, struct wbuf *out, struct p11_f
 	if ((r = wbuf_get_u8(in, &type)) != 0)
 		return r;
 	switch (type) {
-	case P11_SIGN:
-		return do_sign(ch, in, out, fail);
+	case P11_SIGN: return do_sign(ch, in, out, fail);
 	case P11_TOKENS:
-		if ((r = wbuf_expect_end(in)) != 0 ||
-		    (r = p11_tokens(ch->st, &toks, fail)) != 0)
+		if ((r = wbuf_expect_end(in)) != 0 || (r = p11_tokens(ch->st, &toks, fail)) != 0)
 			return r;
 		r = msg_p11_tokens_resp_put(out, &toks);
 		msg_p11_tokens_resp_clear(&toks);
 		return r;
 	case P11_OBJECTS:
-	case P11_LOGOUT:
-		return do_slot_req(ch, type, in, out, fail);
+	case P11_LOGOUT: return do_slot_req(ch, type, in, out, fail);
 	case P11_LOGIN:
-	case P11_SET_PIN:
-		return do_pin(ch, type, in, out, fail);
-	default:
-		return MTLS_ERR_UNSUPPORTED_MESSAGE;
+	case P11_SET_PIN: return do_pin(ch, type, in, out, fail);
+	default: return MTLS_ERR_UNSUPPORTED_MESSAGE;
 	}
 }
 

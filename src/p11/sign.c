@@ -44,18 +44,14 @@ sign_once(struct p11_channel *ch, CK_SESSION_HANDLE s, const struct msg_p11_sign
 	CK_RV rv;
 
 	switch (req->mech) {
-	case P11_MECH_RSA_PKCS:
-		mech.mechanism = CKM_RSA_PKCS;
-		break;
+	case P11_MECH_RSA_PKCS: mech.mechanism = CKM_RSA_PKCS; break;
 	case P11_MECH_RSA_PSS:
 		mech.mechanism = CKM_RSA_PKCS_PSS;
 		pss_params(req->hash, &pss);
 		mech.pParameter = &pss;
 		mech.ulParameterLen = sizeof(pss);
 		break;
-	default:
-		mech.mechanism = CKM_ECDSA;
-		break;
+	default: mech.mechanism = CKM_ECDSA; break;
 	}
 	if ((rv = f->C_SignInit(s, &mech, (CK_OBJECT_HANDLE)req->key)) != CKR_OK)
 		return rv;

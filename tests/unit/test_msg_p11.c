@@ -96,9 +96,18 @@ static void
 test_tokens(void **state)
 {
 	struct p11_token t[2] = {
-		{ .slot = 0x123456789aULL, .label = S("mtls-test"), .manufacturer = S("SoftHSM"),
-		  .model = S("v2"), .serial = S("abc"), .flags = 0x40d, .logged_in = 1 },
-		{ .slot = 7, .label = S(""), .manufacturer = S(""), .model = S(""), .serial = S("") },
+		{ .slot = 0x123456789aULL,
+		  .label = S("mtls-test"),
+		  .manufacturer = S("SoftHSM"),
+		  .model = S("v2"),
+		  .serial = S("abc"),
+		  .flags = 0x40d,
+		  .logged_in = 1 },
+		{ .slot = 7,
+		  .label = S(""),
+		  .manufacturer = S(""),
+		  .model = S(""),
+		  .serial = S("") },
 	};
 	struct msg_p11_tokens_resp m = { t, 2 }, got;
 	struct wbuf *enc = newbuf(), *b;
@@ -149,10 +158,21 @@ test_objects(void **state)
 	unsigned char id[] = { 3 }, der[] = { 0x30, 0x03, 1, 2, 3 }, params[] = { 6, 1, 1 },
 		      point[] = { 4, 9, 9 };
 	struct p11_object o[2] = {
-		{ .kind = P11_OBJ_CERT, .handle = 2, .id = id, .id_len = 1, .label = S("p256"),
-		  .a = der, .a_len = sizeof(der) },
-		{ .kind = P11_OBJ_EC, .handle = 1ULL << 40, .id = id, .id_len = 1,
-		  .label = S("p256"), .a = params, .a_len = sizeof(params), .b = point,
+		{ .kind = P11_OBJ_CERT,
+		  .handle = 2,
+		  .id = id,
+		  .id_len = 1,
+		  .label = S("p256"),
+		  .a = der,
+		  .a_len = sizeof(der) },
+		{ .kind = P11_OBJ_EC,
+		  .handle = 1ULL << 40,
+		  .id = id,
+		  .id_len = 1,
+		  .label = S("p256"),
+		  .a = params,
+		  .a_len = sizeof(params),
+		  .b = point,
 		  .b_len = sizeof(point) },
 	};
 	struct msg_p11_objects_resp m = { o, 2 }, got;
@@ -170,8 +190,7 @@ test_objects(void **state)
 	assert_string_equal(got.o[1].label, "p256");
 	msg_p11_objects_resp_clear(&got);
 	wbuf_free(b);
-	check_hostile(enc, P11_OBJECTS | MSG_REPLY, objects_get, &got, sizeof(got),
-		      objects_clear);
+	check_hostile(enc, P11_OBJECTS | MSG_REPLY, objects_get, &got, sizeof(got), objects_clear);
 	wbuf_free(enc);
 
 	/* A certificate has no second value; an unknown kind is refused. */
@@ -202,7 +221,8 @@ login_clear(void *m)
 static void
 test_login(void **state)
 {
-	struct msg_p11_login_req m = { .slot = 5, .flags = P11_LOGIN_VERIFY, .pin = S("1234") }, got;
+	struct msg_p11_login_req m = { .slot = 5, .flags = P11_LOGIN_VERIFY, .pin = S("1234") },
+				 got;
 	struct wbuf *enc = newbuf(), *b;
 
 	(void)state;
@@ -240,7 +260,9 @@ test_login(void **state)
 static void
 test_set_pin_and_slot(void **state)
 {
-	struct msg_p11_set_pin_req m = { .slot = 1, .mode = SET_PIN_UNBLOCK, .old_pin = S("so"),
+	struct msg_p11_set_pin_req m = { .slot = 1,
+					 .mode = SET_PIN_UNBLOCK,
+					 .old_pin = S("so"),
 					 .new_pin = S("5678") },
 				   got;
 	struct msg_p11_slot_req s = { .slot = 9 }, sgot;
@@ -286,8 +308,11 @@ static void
 test_sign(void **state)
 {
 	unsigned char digest[64];
-	struct msg_p11_sign_req m = { .slot = 1, .key = 42, .mech = P11_MECH_ECDSA,
-				      .data = digest, .data_len = 32 },
+	struct msg_p11_sign_req m = { .slot = 1,
+				      .key = 42,
+				      .mech = P11_MECH_ECDSA,
+				      .data = digest,
+				      .data_len = 32 },
 				got;
 	struct wbuf *enc = newbuf(), *b;
 
@@ -337,7 +362,9 @@ error_clear(void *m)
 static void
 test_error(void **state)
 {
-	struct msg_p11_error m = { .code = MTLS_ERR_PIN_INCORRECT, .retries = 2, .rv = 0xa0,
+	struct msg_p11_error m = { .code = MTLS_ERR_PIN_INCORRECT,
+				   .retries = 2,
+				   .rv = 0xa0,
 				   .message = S("C_Login: PKCS#11 error 0xa0") },
 			     got;
 	struct wbuf *enc = newbuf(), *b;
@@ -374,9 +401,9 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_tokens),		cmocka_unit_test(test_objects),
-		cmocka_unit_test(test_login),		cmocka_unit_test(test_set_pin_and_slot),
-		cmocka_unit_test(test_sign),		cmocka_unit_test(test_error),
+		cmocka_unit_test(test_tokens), cmocka_unit_test(test_objects),
+		cmocka_unit_test(test_login),  cmocka_unit_test(test_set_pin_and_slot),
+		cmocka_unit_test(test_sign),   cmocka_unit_test(test_error),
 	};
 
 	return cmocka_run_group_tests_name("helper codecs", tests, NULL, NULL);
