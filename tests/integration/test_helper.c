@@ -369,8 +369,8 @@ test_helper_fds_env(void **state)
 {
 	char path[PATH_MAX], link[PATH_MAX], *env;
 	size_t len, off;
+	int fd, n, ours, softhsm_conf = 0;
 	pid_t pid;
-	int fd, n, ours;
 
 	(void)state;
 	assert_int_equal(fixture_unique_path(&fx, "agent-fd", "", path, sizeof(path)), 0);
@@ -389,12 +389,23 @@ test_helper_fds_env(void **state)
 		link[n] = '\0';
 		if (strcmp(link, path) == 0)
 			fail_msg("the helper has the agent's fd %d open as its fd %d", ours, fd);
+		/* 0-2, the 3 channels, and what the module itself opens (token
+		 * files under the fixture); nothing inherited. */
+		if (fd >= 3 + 3 && strncmp(link, fx.dir, strlen(fx.dir)) != 0)
+			fail_msg("the helper has fd %d open (%s), not its own", fd, link);
+		if (fd >= 3 && fd < 3 + 3 && strncmp(link, "socket:", 7) != 0)
+			fail_msg("the helper's channel fd %d is %s", fd, link);
 	}
 	snprintf(path, sizeof(path), "/proc/%ld/environ", (long)pid);
 	assert_non_null(env = fixture_read_file(path, &len));
-	for (off = 0; off < len; off += strlen(env + off) + 1)
-		if (!helper_env_kept(env + off))
+	for (off = 0; off < len; off += strlen(env + off) + 1) {
+		if (strncmp(env + off, "MTLS_TEST_SECRET_VAR=", 21) == 0 ||
+		    !helper_env_kept(env + off))
 			fail_msg("the helper got %s in its environment", env + off);
+		if (strncmp(env + off, "SOFTHSM2_CONF=", 14) == 0)
+			softhsm_conf = 1;
+	}
+	assert_true(softhsm_conf); /* what the module needs is passed on */
 	free(env);
 	close(ours);
 }
