@@ -496,7 +496,7 @@ handle_list(struct conn *c, struct wbuf *in, struct wbuf *out)
 
 	if ((r = msg_list_req_get(in)) != 0)
 		return put_error(out, r, -1, "malformed LIST");
-	if ((r = token_list(c->srv->ts, &resp, why, sizeof(why))) != 0)
+	if ((r = token_list(c->srv->ts, &resp.ids, &resp.n, why, sizeof(why))) != 0)
 		return put_error(out, r, -1, why);
 	if ((r = msg_list_resp_put(out, &resp)) != 0) {
 		warn("LIST reply does not fit a frame: %s", mtls_agent_strerror(r));

@@ -1387,30 +1387,37 @@ catch_up(struct tokenset *ts)
 }
 
 int
-token_list(struct tokenset *ts, struct msg_list_resp *out, char *why, size_t why_len)
+token_list(struct tokenset *ts, struct mtls_agent_identity **idsp, size_t *np, char *why,
+	   size_t why_len)
 {
-	size_t i, n;
+	struct mtls_agent_identity *ids = NULL;
+	size_t i, n, done = 0;
 	int r = 0;
 
-	memset(out, 0, sizeof(*out));
+	*idsp = NULL;
+	*np = 0;
 	catch_up(ts);
 	if ((r = read_lock(ts, why, why_len)) != 0)
 		return r;
 	n = ts->n > MTLS_IDS_MAX ? MTLS_IDS_MAX : ts->n;
-	if (n > 0 && (out->ids = calloc(n, sizeof(*out->ids))) == NULL) {
+	if (n > 0 && (ids = calloc(n, sizeof(*ids))) == NULL) {
 		r = MTLS_ERR_ALLOC;
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
-		out->n = i + 1;
-		if ((r = copy_ident(ts, &ts->ids[i], &out->ids[i])) != 0)
+		done = i + 1;
+		if ((r = copy_ident(ts, &ts->ids[i], &ids[i])) != 0)
 			goto out;
 	}
 out:
 	pthread_rwlock_unlock(&ts->lock);
-	if (r != 0)
-		msg_list_resp_clear(out);
-	return r;
+	if (r != 0) {
+		mtls_agent_identities_free(ids, done);
+		return r;
+	}
+	*idsp = ids;
+	*np = n;
+	return 0;
 }
 
 static int pick_slot(struct tokenset *ts, const char *name, PKCS11_SLOT **slotp, unsigned int *idxp,

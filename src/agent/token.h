@@ -37,8 +37,10 @@ __attribute__((warn_unused_result)) int token_reload(struct tokenset *ts, const 
 /* Logs out every token, frees everything; accepts NULL. */
 void token_close(struct tokenset *ts);
 
-/* A copy of the identities for a LIST reply. */
-__attribute__((warn_unused_result)) int token_list(struct tokenset *ts, struct msg_list_resp *out,
+/* A copy of the identities (at most MTLS_IDS_MAX), for whoever shows
+ * them; the caller frees *ids with mtls_agent_identities_free(). */
+__attribute__((warn_unused_result)) int token_list(struct tokenset *ts,
+						   struct mtls_agent_identity **ids, size_t *n,
 						   char *why, size_t why_len);
 
 /* Logs in the token of `name` ("" = the only token).  *retries is set to
