@@ -89,6 +89,9 @@ p11_module_reinit(struct p11_state *st, struct p11_fail *fail)
 		st->slots[i].logged_in = 0;
 	}
 	st->n_slots = 0;
+	/* Handles of the old sessions may be handed out again: every
+	 * channel forgets its own before its next call (serve.c). */
+	st->epoch++;
 	pthread_mutex_unlock(&st->lock);
 	pthread_rwlock_unlock(&st->mod.reinit);
 	if (rv != CKR_OK)

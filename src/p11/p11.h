@@ -45,6 +45,7 @@ struct p11_state {
 			       * can block except C_Login/C_Logout of that table */
 	struct p11_slot slots[P11_SLOTS_MAX];
 	size_t n_slots;
+	unsigned int epoch; /* bumped by REINIT, under the reinit write lock */
 };
 
 /* One channel (serve.c): its own sign sessions, so signatures on several
@@ -55,6 +56,7 @@ struct p11_channel {
 	CK_SLOT_ID sess_slot[P11_SESSIONS_MAX];
 	CK_SESSION_HANDLE sess[P11_SESSIONS_MAX];
 	size_t n_sess;
+	unsigned int epoch; /* st->epoch when sess[] were opened */
 };
 
 /* A failure for the reply: code, module rv, text. */

@@ -20,6 +20,11 @@ p11_channel_session(struct p11_channel *ch, CK_SLOT_ID slot, CK_SESSION_HANDLE *
 	size_t i;
 	CK_RV rv;
 
+	/* Read under the reinit read lock that every request holds. */
+	if (ch->epoch != ch->st->epoch) {
+		ch->n_sess = 0;
+		ch->epoch = ch->st->epoch;
+	}
 	for (i = 0; i < ch->n_sess; i++)
 		if (ch->sess_slot[i] == slot) {
 			*s = ch->sess[i];
@@ -156,9 +161,8 @@ reinit(struct p11_channel *ch, struct wbuf *in, struct wbuf *out, struct p11_fai
 {
 	int r;
 
-	/* Every channel's sessions are void after it; ours we forget here,
-	 * the others' fail once with SESSION_HANDLE_INVALID and reopen. */
-	ch->n_sess = 0;
+	/* Every channel's sessions are void after it: each forgets its own
+	 * when it sees the new epoch (p11_channel_session). */
 	if ((r = wbuf_expect_end(in)) != 0 || (r = p11_module_reinit(ch->st, fail)) != 0)
 		return r;
 	return wbuf_put_u8(out, P11_REINIT | MSG_REPLY);

@@ -64,6 +64,7 @@ teardown_helper(void **state)
 	hp = NULL;
 	unsetenv("MTLS_SHIM_HANG_FILE");
 	unsetenv("MTLS_SHIM_CRASH_FILE");
+	unsetenv("MTLS_SHIM_HANG_LOGIN_FILE");
 	unsetenv("MTLS_LOCKOUT_REAL");
 	unsetenv("MTLS_TEST_SECRET_VAR");
 	return 0;
@@ -330,6 +331,61 @@ test_helper_hang_restart(void **state)
 	EVP_PKEY_free(pub);
 }
 
+/* C_Login never returns: TIMEOUT, a new helper, and a login there works. */
+static void
+test_helper_login_hang(void **state)
+{
+	char hang[PATH_MAX];
+	struct msg_p11_error fail;
+	uint64_t slot;
+	long t0;
+
+	(void)state;
+	assert_int_equal(fixture_unique_path(&fx, "hang-login", "", hang, sizeof(hang)), 0);
+	use_shim();
+	assert_int_equal(setenv("MTLS_SHIM_HANG_LOGIN_FILE", hang, 1), 0);
+	start(fx.lockout_module, 2, 1000);
+	slot = find_slot();
+	assert_int_equal(fixture_write_file(hang, "", 0600), 0);
+	t0 = now_ms();
+	assert_int_equal(login(slot, fx.pin, &fail), MTLS_ERR_TIMEOUT);
+	assert_true(now_ms() - t0 < 4000);
+	assert_int_equal(unlink(hang), 0);
+	slot = find_slot();
+	assert_int_equal(helper_generation(hp), 2);
+	assert_int_equal(login(slot, fx.pin, &fail), 0);
+}
+
+/* REINIT: the module starts afresh; the login is gone, a new one signs. */
+static void
+test_helper_reinit(void **state)
+{
+	struct wbuf *req = wbuf_new(), *reply = wbuf_new();
+	struct msg_p11_error fail;
+	uint64_t slot, key = 0;
+	size_t n_keys;
+	EVP_PKEY *pub;
+
+	(void)state;
+	start(fx.module, 2, 10000);
+	slot = find_slot();
+	assert_int_equal(login(slot, fx.pin, &fail), 0);
+	assert_int_equal(msg_p11_empty_req_put(req, P11_REINIT), 0);
+	assert_int_equal(call(req, reply, &fail), 0);
+	/* Same process: REINIT is no restart. */
+	assert_int_equal(helper_generation(hp), 1);
+	slot = find_slot();
+	find_ec_key(slot, &key, &pub, &n_keys);
+	assert_int_equal(n_keys, 0); /* logged out with the finalize */
+	assert_int_equal(login(slot, fx.pin, &fail), 0);
+	find_ec_key(slot, &key, &pub, &n_keys);
+	assert_non_null(pub);
+	assert_int_equal(sign_ec(slot, key, pub, &fail), 0);
+	EVP_PKEY_free(pub);
+	wbuf_free(req);
+	wbuf_free(reply);
+}
+
 /* C_Sign segfaults: only the helper dies; the next one signs after login. */
 static void
 test_helper_crash_restart(void **state)
@@ -513,7 +569,9 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_helper_sign, teardown_helper),
 		cmocka_unit_test_teardown(test_helper_hang_restart, teardown_helper),
+		cmocka_unit_test_teardown(test_helper_login_hang, teardown_helper),
 		cmocka_unit_test_teardown(test_helper_crash_restart, teardown_helper),
+		cmocka_unit_test_teardown(test_helper_reinit, teardown_helper),
 		cmocka_unit_test_teardown(test_helper_fds_env, teardown_helper),
 		cmocka_unit_test_teardown(test_helper_pin_not_in_memory, teardown_helper),
 	};
