@@ -209,6 +209,9 @@ p11_serve(void *arg)
 			r = dispatch(ch, in, out, &fail);
 			pthread_rwlock_unlock(&ch->st->mod.reinit);
 		}
+		/* A LOGIN's PIN must not wait in the buffer for the next
+		 * request on this channel, which may never come. */
+		wbuf_reset(in);
 		if (r == 0)
 			r = frame_write(ch->fd, out, -1);
 		else
