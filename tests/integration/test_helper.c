@@ -386,6 +386,47 @@ test_helper_reinit(void **state)
 	wbuf_free(reply);
 }
 
+/*
+ * One channel, and its request hangs in C_Sign: a second request waits
+ * for the channel no longer than the timeout, and is then served by the
+ * helper started in place of the hung one.
+ */
+static void
+test_helper_channel_wait(void **state)
+{
+	char hang[PATH_MAX];
+	struct msg_p11_error fail;
+	struct stuck s = { 0 };
+	uint64_t slot, key = 0;
+	size_t n_keys;
+	EVP_PKEY *pub;
+	pthread_t th;
+	long t0, took;
+
+	(void)state;
+	assert_int_equal(fixture_unique_path(&fx, "hang1", "", hang, sizeof(hang)), 0);
+	use_shim();
+	assert_int_equal(setenv("MTLS_SHIM_HANG_FILE", hang, 1), 0);
+	start(fx.lockout_module, 1, 1500);
+	slot = find_slot();
+	assert_int_equal(login(slot, fx.pin, &fail), 0);
+	find_ec_key(slot, &key, &pub, &n_keys);
+	EVP_PKEY_free(pub);
+	assert_int_equal(fixture_write_file(hang, "", 0600), 0);
+	s.slot = slot;
+	s.key = key;
+	assert_int_equal(pthread_create(&th, NULL, stuck_sign, &s), 0);
+	usleep(200 * 1000);
+	t0 = now_ms();
+	(void)find_slot(); /* asserts success: served by the new helper */
+	took = now_ms() - t0;
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(s.r, MTLS_ERR_TIMEOUT);
+	assert_true(took < 3000);
+	assert_int_equal(helper_generation(hp), 2);
+	assert_int_equal(unlink(hang), 0);
+}
+
 /* C_Sign segfaults: only the helper dies; the next one signs after login. */
 static void
 test_helper_crash_restart(void **state)
@@ -570,6 +611,7 @@ main(void)
 		cmocka_unit_test_teardown(test_helper_sign, teardown_helper),
 		cmocka_unit_test_teardown(test_helper_hang_restart, teardown_helper),
 		cmocka_unit_test_teardown(test_helper_login_hang, teardown_helper),
+		cmocka_unit_test_teardown(test_helper_channel_wait, teardown_helper),
 		cmocka_unit_test_teardown(test_helper_crash_restart, teardown_helper),
 		cmocka_unit_test_teardown(test_helper_reinit, teardown_helper),
 		cmocka_unit_test_teardown(test_helper_fds_env, teardown_helper),
