@@ -74,7 +74,8 @@ static const char *const env_names[] = { "SOFTHSM2_CONF=",   "HOME=",	       "XD
 					 "XDG_CONFIG_DIRS=", "XDG_DATA_HOME=", "XDG_DATA_DIRS=",
 					 "XDG_RUNTIME_DIR=", "TMPDIR=",	       "LANG=",
 					 "LC_ALL=" };
-static const char *const env_prefixes[] = { "P11_KIT_", "MTLS_SHIM_", "MTLS_LOCKOUT_REAL=" };
+static const char *const env_prefixes[] = { "P11_KIT_", "MTLS_SHIM_",
+					    "MTLS_LOCKOUT_REAL=", "MTLS_TEST_MODULE=" };
 
 int
 helper_env_kept(const char *entry)
@@ -200,7 +201,7 @@ spawn(struct helper *h, struct inst **out, char *err, size_t err_len)
 		r = MTLS_ERR_TOKEN;
 		goto out;
 	}
-	in->gen = ++h->gen;
+	in->gen = h->gen;
 	in->refs = 1; /* held by h->cur */
 	*out = in;
 	in = NULL;
@@ -229,7 +230,10 @@ inst_kill(struct helper *h, struct inst *in, const char *why)
 	in->dead = 1;
 	in->pid = -1;
 	if (h->cur == in) {
+		/* Logins die with it: the generation changes now, so the
+		 * token layer does not use its handles on the next helper. */
 		h->cur = NULL;
+		h->gen++;
 		inst_put(in);
 	}
 	pthread_cond_broadcast(&h->freed);
@@ -448,6 +452,7 @@ helper_start(const char *bin, const char *module, unsigned int channels, int tim
 	if ((h = calloc(1, sizeof(*h))) == NULL)
 		return MTLS_ERR_ALLOC;
 	h->k = channels;
+	h->gen = 1;
 	h->timeout_ms = timeout_ms;
 	/* The helper inherits our affinity: it shares our CPUs. */
 	h->spin_cap = spin_cpus_allowed(0) > 1 ? spin_max_spinners(spin_cpus_allowed(0), 0) : 0;

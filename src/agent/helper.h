@@ -47,7 +47,9 @@ void helper_free(struct helper *h);
 WUR int helper_call(struct helper *h, const struct wbuf *req, struct wbuf *reply,
 		    struct msg_p11_error *fail, unsigned int *gen);
 
-/* How many times the helper has been (re)started; 1 after helper_start(). */
+/* The helper's generation: 1 after helper_start(), one more each time a
+ * helper is killed (its logins are lost with it); the next request starts
+ * the helper of the new generation. */
 unsigned int helper_generation(struct helper *h);
 
 /* The pid of the current helper process (for tests and the log), or -1. */

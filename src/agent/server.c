@@ -1144,7 +1144,6 @@ watch_main(void *arg)
 		/* These read the token set's configuration too. */
 		lc = cfg_hold(s);
 		/* First the check that needs no module call. */
-		token_check_hang(s->ts);
 		token_expire(s->ts, time(NULL));
 		token_poll(s->ts);
 		cfg_release(s, lc);
@@ -1196,12 +1195,14 @@ server_run(struct server *s)
 		if (pfd[1].revents & POLLIN) {
 			if (read(sfd, &si, sizeof(si)) != sizeof(si))
 				continue;
-			if (si.ssi_signo == SIGHUP) {
-				reload(s);
-				continue;
+			if (si.ssi_signo != SIGHUP) {
+				info("signal %u: shutting down", si.ssi_signo);
+				break;
 			}
-			info("signal %u: shutting down", si.ssi_signo);
-			break;
+			/* Then the connection that waited, if any: a reload
+			 * asks the PKCS#11 helper, and a stream of SIGHUPs
+			 * must not keep clients from being accepted. */
+			reload(s);
 		}
 		if (pfd[0].revents & POLLIN)
 			accept_one(s, &attr);

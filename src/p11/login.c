@@ -30,6 +30,38 @@ slot_entry(struct p11_state *st, CK_SLOT_ID id)
 	return &st->slots[st->n_slots++];
 }
 
+/* Under st->lock: is e logged in still?  Asked of the token: a card
+ * pulled and put back is logged out, and our session on it is gone. */
+static int
+still_in(struct p11_state *st, struct p11_slot *e)
+{
+	CK_SESSION_INFO si;
+
+	if (!e->logged_in)
+		return 0;
+	if (st->mod.f->C_GetSessionInfo(e->login, &si) == CKR_OK &&
+	    (si.state == CKS_RO_USER_FUNCTIONS || si.state == CKS_RW_USER_FUNCTIONS))
+		return 1;
+	(void)st->mod.f->C_CloseSession(e->login);
+	e->login = CK_INVALID_HANDLE;
+	e->logged_in = 0;
+	return 0;
+}
+
+CK_RV
+p11_open_session(struct p11_state *st, CK_SLOT_ID slot, CK_SESSION_HANDLE *s)
+{
+	CK_RV rv;
+
+	/* Read-write where the token allows: an SO login (SET_PIN unblock)
+	 * is refused while any read-only session of ours exists
+	 * (CKR_SESSION_READ_ONLY_EXISTS). */
+	rv = st->mod.f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, s);
+	if (rv == CKR_TOKEN_WRITE_PROTECTED)
+		rv = st->mod.f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, s);
+	return rv;
+}
+
 int
 p11_slot_logged_in(struct p11_state *st, CK_SLOT_ID slot)
 {
@@ -39,7 +71,7 @@ p11_slot_logged_in(struct p11_state *st, CK_SLOT_ID slot)
 	pthread_mutex_lock(&st->lock);
 	for (i = 0; i < st->n_slots; i++)
 		if (st->slots[i].id == slot)
-			in = st->slots[i].logged_in;
+			in = still_in(st, &st->slots[i]);
 	pthread_mutex_unlock(&st->lock);
 	return in;
 }
@@ -91,12 +123,12 @@ p11_login(struct p11_state *st, const struct msg_p11_login_req *req, struct p11_
 		r = p11_fail_rv(fail, CKR_HOST_MEMORY, "too many slots");
 		goto out;
 	}
-	if (e->logged_in && !(req->flags & P11_LOGIN_VERIFY))
+	if (still_in(st, e) && !(req->flags & P11_LOGIN_VERIFY))
 		goto out;
 	if (e->logged_in)
 		close_login(st, e);
 	if (e->login == CK_INVALID_HANDLE &&
-	    (rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &e->login)) != CKR_OK) {
+	    (rv = p11_open_session(st, slot, &e->login)) != CKR_OK) {
 		e->login = CK_INVALID_HANDLE;
 		r = p11_fail_rv(fail, rv, "C_OpenSession");
 		goto out;
@@ -143,7 +175,9 @@ p11_set_pin(struct p11_state *st, const struct msg_p11_set_pin_req *req, struct 
 		r = p11_fail_rv(fail, CKR_HOST_MEMORY, "too many slots");
 		goto out;
 	}
-	close_login(st, e);
+	/* The SO may log in only with no user session open. */
+	if (req->mode == SET_PIN_UNBLOCK)
+		close_login(st, e);
 	if ((rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s)) !=
 	    CKR_OK) {
 		r = p11_fail_rv(fail, rv, "C_OpenSession");
@@ -151,6 +185,7 @@ p11_set_pin(struct p11_state *st, const struct msg_p11_set_pin_req *req, struct 
 		goto out;
 	}
 	if (req->mode == SET_PIN_CHANGE) {
+		/* Logged in or not, as before: C_SetPIN works either way. */
 		rv = f->C_SetPIN(s, (CK_UTF8CHAR_PTR)old, strlen(old), (CK_UTF8CHAR_PTR)new_pin,
 				 strlen(new_pin));
 		if (rv != CKR_OK)
@@ -170,8 +205,8 @@ out:
 	if (s != CK_INVALID_HANDLE)
 		(void)f->C_CloseSession(s);
 	pthread_mutex_unlock(&st->lock);
-	if (r == 0) {
-		/* As before the split: the new PIN logs the user in. */
+	if (r == 0 && req->mode == SET_PIN_UNBLOCK) {
+		/* An unblocked token is logged in with its new PIN. */
 		struct msg_p11_login_req login = { .slot = req->slot, .pin = req->new_pin };
 
 		r = p11_login(st, &login, fail);

@@ -83,6 +83,8 @@ WUR int p11_login(struct p11_state *st, const struct msg_p11_login_req *req, str
 WUR int p11_logout(struct p11_state *st, CK_SLOT_ID slot, struct p11_fail *fail);
 WUR int p11_set_pin(struct p11_state *st, const struct msg_p11_set_pin_req *req,
 		    struct p11_fail *fail);
+/* A session on slot, read-write unless the token is write-protected. */
+CK_RV p11_open_session(struct p11_state *st, CK_SLOT_ID slot, CK_SESSION_HANDLE *s);
 /* Is slot logged in by us (the table, no module call)? */
 int p11_slot_logged_in(struct p11_state *st, CK_SLOT_ID slot);
 

@@ -32,7 +32,7 @@ p11_channel_session(struct p11_channel *ch, CK_SLOT_ID slot, CK_SESSION_HANDLE *
 		}
 	if (ch->n_sess == P11_SESSIONS_MAX)
 		return p11_fail_rv(fail, CKR_SESSION_COUNT, "too many slots");
-	if ((rv = ch->st->mod.f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, s)) != CKR_OK)
+	if ((rv = p11_open_session(ch->st, slot, s)) != CKR_OK)
 		return p11_fail_rv(fail, rv, "C_OpenSession");
 	ch->sess_slot[ch->n_sess] = slot;
 	ch->sess[ch->n_sess++] = *s;

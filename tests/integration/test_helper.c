@@ -29,12 +29,16 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <dirent.h>
 #include <openssl/ec.h>
+#include <openssl/rand.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
 #include "agent_fixture.h"
 #include "helper.h"
+#include "mtls-agent.h"
+#include "purpose.h"
 
 static struct agent_fixture fx;
 static struct helper *hp;
@@ -604,6 +608,158 @@ test_helper_pin_not_in_memory(void **state)
 		fail_msg("the PIN is in the helper's memory %u time(s) after logout", hits);
 }
 
+/* ---- through the real agent ------------------------------------------ */
+
+static struct agent_proc ag;
+
+static int
+teardown_agent(void **state)
+{
+	(void)state;
+	if (ag.pid > 0)
+		(void)agent_stop(&ag);
+	fixture_kill_all(&fx);
+	memset(&ag, 0, sizeof(ag));
+	return 0;
+}
+
+/* The pid of the agent's mtls-agent-p11 child, or -1. */
+static pid_t
+helper_child(pid_t agent)
+{
+	char path[PATH_MAX], buf[512], comm[64];
+	struct dirent *e;
+	pid_t found = -1;
+	DIR *d;
+
+	assert_non_null(d = opendir("/proc"));
+	while ((e = readdir(d)) != NULL) {
+		long pid, ppid;
+		FILE *f;
+
+		if ((pid = strtol(e->d_name, NULL, 10)) <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		/* pid (comm) state ppid ... */
+		if (fgets(buf, sizeof(buf), f) != NULL &&
+		    sscanf(buf, "%*d (%63[^)]) %*c %ld", comm, &ppid) == 2 && ppid == agent &&
+		    strcmp(comm, "mtls-agent-p11") == 0)
+			found = (pid_t)pid;
+		fclose(f);
+	}
+	closedir(d);
+	return found;
+}
+
+/* Does /proc/PID/maps name a file whose name contains `needle`? */
+static int
+maps_have(pid_t pid, const char *needle)
+{
+	char path[64];
+	char *maps;
+	int hit;
+
+	snprintf(path, sizeof(path), "/proc/%ld/maps", (long)pid);
+	assert_non_null(maps = fixture_read_file(path, NULL));
+	hit = strstr(maps, needle) != NULL;
+	free(maps);
+	return hit;
+}
+
+static struct wbuf *
+pam_content(void)
+{
+	unsigned char nonce[32];
+	struct wbuf *b = wbuf_new();
+
+	assert_non_null(b);
+	assert_int_equal(RAND_bytes(nonce, sizeof(nonce)), 1);
+	assert_int_equal(pam_challenge_put(b, nonce, sizeof(nonce), "sshd", "alice"), 0);
+	return b;
+}
+
+static int
+agent_sign(mtls_agent *a, const struct wbuf *c)
+{
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	int r;
+
+	r = mtls_agent_sign(a, "p256", MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+			    MTLS_AGENT_PURPOSE_PAM_CHALLENGE, wbuf_ptr(c), wbuf_len(c), &sig,
+			    &sig_len);
+	free(sig);
+	return r;
+}
+
+/* No module code in the agent: SoftHSM2 is mapped in its helper only. */
+static void
+test_agent_maps_no_module(void **state)
+{
+	struct wbuf *c = pam_content();
+	mtls_agent *a = NULL;
+	pid_t child;
+	int retries;
+
+	(void)state;
+	if (agent_start(&fx, NULL, NULL, &ag) != 0)
+		fail_msg("agent did not start");
+	assert_int_equal(mtls_agent_connect(ag.sock, &a), 0);
+	assert_int_equal(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	assert_int_equal(agent_sign(a, c), 0);
+	assert_true((child = helper_child(ag.pid)) > 0);
+	assert_true(maps_have(child, "libsofthsm2"));
+	if (maps_have(ag.pid, "libsofthsm2") || maps_have(ag.pid, "p11-kit-proxy") ||
+	    maps_have(ag.pid, "p11-lockout") || maps_have(ag.pid, "/pkcs11/"))
+		fail_msg("the agent (pid %ld) maps module code", (long)ag.pid);
+	mtls_agent_free(a);
+	wbuf_free(c);
+}
+
+/* A module that segfaults in C_Sign: the agent lives, its helper is
+ * started again, and after a login signatures work. */
+static void
+test_agent_module_crash(void **state)
+{
+	const char *args[] = { "--module", fx.lockout_module, NULL };
+	char crash[PATH_MAX], env_crash[PATH_MAX + 32];
+	const char *env[] = { env_crash, NULL };
+	struct agent_opts o = { 0 };
+	struct wbuf *c = pam_content();
+	mtls_agent *a = NULL;
+	pid_t before, after;
+	int retries, i;
+
+	(void)state;
+	assert_int_equal(fixture_unique_path(&fx, "crash", "", crash, sizeof(crash)), 0);
+	snprintf(env_crash, sizeof(env_crash), "MTLS_SHIM_CRASH_FILE=%s", crash);
+	o.args = args;
+	o.env = env;
+	if (agent_start_opts(&fx, &o, &ag) != 0)
+		fail_msg("agent did not start");
+	assert_int_equal(mtls_agent_connect(ag.sock, &a), 0);
+	assert_int_equal(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	assert_int_equal(agent_sign(a, c), 0);
+	before = helper_child(ag.pid);
+	assert_int_equal(fixture_write_file(crash, "", 0600), 0);
+	assert_int_equal(agent_sign(a, c), MTLS_ERR_TOKEN);
+	assert_true(agent_alive(&ag));
+	assert_true(agent_logged(&ag, "died of signal 11"));
+	assert_int_equal(unlink(crash), 0);
+	/* The token needs a login on the new helper. */
+	assert_int_equal(agent_sign(a, c), MTLS_ERR_LOGIN_REQUIRED);
+	assert_int_equal(mtls_agent_login(a, NULL, fx.pin, &retries), 0);
+	for (i = 0; i < 20 && agent_sign(a, c) != 0; i++)
+		usleep(100 * 1000);
+	assert_int_equal(agent_sign(a, c), 0);
+	after = helper_child(ag.pid);
+	assert_true(after > 0 && after != before);
+	mtls_agent_free(a);
+	wbuf_free(c);
+}
+
 int
 main(void)
 {
@@ -616,6 +772,8 @@ main(void)
 		cmocka_unit_test_teardown(test_helper_reinit, teardown_helper),
 		cmocka_unit_test_teardown(test_helper_fds_env, teardown_helper),
 		cmocka_unit_test_teardown(test_helper_pin_not_in_memory, teardown_helper),
+		cmocka_unit_test_teardown(test_agent_maps_no_module, teardown_agent),
+		cmocka_unit_test_teardown(test_agent_module_crash, teardown_agent),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
