@@ -1,8 +1,9 @@
 /*
- * token.c - the token layer: identities, logins and signatures on the
- * PKCS#11 tokens of one module, which runs in its own process,
+ * token.c - the token layer: identities, logins, PIN changes and hot-plug
+ * on the PKCS#11 tokens of one module, which runs in its own process,
  * mtls-agent-p11 (src/agent/helper.c, docs/PROTOCOL.md section 12).
- * No module code runs in the agent.
+ * No module code runs in the agent.  The pipeline of a signature is
+ * sign.c; what the two share is in token_int.h.
  *
  * An identity is a certificate (from the token, matched to the private key
  * by CKA_ID, or from a file) plus the private key with that CKA_ID.  The
@@ -15,7 +16,7 @@
  * call ends within token-timeout (helper.c kills a helper that does not
  * answer), so no lock here is held longer than that; a restarted helper
  * (a new generation) has lost every login, which the next request notices
- * (catch_up) and answers with LOGIN_REQUIRED after re-reading the tokens.
+ * (tk_catch_up) and answers with LOGIN_REQUIRED after re-reading the tokens.
  */
 #include "config.h"
 
@@ -40,71 +41,13 @@
 #include <p11-kit/pkcs11.h>
 #include <p11-kit/uri.h>
 
-#include "confirm.h"
 #include "helper.h"
 #include "log.h"
 #include "mtls-agent.h"
 #include "msg_p11.h"
-#include "policy.h"
 #include "secmem.h"
 #include "token.h"
-
-/* Channels to the helper: signatures in parallel, one per channel. */
-#define HELPER_CHANNELS 16
-
-struct ident {
-	char *name;
-	unsigned char *id; /* CKA_ID of key (and certificate) */
-	size_t id_len;
-	char *key_label;   /* CKA_LABEL to match when there is no id */
-	P11KitUri *uri;	   /* key URI: token and object selection */
-	char *token_label; /* token the identity was found on */
-	char *token_serial;
-	int present; /* token seen at the last scan */
-	X509 *cert;
-	unsigned char *cert_der;
-	size_t cert_der_len;
-	unsigned char **chain_der;
-	size_t *chain_der_len;
-	size_t n_chain;
-	int key_type;
-	unsigned int key_bits;
-	uint32_t purposes;
-	int has_key;			  /* the private key is found (logged in) */
-	uint64_t key;			  /* its handle in the helper */
-	int key_mismatch;		  /* the key at its id is not the certificate's */
-	const struct config_identity *ci; /* its policy; NULL if discovered */
-	time_t attached_at;		  /* when the key was attached (lifetime) */
-	time_t last_used;		  /* last signature (idle-logout) */
-	double bucket;			  /* rate-limit tokens left */
-	struct timespec bucket_at;
-};
-
-/* A slot with a token, as the helper listed it. */
-struct slot {
-	uint64_t id;
-	char *label, *serial, *manufacturer, *model;
-	uint32_t flags;
-	time_t login_time; /* when we logged it in, 0 = not by us / not in */
-};
-
-struct tokenset {
-	pthread_rwlock_t lock;
-	const struct config *cfg;
-	struct helper *hp;
-	unsigned int gen; /* helper generation the tables were read from */
-	struct slot *slots;
-	size_t nslots;
-	struct ident *ids;
-	size_t n;
-	int stale; /* a request saw the token vanish: rescan */
-	/* Module re-initialisation (REINIT, see token_poll()): since when
-	 * identities are lost (0: they are not), when it last ran. */
-	long failing_since;
-	long restarted_at;
-	int lost;
-	pthread_mutex_t stat_mu; /* last_used and rate buckets of identities */
-};
+#include "token_int.h"
 
 static void
 ident_clear(struct ident *id)
@@ -154,8 +97,8 @@ slots_free(struct slot *s, size_t n)
 /* ---- requests to the helper ------------------------------------------ */
 
 /* One request; *fail is cleared by the caller (msg_p11_error_clear). */
-static int
-call(struct tokenset *ts, struct wbuf *req, struct wbuf *reply, struct msg_p11_error *fail)
+int
+tk_call(struct tokenset *ts, struct wbuf *req, struct wbuf *reply, struct msg_p11_error *fail)
 {
 	int r;
 
@@ -178,7 +121,7 @@ list_tokens(struct tokenset *ts, struct msg_p11_tokens_resp *toks)
 		goto out;
 	}
 	if ((r = msg_p11_empty_req_put(req, P11_TOKENS)) != 0 ||
-	    (r = call(ts, req, reply, &fail)) != 0 ||
+	    (r = tk_call(ts, req, reply, &fail)) != 0 ||
 	    (r = msg_p11_tokens_resp_get(reply, toks)) != 0)
 		goto out;
 out:
@@ -203,7 +146,7 @@ list_objects(struct tokenset *ts, uint64_t slot, struct msg_p11_objects_resp *ob
 		goto out;
 	}
 	if ((r = msg_p11_slot_req_put(req, P11_OBJECTS, &sr)) != 0 ||
-	    (r = call(ts, req, reply, &fail)) != 0 ||
+	    (r = tk_call(ts, req, reply, &fail)) != 0 ||
 	    (r = msg_p11_objects_resp_get(reply, objs)) != 0)
 		goto out;
 out:
@@ -224,7 +167,7 @@ call_empty(struct tokenset *ts, struct wbuf *req, struct msg_p11_error *fail)
 	fail->retries = -1;
 	if (reply == NULL)
 		return MTLS_ERR_ALLOC;
-	r = call(ts, req, reply, fail);
+	r = tk_call(ts, req, reply, fail);
 	if (r == 0)
 		r = wbuf_expect_end(reply);
 	else if (fail->code == 0)
@@ -728,8 +671,8 @@ out:
 }
 
 /* The slot currently holding the identity's token, or NULL. */
-static struct slot *
-ident_slot(struct tokenset *ts, const struct ident *id)
+struct slot *
+tk_ident_slot(struct tokenset *ts, const struct ident *id)
 {
 	size_t i;
 
@@ -843,7 +786,7 @@ attach_keys_in(struct tokenset *ts, struct ident *ids, size_t n, struct slot *sl
 	for (i = 0; i < n; i++) {
 		struct ident *id = &ids[i];
 
-		if (id->has_key || ident_slot(ts, id) != slot)
+		if (id->has_key || tk_ident_slot(ts, id) != slot)
 			continue;
 		found_other = 0;
 		for (k = 0; k < objs.n; k++) {
@@ -888,12 +831,12 @@ detach_keys(struct tokenset *ts, const struct slot *slot)
 	size_t i;
 
 	for (i = 0; i < ts->n; i++)
-		if (ts->ids[i].has_key && ident_slot(ts, &ts->ids[i]) == slot)
+		if (ts->ids[i].has_key && tk_ident_slot(ts, &ts->ids[i]) == slot)
 			ts->ids[i].has_key = 0;
 }
 
-static struct ident *
-find_ident(struct tokenset *ts, const char *name)
+struct ident *
+tk_find_ident(struct tokenset *ts, const char *name)
 {
 	size_t i;
 
@@ -906,8 +849,8 @@ find_ident(struct tokenset *ts, const char *name)
 /* ---- login and PIN ---------------------------------------------------- */
 
 /* The fresh flags of `slot` (0 if the token is gone or not answering). */
-static int
-slot_flags(struct tokenset *ts, const struct slot *slot, uint32_t *flags, int *logged_in)
+int
+tk_slot_flags(struct tokenset *ts, const struct slot *slot, uint32_t *flags, int *logged_in)
 {
 	struct msg_p11_tokens_resp toks;
 	const struct p11_token *t;
@@ -956,7 +899,7 @@ pin_error(struct tokenset *ts, const struct slot *slot, const struct msg_p11_err
 				    : mtls_agent_strerror(fail->code)));
 		return fail->code;
 	}
-	if (slot_flags(ts, slot, &flags, NULL) == 0)
+	if (tk_slot_flags(ts, slot, &flags, NULL) == 0)
 		*retries = (flags & locked) ? 0 : (flags & final) ? 1 : -1;
 	switch (fail->rv) {
 	case CKR_PIN_INCORRECT:
@@ -1033,7 +976,7 @@ login_slot(struct tokenset *ts, struct slot *slot, const char *pin, int verify, 
 	int r, in;
 
 	*retries = -1;
-	if ((r = slot_flags(ts, slot, &flags, &in)) != 0) {
+	if ((r = tk_slot_flags(ts, slot, &flags, &in)) != 0) {
 		snprintf(why, why_len, "token %s: %s", slot->label, mtls_agent_strerror(r));
 		return r;
 	}
@@ -1106,14 +1049,14 @@ pin_file_logins(struct tokenset *ts, char *err, size_t err_len)
 
 	for (k = 0; k < ts->cfg->n_identities; k++) {
 		const struct config_identity *ci = &ts->cfg->identities[k];
-		struct ident *id = find_ident(ts, ci->name);
+		struct ident *id = tk_find_ident(ts, ci->name);
 		struct slot *slot;
 		char *pin = NULL, why[256];
 		int r, retries;
 
 		if (ci->pin_file == NULL || id == NULL)
 			continue;
-		if ((slot = ident_slot(ts, id)) == NULL) {
+		if ((slot = tk_ident_slot(ts, id)) == NULL) {
 			warn("identity %s: token absent; PIN file not used", id->name);
 			continue;
 		}
@@ -1295,8 +1238,8 @@ write_lock(struct tokenset *ts, char *why, size_t why_len)
 	return 0;
 }
 
-static int
-read_lock(struct tokenset *ts, char *why, size_t why_len)
+int
+tk_read_lock(struct tokenset *ts, char *why, size_t why_len)
 {
 	(void)why;
 	(void)why_len;
@@ -1315,7 +1258,7 @@ rescan(struct tokenset *ts)
 	if (list_tokens(ts, &toks) != 0)
 		memset(&toks, 0, sizeof(toks));
 	for (i = 0; i < ts->n; i++) {
-		s = ident_slot(ts, &ts->ids[i]);
+		s = tk_ident_slot(ts, &ts->ids[i]);
 		ts->ids[i].present = s != NULL && fresh(&toks, s) != NULL;
 	}
 	msg_p11_tokens_resp_clear(&toks);
@@ -1342,7 +1285,7 @@ token_reload(struct tokenset *ts, const struct config *cfg, char *err, size_t er
 	 * the read lock, so signatures go on meanwhile; the write lock is
 	 * held only to put them in place.
 	 */
-	if ((r = read_lock(ts, err, err_len)) != 0)
+	if ((r = tk_read_lock(ts, err, err_len)) != 0)
 		return r;
 	gen = ts->gen;
 	r = build(ts, cfg, &ids, &n, err, err_len);
@@ -1406,7 +1349,7 @@ token_close(struct tokenset *ts)
 static uint32_t
 ident_flags(struct tokenset *ts, const struct msg_p11_tokens_resp *toks, const struct ident *id)
 {
-	const struct slot *slot = ident_slot(ts, id);
+	const struct slot *slot = tk_ident_slot(ts, id);
 	const struct p11_token *t;
 	uint32_t f = 0;
 
@@ -1486,8 +1429,8 @@ copy_ident(struct tokenset *ts, const struct msg_p11_tokens_resp *toks, const st
 
 /* A token vanished under a request, or the helper was started again:
  * catch up before answering. */
-static void
-catch_up(struct tokenset *ts)
+void
+tk_catch_up(struct tokenset *ts)
 {
 	if (__atomic_load_n(&ts->stale, __ATOMIC_RELAXED) ||
 	    helper_generation(ts->hp) != __atomic_load_n(&ts->gen, __ATOMIC_RELAXED))
@@ -1505,8 +1448,8 @@ token_list(struct tokenset *ts, struct mtls_agent_identity **idsp, size_t *np, c
 
 	*idsp = NULL;
 	*np = 0;
-	catch_up(ts);
-	if ((r = read_lock(ts, why, why_len)) != 0)
+	tk_catch_up(ts);
+	if ((r = tk_read_lock(ts, why, why_len)) != 0)
 		return r;
 	/* One fresh token list for every identity's flags. */
 	if (list_tokens(ts, &toks) != 0)
@@ -1543,18 +1486,18 @@ pick_slot(struct tokenset *ts, const char *name, struct slot **slotp, char *why,
 
 	rescan(ts);
 	if (name[0] != '\0') {
-		if ((id = find_ident(ts, name)) == NULL) {
+		if ((id = tk_find_ident(ts, name)) == NULL) {
 			snprintf(why, why_len, "no identity named %s", name);
 			return MTLS_ERR_NO_IDENTITY;
 		}
-		if ((slot = ident_slot(ts, id)) == NULL || !id->present) {
+		if ((slot = tk_ident_slot(ts, id)) == NULL || !id->present) {
 			snprintf(why, why_len, "the token of %s is not present", name);
 			return MTLS_ERR_TOKEN_ABSENT;
 		}
 	} else {
 		/* No name: the one token that holds identities. */
 		for (i = 0; i < ts->n; i++) {
-			if (!ts->ids[i].present || (s = ident_slot(ts, &ts->ids[i])) == NULL)
+			if (!ts->ids[i].present || (s = tk_ident_slot(ts, &ts->ids[i])) == NULL)
 				continue;
 			if (slot != NULL && s != slot) {
 				snprintf(why, why_len, "identities on several tokens: name one");
@@ -1579,7 +1522,7 @@ token_login(struct tokenset *ts, const char *name, const char *pin, int *retries
 	int r;
 
 	*retries = -1;
-	catch_up(ts);
+	tk_catch_up(ts);
 	if ((r = write_lock(ts, why, why_len)) != 0)
 		return r;
 	if ((r = pick_slot(ts, name, &slot, why, why_len)) == 0)
@@ -1601,7 +1544,7 @@ token_relogin(struct tokenset *ts, const char *name, const char *pin, int *retri
 	int r;
 
 	*retries = -1;
-	catch_up(ts);
+	tk_catch_up(ts);
 	if ((r = write_lock(ts, why, why_len)) != 0)
 		return r;
 	if ((r = pick_slot(ts, name, &slot, why, why_len)) == 0)
@@ -1624,7 +1567,7 @@ token_set_pin(struct tokenset *ts, const char *name, int mode, const char *old, 
 
 	*retries = -1;
 	memset(&fail, 0, sizeof(fail));
-	catch_up(ts);
+	tk_catch_up(ts);
 	if ((r = write_lock(ts, why, why_len)) != 0)
 		return r;
 	if ((r = pick_slot(ts, name, &slot, why, why_len)) != 0)
@@ -1675,21 +1618,21 @@ token_logout(struct tokenset *ts, const char *name, char *why, size_t why_len)
 	int r = 0, in;
 	uint32_t flags;
 
-	catch_up(ts);
+	tk_catch_up(ts);
 	if ((r = write_lock(ts, why, why_len)) != 0)
 		return r;
-	if (name[0] != '\0' && (id = find_ident(ts, name)) == NULL) {
+	if (name[0] != '\0' && (id = tk_find_ident(ts, name)) == NULL) {
 		r = MTLS_ERR_NO_IDENTITY;
 		goto out;
 	}
 	for (i = 0; i < ts->nslots; i++) {
 		struct slot *slot = &ts->slots[i];
 
-		if (id != NULL && ident_slot(ts, id) != slot)
+		if (id != NULL && tk_ident_slot(ts, id) != slot)
 			continue;
 		detach_keys(ts, slot);
 		in = 0;
-		if (slot->login_time != 0 || (slot_flags(ts, slot, &flags, &in) == 0 && in)) {
+		if (slot->login_time != 0 || (tk_slot_flags(ts, slot, &flags, &in) == 0 && in)) {
 			helper_logout(ts, slot->id);
 			info("token %s: logged out", slot->label);
 		}
@@ -1749,10 +1692,10 @@ expire_keys(struct tokenset *ts, time_t now)
 		if (slot->login_time == 0)
 			continue;
 		for (k = 0; k < ts->n && !used; k++)
-			used = ts->ids[k].has_key && ident_slot(ts, &ts->ids[k]) == slot;
+			used = ts->ids[k].has_key && tk_ident_slot(ts, &ts->ids[k]) == slot;
 		/* Identities with a policy went; any without one keeps it. */
 		for (k = 0; k < ts->n && !used; k++)
-			used = ts->ids[k].ci == NULL && ident_slot(ts, &ts->ids[k]) == slot;
+			used = ts->ids[k].ci == NULL && tk_ident_slot(ts, &ts->ids[k]) == slot;
 		if (used)
 			continue;
 		helper_logout(ts, slot->id);
@@ -1792,394 +1735,6 @@ token_expire(struct tokenset *ts, time_t now)
 		info("token %s: login timeout, logged out", slot->label);
 	}
 	pthread_rwlock_unlock(&ts->lock);
-}
-
-/* ---- signing ---------------------------------------------------------- */
-
-/*
- * The digests the schemes use, fetched once: a fetch per signature takes
- * the provider store's lock and a lookup every time.
- */
-static const char *const digest_names[] = { "SHA256", "SHA384", "SHA512" };
-static EVP_MD *digests[sizeof(digest_names) / sizeof(digest_names[0])];
-static pthread_once_t digests_once = PTHREAD_ONCE_INIT;
-
-static void
-fetch_digests(void)
-{
-	size_t i;
-
-	for (i = 0; i < sizeof(digests) / sizeof(digests[0]); i++)
-		digests[i] = EVP_MD_fetch(NULL, digest_names[i], NULL);
-}
-
-/* A digest for `name`: the fetched-once one (*owned 0), or a new fetch. */
-static EVP_MD *
-digest_get(const char *name, int *owned)
-{
-	size_t i;
-
-	(void)pthread_once(&digests_once, fetch_digests);
-	*owned = 0;
-	for (i = 0; i < sizeof(digests) / sizeof(digests[0]); i++)
-		if (digests[i] != NULL && strcmp(name, digest_names[i]) == 0)
-			return digests[i];
-	*owned = 1;
-	return EVP_MD_fetch(NULL, name, NULL);
-}
-
-/* DigestInfo prefixes (RFC 8017 section 9.2, note 1). */
-static const unsigned char di_sha256[19] = { 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60,
-					     0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-					     0x01, 0x05, 0x00, 0x04, 0x20 };
-static const unsigned char di_sha384[19] = { 0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60,
-					     0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-					     0x02, 0x05, 0x00, 0x04, 0x30 };
-static const unsigned char di_sha512[19] = { 0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60,
-					     0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-					     0x03, 0x05, 0x00, 0x04, 0x40 };
-
-/* r || s from the token as the DER ECDSA-Sig-Value TLS wants. */
-static int
-ecdsa_der(const unsigned char *rs, size_t len, unsigned char **sigp, size_t *sig_len)
-{
-	ECDSA_SIG *es = NULL;
-	BIGNUM *r = NULL, *s = NULL;
-	unsigned char *der = NULL;
-	int n, ret = MTLS_ERR_TOKEN;
-
-	if (len == 0 || len % 2 != 0)
-		return MTLS_ERR_TOKEN;
-	if ((es = ECDSA_SIG_new()) == NULL || (r = BN_bin2bn(rs, (int)len / 2, NULL)) == NULL ||
-	    (s = BN_bin2bn(rs + len / 2, (int)len / 2, NULL)) == NULL ||
-	    ECDSA_SIG_set0(es, r, s) != 1)
-		goto out;
-	r = s = NULL;
-	if ((n = i2d_ECDSA_SIG(es, &der)) <= 0)
-		goto out;
-	if ((*sigp = malloc((size_t)n)) == NULL) {
-		ret = MTLS_ERR_ALLOC;
-		goto out;
-	}
-	memcpy(*sigp, der, (size_t)n);
-	*sig_len = (size_t)n;
-	ret = 0;
-out:
-	OPENSSL_free(der);
-	BN_free(r);
-	BN_free(s);
-	ECDSA_SIG_free(es);
-	return ret;
-}
-
-/* Hashes (unless the content is the digest) and has the helper sign. */
-static int
-sign_with(struct tokenset *ts, const struct ident *id, const struct slot *slot,
-	  const struct scheme_info *s, int purpose, const unsigned char *content, size_t len,
-	  unsigned char **sigp, size_t *sig_len, char *why, size_t why_len)
-{
-	unsigned char md[EVP_MAX_MD_SIZE], data[19 + EVP_MAX_MD_SIZE];
-	struct msg_p11_sign_req sr = { .slot = slot->id, .key = id->key, .data = data };
-	struct wbuf *req = wbuf_new(), *reply = wbuf_new();
-	struct msg_p11_error fail;
-	struct msg_sign_resp resp = { 0 };
-	const unsigned char *tbs = md;
-	unsigned int md_len = 0;
-	EVP_MD *dgst = NULL;
-	size_t tbs_len;
-	int r = MTLS_ERR_INTERNAL, dgst_owned = 0;
-
-	memset(&fail, 0, sizeof(fail));
-	if (req == NULL || reply == NULL) {
-		r = MTLS_ERR_ALLOC;
-		goto out;
-	}
-	if ((dgst = digest_get(s->digest, &dgst_owned)) == NULL)
-		goto out;
-	if (purpose == MTLS_AGENT_PURPOSE_RAW_DIGEST) {
-		tbs = content;
-		tbs_len = len;
-	} else {
-		if (EVP_Digest(content, len, md, &md_len, dgst, NULL) != 1)
-			goto out;
-		tbs_len = md_len;
-	}
-	if (tbs_len != 32 && tbs_len != 48 && tbs_len != 64) {
-		snprintf(why, why_len, "digest of %zu bytes", tbs_len);
-		r = MTLS_ERR_CONTENT_REJECTED;
-		goto out;
-	}
-	if (s->key_type == MTLS_AGENT_KEY_RSA && !s->pss) {
-		sr.mech = P11_MECH_RSA_PKCS;
-		memcpy(data, tbs_len == 32 ? di_sha256 : tbs_len == 48 ? di_sha384 : di_sha512, 19);
-		memcpy(data + 19, tbs, tbs_len);
-		sr.data_len = 19 + tbs_len;
-	} else {
-		sr.mech = s->key_type == MTLS_AGENT_KEY_RSA ? P11_MECH_RSA_PSS : P11_MECH_ECDSA;
-		if (s->pss)
-			sr.hash = tbs_len == 32	  ? P11_HASH_SHA256
-				  : tbs_len == 48 ? P11_HASH_SHA384
-						  : P11_HASH_SHA512;
-		memcpy(data, tbs, tbs_len);
-		sr.data_len = tbs_len;
-	}
-	if ((r = msg_p11_sign_req_put(req, &sr)) != 0)
-		goto out;
-	if ((r = call(ts, req, reply, &fail)) != 0) {
-		switch (r) {
-		case MTLS_ERR_TIMEOUT:
-			why_printf(why, why_len,
-				   "the PKCS#11 module has not answered a signature for %u s; it "
-				   "is started again, and the token needs a login",
-				   ts->cfg->token_timeout);
-			break;
-		case MTLS_ERR_LOGIN_REQUIRED:
-			snprintf(why, why_len, "token is not logged in");
-			break;
-		case MTLS_ERR_TOKEN_ABSENT: snprintf(why, why_len, "token removed"); break;
-		default:
-			if (fail.rv == CKR_SESSION_HANDLE_INVALID) {
-				snprintf(why, why_len, "token removed");
-				r = MTLS_ERR_TOKEN_ABSENT;
-			} else if (fail.rv != 0) {
-				snprintf(why, why_len,
-					 "token signature failed (PKCS#11 error 0x%lx)",
-					 (unsigned long)fail.rv);
-			} else {
-				snprintf(why, why_len,
-					 "the PKCS#11 helper failed; it is started again, and the "
-					 "token needs a login");
-			}
-		}
-		goto out;
-	}
-	if ((r = msg_sign_resp_get(reply, &resp)) != 0) {
-		r = MTLS_ERR_TOKEN;
-		goto out;
-	}
-	if (s->key_type == MTLS_AGENT_KEY_EC) {
-		r = ecdsa_der(resp.sig, resp.sig_len, sigp, sig_len);
-	} else {
-		*sigp = resp.sig;
-		*sig_len = resp.sig_len;
-		resp.sig = NULL;
-		r = 0;
-	}
-out:
-	if (r == MTLS_ERR_INTERNAL && why[0] == '\0')
-		snprintf(why, why_len, "signature setup failed");
-	msg_sign_resp_clear(&resp);
-	msg_p11_error_clear(&fail);
-	wbuf_free(req);
-	wbuf_free(reply);
-	if (dgst_owned)
-		EVP_MD_free(dgst);
-	mtls_wipe(md, sizeof(md));
-	mtls_wipe(data, sizeof(data));
-	return r;
-}
-
-/*
- * Rate limit: a bucket of `rate` signatures refilled at rate/60 a second.
- * Returns 1 if this signature may go ahead.
- */
-static int
-rate_ok(struct tokenset *ts, struct ident *id, unsigned int rate)
-{
-	struct timespec now;
-	double elapsed;
-	int ok;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	pthread_mutex_lock(&ts->stat_mu);
-	if (id->bucket_at.tv_sec == 0 && id->bucket_at.tv_nsec == 0) {
-		id->bucket = rate;
-	} else {
-		elapsed = (double)(now.tv_sec - id->bucket_at.tv_sec) +
-			  (double)(now.tv_nsec - id->bucket_at.tv_nsec) / 1e9;
-		id->bucket += elapsed * rate / 60.0;
-		if (id->bucket > rate)
-			id->bucket = rate;
-	}
-	id->bucket_at = now;
-	ok = id->bucket >= 1.0;
-	if (ok)
-		id->bucket -= 1.0;
-	pthread_mutex_unlock(&ts->stat_mu);
-	return ok;
-}
-
-/*
- * Phase 1 (read lock held): every decision that needs no token; *idp is
- * the identity, valid while the lock is held.  `charge` counts the request
- * against the rate limit (not again when re-deciding after a confirmation).
- */
-static int
-sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name, uint16_t scheme,
-	    int purpose, const unsigned char *content, size_t len, int charge, struct ident **idp,
-	    int *confirm, char *why, size_t why_len)
-{
-	const struct scheme_info *s;
-	struct ident *id;
-	int r;
-
-	*confirm = 0;
-	*idp = NULL;
-	if ((id = find_ident(ts, name)) == NULL) {
-		snprintf(why, why_len, "no identity named %s", name);
-		return MTLS_ERR_NO_IDENTITY;
-	}
-	if (id->ci != NULL && id->ci->n_peers > 0 &&
-	    !policy_peer_matches(id->ci->peers, id->ci->n_peers, peer->uid, peer->gid, peer->exe)) {
-		snprintf(why, why_len, "peer uid %u gid %u exe %s may not use identity %s",
-			 (unsigned)peer->uid, (unsigned)peer->gid, peer->exe, name);
-		return MTLS_ERR_POLICY_DENIED;
-	}
-	if ((r = policy_check_sign(id->purposes, id->key_type, id->key_bits, scheme, purpose,
-				   content, len, &s, why, why_len)) != 0)
-		return r;
-	if (charge && id->ci != NULL && id->ci->rate_limit > 0 &&
-	    !rate_ok(ts, id, id->ci->rate_limit)) {
-		snprintf(why, why_len, "identity %s: more than %u signatures a minute", name,
-			 id->ci->rate_limit);
-		warn("rate limit hit: identity %s (%u a minute), peer pid %ld", name,
-		     id->ci->rate_limit, (long)peer->pid);
-		return MTLS_ERR_RATE_LIMITED;
-	}
-	*confirm = id->ci != NULL && id->ci->confirm;
-	*idp = id;
-	return 0;
-}
-
-/*
- * Asks for confirmation with no lock held (other clients go on meanwhile),
- * then takes the read lock again and decides again: a reload may have
- * removed or renamed the identity, changed its policy or given the name
- * another certificate (and so another key) meanwhile.  On success the read
- * lock is held and *idp is the identity as it is now.
- */
-static int
-sign_confirm(struct tokenset *ts, const struct sign_peer *peer, const char *name, uint16_t scheme,
-	     int purpose, const unsigned char *content, size_t len, struct ident **idp, char *why,
-	     size_t why_len)
-{
-	unsigned char *cert = NULL;
-	size_t cert_len = (*idp)->cert_der_len;
-	char prompt[512];
-	int r, confirm = 0;
-
-	/* The confirmed key is the certificate's: remember which one. */
-	if ((cert = malloc(cert_len)) == NULL) {
-		pthread_rwlock_unlock(&ts->lock);
-		return MTLS_ERR_ALLOC;
-	}
-	memcpy(cert, (*idp)->cert_der, cert_len);
-	*idp = NULL;
-	pthread_rwlock_unlock(&ts->lock);
-	snprintf(prompt, sizeof(prompt),
-		 "Allow %s (executable as the kernel reports it; pid %ld, uid %u) to sign a %s "
-		 "with the key \"%s\"?",
-		 peer->exe, (long)peer->pid, (unsigned)peer->uid, mtls_agent_purpose_name(purpose),
-		 name);
-	if ((r = confirm_ask(ts->cfg->askpass, ts->cfg->confirm_timeout, prompt, why, why_len)) !=
-	    0)
-		goto out;
-	if ((r = read_lock(ts, why, why_len)) != 0)
-		goto out;
-	r = sign_decide(ts, peer, name, scheme, purpose, content, len, 0, idp, &confirm, why,
-			why_len);
-	if (r == 0 &&
-	    ((*idp)->cert_der_len != cert_len || memcmp((*idp)->cert_der, cert, cert_len) != 0)) {
-		snprintf(why, why_len,
-			 "identity %s was reconfigured while its use was being confirmed", name);
-		r = MTLS_ERR_CONFIRM_DENIED;
-	}
-	if (r != 0) {
-		*idp = NULL;
-		pthread_rwlock_unlock(&ts->lock);
-	}
-out:
-	free(cert);
-	return r;
-}
-
-int
-token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name, uint16_t scheme,
-	   int purpose, const unsigned char *content, size_t len, unsigned char **sig,
-	   size_t *sig_len, char *why, size_t why_len)
-{
-	const struct scheme_info *s;
-	struct slot *slot;
-	struct ident *id;
-	uint32_t flags;
-	int r, confirm = 0, in;
-
-	*sig = NULL;
-	*sig_len = 0;
-	why[0] = '\0';
-	catch_up(ts);
-	if ((r = read_lock(ts, why, why_len)) != 0)
-		return r;
-	/* Decided and signed under one read lock, so a reload cannot take
-	 * the identity away in between; only a confirmation lets go of it. */
-	r = sign_decide(ts, peer, name, scheme, purpose, content, len, 1, &id, &confirm, why,
-			why_len);
-	if (r != 0)
-		goto out;
-	if (confirm && (r = sign_confirm(ts, peer, name, scheme, purpose, content, len, &id, why,
-					 why_len)) != 0)
-		return r; /* no lock held */
-	s = scheme_lookup(scheme);
-	slot = ident_slot(ts, id);
-	if (!id->present || slot == NULL) {
-		snprintf(why, why_len, "the token of %s is not present", name);
-		r = MTLS_ERR_TOKEN_ABSENT;
-		goto out;
-	}
-	if (!id->has_key) {
-		if (slot_flags(ts, slot, &flags, &in) == MTLS_ERR_TOKEN_ABSENT) {
-			snprintf(why, why_len, "the token of %s is not present", name);
-			r = MTLS_ERR_TOKEN_ABSENT;
-			goto out;
-		}
-		if (id->key_mismatch) {
-			snprintf(why, why_len,
-				 "identity %s: key does not match certificate (the private key "
-				 "at its id is another key); nothing is signed with it",
-				 name);
-			r = MTLS_ERR_TOKEN;
-			goto out;
-		}
-		if (in) {
-			/* Logged in, yet no usable key: say so, not "log in". */
-			snprintf(why, why_len,
-				 "no private key for %s on its token, or one that does not match "
-				 "its certificate",
-				 name);
-			r = MTLS_ERR_TOKEN;
-			goto out;
-		}
-		snprintf(why, why_len, "log in to the token of %s first", name);
-		r = MTLS_ERR_LOGIN_REQUIRED;
-		goto out;
-	}
-	r = sign_with(ts, id, slot, s, purpose, content, len, sig, sig_len, why, why_len);
-	if (r == 0) {
-		pthread_mutex_lock(&ts->stat_mu);
-		id->last_used = time(NULL);
-		pthread_mutex_unlock(&ts->stat_mu);
-	} else if (r == MTLS_ERR_TOKEN || r == MTLS_ERR_TOKEN_ABSENT) {
-		/* A failure may mean the token went away under the key:
-		 * answer "absent" if so, and have the poller rescan. */
-		if (slot_flags(ts, slot, &flags, NULL) != 0) {
-			snprintf(why, why_len, "the token of %s was removed", name);
-			r = MTLS_ERR_TOKEN_ABSENT;
-		}
-		__atomic_store_n(&ts->stale, 1, __ATOMIC_RELAXED);
-	}
-out:
-	pthread_rwlock_unlock(&ts->lock);
-	return r;
 }
 
 /* ---- hot-plug ----------------------------------------------------------- */
@@ -2236,7 +1791,7 @@ merge_absent(struct tokenset *ts, struct ident **idsp, size_t *np)
 
 		for (k = 0; k < n && !kept; k++)
 			kept = strcmp(ids[k].name, ts->ids[i].name) == 0;
-		if (kept || ident_slot(ts, &ts->ids[i]) != NULL)
+		if (kept || tk_ident_slot(ts, &ts->ids[i]) != NULL)
 			continue;
 		if ((nv = reallocarray(ids, n + 1, sizeof(*ids))) == NULL)
 			break;
@@ -2417,8 +1972,8 @@ token_status(struct tokenset *ts, struct mtls_agent_status *st, char *why, size_
 	size_t i;
 	int r;
 
-	catch_up(ts);
-	if ((r = read_lock(ts, why, why_len)) != 0)
+	tk_catch_up(ts);
+	if ((r = tk_read_lock(ts, why, why_len)) != 0)
 		return r;
 	st->identities = (uint32_t)ts->n;
 	st->tokens_present = st->tokens_logged_in = 0;
