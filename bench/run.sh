@@ -248,10 +248,14 @@ on_cpu() { # cpu|'' command...
 	shift
 	if [ -n "$c" ]; then taskset -c "$c" "$@"; else "$@"; fi
 }
-pin_pid() { # pid cpu|'' (all threads; '' = every CPU)
+pin_pid() { # pid cpu|'' (all threads, and its children: the agent's
+	# mtls-agent-p11 signs; '' = every CPU)
+	local c
 	[ -n "$SIGN_CPU" ] || return 0
-	taskset -a -p -c "${2:-0-$(($(nproc) - 1))}" "$1" >/dev/null ||
-		die "taskset of pid $1 failed"
+	for c in "$1" $(pgrep -P "$1"); do
+		taskset -a -p -c "${2:-0-$(($(nproc) - 1))}" "$c" >/dev/null ||
+			die "taskset of pid $c failed"
+	done
 }
 
 raw_sign() { # alg threads [module]
@@ -505,9 +509,18 @@ fi
 # Row 5 --------------------------------------------------------------------------
 RSS_NOTE=
 if [[ " $ROWS " == *" 5 "* ]]; then
-	rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
-	anon_kib() { awk '/^RssAnon/ { print $2 }' "/proc/$1/status"; }
-	pss_kib() { awk '/^Pss:/ { print $2 }' "/proc/$1/smaps_rollup"; }
+	# The agent's figures include its PKCS#11 helper (mtls-agent-p11),
+	# which holds the module: together they are what holds the token.
+	sum_kib() { # awk-program pid-file-suffix pid
+		local p t=0 v
+		for p in "$3" $(pgrep -P "$3"); do
+			v=$(awk "$1" "/proc/$p/$2") && t=$((t + ${v:-0}))
+		done
+		echo "$t"
+	}
+	rss_kib() { sum_kib '/^VmRSS/ { print $2 }' status "$1"; }
+	anon_kib() { sum_kib '/^RssAnon/ { print $2 }' status "$1"; }
+	pss_kib() { sum_kib '/^Pss:/ { print $2 }' smaps_rollup "$1"; }
 	# The floor: a process that only loads the module, opens a session
 	# and logs in (bench/module_floor links nothing but libc).
 	printf '%s\n' "$PIN" | "$FLOOR" "$MODULE" "$TOKEN" >"$T/floor.out" 2>&1 &

@@ -501,7 +501,7 @@ handle_list(struct conn *c, struct wbuf *in, struct wbuf *out)
 
 	if ((r = msg_list_req_get(in)) != 0)
 		return put_error(out, r, -1, "malformed LIST");
-	if ((r = token_list(c->srv->ts, &resp, why, sizeof(why))) != 0)
+	if ((r = token_list(c->srv->ts, &resp.ids, &resp.n, why, sizeof(why))) != 0)
 		return put_error(out, r, -1, why);
 	if ((r = msg_list_resp_put(out, &resp)) != 0) {
 		warn("LIST reply does not fit a frame: %s", mtls_agent_strerror(r));
@@ -1149,7 +1149,6 @@ watch_main(void *arg)
 		/* These read the token set's configuration too. */
 		lc = cfg_hold(s);
 		/* First the check that needs no module call. */
-		token_check_hang(s->ts);
 		token_expire(s->ts, time(NULL));
 		token_poll(s->ts);
 		cfg_release(s, lc);
@@ -1201,12 +1200,14 @@ server_run(struct server *s)
 		if (pfd[1].revents & POLLIN) {
 			if (read(sfd, &si, sizeof(si)) != sizeof(si))
 				continue;
-			if (si.ssi_signo == SIGHUP) {
-				reload(s);
-				continue;
+			if (si.ssi_signo != SIGHUP) {
+				info("signal %u: shutting down", si.ssi_signo);
+				break;
 			}
-			info("signal %u: shutting down", si.ssi_signo);
-			break;
+			/* Then the connection that waited, if any: a reload
+			 * asks the PKCS#11 helper, and a stream of SIGHUPs
+			 * must not keep clients from being accepted. */
+			reload(s);
 		}
 		if (pfd[0].revents & POLLIN)
 			accept_one(s, &attr);

@@ -1,125 +1,53 @@
 /*
- * token.c - the token layer: libp11 over p11-kit.  See token.h.
+ * token.c - the token layer: identities, logins, PIN changes and hot-plug
+ * on the PKCS#11 tokens of one module, which runs in its own process,
+ * mtls-agent-p11 (src/agent/helper.c, docs/PROTOCOL.md section 12).
+ * No module code runs in the agent.  The pipeline of a signature is
+ * sign.c; what the two share is in token_int.h.
  *
  * An identity is a certificate (from the token, matched to the private key
  * by CKA_ID, or from a file) plus the private key with that CKA_ID.  The
  * certificate is public and visible before login, so identities are listed
  * before the PIN is given; the private key is looked up after login and
- * must match the certificate's public key.
+ * must match the certificate's public key (its numbers, as the helper read
+ * them).
+ *
+ * Locking: a read-write lock over the agent's own tables.  Every helper
+ * call ends within token-timeout (helper.c kills a helper that does not
+ * answer), so no lock here is held longer than that; a restarted helper
+ * (a new generation) has lost every login, which the next request notices
+ * (tk_catch_up) and answers with LOGIN_REQUIRED after re-reading the tokens.
  */
 #include "config.h"
 
-#include <dlfcn.h>
-#include <limits.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
-#include <libp11.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/objects.h>
 #include <openssl/pem.h>
-#include <openssl/rsa.h>
 #include <openssl/x509.h>
+#include <p11-kit/pkcs11.h>
 #include <p11-kit/uri.h>
 
+#include "helper.h"
 #include "log.h"
 #include "mtls-agent.h"
-#include "confirm.h"
-#include "policy.h"
+#include "msg_p11.h"
 #include "secmem.h"
 #include "token.h"
-
-/* PKCS#11 return values we act on (libp11 reports them as the reason). */
-#define RV_DEVICE_ERROR		    0x30UL
-#define RV_DEVICE_REMOVED	    0x32UL
-#define RV_PIN_INCORRECT	    0xA0UL
-#define RV_PIN_INVALID		    0xA1UL
-#define RV_PIN_LEN_RANGE	    0xA2UL
-#define RV_PIN_EXPIRED		    0xA3UL
-#define RV_PIN_LOCKED		    0xA4UL
-#define RV_SESSION_HANDLE_INVALID   0xB3UL
-#define RV_TOKEN_NOT_PRESENT	    0xE0UL
-#define RV_USER_NOT_LOGGED_IN	    0x101UL
-#define RV_USER_PIN_NOT_INITIALIZED 0x102UL
-
-struct ident {
-	char *name;
-	unsigned char *id; /* CKA_ID of key (and certificate) */
-	size_t id_len;
-	char *key_label;   /* CKA_LABEL to match when there is no id */
-	P11KitUri *uri;	   /* key URI: token and object selection */
-	char *token_label; /* token the identity was found on */
-	char *token_serial;
-	int present; /* token seen at the last scan */
-	X509 *cert;
-	unsigned char *cert_der;
-	size_t cert_der_len;
-	unsigned char **chain_der;
-	size_t *chain_der_len;
-	size_t n_chain;
-	int key_type;
-	unsigned int key_bits;
-	uint32_t purposes;
-	EVP_PKEY *pkey;			  /* token-backed private key once logged in */
-	int key_mismatch;		  /* the key at its id is not the certificate's */
-	const struct config_identity *ci; /* its policy; NULL if discovered */
-	time_t attached_at;		  /* when pkey was attached (lifetime) */
-	time_t last_used;		  /* last signature (idle-logout) */
-	double bucket;			  /* rate-limit tokens left */
-	struct timespec bucket_at;
-};
-
-struct tokenset {
-	pthread_rwlock_t lock;
-	const struct config *cfg;
-	PKCS11_CTX *p11;
-	void *dl;		 /* our own handle on the module libp11 loaded */
-	CK_FUNCTION_LIST_PTR fl; /* its function list, for fresh token flags */
-	int fl_own;		 /* we initialised fl (p11-kit-proxy): finalise it */
-	PKCS11_SLOT *slots;
-	unsigned int nslots;
-	struct ident *ids;
-	size_t n;
-	time_t *login_time; /* per slot index: when it was logged in, 0 = no */
-	int stale;	    /* a signature saw the token vanish: rescan */
-	/*
-	 * Hang detection: signatures in flight and when the oldest began
-	 * (CLOCK_MONOTONIC seconds); set `hung` when one outlives
-	 * token-timeout, cleared when none is left.  While hung, new
-	 * signatures are refused at once instead of piling up in the module.
-	 */
-	unsigned int inflight;
-	long inflight_oldest;
-	int hung;
-	/*
-	 * Module restarts (finalize + initialize, see module_restart()):
-	 * since when the module fails for a known token (CLOCK_MONOTONIC s,
-	 * 0 = it does not), when it was last restarted, `lost` while a
-	 * restart left identities absent (SoftHSM2 sees a returning token
-	 * only after another one), `module_down` if it could not be loaded
-	 * again (then no libp11 call is made until it can).
-	 */
-	long failing_since;
-	long restarted_at;
-	int lost;
-	int module_down;
-	pthread_mutex_t stat_mu; /* last_used and rate buckets of identities */
-};
-
-/* The PKCS#11 return value libp11 left on the OpenSSL error queue. */
-static unsigned long
-last_rv(void)
-{
-	unsigned long e = ERR_peek_last_error();
-
-	return e == 0 ? 0 : (unsigned long)ERR_GET_REASON(e);
-}
+#include "token_int.h"
 
 static void
 ident_clear(struct ident *id)
@@ -139,7 +67,6 @@ ident_clear(struct ident *id)
 		free(id->chain_der[i]);
 	free(id->chain_der);
 	free(id->chain_der_len);
-	EVP_PKEY_free(id->pkey);
 	memset(id, 0, sizeof(*id));
 }
 
@@ -153,6 +80,159 @@ idents_free(struct ident *ids, size_t n)
 	free(ids);
 }
 
+static void
+slots_free(struct slot *s, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		free(s[i].label);
+		free(s[i].serial);
+		free(s[i].manufacturer);
+		free(s[i].model);
+	}
+	free(s);
+}
+
+/* ---- requests to the helper ------------------------------------------ */
+
+/* One request; *fail is cleared by the caller (msg_p11_error_clear). */
+int
+tk_call(struct tokenset *ts, struct wbuf *req, struct wbuf *reply, struct msg_p11_error *fail)
+{
+	int r;
+
+	r = helper_call(ts->hp, req, reply, fail, NULL);
+	wbuf_reset(req);
+	return r;
+}
+
+/* The tokens the module has now, fresh flags. */
+static int
+list_tokens(struct tokenset *ts, struct msg_p11_tokens_resp *toks)
+{
+	struct wbuf *req = wbuf_new(), *reply = wbuf_new();
+	struct msg_p11_error fail;
+	int r;
+
+	memset(toks, 0, sizeof(*toks));
+	if (req == NULL || reply == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = msg_p11_empty_req_put(req, P11_TOKENS)) != 0 ||
+	    (r = tk_call(ts, req, reply, &fail)) != 0 ||
+	    (r = msg_p11_tokens_resp_get(reply, toks)) != 0)
+		goto out;
+out:
+	msg_p11_error_clear(&fail);
+	wbuf_free(req);
+	wbuf_free(reply);
+	return r;
+}
+
+static int
+list_objects(struct tokenset *ts, uint64_t slot, struct msg_p11_objects_resp *objs)
+{
+	struct wbuf *req = wbuf_new(), *reply = wbuf_new();
+	struct msg_p11_slot_req sr = { .slot = slot };
+	struct msg_p11_error fail;
+	int r;
+
+	memset(objs, 0, sizeof(*objs));
+	memset(&fail, 0, sizeof(fail));
+	if (req == NULL || reply == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = msg_p11_slot_req_put(req, P11_OBJECTS, &sr)) != 0 ||
+	    (r = tk_call(ts, req, reply, &fail)) != 0 ||
+	    (r = msg_p11_objects_resp_get(reply, objs)) != 0)
+		goto out;
+out:
+	msg_p11_error_clear(&fail);
+	wbuf_free(req);
+	wbuf_free(reply);
+	return r;
+}
+
+/* A request with an empty reply (LOGOUT, LOGIN, SET_PIN, REINIT). */
+static int
+call_empty(struct tokenset *ts, struct wbuf *req, struct msg_p11_error *fail)
+{
+	struct wbuf *reply = wbuf_new();
+	int r;
+
+	memset(fail, 0, sizeof(*fail));
+	fail->retries = -1;
+	if (reply == NULL)
+		return MTLS_ERR_ALLOC;
+	r = tk_call(ts, req, reply, fail);
+	if (r == 0)
+		r = wbuf_expect_end(reply);
+	else if (fail->code == 0)
+		fail->code = r; /* no answer from the module (timeout, helper gone) */
+	wbuf_free(reply);
+	return r;
+}
+
+static void
+helper_logout(struct tokenset *ts, uint64_t slot)
+{
+	struct wbuf *req = wbuf_new();
+	struct msg_p11_slot_req sr = { .slot = slot };
+	struct msg_p11_error fail;
+
+	if (req == NULL)
+		return;
+	if (msg_p11_slot_req_put(req, P11_LOGOUT, &sr) == 0)
+		(void)call_empty(ts, req, &fail);
+	msg_p11_error_clear(&fail);
+	wbuf_free(req);
+}
+
+/* Copies the helper's token list into the slot table. */
+static int
+take_slots(struct tokenset *ts, struct msg_p11_tokens_resp *toks)
+{
+	struct slot *s = NULL;
+	size_t i;
+
+	if (toks->n > 0 && (s = calloc(toks->n, sizeof(*s))) == NULL)
+		return MTLS_ERR_ALLOC;
+	for (i = 0; i < toks->n; i++) {
+		s[i].id = toks->t[i].slot;
+		s[i].flags = toks->t[i].flags;
+		s[i].label = toks->t[i].label;
+		s[i].serial = toks->t[i].serial;
+		s[i].manufacturer = toks->t[i].manufacturer;
+		s[i].model = toks->t[i].model;
+		toks->t[i].label = toks->t[i].serial = NULL;
+		toks->t[i].manufacturer = toks->t[i].model = NULL;
+		/* Logged in, but not by this agent's request: still counts. */
+		s[i].login_time = toks->t[i].logged_in ? time(NULL) : 0;
+	}
+	slots_free(ts->slots, ts->nslots);
+	ts->slots = s;
+	ts->nslots = toks->n;
+	return 0;
+}
+
+/* The fresh entry of `slot` in toks, or NULL (the token is gone). */
+static const struct p11_token *
+fresh(const struct msg_p11_tokens_resp *toks, const struct slot *slot)
+{
+	size_t i;
+
+	for (i = 0; i < toks->n; i++)
+		if (toks->t[i].slot == slot->id && strcmp(toks->t[i].label, slot->label) == 0 &&
+		    strcmp(toks->t[i].serial, slot->serial) == 0)
+			return &toks->t[i];
+	return NULL;
+}
+
+/* ---- identities ------------------------------------------------------- */
+
 /* Space-padded copy for CK_TOKEN_INFO matching. */
 static void
 pad_copy(unsigned char *dst, size_t dst_len, const char *src)
@@ -164,15 +244,15 @@ pad_copy(unsigned char *dst, size_t dst_len, const char *src)
 }
 
 static int
-token_matches(P11KitUri *uri, const PKCS11_TOKEN *tok)
+token_matches(P11KitUri *uri, const struct slot *s)
 {
 	CK_TOKEN_INFO info;
 
 	memset(&info, 0, sizeof(info));
-	pad_copy(info.label, sizeof(info.label), tok->label);
-	pad_copy(info.manufacturerID, sizeof(info.manufacturerID), tok->manufacturer);
-	pad_copy(info.model, sizeof(info.model), tok->model);
-	pad_copy(info.serialNumber, sizeof(info.serialNumber), tok->serialnr);
+	pad_copy(info.label, sizeof(info.label), s->label);
+	pad_copy(info.manufacturerID, sizeof(info.manufacturerID), s->manufacturer);
+	pad_copy(info.model, sizeof(info.model), s->model);
+	pad_copy(info.serialNumber, sizeof(info.serialNumber), s->serial);
 	return p11_kit_uri_match_token_info(uri, &info);
 }
 
@@ -341,78 +421,99 @@ grow(struct ident **ids, size_t n, size_t *cap)
 }
 
 static int
-bind_token(struct ident *id, const PKCS11_TOKEN *tok)
+bind_token(struct ident *id, const struct slot *s)
 {
-	if ((id->token_label = strdup(tok->label ? tok->label : "")) == NULL ||
-	    (id->token_serial = strdup(tok->serialnr ? tok->serialnr : "")) == NULL)
+	if ((id->token_label = strdup(s->label)) == NULL ||
+	    (id->token_serial = strdup(s->serial)) == NULL)
 		return MTLS_ERR_ALLOC;
 	id->present = 1;
 	return 0;
 }
 
+/* A certificate object's X509, or NULL if it does not parse. */
+static X509 *
+object_cert(const struct p11_object *o)
+{
+	const unsigned char *p = o->a;
+
+	if (o->kind != P11_OBJ_CERT || o->a_len == 0)
+		return NULL;
+	return d2i_X509(NULL, &p, (long)o->a_len);
+}
+
 /* Discovery: every certificate with a usable label on matching tokens. */
 static int
-discover(struct tokenset *ts, P11KitUri *turi, struct ident **idsp, size_t *np)
+discover(struct tokenset *ts, const struct config *cfg, P11KitUri *turi, struct ident **idsp,
+	 size_t *np)
 {
+	struct msg_p11_objects_resp objs;
 	struct ident *ids = NULL;
-	size_t n = 0, cap = 0, k;
-	unsigned int i, c, ncerts;
-	PKCS11_CERT *certs;
+	size_t n = 0, cap = 0, k, i, c;
 	int r = 0;
 
 	for (i = 0; i < ts->nslots; i++) {
-		PKCS11_TOKEN *tok = ts->slots[i].token;
+		const struct slot *s = &ts->slots[i];
 
-		if (tok == NULL || !tok->initialized || !token_matches(turi, tok))
+		if (!(s->flags & CKF_TOKEN_INITIALIZED) || !token_matches(turi, s))
 			continue;
-		if (PKCS11_enumerate_certs(tok, &certs, &ncerts) != 0) {
-			warn("token %s: cannot list certificates", tok->label);
-			ERR_clear_error();
+		if (list_objects(ts, s->id, &objs) != 0) {
+			warn("token %s: cannot list certificates", s->label);
 			continue;
 		}
-		for (c = 0; c < ncerts; c++) {
-			PKCS11_CERT *pc = &certs[c];
+		for (c = 0; c < objs.n; c++) {
+			const struct p11_object *pc = &objs.o[c];
+			X509 *x;
 			int dup = 0;
 
-			if (pc->x509 == NULL) {
-				/* A certificate object that does not parse. */
+			if (pc->kind != P11_OBJ_CERT)
+				continue;
+			if ((x = object_cert(pc)) == NULL) {
 				warn("token %s: certificate object \"%s\" does not parse; skipped",
-				     tok->label, pc->label ? pc->label : "");
+				     s->label, pc->label);
 				continue;
 			}
-			if (pc->label == NULL || !valid_name(pc->label) || pc->id_len == 0) {
+			if (!valid_name(pc->label) || pc->id_len == 0) {
 				warn("token %s: certificate without a usable label or id; skipped",
-				     tok->label);
+				     s->label);
+				X509_free(x);
 				continue;
 			}
 			for (k = 0; k < n; k++)
 				if (strcmp(ids[k].name, pc->label) == 0)
 					dup = 1;
 			if (dup) {
-				warn("token %s: second certificate labelled %s; skipped",
-				     tok->label, pc->label);
+				warn("token %s: second certificate labelled %s; skipped", s->label,
+				     pc->label);
+				X509_free(x);
 				continue;
 			}
-			if ((r = grow(&ids, n, &cap)) != 0)
-				goto out;
-			if ((ids[n].name = strdup(pc->label)) == NULL ||
+			if ((r = grow(&ids, n, &cap)) != 0 ||
+			    (ids[n].name = strdup(pc->label)) == NULL ||
 			    (ids[n].id = malloc(pc->id_len)) == NULL) {
-				n++;
-				r = MTLS_ERR_ALLOC;
+				if (r == 0)
+					n++;
+				r = r != 0 ? r : MTLS_ERR_ALLOC;
+				X509_free(x);
+				msg_p11_objects_resp_clear(&objs);
 				goto out;
 			}
 			memcpy(ids[n].id, pc->id, pc->id_len);
 			ids[n].id_len = pc->id_len;
-			ids[n].purposes = ts->cfg->default_purposes;
+			ids[n].purposes = cfg->default_purposes;
 			n++;
-			if ((r = bind_token(&ids[n - 1], tok)) != 0)
+			if ((r = bind_token(&ids[n - 1], s)) != 0) {
+				X509_free(x);
+				msg_p11_objects_resp_clear(&objs);
 				goto out;
-			if ((r = set_cert(&ids[n - 1], pc->x509)) != 0) {
+			}
+			if ((r = set_cert(&ids[n - 1], x)) != 0) {
 				warn("identity %s: unsupported key type; skipped", pc->label);
 				ident_clear(&ids[--n]);
 				r = 0;
 			}
+			X509_free(x);
 		}
+		msg_p11_objects_resp_clear(&objs);
 	}
 out:
 	if (r != 0) {
@@ -424,14 +525,51 @@ out:
 	return 0;
 }
 
+/* Finds the token of a configured identity (and its certificate). */
+static int
+configured_find(struct tokenset *ts, struct ident *id)
+{
+	struct msg_p11_objects_resp objs;
+	size_t i, c;
+	int r = 0;
+
+	for (i = 0; i < ts->nslots && !id->present; i++) {
+		const struct slot *s = &ts->slots[i];
+
+		if (!(s->flags & CKF_TOKEN_INITIALIZED) || !token_matches(id->uri, s))
+			continue;
+		if (id->cert == NULL) {
+			if (list_objects(ts, s->id, &objs) != 0)
+				continue;
+			for (c = 0; c < objs.n && id->cert == NULL; c++) {
+				X509 *x;
+
+				if (objs.o[c].kind != P11_OBJ_CERT ||
+				    !id_matches(id, objs.o[c].id, objs.o[c].id_len,
+						objs.o[c].label) ||
+				    (x = object_cert(&objs.o[c])) == NULL)
+					continue;
+				if (set_cert(id, x) != 0)
+					warn("identity %s: unsupported key type", id->name);
+				X509_free(x);
+			}
+			msg_p11_objects_resp_clear(&objs);
+			if (id->cert == NULL)
+				continue;
+		}
+		if ((r = bind_token(id, s)) != 0)
+			return r;
+	}
+	return 0;
+}
+
 /* Configured identities: each names its key by URI. */
 static int
-configured(struct tokenset *ts, struct ident **idsp, size_t *np, char *err, size_t err_len)
+configured(struct tokenset *ts, const struct config *cfg, struct ident **idsp, size_t *np,
+	   char *err, size_t err_len)
 {
-	const struct config *cfg = ts->cfg;
 	struct ident *ids;
 	size_t k, n;
-	unsigned int i, c, ncerts;
 	int r = 0;
 
 	if ((ids = calloc(cfg->n_identities, sizeof(*ids))) == NULL)
@@ -499,32 +637,8 @@ configured(struct tokenset *ts, struct ident **idsp, size_t *np, char *err, size
 		if (ci->chain_file != NULL &&
 		    (r = load_chain(id, ci->chain_file, err, err_len)) != 0)
 			goto out;
-		/* Find the token, and the certificate on it if none was given. */
-		for (i = 0; i < ts->nslots && !id->present; i++) {
-			PKCS11_TOKEN *tok = ts->slots[i].token;
-			PKCS11_CERT *certs;
-
-			if (tok == NULL || !tok->initialized || !token_matches(id->uri, tok))
-				continue;
-			if (id->cert == NULL) {
-				if (PKCS11_enumerate_certs(tok, &certs, &ncerts) != 0) {
-					ERR_clear_error();
-					continue;
-				}
-				for (c = 0; c < ncerts && id->cert == NULL; c++) {
-					if (certs[c].x509 == NULL ||
-					    !id_matches(id, certs[c].id, certs[c].id_len,
-							certs[c].label))
-						continue;
-					if ((r = set_cert(id, certs[c].x509)) != 0)
-						warn("identity %s: unsupported key type", id->name);
-				}
-				if (id->cert == NULL)
-					continue;
-			}
-			if ((r = bind_token(id, tok)) != 0)
-				goto out;
-		}
+		if ((r = configured_find(ts, id)) != 0)
+			goto out;
 		if (id->cert == NULL) {
 			/* Its card may come later: offered once it is seen. */
 			warn("identity %s: no token with its certificate is present and no "
@@ -557,106 +671,172 @@ out:
 }
 
 /* The slot currently holding the identity's token, or NULL. */
-static PKCS11_SLOT *
-ident_slot(struct tokenset *ts, const struct ident *id, unsigned int *idx)
+struct slot *
+tk_ident_slot(struct tokenset *ts, const struct ident *id)
 {
-	unsigned int i;
+	size_t i;
 
-	for (i = 0; i < ts->nslots; i++) {
-		PKCS11_TOKEN *tok = ts->slots[i].token;
-
-		if (tok == NULL || id->token_label == NULL)
-			continue;
-		if (strcmp(tok->label ? tok->label : "", id->token_label) == 0 &&
-		    strcmp(tok->serialnr ? tok->serialnr : "", id->token_serial) == 0) {
-			if (idx != NULL)
-				*idx = i;
+	if (id->token_label == NULL)
+		return NULL;
+	for (i = 0; i < ts->nslots; i++)
+		if (strcmp(ts->slots[i].label, id->token_label) == 0 &&
+		    strcmp(ts->slots[i].serial, id->token_serial) == 0)
 			return &ts->slots[i];
-		}
-	}
 	return NULL;
 }
 
+/* Is the RSA key with these numbers the certificate's key? */
 static int
-slot_logged_in(PKCS11_SLOT *slot)
+rsa_is(EVP_PKEY *pub, const struct p11_object *o)
 {
-	int res = 0;
+	BIGNUM *n = NULL, *e = NULL, *kn = NULL, *ke = NULL;
+	int same = 0;
 
-	if (PKCS11_is_logged_in(slot, 0, &res) != 0)
+	if (!EVP_PKEY_is_a(pub, "RSA") || !EVP_PKEY_get_bn_param(pub, OSSL_PKEY_PARAM_RSA_N, &n) ||
+	    !EVP_PKEY_get_bn_param(pub, OSSL_PKEY_PARAM_RSA_E, &e))
+		goto out;
+	if ((kn = BN_bin2bn(o->a, (int)o->a_len, NULL)) == NULL ||
+	    (ke = BN_bin2bn(o->b, (int)o->b_len, NULL)) == NULL)
+		goto out;
+	same = BN_cmp(n, kn) == 0 && BN_cmp(e, ke) == 0;
+out:
+	BN_free(n);
+	BN_free(e);
+	BN_free(kn);
+	BN_free(ke);
+	return same;
+}
+
+/* Is the EC key with these parameters and point the certificate's key?
+ * CKA_EC_POINT is a DER OCTET STRING around the point (some modules give
+ * the bare point); with no public key object, the point is unknown and
+ * the curve has to do. */
+static int
+ec_is(EVP_PKEY *pub, const struct p11_object *o)
+{
+	unsigned char enc[256];
+	size_t enc_len = 0, len;
+	const unsigned char *p = o->a, *pt;
+	ASN1_OBJECT *oid = NULL;
+	ASN1_OCTET_STRING *os = NULL;
+	char group[64], want[64];
+	int same = 0;
+
+	if (!EVP_PKEY_is_a(pub, "EC") ||
+	    !EVP_PKEY_get_utf8_string_param(pub, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+					    NULL) ||
+	    !EVP_PKEY_get_octet_string_param(pub, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, enc,
+					     sizeof(enc), &enc_len))
 		return 0;
-	return res;
+	if ((oid = d2i_ASN1_OBJECT(NULL, &p, (long)o->a_len)) == NULL)
+		return 0;
+	if (OBJ_obj2nid(oid) == NID_undef || strcmp(OBJ_nid2sn(OBJ_obj2nid(oid)), group) != 0) {
+		/* Names differ between OpenSSL spellings: compare nids. */
+		snprintf(want, sizeof(want), "%s", group);
+		if (OBJ_obj2nid(oid) != OBJ_sn2nid(want) && OBJ_obj2nid(oid) != OBJ_ln2nid(want))
+			goto out;
+	}
+	if (o->b_len == 0) {
+		same = 1;
+		goto out;
+	}
+	p = o->b;
+	if ((os = d2i_ASN1_OCTET_STRING(NULL, &p, (long)o->b_len)) != NULL &&
+	    p == o->b + o->b_len) {
+		pt = ASN1_STRING_get0_data(os);
+		len = (size_t)ASN1_STRING_length(os);
+	} else {
+		pt = o->b;
+		len = o->b_len;
+	}
+	same = len == enc_len && memcmp(pt, enc, len) == 0;
+out:
+	ASN1_OBJECT_free(oid);
+	ASN1_OCTET_STRING_free(os);
+	return same;
+}
+
+static int
+key_is_certs(const struct ident *id, const struct p11_object *o)
+{
+	EVP_PKEY *pub = X509_get0_pubkey(id->cert);
+
+	if (pub == NULL)
+		return 0;
+	if (o->kind == P11_OBJ_RSA)
+		return rsa_is(pub, o);
+	if (o->kind == P11_OBJ_EC)
+		return ec_is(pub, o);
+	return 0;
 }
 
 /* After login: find each identity's private key on this slot and check it
  * belongs to the certificate. */
 static void
-attach_keys(struct tokenset *ts, PKCS11_SLOT *slot)
+attach_keys_in(struct tokenset *ts, struct ident *ids, size_t n, struct slot *slot)
 {
-	PKCS11_KEY *keys;
-	unsigned int nkeys, k;
-	size_t i;
+	struct msg_p11_objects_resp objs;
+	size_t i, k;
+	int found_other;
 
-	if (PKCS11_enumerate_keys(slot->token, &keys, &nkeys) != 0) {
-		warn("token %s: cannot list private keys", slot->token->label);
-		ERR_clear_error();
+	if (list_objects(ts, slot->id, &objs) != 0) {
+		warn("token %s: cannot list private keys", slot->label);
 		return;
 	}
-	for (i = 0; i < ts->n; i++) {
-		struct ident *id = &ts->ids[i];
-		EVP_PKEY *pk;
+	for (i = 0; i < n; i++) {
+		struct ident *id = &ids[i];
 
-		if (id->pkey != NULL || ident_slot(ts, id, NULL) != slot)
+		if (id->has_key || tk_ident_slot(ts, id) != slot)
 			continue;
-		for (k = 0; k < nkeys; k++) {
-			if (!keys[k].isPrivate ||
-			    !id_matches(id, keys[k].id, keys[k].id_len, keys[k].label))
+		found_other = 0;
+		for (k = 0; k < objs.n; k++) {
+			const struct p11_object *o = &objs.o[k];
+
+			if (o->kind == P11_OBJ_CERT || !id_matches(id, o->id, o->id_len, o->label))
 				continue;
-			if ((pk = PKCS11_get_private_key(&keys[k])) == NULL) {
-				ERR_clear_error();
-				continue;
-			}
-			/*
-			 * A key that is not the certificate's is never used:
-			 * type, size or curve and value must all be the same.
-			 * EVP_PKEY_eq() says -1 for keys of different types and
-			 * -2 when it cannot compare; only 1 is a match.
-			 */
-			if (EVP_PKEY_eq(pk, X509_get0_pubkey(id->cert)) != 1) {
-				warn("identity %s: private key on the token does not match its "
-				     "certificate; not used",
-				     id->name);
-				id->key_mismatch = 1;
-				EVP_PKEY_free(pk);
-				ERR_clear_error();
+			/* A key that is not the certificate's is never used:
+			 * type, size or curve and value must all be the same. */
+			if (!key_is_certs(id, o)) {
+				found_other = 1;
 				continue;
 			}
-			ERR_clear_error();
 			id->key_mismatch = 0;
-			id->pkey = pk;
+			id->has_key = 1;
+			id->key = o->handle;
 			id->attached_at = id->last_used = time(NULL);
 			break;
 		}
-		if (id->pkey == NULL && !id->key_mismatch)
+		if (!id->has_key && found_other) {
+			warn("identity %s: private key on the token does not match its "
+			     "certificate; not used",
+			     id->name);
+			id->key_mismatch = 1;
+		} else if (!id->has_key) {
 			warn("identity %s: no private key found on token %s", id->name,
-			     slot->token->label);
+			     slot->label);
+		}
 	}
+	msg_p11_objects_resp_clear(&objs);
 }
 
 static void
-detach_keys(struct tokenset *ts, PKCS11_SLOT *slot)
+attach_keys(struct tokenset *ts, struct slot *slot)
+{
+	attach_keys_in(ts, ts->ids, ts->n, slot);
+}
+
+static void
+detach_keys(struct tokenset *ts, const struct slot *slot)
 {
 	size_t i;
 
-	for (i = 0; i < ts->n; i++) {
-		if (ts->ids[i].pkey != NULL && ident_slot(ts, &ts->ids[i], NULL) == slot) {
-			EVP_PKEY_free(ts->ids[i].pkey);
-			ts->ids[i].pkey = NULL;
-		}
-	}
+	for (i = 0; i < ts->n; i++)
+		if (ts->ids[i].has_key && tk_ident_slot(ts, &ts->ids[i]) == slot)
+			ts->ids[i].has_key = 0;
 }
 
-static struct ident *
-find_ident(struct tokenset *ts, const char *name)
+struct ident *
+tk_find_ident(struct tokenset *ts, const char *name)
 {
 	size_t i;
 
@@ -666,54 +846,30 @@ find_ident(struct tokenset *ts, const char *name)
 	return NULL;
 }
 
-/*
- * What a module answers about a token it cannot reach any more (SoftHSM2
- * says CKR_GENERAL_ERROR for a token whose files went away, and goes on
- * saying it after they came back, until it is initialised again).  Such
- * a token counts as absent, and the module is restarted when it keeps
- * answering so (token_poll()).
- */
-static int
-module_failing_rv(CK_RV rv)
+/* ---- login and PIN ---------------------------------------------------- */
+
+/* The fresh flags of `slot` (0 if the token is gone or not answering). */
+int
+tk_slot_flags(struct tokenset *ts, const struct slot *slot, uint32_t *flags, int *logged_in)
 {
-	return rv == CKR_GENERAL_ERROR || rv == CKR_DEVICE_ERROR || rv == CKR_FUNCTION_FAILED ||
-	       rv == CKR_SLOT_ID_INVALID || rv == CKR_CRYPTOKI_NOT_INITIALIZED;
-}
+	struct msg_p11_tokens_resp toks;
+	const struct p11_token *t;
+	int r;
 
-/*
- * Fresh token information straight from the module: libp11 caches token
- * flags at enumeration, and its PKCS11_update_slots() is unusable in
- * 0.4.12 (it indexes the slot array wrongly when there are 2+ slots).
- * The module is already initialised by libp11 in this process.
- */
-static int
-token_info(struct tokenset *ts, PKCS11_SLOT *slot, CK_TOKEN_INFO *info)
-{
-	CK_RV rv;
-
-	if (ts->fl == NULL)
-		return MTLS_ERR_TOKEN;
-	rv = ts->fl->C_GetTokenInfo(PKCS11_get_slotid_from_slot(slot), info);
-	if (rv == CKR_OK)
-		return 0;
-	return rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_DEVICE_REMOVED ||
-		       rv == CKR_TOKEN_NOT_RECOGNIZED || module_failing_rv(rv)
-		   ? MTLS_ERR_TOKEN_ABSENT
-		   : MTLS_ERR_TOKEN;
-}
-
-/* Refreshes which identities' tokens are present. */
-static void
-rescan(struct tokenset *ts)
-{
-	CK_TOKEN_INFO info;
-	PKCS11_SLOT *slot;
-	size_t i;
-
-	for (i = 0; i < ts->n; i++) {
-		slot = ident_slot(ts, &ts->ids[i], NULL);
-		ts->ids[i].present = slot != NULL && token_info(ts, slot, &info) == 0;
+	*flags = 0;
+	if (logged_in != NULL)
+		*logged_in = 0;
+	if ((r = list_tokens(ts, &toks)) != 0)
+		return r;
+	if ((t = fresh(&toks, slot)) == NULL) {
+		r = MTLS_ERR_TOKEN_ABSENT;
+	} else {
+		*flags = t->flags;
+		if (logged_in != NULL)
+			*logged_in = t->logged_in;
 	}
+	msg_p11_tokens_resp_clear(&toks);
+	return r;
 }
 
 /*
@@ -722,24 +878,32 @@ rescan(struct tokenset *ts)
  * because they say how many tries are left.  `what` names the secret.
  */
 static int
-pin_error(struct tokenset *ts, PKCS11_SLOT *slot, CK_RV rv, int so, int *retries, const char *what,
-	  char *why, size_t why_len)
+pin_error(struct tokenset *ts, const struct slot *slot, const struct msg_p11_error *fail, int so,
+	  int *retries, const char *what, char *why, size_t why_len)
 {
-	CK_TOKEN_INFO info;
 	CK_FLAGS locked = so ? CKF_SO_PIN_LOCKED : CKF_USER_PIN_LOCKED;
 	CK_FLAGS final = so ? CKF_SO_PIN_FINAL_TRY : CKF_USER_PIN_FINAL_TRY;
 	CK_FLAGS low = so ? CKF_SO_PIN_COUNT_LOW : CKF_USER_PIN_COUNT_LOW;
-	const char *label = slot->token->label;
+	const char *label = slot->label;
+	uint32_t flags = 0;
 	char tries[32];
 
 	*retries = -1;
-	if (token_info(ts, slot, &info) == 0)
-		*retries = (info.flags & locked) ? 0 : (info.flags & final) ? 1 : -1;
-	else
-		info.flags = 0;
-	switch (rv) {
-	case RV_PIN_INCORRECT:
-		if (info.flags & locked) {
+	if (fail->code == MTLS_ERR_TIMEOUT || fail->rv == 0) {
+		/* The helper did not answer (or broke): no PIN verdict. */
+		snprintf(why, why_len, "token %s: %s", label,
+			 fail->code == MTLS_ERR_TIMEOUT
+			     ? "the PKCS#11 module has not answered; it is started again"
+			     : (fail->message != NULL && *fail->message != '\0'
+				    ? fail->message
+				    : mtls_agent_strerror(fail->code)));
+		return fail->code;
+	}
+	if (tk_slot_flags(ts, slot, &flags, NULL) == 0)
+		*retries = (flags & locked) ? 0 : (flags & final) ? 1 : -1;
+	switch (fail->rv) {
+	case CKR_PIN_INCORRECT:
+		if (flags & locked) {
 			snprintf(why, why_len, "token %s: %s incorrect; it is now locked", label,
 				 what);
 			return MTLS_ERR_PIN_LOCKED;
@@ -750,7 +914,7 @@ pin_error(struct tokenset *ts, PKCS11_SLOT *slot, CK_RV rv, int so, int *retries
 		if (*retries >= 0)
 			snprintf(tries, sizeof(tries), "%d tr%s left", *retries,
 				 *retries == 1 ? "y" : "ies");
-		else if (info.flags & low)
+		else if (flags & low)
 			snprintf(tries, sizeof(tries), "few tries left");
 		if (strcmp(what, "PIN") == 0)
 			snprintf(why, why_len, "token %s%s%s", label, *tries != '\0' ? ": " : "",
@@ -759,139 +923,120 @@ pin_error(struct tokenset *ts, PKCS11_SLOT *slot, CK_RV rv, int so, int *retries
 			snprintf(why, why_len, "token %s: %s incorrect%s%s", label, what,
 				 *tries != '\0' ? ", " : "", tries);
 		return MTLS_ERR_PIN_INCORRECT;
-	case RV_PIN_LOCKED:
+	case CKR_PIN_LOCKED:
 		*retries = 0;
 		snprintf(why, why_len, "token %s: %s locked", label, what);
 		return MTLS_ERR_PIN_LOCKED;
-	case RV_PIN_INVALID:
-	case RV_PIN_LEN_RANGE:
+	case CKR_PIN_INVALID:
+	case CKR_PIN_LEN_RANGE:
 		snprintf(why, why_len, "token %s: %s has a length or characters the token refuses",
 			 label, what);
 		return MTLS_ERR_PIN_INVALID;
-	case RV_PIN_EXPIRED:
+	case CKR_PIN_EXPIRED:
 		snprintf(why, why_len, "token %s: %s expired; change it with the token's tools",
 			 label, what);
 		return MTLS_ERR_PIN_LOCKED;
-	case RV_TOKEN_NOT_PRESENT:
-	case RV_DEVICE_REMOVED:
+	case CKR_TOKEN_NOT_PRESENT:
+	case CKR_DEVICE_REMOVED:
 		snprintf(why, why_len, "token %s: removed", label);
 		return MTLS_ERR_TOKEN_ABSENT;
 	}
 	snprintf(why, why_len, "token %s: %s operation failed (PKCS#11 error 0x%lx)", label, what,
-		 (unsigned long)rv);
+		 (unsigned long)fail->rv);
 	return MTLS_ERR_TOKEN;
 }
 
-static int inflight_enter(struct tokenset *ts);
-static void inflight_leave(struct tokenset *ts);
-
-/* The reason given for a refusal while the module counts as hung. */
+/* The one place the user PIN goes to the helper. */
 static int
-hung_why(const struct tokenset *ts, char *why, size_t why_len)
+helper_login(struct tokenset *ts, const struct slot *slot, const char *pin, int verify,
+	     struct msg_p11_error *fail)
 {
-	why_printf(why, why_len, "the PKCS#11 module has not answered for over %u s",
-		   ts->cfg->token_timeout);
-	return MTLS_ERR_TIMEOUT;
-}
-
-/*
- * The one place the user PIN goes to the module.  Straight to C_Login on a
- * session of our own: libp11 0.4.12's PKCS11_login() keeps a heap copy of
- * the PIN (to log in again after a fork) that PKCS11_logout() never frees.
- * libp11 is then told of the login with an empty PIN, which the module
- * answers with CKR_USER_ALREADY_LOGGED_IN without checking it (as in
- * reenumerate()), so the copy libp11 keeps is "".  libp11's session stays
- * open in its pool, so closing ours does not end the login.  Write lock
- * held; returns CKR_OK or the module's answer.
- */
-static CK_RV
-user_login(struct tokenset *ts, PKCS11_SLOT *slot, const char *pin)
-{
-	CK_SESSION_HANDLE sess;
-	CK_RV rv;
-
-	if (ts->fl == NULL)
-		return CKR_FUNCTION_NOT_SUPPORTED;
-	rv = ts->fl->C_OpenSession(PKCS11_get_slotid_from_slot(slot), CKF_SERIAL_SESSION, NULL,
-				   NULL, &sess);
-	if (rv != CKR_OK)
-		return rv;
-	rv = ts->fl->C_Login(sess, CKU_USER, (CK_UTF8CHAR_PTR)pin, (CK_ULONG)strlen(pin));
-	if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
-		ERR_clear_error();
-		rv = CKR_OK;
-		if (PKCS11_login(slot, 0, "") != 0) {
-			rv = last_rv() != 0 ? last_rv() : CKR_GENERAL_ERROR;
-			ERR_clear_error();
-			(void)ts->fl->C_Logout(sess);
-		}
-	}
-	(void)ts->fl->C_CloseSession(sess);
-	return rv;
-}
-
-/* Logs in `slot` with pin; write lock held. */
-static int
-login_slot(struct tokenset *ts, PKCS11_SLOT *slot, unsigned int idx, const char *pin, int *retries,
-	   char *why, size_t why_len)
-{
-	CK_TOKEN_INFO info;
-	unsigned long rv;
-	char label[64];
+	struct msg_p11_login_req lr = { .slot = slot->id,
+					.flags = verify ? P11_LOGIN_VERIFY : 0,
+					.pin = (char *)pin };
+	struct wbuf *req = wbuf_new();
 	int r;
 
+	memset(fail, 0, sizeof(*fail));
+	if (req == NULL)
+		return MTLS_ERR_ALLOC;
+	if ((r = msg_p11_login_req_put(req, &lr)) == 0)
+		r = call_empty(ts, req, fail);
+	wbuf_free(req); /* wiped */
+	return r;
+}
+
+/* Logs in `slot` with pin; write lock held.  verify: LOGIN_VERIFY. */
+static int
+login_slot(struct tokenset *ts, struct slot *slot, const char *pin, int verify, int *retries,
+	   char *why, size_t why_len)
+{
+	struct msg_p11_error fail;
+	uint32_t flags;
+	int r, in;
+
 	*retries = -1;
-	snprintf(label, sizeof(label), "%s", slot->token->label);
-	if ((r = token_info(ts, slot, &info)) != 0) {
-		snprintf(why, why_len, "token %s: %s", label, mtls_agent_strerror(r));
+	if ((r = tk_slot_flags(ts, slot, &flags, &in)) != 0) {
+		snprintf(why, why_len, "token %s: %s", slot->label, mtls_agent_strerror(r));
 		return r;
 	}
 	/* A locked PIN is reported, never tried: each try may count. */
-	if (info.flags & CKF_USER_PIN_LOCKED) {
+	if (flags & CKF_USER_PIN_LOCKED) {
 		*retries = 0;
-		snprintf(why, why_len, "token %s: user PIN is locked; not trying", label);
+		snprintf(why, why_len, "token %s: user PIN is locked; not trying", slot->label);
 		return MTLS_ERR_PIN_LOCKED;
 	}
-	if (slot_logged_in(slot)) {
+	if (in && !verify) {
 		/* The token does not check a PIN twice (C_Login answers
 		 * CKR_USER_ALREADY_LOGGED_IN): say so rather than pretend. */
+		if (slot->login_time == 0)
+			slot->login_time = time(NULL);
 		attach_keys(ts, slot);
-		info("token %s: already logged in; PIN not checked again", label);
+		info("token %s: already logged in; PIN not checked again", slot->label);
 		return 0;
 	}
-	ERR_clear_error();
-	/* Counted as a call in the module: a login that hangs makes the
-	 * module hung after token-timeout, as a signature does. */
-	if (inflight_enter(ts) != 0)
-		return hung_why(ts, why, why_len);
-	rv = user_login(ts, slot, pin);
-	inflight_leave(ts);
-	if (rv == CKR_OK) {
-		ts->login_time[idx] = time(NULL);
-		attach_keys(ts, slot);
-		info("token %s: logged in", label);
-		return 0;
+	if (verify && in) {
+		detach_keys(ts, slot);
+		slot->login_time = 0;
 	}
-	return pin_error(ts, slot, rv, 0, retries, "PIN", why, why_len);
+	r = helper_login(ts, slot, pin, verify, &fail);
+	if (r == 0) {
+		slot->login_time = time(NULL);
+		attach_keys(ts, slot);
+		info("token %s: logged in", slot->label);
+	} else {
+		r = pin_error(ts, slot, &fail, 0, retries, "PIN", why, why_len);
+		if (verify && in) {
+			size_t len = strlen(why);
+
+			snprintf(why + len, why_len - len, "; the token is logged out now");
+			info("token %s: logged out after a PIN check that failed", slot->label);
+		}
+	}
+	msg_p11_error_clear(&fail);
+	return r;
 }
 
+/* ---- the token set ---------------------------------------------------- */
+
 static int
-build(struct tokenset *ts, struct ident **ids, size_t *n, char *err, size_t err_len)
+build(struct tokenset *ts, const struct config *cfg, struct ident **ids, size_t *n, char *err,
+      size_t err_len)
 {
 	P11KitUri *turi;
 	int r;
 
-	if (ts->cfg->n_identities > 0)
-		return configured(ts, ids, n, err, err_len);
+	if (cfg->n_identities > 0)
+		return configured(ts, cfg, ids, n, err, err_len);
 	if ((turi = p11_kit_uri_new()) == NULL)
 		return MTLS_ERR_ALLOC;
-	if (p11_kit_uri_parse(ts->cfg->token_uri ? ts->cfg->token_uri : "pkcs11:",
-			      P11_KIT_URI_FOR_TOKEN, turi) != P11_KIT_URI_OK) {
+	if (p11_kit_uri_parse(cfg->token_uri ? cfg->token_uri : "pkcs11:", P11_KIT_URI_FOR_TOKEN,
+			      turi) != P11_KIT_URI_OK) {
 		p11_kit_uri_free(turi);
-		snprintf(err, err_len, "bad token URI %s", ts->cfg->token_uri);
+		snprintf(err, err_len, "bad token URI %s", cfg->token_uri);
 		return MTLS_ERR_CONFIG;
 	}
-	r = discover(ts, turi, ids, n);
+	r = discover(ts, cfg, turi, ids, n);
 	p11_kit_uri_free(turi);
 	return r;
 }
@@ -904,21 +1049,20 @@ pin_file_logins(struct tokenset *ts, char *err, size_t err_len)
 
 	for (k = 0; k < ts->cfg->n_identities; k++) {
 		const struct config_identity *ci = &ts->cfg->identities[k];
-		struct ident *id = find_ident(ts, ci->name);
-		PKCS11_SLOT *slot;
-		unsigned int idx;
+		struct ident *id = tk_find_ident(ts, ci->name);
+		struct slot *slot;
 		char *pin = NULL, why[256];
 		int r, retries;
 
 		if (ci->pin_file == NULL || id == NULL)
 			continue;
-		if ((slot = ident_slot(ts, id, &idx)) == NULL) {
+		if ((slot = tk_ident_slot(ts, id)) == NULL) {
 			warn("identity %s: token absent; PIN file not used", id->name);
 			continue;
 		}
 		if ((r = config_read_pin_file(ci->pin_file, &pin, err, err_len)) != 0)
 			return r;
-		r = login_slot(ts, slot, idx, pin, &retries, why, sizeof(why));
+		r = login_slot(ts, slot, pin, 0, &retries, why, sizeof(why));
 		mtls_secure_free(pin);
 		if (r != 0) {
 			/* A wrong PIN in a file must not burn the card's tries
@@ -1007,96 +1151,19 @@ out:
 	return r;
 }
 
-static void unpad(char *dst, size_t dst_len, const unsigned char *src, size_t src_len);
-
-/*
- * Our own function list of the module libp11 loaded, for the calls libp11
- * has no API for (fresh token flags, the slot poll, session state, SO
- * login).  A plain module hands every caller the one list libp11 already
- * initialised and answers a second C_Initialize with ALREADY_INITIALIZED.
- * p11-kit-proxy (the default) hands out a new, uninitialised instance on
- * every C_GetFunctionList: that one we initialise, and finalise in
- * raw_close(); the modules behind it stay loaded once per process, so
- * logins and sessions are shared with libp11's instance.
- */
+/* Reads the slots afresh; write lock held (or not shared yet). */
 static int
-raw_open(struct tokenset *ts, const char *module, char *err, size_t err_len)
+read_slots(struct tokenset *ts)
 {
-	CK_C_INITIALIZE_ARGS args;
-	CK_C_GetFunctionList gfl;
-	CK_RV rv;
+	struct msg_p11_tokens_resp toks;
+	int r;
 
-	if ((ts->dl = dlopen(module, RTLD_NOW | RTLD_LOCAL)) == NULL) {
-		snprintf(err, err_len, "cannot load PKCS#11 module %s: %s", module, dlerror());
-		return MTLS_ERR_TOKEN;
-	}
-	*(void **)&gfl = dlsym(ts->dl, "C_GetFunctionList");
-	if (gfl == NULL || gfl(&ts->fl) != CKR_OK || ts->fl == NULL) {
-		snprintf(err, err_len, "PKCS#11 module %s has no usable C_GetFunctionList", module);
-		ts->fl = NULL;
-		return MTLS_ERR_TOKEN;
-	}
-	memset(&args, 0, sizeof(args));
-	/* Connection threads and the main loop's poll call it at once. */
-	args.flags = CKF_OS_LOCKING_OK;
-	rv = ts->fl->C_Initialize(&args);
-	if (rv == CKR_OK) {
-		ts->fl_own = 1;
-		return 0;
-	}
-	if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED)
-		return 0;
-	snprintf(err, err_len, "PKCS#11 module %s: C_Initialize failed (0x%lx)", module,
-		 (unsigned long)rv);
-	ts->fl = NULL;
-	return MTLS_ERR_TOKEN;
-}
-
-/* Undoes raw_open(); safe on a half-opened or closed set. */
-static void
-raw_close(struct tokenset *ts)
-{
-	if (ts->fl != NULL && ts->fl_own)
-		(void)ts->fl->C_Finalize(NULL);
-	ts->fl = NULL;
-	ts->fl_own = 0;
-	if (ts->dl != NULL)
-		dlclose(ts->dl);
-	ts->dl = NULL;
-}
-
-/*
- * Slot IDs are per instance with p11-kit-proxy.  Two instances number the
- * same modules' slots alike, but if ours disagreed with libp11's, every
- * fresh flag would describe another token: refuse to start rather than
- * report the wrong token's state.
- */
-static int
-raw_check_slots(struct tokenset *ts, char *err, size_t err_len)
-{
-	CK_TOKEN_INFO info;
-	char label[33];
-	unsigned int i;
-
-	for (i = 0; i < ts->nslots; i++) {
-		PKCS11_TOKEN *tok = ts->slots[i].token;
-
-		if (tok == NULL || !tok->initialized)
-			continue;
-		if (ts->fl->C_GetTokenInfo(PKCS11_get_slotid_from_slot(&ts->slots[i]), &info) !=
-		    CKR_OK)
-			continue; /* pulled meanwhile: the poll sees it */
-		unpad(label, sizeof(label), info.label, sizeof(info.label));
-		if (strcmp(tok->label ? tok->label : "", label) != 0) {
-			snprintf(err, err_len,
-				 "PKCS#11 module %s numbers its slots differently for each caller "
-				 "(slot %lu is token '%s' and '%s')",
-				 ts->cfg->module, PKCS11_get_slotid_from_slot(&ts->slots[i]),
-				 tok->label ? tok->label : "", label);
-			return MTLS_ERR_TOKEN;
-		}
-	}
-	return 0;
+	ts->gen = helper_generation(ts->hp);
+	if ((r = list_tokens(ts, &toks)) != 0)
+		return r;
+	r = take_slots(ts, &toks);
+	msg_p11_tokens_resp_clear(&toks);
+	return r;
 }
 
 int
@@ -1115,37 +1182,19 @@ token_open(const struct config *cfg, struct tokenset **out, char *err, size_t er
 	pthread_rwlock_init(&ts->lock, NULL);
 	pthread_mutex_init(&ts->stat_mu, NULL);
 	ts->cfg = cfg;
-	if ((ts->p11 = PKCS11_CTX_new()) == NULL) {
-		r = MTLS_ERR_ALLOC;
+	if ((r = helper_start(NULL, module, HELPER_CHANNELS, (int)cfg->token_timeout * 1000,
+			      &ts->hp, err, err_len)) != 0)
+		goto out;
+	if ((r = read_slots(ts)) != 0) {
+		snprintf(err, err_len, "cannot list the tokens of %s: %s", cfg->module,
+			 mtls_agent_strerror(r));
 		goto out;
 	}
-	if (PKCS11_CTX_load(ts->p11, module) != 0) {
-		snprintf(err, err_len, "cannot load PKCS#11 module %s", cfg->module);
-		ERR_clear_error();
-		PKCS11_CTX_free(ts->p11);
-		ts->p11 = NULL;
-		r = MTLS_ERR_TOKEN;
-		goto out;
-	}
-	if ((r = raw_open(ts, module, err, err_len)) != 0)
-		goto out;
-	if (PKCS11_enumerate_slots(ts->p11, &ts->slots, &ts->nslots) != 0) {
-		snprintf(err, err_len, "cannot list the slots of %s", cfg->module);
-		ERR_clear_error();
-		r = MTLS_ERR_TOKEN;
-		goto out;
-	}
-	if ((r = raw_check_slots(ts, err, err_len)) != 0)
-		goto out;
-	if ((ts->login_time = calloc(ts->nslots + 1, sizeof(time_t))) == NULL) {
-		r = MTLS_ERR_ALLOC;
-		goto out;
-	}
-	if ((r = build(ts, &ts->ids, &ts->n, err, err_len)) != 0)
+	if ((r = build(ts, ts->cfg, &ts->ids, &ts->n, err, err_len)) != 0)
 		goto out;
 	if ((r = pin_file_logins(ts, err, err_len)) != 0)
 		goto out;
-	info("%zu identit%s on %u slot%s of %s", ts->n, ts->n == 1 ? "y" : "ies", ts->nslots,
+	info("%zu identit%s on %zu slot%s of %s", ts->n, ts->n == 1 ? "y" : "ies", ts->nslots,
 	     ts->nslots == 1 ? "" : "s", cfg->module);
 	*out = ts;
 	ts = NULL;
@@ -1165,7 +1214,7 @@ carry_timers(const struct ident *old, size_t n_old, struct ident *ids, size_t n)
 	size_t i, k;
 
 	for (i = 0; i < n; i++) {
-		if (ids[i].pkey == NULL)
+		if (!ids[i].has_key)
 			continue;
 		for (k = 0; k < n_old; k++) {
 			if (old[k].name == NULL || strcmp(old[k].name, ids[i].name) != 0 ||
@@ -1179,49 +1228,40 @@ carry_timers(const struct ident *old, size_t n_old, struct ident *ids, size_t n)
 	}
 }
 
-/*
- * The token state's lock, taken in 200 ms steps.  A call stuck in a hung
- * module holds it for ever (a signature the read lock, a login the write
- * lock); rather than wait behind it (the main thread, for a reload), give
- * up with TIMEOUT as soon as the module counts as hung.
- */
-static int
-timed_lock(struct tokenset *ts, int write, char *why, size_t why_len)
-{
-	struct timespec until;
-	int hung;
-
-	for (;;) {
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += 200 * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
-		if ((write ? pthread_rwlock_timedwrlock(&ts->lock, &until)
-			   : pthread_rwlock_timedrdlock(&ts->lock, &until)) == 0)
-			return 0;
-		token_check_hang(ts);
-		pthread_mutex_lock(&ts->stat_mu);
-		hung = ts->hung;
-		pthread_mutex_unlock(&ts->stat_mu);
-		if (hung)
-			return hung_why(ts, why, why_len);
-	}
-}
-
-/* For what changes the token state: login, PIN change, logout, reload. */
+/* Every helper call ends within token-timeout: plain locks will do. */
 static int
 write_lock(struct tokenset *ts, char *why, size_t why_len)
 {
-	return timed_lock(ts, 1, why, why_len);
+	(void)why;
+	(void)why_len;
+	pthread_rwlock_wrlock(&ts->lock);
+	return 0;
 }
 
-/* For what reads it while clients wait: signatures, LIST, STATUS. */
-static int
-read_lock(struct tokenset *ts, char *why, size_t why_len)
+int
+tk_read_lock(struct tokenset *ts, char *why, size_t why_len)
 {
-	return timed_lock(ts, 0, why, why_len);
+	(void)why;
+	(void)why_len;
+	pthread_rwlock_rdlock(&ts->lock);
+	return 0;
+}
+
+/* Which identities' tokens are present, from one fresh token list. */
+static void
+rescan(struct tokenset *ts)
+{
+	struct msg_p11_tokens_resp toks;
+	const struct slot *s;
+	size_t i;
+
+	if (list_tokens(ts, &toks) != 0)
+		memset(&toks, 0, sizeof(toks));
+	for (i = 0; i < ts->n; i++) {
+		s = tk_ident_slot(ts, &ts->ids[i]);
+		ts->ids[i].present = s != NULL && fresh(&toks, s) != NULL;
+	}
+	msg_p11_tokens_resp_clear(&toks);
 }
 
 static void merge_absent(struct tokenset *ts, struct ident **idsp, size_t *np);
@@ -1231,8 +1271,8 @@ token_reload(struct tokenset *ts, const struct config *cfg, char *err, size_t er
 {
 	const struct config *old = ts->cfg;
 	struct ident *ids = NULL, *old_ids;
-	size_t n = 0, old_n;
-	unsigned int i;
+	size_t n = 0, old_n, i;
+	unsigned int gen;
 	int r;
 
 	if (strcmp(cfg->module, old->module) != 0) {
@@ -1240,14 +1280,36 @@ token_reload(struct tokenset *ts, const struct config *cfg, char *err, size_t er
 			 cfg->module);
 		return MTLS_ERR_CONFIG;
 	}
-	if ((r = write_lock(ts, err, err_len)) != 0)
+	/*
+	 * The new identities and their keys are read from the helper under
+	 * the read lock, so signatures go on meanwhile; the write lock is
+	 * held only to put them in place.
+	 */
+	if ((r = tk_read_lock(ts, err, err_len)) != 0)
 		return r;
-	rescan(ts);
-	ts->cfg = cfg;
-	if ((r = build(ts, &ids, &n, err, err_len)) != 0) {
-		ts->cfg = old;
-		goto out;
+	gen = ts->gen;
+	r = build(ts, cfg, &ids, &n, err, err_len);
+	if (r == 0)
+		for (i = 0; i < ts->nslots; i++)
+			if (ts->slots[i].login_time != 0)
+				attach_keys_in(ts, ids, n, &ts->slots[i]);
+	pthread_rwlock_unlock(&ts->lock);
+	if (r != 0)
+		return r;
+	if ((r = write_lock(ts, err, err_len)) != 0) {
+		idents_free(ids, n);
+		return r;
 	}
+	if (ts->gen != gen) {
+		/* The slots were read again meanwhile: the keys found are
+		 * of the old table.  Look again under the write lock. */
+		for (i = 0; i < n; i++)
+			ids[i].has_key = 0;
+		for (i = 0; i < ts->nslots; i++)
+			if (ts->slots[i].login_time != 0)
+				attach_keys_in(ts, ids, n, &ts->slots[i]);
+	}
+	ts->cfg = cfg;
 	/* Discovered identities of a token that is away stay listed (as
 	 * absent) across a reload, as across a rescan. */
 	if (cfg->n_identities == 0 && old->n_identities == 0)
@@ -1256,71 +1318,57 @@ token_reload(struct tokenset *ts, const struct config *cfg, char *err, size_t er
 	old_n = ts->n;
 	ts->ids = ids;
 	ts->n = n;
-	for (i = 0; i < ts->nslots; i++)
-		if (ts->slots[i].token != NULL && slot_logged_in(&ts->slots[i]))
-			attach_keys(ts, &ts->slots[i]);
 	carry_timers(old_ids, old_n, ts->ids, ts->n);
 	idents_free(old_ids, old_n);
 	/* PIN files of new identities: errors are logged, not fatal here. */
 	if (pin_file_logins(ts, err, err_len) != 0)
 		warn("reload: %s", err);
-	r = 0;
-out:
 	pthread_rwlock_unlock(&ts->lock);
-	return r;
+	return 0;
 }
 
 void
 token_close(struct tokenset *ts)
 {
-	unsigned int i;
+	size_t i;
 
 	if (ts == NULL)
 		return;
+	if (ts->hp != NULL)
+		for (i = 0; i < ts->nslots; i++)
+			if (ts->slots[i].login_time != 0)
+				helper_logout(ts, ts->slots[i].id);
+	helper_free(ts->hp);
 	idents_free(ts->ids, ts->n);
-	if (ts->p11 != NULL) {
-		for (i = 0; i < ts->nslots; i++) {
-			if (ts->slots[i].token != NULL && slot_logged_in(&ts->slots[i])) {
-				if (PKCS11_logout(&ts->slots[i]) != 0)
-					ERR_clear_error();
-			}
-		}
-		if (ts->slots != NULL)
-			PKCS11_release_all_slots(ts->p11, ts->slots, ts->nslots);
-		if (!ts->module_down)
-			PKCS11_CTX_unload(ts->p11);
-		PKCS11_CTX_free(ts->p11);
-	}
-	raw_close(ts);
-	free(ts->login_time);
+	slots_free(ts->slots, ts->nslots);
 	pthread_rwlock_destroy(&ts->lock);
 	pthread_mutex_destroy(&ts->stat_mu);
 	free(ts);
 }
 
 static uint32_t
-ident_flags(struct tokenset *ts, const struct ident *id)
+ident_flags(struct tokenset *ts, const struct msg_p11_tokens_resp *toks, const struct ident *id)
 {
-	PKCS11_SLOT *slot = ident_slot(ts, id, NULL);
-	CK_TOKEN_INFO info;
+	const struct slot *slot = tk_ident_slot(ts, id);
+	const struct p11_token *t;
 	uint32_t f = 0;
 
-	if (slot == NULL || token_info(ts, slot, &info) != 0)
+	if (slot == NULL || (t = fresh(toks, slot)) == NULL)
 		return 0;
 	f |= MTLS_AGENT_ID_TOKEN_PRESENT;
-	if (slot_logged_in(slot))
+	if (t->logged_in)
 		f |= MTLS_AGENT_ID_LOGGED_IN;
-	if (id->pkey != NULL)
+	if (id->has_key)
 		f |= MTLS_AGENT_ID_KEY_FOUND;
 	else if (id->key_mismatch)
 		f |= MTLS_AGENT_ID_KEY_MISMATCH;
-	if (info.flags & CKF_USER_PIN_COUNT_LOW)
+	if (t->flags & CKF_USER_PIN_COUNT_LOW)
 		f |= MTLS_AGENT_ID_PIN_COUNT_LOW;
-	if (info.flags & CKF_USER_PIN_FINAL_TRY)
+	if (t->flags & CKF_USER_PIN_FINAL_TRY)
 		f |= MTLS_AGENT_ID_PIN_FINAL_TRY;
-	if (info.flags & CKF_USER_PIN_LOCKED)
+	if (t->flags & CKF_USER_PIN_LOCKED)
 		f |= MTLS_AGENT_ID_PIN_LOCKED;
-	if (info.flags & CKF_PROTECTED_AUTHENTICATION_PATH)
+	if (t->flags & CKF_PROTECTED_AUTHENTICATION_PATH)
 		f |= MTLS_AGENT_ID_PROTECTED_AUTH;
 	return f;
 }
@@ -1338,7 +1386,8 @@ dup_mem(const void *p, size_t len)
 }
 
 static int
-copy_ident(struct tokenset *ts, const struct ident *id, struct mtls_agent_identity *o)
+copy_ident(struct tokenset *ts, const struct msg_p11_tokens_resp *toks, const struct ident *id,
+	   struct mtls_agent_identity *o)
 {
 	const struct scheme_info *s;
 	size_t i;
@@ -1352,7 +1401,7 @@ copy_ident(struct tokenset *ts, const struct ident *id, struct mtls_agent_identi
 	o->key_id_len = id->id_len;
 	o->key_type = id->key_type;
 	o->key_bits = id->key_bits;
-	o->flags = ident_flags(ts, id);
+	o->flags = ident_flags(ts, toks, id);
 	o->purposes = id->purposes;
 	if ((o->schemes = calloc(MTLS_SCHEMES_MAX, sizeof(*o->schemes))) == NULL)
 		return MTLS_ERR_ALLOC;
@@ -1378,254 +1427,185 @@ copy_ident(struct tokenset *ts, const struct ident *id, struct mtls_agent_identi
 	return 0;
 }
 
-/* A token vanished under a signature: catch up before answering. */
-static void
-catch_up(struct tokenset *ts)
+/* A token vanished under a request, or the helper was started again:
+ * catch up before answering. */
+void
+tk_catch_up(struct tokenset *ts)
 {
-	if (__atomic_load_n(&ts->stale, __ATOMIC_RELAXED))
+	if (__atomic_load_n(&ts->stale, __ATOMIC_RELAXED) ||
+	    helper_generation(ts->hp) != __atomic_load_n(&ts->gen, __ATOMIC_RELAXED))
 		token_poll(ts);
 }
 
 int
-token_list(struct tokenset *ts, struct msg_list_resp *out, char *why, size_t why_len)
+token_list(struct tokenset *ts, struct mtls_agent_identity **idsp, size_t *np, char *why,
+	   size_t why_len)
 {
-	size_t i, n;
+	struct mtls_agent_identity *ids = NULL;
+	struct msg_p11_tokens_resp toks;
+	size_t i, n, done = 0;
 	int r = 0;
 
-	memset(out, 0, sizeof(*out));
-	catch_up(ts);
-	if ((r = read_lock(ts, why, why_len)) != 0)
+	*idsp = NULL;
+	*np = 0;
+	tk_catch_up(ts);
+	if ((r = tk_read_lock(ts, why, why_len)) != 0)
 		return r;
+	/* One fresh token list for every identity's flags. */
+	if (list_tokens(ts, &toks) != 0)
+		memset(&toks, 0, sizeof(toks));
 	n = ts->n > MTLS_IDS_MAX ? MTLS_IDS_MAX : ts->n;
-	if (n > 0 && (out->ids = calloc(n, sizeof(*out->ids))) == NULL) {
+	if (n > 0 && (ids = calloc(n, sizeof(*ids))) == NULL) {
 		r = MTLS_ERR_ALLOC;
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
-		out->n = i + 1;
-		if ((r = copy_ident(ts, &ts->ids[i], &out->ids[i])) != 0)
+		done = i + 1;
+		if ((r = copy_ident(ts, &toks, &ts->ids[i], &ids[i])) != 0)
 			goto out;
 	}
 out:
+	msg_p11_tokens_resp_clear(&toks);
 	pthread_rwlock_unlock(&ts->lock);
-	if (r != 0)
-		msg_list_resp_clear(out);
-	return r;
+	if (r != 0) {
+		mtls_agent_identities_free(ids, done);
+		return r;
+	}
+	*idsp = ids;
+	*np = n;
+	return 0;
 }
 
-static int pick_slot(struct tokenset *ts, const char *name, PKCS11_SLOT **slotp, unsigned int *idxp,
-		     char *why, size_t why_len);
+/* The slot of identity `name`, or of the only token (""); write lock held. */
+static int
+pick_slot(struct tokenset *ts, const char *name, struct slot **slotp, char *why, size_t why_len)
+{
+	struct slot *slot = NULL, *s;
+	struct ident *id;
+	size_t i;
+
+	rescan(ts);
+	if (name[0] != '\0') {
+		if ((id = tk_find_ident(ts, name)) == NULL) {
+			snprintf(why, why_len, "no identity named %s", name);
+			return MTLS_ERR_NO_IDENTITY;
+		}
+		if ((slot = tk_ident_slot(ts, id)) == NULL || !id->present) {
+			snprintf(why, why_len, "the token of %s is not present", name);
+			return MTLS_ERR_TOKEN_ABSENT;
+		}
+	} else {
+		/* No name: the one token that holds identities. */
+		for (i = 0; i < ts->n; i++) {
+			if (!ts->ids[i].present || (s = tk_ident_slot(ts, &ts->ids[i])) == NULL)
+				continue;
+			if (slot != NULL && s != slot) {
+				snprintf(why, why_len, "identities on several tokens: name one");
+				return MTLS_ERR_INVALID_ARGUMENT;
+			}
+			slot = s;
+		}
+		if (slot == NULL) {
+			snprintf(why, why_len, "no token with identities is present");
+			return ts->n == 0 ? MTLS_ERR_NO_IDENTITY : MTLS_ERR_TOKEN_ABSENT;
+		}
+	}
+	*slotp = slot;
+	return 0;
+}
 
 int
 token_login(struct tokenset *ts, const char *name, const char *pin, int *retries, char *why,
 	    size_t why_len)
 {
-	PKCS11_SLOT *slot = NULL;
-	unsigned int idx = 0;
+	struct slot *slot = NULL;
 	int r;
 
 	*retries = -1;
-	catch_up(ts);
+	tk_catch_up(ts);
 	if ((r = write_lock(ts, why, why_len)) != 0)
 		return r;
-	if ((r = pick_slot(ts, name, &slot, &idx, why, why_len)) == 0)
-		r = login_slot(ts, slot, idx, pin, retries, why, why_len);
+	if ((r = pick_slot(ts, name, &slot, why, why_len)) == 0)
+		r = login_slot(ts, slot, pin, 0, retries, why, why_len);
 	pthread_rwlock_unlock(&ts->lock);
 	return r;
 }
 
 /*
  * LOGIN with LOGIN_VERIFY: the token must check this PIN even when it is
- * logged in already (a second C_Login is answered CKR_USER_ALREADY_LOGGED_IN
- * without looking at the PIN).  So the session ends first and the token
- * logs in afresh: a wrong PIN counts against the token's retry counter and
- * leaves it logged out.  Write lock held, so signatures of every identity
- * on the token wait for the new login instead of failing in between;
- * login_slot() attaches all their keys again.
+ * logged in already, so the helper logs it out and in again: a wrong PIN
+ * counts against the token's retry counter and leaves it logged out.
  */
-static int
-relogin_slot(struct tokenset *ts, PKCS11_SLOT *slot, unsigned int idx, const char *pin,
-	     int *retries, char *why, size_t why_len)
-{
-	CK_TOKEN_INFO info;
-	char label[64];
-	int r, was_in;
-
-	*retries = -1;
-	snprintf(label, sizeof(label), "%s", slot->token->label);
-	/* A locked PIN is reported by login_slot() without logging out. */
-	if (token_info(ts, slot, &info) == 0 && (info.flags & CKF_USER_PIN_LOCKED))
-		return login_slot(ts, slot, idx, pin, retries, why, why_len);
-	if ((was_in = slot_logged_in(slot))) {
-		if (inflight_enter(ts) != 0)
-			return hung_why(ts, why, why_len);
-		detach_keys(ts, slot);
-		if (PKCS11_logout(slot) != 0)
-			ERR_clear_error();
-		inflight_leave(ts);
-		ts->login_time[idx] = 0;
-	}
-	r = login_slot(ts, slot, idx, pin, retries, why, why_len);
-	if (r != 0 && was_in) {
-		size_t len = strlen(why);
-
-		snprintf(why + len, why_len - len, "; the token is logged out now");
-		info("token %s: logged out after a PIN check that failed", label);
-	}
-	return r;
-}
-
 int
 token_relogin(struct tokenset *ts, const char *name, const char *pin, int *retries, char *why,
 	      size_t why_len)
 {
-	PKCS11_SLOT *slot = NULL;
-	unsigned int idx = 0;
+	struct slot *slot = NULL;
 	int r;
 
 	*retries = -1;
-	catch_up(ts);
+	tk_catch_up(ts);
 	if ((r = write_lock(ts, why, why_len)) != 0)
 		return r;
-	if ((r = pick_slot(ts, name, &slot, &idx, why, why_len)) == 0)
-		r = relogin_slot(ts, slot, idx, pin, retries, why, why_len);
+	if ((r = pick_slot(ts, name, &slot, why, why_len)) == 0)
+		r = login_slot(ts, slot, pin, 1, retries, why, why_len);
 	pthread_rwlock_unlock(&ts->lock);
 	return r;
-}
-
-/* The slot of identity `name`, or of the only token ("" ); write lock held. */
-static int
-pick_slot(struct tokenset *ts, const char *name, PKCS11_SLOT **slotp, unsigned int *idxp, char *why,
-	  size_t why_len)
-{
-	PKCS11_SLOT *slot = NULL, *s;
-	unsigned int idx = 0, sidx;
-	struct ident *id;
-	size_t i;
-	int r = 0;
-
-	rescan(ts);
-	if (name[0] != '\0') {
-		if ((id = find_ident(ts, name)) == NULL) {
-			snprintf(why, why_len, "no identity named %s", name);
-			r = MTLS_ERR_NO_IDENTITY;
-			goto out;
-		}
-		/* present: the module answers for the token (rescan()). */
-		if ((slot = ident_slot(ts, id, &idx)) == NULL || !id->present) {
-			snprintf(why, why_len, "the token of %s is not present", name);
-			r = MTLS_ERR_TOKEN_ABSENT;
-			goto out;
-		}
-	} else {
-		/* No name: the one token that holds identities. */
-		for (i = 0; i < ts->n; i++) {
-			if (!ts->ids[i].present || (s = ident_slot(ts, &ts->ids[i], &sidx)) == NULL)
-				continue;
-			if (slot != NULL && s != slot) {
-				snprintf(why, why_len, "identities on several tokens: name one");
-				r = MTLS_ERR_INVALID_ARGUMENT;
-				goto out;
-			}
-			slot = s;
-			idx = sidx;
-		}
-		if (slot == NULL) {
-			snprintf(why, why_len, "no token with identities is present");
-			r = ts->n == 0 ? MTLS_ERR_NO_IDENTITY : MTLS_ERR_TOKEN_ABSENT;
-			goto out;
-		}
-	}
-	*slotp = slot;
-	*idxp = idx;
-out:
-	return r;
-}
-
-/*
- * PIN changes go straight to the module on a session of their own: libp11
- * 0.4.12 hands out read-only sessions from its pool (C_SetPIN then fails
- * with CKR_SESSION_READ_ONLY), and an SO login through libp11 would leave
- * libp11 holding a copy of the SO PIN.
- */
-static CK_RV
-rw_session(struct tokenset *ts, PKCS11_SLOT *slot, CK_SESSION_HANDLE *s)
-{
-	if (ts->fl == NULL)
-		return CKR_FUNCTION_NOT_SUPPORTED;
-	return ts->fl->C_OpenSession(PKCS11_get_slotid_from_slot(slot),
-				     CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, s);
 }
 
 int
 token_set_pin(struct tokenset *ts, const char *name, int mode, const char *old, const char *new_pin,
 	      int *retries, char *why, size_t why_len)
 {
-	CK_SESSION_HANDLE sess = CK_INVALID_HANDLE;
-	PKCS11_SLOT *slot = NULL;
-	unsigned int idx = 0;
-	int r, in_module = 0;
-	CK_RV rv;
+	struct msg_p11_set_pin_req sp = { .mode = (uint8_t)mode,
+					  .old_pin = (char *)old,
+					  .new_pin = (char *)new_pin };
+	struct msg_p11_error fail;
+	struct wbuf *req = NULL;
+	struct slot *slot = NULL;
+	int r;
 
 	*retries = -1;
+	memset(&fail, 0, sizeof(fail));
+	tk_catch_up(ts);
 	if ((r = write_lock(ts, why, why_len)) != 0)
 		return r;
-	if ((r = pick_slot(ts, name, &slot, &idx, why, why_len)) != 0)
+	if ((r = pick_slot(ts, name, &slot, why, why_len)) != 0)
 		goto out;
-	if (inflight_enter(ts) != 0) {
-		r = hung_why(ts, why, why_len);
+	if ((req = wbuf_new()) == NULL) {
+		r = MTLS_ERR_ALLOC;
 		goto out;
 	}
-	in_module = 1;
+	sp.slot = slot->id;
 	if (mode == SET_PIN_UNBLOCK) {
-		/* The user session must end before the SO may log in. */
+		/* The user session ends before the SO logs in. */
 		detach_keys(ts, slot);
-		if (slot_logged_in(slot) && PKCS11_logout(slot) != 0)
-			ERR_clear_error();
-		ts->login_time[idx] = 0;
-		/* PKCS#11 refuses an SO login while read-only sessions exist
-		 * (CKR_SESSION_READ_ONLY_EXISTS): turn libp11's pool to R/W,
-		 * which closes its sessions. */
-		if (PKCS11_open_session(slot, 1) != 0)
-			ERR_clear_error();
+		slot->login_time = 0;
 	}
-	if ((rv = rw_session(ts, slot, &sess)) != CKR_OK) {
-		r = pin_error(ts, slot, rv, 0, retries, "PIN", why, why_len);
+	if ((r = msg_p11_set_pin_req_put(req, &sp)) != 0)
+		goto out;
+	if ((r = call_empty(ts, req, &fail)) != 0) {
+		if (mode == SET_PIN_CHANGE)
+			r = pin_error(ts, slot, &fail, 0, retries, "PIN", why, why_len);
+		else if (fail.rv == CKR_PIN_INVALID || fail.rv == CKR_PIN_LEN_RANGE)
+			r = pin_error(ts, slot, &fail, 0, retries, "new PIN", why, why_len);
+		else
+			r = pin_error(ts, slot, &fail, 1, retries, "unblocking code (SO PIN)", why,
+				      why_len);
 		goto out;
 	}
 	if (mode == SET_PIN_CHANGE) {
-		rv = ts->fl->C_SetPIN(sess, (CK_UTF8CHAR_PTR)old, strlen(old),
-				      (CK_UTF8CHAR_PTR)new_pin, strlen(new_pin));
-		if (rv != CKR_OK) {
-			r = pin_error(ts, slot, rv, 0, retries, "PIN", why, why_len);
-			goto out;
-		}
-		info("token %s: user PIN changed", slot->token->label);
+		info("token %s: user PIN changed", slot->label);
 		goto out;
 	}
-	rv = ts->fl->C_Login(sess, CKU_SO, (CK_UTF8CHAR_PTR)old, strlen(old));
-	if (rv != CKR_OK) {
-		r = pin_error(ts, slot, rv, 1, retries, "unblocking code (SO PIN)", why, why_len);
-		goto out;
-	}
-	rv = ts->fl->C_InitPIN(sess, (CK_UTF8CHAR_PTR)new_pin, strlen(new_pin));
-	(void)ts->fl->C_Logout(sess);
-	if (rv != CKR_OK) {
-		r = pin_error(ts, slot, rv, 0, retries, "new PIN", why, why_len);
-		goto out;
-	}
-	(void)ts->fl->C_CloseSession(sess);
-	sess = CK_INVALID_HANDLE;
-	info("token %s: user PIN unblocked and set", slot->token->label);
-	/* login_slot() counts its own call. */
-	inflight_leave(ts);
-	in_module = 0;
-	r = login_slot(ts, slot, idx, new_pin, retries, why, why_len);
+	info("token %s: user PIN unblocked and set", slot->label);
+	/* The helper logged the token in with the new PIN. */
+	slot->login_time = time(NULL);
+	attach_keys(ts, slot);
+	info("token %s: logged in", slot->label);
 out:
-	if (sess != CK_INVALID_HANDLE)
-		(void)ts->fl->C_CloseSession(sess);
-	if (in_module)
-		inflight_leave(ts);
+	msg_p11_error_clear(&fail);
+	wbuf_free(req);
 	pthread_rwlock_unlock(&ts->lock);
 	return r;
 }
@@ -1634,27 +1614,29 @@ int
 token_logout(struct tokenset *ts, const char *name, char *why, size_t why_len)
 {
 	struct ident *id = NULL;
-	unsigned int i;
-	int r = 0;
+	size_t i;
+	int r = 0, in;
+	uint32_t flags;
 
+	tk_catch_up(ts);
 	if ((r = write_lock(ts, why, why_len)) != 0)
 		return r;
-	if (name[0] != '\0' && (id = find_ident(ts, name)) == NULL) {
+	if (name[0] != '\0' && (id = tk_find_ident(ts, name)) == NULL) {
 		r = MTLS_ERR_NO_IDENTITY;
 		goto out;
 	}
 	for (i = 0; i < ts->nslots; i++) {
-		PKCS11_SLOT *slot = &ts->slots[i];
+		struct slot *slot = &ts->slots[i];
 
-		if (slot->token == NULL || (id != NULL && ident_slot(ts, id, NULL) != slot))
+		if (id != NULL && tk_ident_slot(ts, id) != slot)
 			continue;
 		detach_keys(ts, slot);
-		if (slot_logged_in(slot)) {
-			if (PKCS11_logout(slot) != 0)
-				ERR_clear_error();
-			info("token %s: logged out", slot->token->label);
+		in = 0;
+		if (slot->login_time != 0 || (tk_slot_flags(ts, slot, &flags, &in) == 0 && in)) {
+			helper_logout(ts, slot->id);
+			info("token %s: logged out", slot->label);
 		}
-		ts->login_time[i] = 0;
+		slot->login_time = 0;
 	}
 out:
 	pthread_rwlock_unlock(&ts->lock);
@@ -1667,7 +1649,7 @@ key_expired(struct tokenset *ts, struct ident *id, time_t now)
 {
 	time_t used;
 
-	if (id->pkey == NULL || id->ci == NULL)
+	if (!id->has_key || id->ci == NULL)
 		return 0;
 	if (id->ci->lifetime > 0 && now - id->attached_at >= (time_t)id->ci->lifetime)
 		return 1;
@@ -1682,8 +1664,7 @@ key_expired(struct tokenset *ts, struct ident *id, time_t now)
 static void
 expire_keys(struct tokenset *ts, time_t now)
 {
-	unsigned int i;
-	size_t k;
+	size_t i, k;
 	int due = 0;
 
 	pthread_rwlock_rdlock(&ts->lock);
@@ -1702,26 +1683,24 @@ expire_keys(struct tokenset *ts, time_t now)
 		     id->ci->lifetime > 0 && now - id->attached_at >= (time_t)id->ci->lifetime
 			 ? "lifetime over"
 			 : "idle too long");
-		EVP_PKEY_free(id->pkey);
-		id->pkey = NULL;
+		id->has_key = 0;
 	}
 	for (i = 0; i < ts->nslots; i++) {
-		PKCS11_SLOT *slot = &ts->slots[i];
+		struct slot *slot = &ts->slots[i];
 		int used = 0;
 
-		if (slot->token == NULL || !slot_logged_in(slot))
+		if (slot->login_time == 0)
 			continue;
 		for (k = 0; k < ts->n && !used; k++)
-			used = ts->ids[k].pkey != NULL && ident_slot(ts, &ts->ids[k], NULL) == slot;
+			used = ts->ids[k].has_key && tk_ident_slot(ts, &ts->ids[k]) == slot;
 		/* Identities with a policy went; any without one keeps it. */
 		for (k = 0; k < ts->n && !used; k++)
-			used = ts->ids[k].ci == NULL && ident_slot(ts, &ts->ids[k], NULL) == slot;
+			used = ts->ids[k].ci == NULL && tk_ident_slot(ts, &ts->ids[k]) == slot;
 		if (used)
 			continue;
-		if (PKCS11_logout(slot) != 0)
-			ERR_clear_error();
-		ts->login_time[i] = 0;
-		info("token %s: logged out (no identity uses it any more)", slot->token->label);
+		helper_logout(ts, slot->id);
+		slot->login_time = 0;
+		info("token %s: logged out (no identity uses it any more)", slot->label);
 	}
 	pthread_rwlock_unlock(&ts->lock);
 }
@@ -1729,7 +1708,7 @@ expire_keys(struct tokenset *ts, time_t now)
 void
 token_expire(struct tokenset *ts, time_t now)
 {
-	unsigned int i;
+	size_t i;
 	int due = 0;
 
 	expire_keys(ts, now);
@@ -1737,263 +1716,28 @@ token_expire(struct tokenset *ts, time_t now)
 		return;
 	pthread_rwlock_rdlock(&ts->lock);
 	for (i = 0; i < ts->nslots; i++)
-		if (ts->login_time[i] != 0 &&
-		    now - ts->login_time[i] >= (time_t)ts->cfg->login_timeout)
+		if (ts->slots[i].login_time != 0 &&
+		    now - ts->slots[i].login_time >= (time_t)ts->cfg->login_timeout)
 			due = 1;
 	pthread_rwlock_unlock(&ts->lock);
 	if (!due)
 		return;
 	pthread_rwlock_wrlock(&ts->lock);
 	for (i = 0; i < ts->nslots; i++) {
-		PKCS11_SLOT *slot = &ts->slots[i];
+		struct slot *slot = &ts->slots[i];
 
-		if (ts->login_time[i] == 0 ||
-		    now - ts->login_time[i] < (time_t)ts->cfg->login_timeout)
+		if (slot->login_time == 0 ||
+		    now - slot->login_time < (time_t)ts->cfg->login_timeout)
 			continue;
-		ts->login_time[i] = 0;
-		if (slot->token == NULL)
-			continue;
+		slot->login_time = 0;
 		detach_keys(ts, slot);
-		if (slot_logged_in(slot) && PKCS11_logout(slot) != 0)
-			ERR_clear_error();
-		info("token %s: login timeout, logged out", slot->token->label);
+		helper_logout(ts, slot->id);
+		info("token %s: login timeout, logged out", slot->label);
 	}
 	pthread_rwlock_unlock(&ts->lock);
 }
 
-static int
-map_sign_error(unsigned long rv, char *why, size_t why_len)
-{
-	switch (rv) {
-	case RV_USER_NOT_LOGGED_IN:
-		snprintf(why, why_len, "token is not logged in");
-		return MTLS_ERR_LOGIN_REQUIRED;
-	case RV_TOKEN_NOT_PRESENT:
-	case RV_DEVICE_REMOVED:
-	case RV_SESSION_HANDLE_INVALID:
-		snprintf(why, why_len, "token removed");
-		return MTLS_ERR_TOKEN_ABSENT;
-	}
-	snprintf(why, why_len, "token signature failed (PKCS#11 error 0x%lx)", rv);
-	return MTLS_ERR_TOKEN;
-}
-
-/*
- * The digests the schemes use, fetched once: a fetch per signature takes
- * the provider store's lock and a lookup every time.
- */
-static const char *const digest_names[] = { "SHA256", "SHA384", "SHA512" };
-static EVP_MD *digests[sizeof(digest_names) / sizeof(digest_names[0])];
-static pthread_once_t digests_once = PTHREAD_ONCE_INIT;
-
-static void
-fetch_digests(void)
-{
-	size_t i;
-
-	for (i = 0; i < sizeof(digests) / sizeof(digests[0]); i++)
-		digests[i] = EVP_MD_fetch(NULL, digest_names[i], NULL);
-}
-
-/* A digest for `name`: the fetched-once one (*owned 0), or a new fetch. */
-static EVP_MD *
-digest_get(const char *name, int *owned)
-{
-	size_t i;
-
-	(void)pthread_once(&digests_once, fetch_digests);
-	*owned = 0;
-	for (i = 0; i < sizeof(digests) / sizeof(digests[0]); i++)
-		if (digests[i] != NULL && strcmp(name, digest_names[i]) == 0)
-			return digests[i];
-	*owned = 1;
-	return EVP_MD_fetch(NULL, name, NULL);
-}
-
-/* Hashes (unless the content is the digest) and signs with the token key. */
-static int
-sign_with(EVP_PKEY *pkey, const struct scheme_info *s, int purpose, const unsigned char *content,
-	  size_t len, unsigned char **sigp, size_t *sig_len, char *why, size_t why_len)
-{
-	unsigned char md[EVP_MAX_MD_SIZE], *sig = NULL;
-	const unsigned char *tbs = md;
-	unsigned int md_len = 0;
-	EVP_PKEY_CTX *pctx = NULL;
-	EVP_MD *dgst = NULL;
-	size_t slen = 0, tbs_len;
-	int r = MTLS_ERR_INTERNAL, dgst_owned = 0, max;
-
-	if ((dgst = digest_get(s->digest, &dgst_owned)) == NULL)
-		goto out;
-	if (purpose == MTLS_AGENT_PURPOSE_RAW_DIGEST) {
-		tbs = content;
-		tbs_len = len;
-	} else {
-		if (EVP_Digest(content, len, md, &md_len, dgst, NULL) != 1)
-			goto out;
-		tbs_len = md_len;
-	}
-	ERR_clear_error();
-	if ((pctx = EVP_PKEY_CTX_new(pkey, NULL)) == NULL || EVP_PKEY_sign_init(pctx) != 1)
-		goto out;
-	if (s->key_type == MTLS_AGENT_KEY_RSA) {
-		if (EVP_PKEY_CTX_set_rsa_padding(pctx, s->pss ? RSA_PKCS1_PSS_PADDING
-							      : RSA_PKCS1_PADDING) != 1 ||
-		    (s->pss && EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1))
-			goto out;
-	}
-	if (EVP_PKEY_CTX_set_signature_md(pctx, dgst) != 1)
-		goto out;
-	/* The largest signature the key makes (an ECDSA one may be shorter). */
-	max = EVP_PKEY_get_size(pkey);
-	slen = max > 0 ? (size_t)max : 0;
-	if (slen == 0 || slen > MTLS_SIG_MAX || (sig = malloc(slen)) == NULL) {
-		r = MTLS_ERR_ALLOC;
-		goto out;
-	}
-	if (EVP_PKEY_sign(pctx, sig, &slen, tbs, tbs_len) != 1) {
-		r = map_sign_error(last_rv(), why, why_len);
-		goto out;
-	}
-	*sigp = sig;
-	*sig_len = slen;
-	sig = NULL;
-	r = 0;
-out:
-	if (r == MTLS_ERR_INTERNAL && why[0] == '\0')
-		snprintf(why, why_len, "signature setup failed");
-	ERR_clear_error();
-	free(sig);
-	EVP_PKEY_CTX_free(pctx);
-	if (dgst_owned)
-		EVP_MD_free(dgst);
-	mtls_wipe(md, sizeof(md));
-	return r;
-}
-
-/*
- * Rate limit: a bucket of `rate` signatures refilled at rate/60 a second.
- * Returns 1 if this signature may go ahead.
- */
-static int
-rate_ok(struct tokenset *ts, struct ident *id, unsigned int rate)
-{
-	struct timespec now;
-	double elapsed;
-	int ok;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	pthread_mutex_lock(&ts->stat_mu);
-	if (id->bucket_at.tv_sec == 0 && id->bucket_at.tv_nsec == 0) {
-		id->bucket = rate;
-	} else {
-		elapsed = (double)(now.tv_sec - id->bucket_at.tv_sec) +
-			  (double)(now.tv_nsec - id->bucket_at.tv_nsec) / 1e9;
-		id->bucket += elapsed * rate / 60.0;
-		if (id->bucket > rate)
-			id->bucket = rate;
-	}
-	id->bucket_at = now;
-	ok = id->bucket >= 1.0;
-	if (ok)
-		id->bucket -= 1.0;
-	pthread_mutex_unlock(&ts->stat_mu);
-	return ok;
-}
-
-/*
- * Phase 1 (read lock held): every decision that needs no token; *idp is
- * the identity, valid while the lock is held.  `charge` counts the request
- * against the rate limit (not again when re-deciding after a confirmation).
- */
-static int
-sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name, uint16_t scheme,
-	    int purpose, const unsigned char *content, size_t len, int charge, struct ident **idp,
-	    int *confirm, char *why, size_t why_len)
-{
-	const struct scheme_info *s;
-	struct ident *id;
-	int r;
-
-	*confirm = 0;
-	*idp = NULL;
-	if ((id = find_ident(ts, name)) == NULL) {
-		snprintf(why, why_len, "no identity named %s", name);
-		return MTLS_ERR_NO_IDENTITY;
-	}
-	if (id->ci != NULL && id->ci->n_peers > 0 &&
-	    !policy_peer_matches(id->ci->peers, id->ci->n_peers, peer->uid, peer->gid, peer->exe)) {
-		snprintf(why, why_len, "peer uid %u gid %u exe %s may not use identity %s",
-			 (unsigned)peer->uid, (unsigned)peer->gid, peer->exe, name);
-		return MTLS_ERR_POLICY_DENIED;
-	}
-	if ((r = policy_check_sign(id->purposes, id->key_type, id->key_bits, scheme, purpose,
-				   content, len, &s, why, why_len)) != 0)
-		return r;
-	if (charge && id->ci != NULL && id->ci->rate_limit > 0 &&
-	    !rate_ok(ts, id, id->ci->rate_limit)) {
-		snprintf(why, why_len, "identity %s: more than %u signatures a minute", name,
-			 id->ci->rate_limit);
-		warn("rate limit hit: identity %s (%u a minute), peer pid %ld", name,
-		     id->ci->rate_limit, (long)peer->pid);
-		return MTLS_ERR_RATE_LIMITED;
-	}
-	*confirm = id->ci != NULL && id->ci->confirm;
-	*idp = id;
-	return 0;
-}
-
-/*
- * Asks for confirmation with no lock held (other clients go on meanwhile),
- * then takes the read lock again and decides again: a reload may have
- * removed or renamed the identity, changed its policy or given the name
- * another certificate (and so another key) meanwhile.  On success the read
- * lock is held and *idp is the identity as it is now.
- */
-static int
-sign_confirm(struct tokenset *ts, const struct sign_peer *peer, const char *name, uint16_t scheme,
-	     int purpose, const unsigned char *content, size_t len, struct ident **idp, char *why,
-	     size_t why_len)
-{
-	unsigned char *cert = NULL;
-	size_t cert_len = (*idp)->cert_der_len;
-	char prompt[512];
-	int r, confirm = 0;
-
-	/* The confirmed key is the certificate's: remember which one. */
-	if ((cert = malloc(cert_len)) == NULL) {
-		pthread_rwlock_unlock(&ts->lock);
-		return MTLS_ERR_ALLOC;
-	}
-	memcpy(cert, (*idp)->cert_der, cert_len);
-	*idp = NULL;
-	pthread_rwlock_unlock(&ts->lock);
-	snprintf(prompt, sizeof(prompt),
-		 "Allow %s (executable as the kernel reports it; pid %ld, uid %u) to sign a %s "
-		 "with the key \"%s\"?",
-		 peer->exe, (long)peer->pid, (unsigned)peer->uid, mtls_agent_purpose_name(purpose),
-		 name);
-	if ((r = confirm_ask(ts->cfg->askpass, ts->cfg->confirm_timeout, prompt, why, why_len)) !=
-	    0)
-		goto out;
-	if ((r = read_lock(ts, why, why_len)) != 0)
-		goto out;
-	r = sign_decide(ts, peer, name, scheme, purpose, content, len, 0, idp, &confirm, why,
-			why_len);
-	if (r == 0 &&
-	    ((*idp)->cert_der_len != cert_len || memcmp((*idp)->cert_der, cert, cert_len) != 0)) {
-		snprintf(why, why_len,
-			 "identity %s was reconfigured while its use was being confirmed", name);
-		r = MTLS_ERR_CONFIRM_DENIED;
-	}
-	if (r != 0) {
-		*idp = NULL;
-		pthread_rwlock_unlock(&ts->lock);
-	}
-out:
-	free(cert);
-	return r;
-}
+/* ---- hot-plug ----------------------------------------------------------- */
 
 static long
 mono_seconds(void)
@@ -2004,219 +1748,32 @@ mono_seconds(void)
 	return (long)t.tv_sec;
 }
 
-/* Registers a signature about to call the module; refused while hung. */
-static int
-inflight_enter(struct tokenset *ts)
-{
-	int r = 0;
-
-	pthread_mutex_lock(&ts->stat_mu);
-	if (ts->hung) {
-		r = MTLS_ERR_TIMEOUT;
-	} else {
-		if (ts->inflight++ == 0)
-			ts->inflight_oldest = mono_seconds();
-	}
-	pthread_mutex_unlock(&ts->stat_mu);
-	return r;
-}
-
-static void
-inflight_leave(struct tokenset *ts)
-{
-	pthread_mutex_lock(&ts->stat_mu);
-	if (--ts->inflight == 0) {
-		if (ts->hung)
-			info("the PKCS#11 module answers again");
-		ts->hung = 0;
-	} else {
-		/* Not exact (the oldest may be the one leaving), but it only
-		 * makes the hang verdict later, never earlier. */
-		ts->inflight_oldest = mono_seconds();
-	}
-	pthread_mutex_unlock(&ts->stat_mu);
-}
-
-void
-token_check_hang(struct tokenset *ts)
-{
-	pthread_mutex_lock(&ts->stat_mu);
-	if (!ts->hung && ts->inflight > 0 &&
-	    mono_seconds() - ts->inflight_oldest >= (long)ts->cfg->token_timeout) {
-		ts->hung = 1;
-		error("the PKCS#11 module has not answered a signature for %u s: refusing new "
-		      "signatures until it does",
-		      ts->cfg->token_timeout);
-	}
-	pthread_mutex_unlock(&ts->stat_mu);
-}
-
-int
-token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name, uint16_t scheme,
-	   int purpose, const unsigned char *content, size_t len, unsigned char **sig,
-	   size_t *sig_len, char *why, size_t why_len)
-{
-	const struct scheme_info *s;
-	struct ident *id;
-	int r, confirm = 0;
-
-	*sig = NULL;
-	*sig_len = 0;
-	why[0] = '\0';
-	catch_up(ts);
-	if ((r = read_lock(ts, why, why_len)) != 0)
-		return r;
-	/* Decided and signed under one read lock, so a reload cannot take
-	 * the identity away in between; only a confirmation lets go of it. */
-	r = sign_decide(ts, peer, name, scheme, purpose, content, len, 1, &id, &confirm, why,
-			why_len);
-	if (r != 0)
-		goto out;
-	if (confirm && (r = sign_confirm(ts, peer, name, scheme, purpose, content, len, &id, why,
-					 why_len)) != 0)
-		return r; /* no lock held */
-	s = scheme_lookup(scheme);
-	if (!id->present) {
-		snprintf(why, why_len, "the token of %s is not present", name);
-		r = MTLS_ERR_TOKEN_ABSENT;
-		goto out;
-	}
-	if (id->pkey == NULL) {
-		PKCS11_SLOT *slot = ident_slot(ts, id, NULL);
-		CK_TOKEN_INFO info;
-
-		if (slot == NULL || token_info(ts, slot, &info) == MTLS_ERR_TOKEN_ABSENT) {
-			snprintf(why, why_len, "the token of %s is not present", name);
-			r = MTLS_ERR_TOKEN_ABSENT;
-			goto out;
-		}
-		if (id->key_mismatch) {
-			snprintf(why, why_len,
-				 "identity %s: key does not match certificate (the private key "
-				 "at its id is another key); nothing is signed with it",
-				 name);
-			r = MTLS_ERR_TOKEN;
-			goto out;
-		}
-		if (slot != NULL && slot_logged_in(slot)) {
-			/* Logged in, yet no usable key: say so, not "log in". */
-			snprintf(why, why_len,
-				 "no private key for %s on its token, or one that does not match "
-				 "its certificate",
-				 name);
-			r = MTLS_ERR_TOKEN;
-			goto out;
-		}
-		snprintf(why, why_len, "log in to the token of %s first", name);
-		r = MTLS_ERR_LOGIN_REQUIRED;
-		goto out;
-	}
-	if (inflight_enter(ts) != 0) {
-		snprintf(why, why_len,
-			 "the PKCS#11 module has not answered a signature for over %u s",
-			 ts->cfg->token_timeout);
-		r = MTLS_ERR_TIMEOUT;
-		goto out;
-	}
-	r = sign_with(id->pkey, s, purpose, content, len, sig, sig_len, why, why_len);
-	inflight_leave(ts);
-	if (r == 0) {
-		pthread_mutex_lock(&ts->stat_mu);
-		id->last_used = time(NULL);
-		pthread_mutex_unlock(&ts->stat_mu);
-	} else if (r == MTLS_ERR_TOKEN || r == MTLS_ERR_TOKEN_ABSENT) {
-		/* A failure may mean the token went away under the key:
-		 * answer "absent" if so, and have the poller rescan. */
-		PKCS11_SLOT *slot = ident_slot(ts, id, NULL);
-		CK_TOKEN_INFO info;
-
-		if (slot == NULL || token_info(ts, slot, &info) != 0) {
-			snprintf(why, why_len, "the token of %s was removed", name);
-			r = MTLS_ERR_TOKEN_ABSENT;
-			__atomic_store_n(&ts->stale, 1, __ATOMIC_RELAXED);
-		}
-	}
-out:
-	pthread_rwlock_unlock(&ts->lock);
-	return r;
-}
-
-/* Trimmed copy of a space-padded PKCS#11 string. */
-static void
-unpad(char *dst, size_t dst_len, const unsigned char *src, size_t src_len)
-{
-	while (src_len > 0 && src[src_len - 1] == ' ')
-		src_len--;
-	if (src_len >= dst_len)
-		src_len = dst_len - 1;
-	memcpy(dst, src, src_len);
-	dst[src_len] = '\0';
-}
-
 /*
- * 1 if the module's present tokens differ from what libp11 enumerated
- * (a token removed, inserted, or replaced); read lock held.
+ * 1 if the module's present tokens differ from the slot table (a token
+ * removed, inserted, or replaced); read lock held.
  */
 static int
 tokens_changed(struct tokenset *ts)
 {
-	CK_SLOT_ID ids[64];
-	CK_ULONG n = sizeof(ids) / sizeof(ids[0]), k;
-	CK_TOKEN_INFO info;
-	unsigned int i, known = 0, seen = 0;
-	char label[33], serial[17];
+	struct msg_p11_tokens_resp toks;
+	size_t i, seen = 0;
+	int changed = 0;
 
-	if (ts->fl == NULL)
-		return 0;
-	if (ts->fl->C_GetSlotList(CK_TRUE, ids, &n) != CKR_OK)
+	if (list_tokens(ts, &toks) != 0)
 		return 1;
-	for (i = 0; i < ts->nslots; i++) {
-		PKCS11_TOKEN *tok = ts->slots[i].token;
-
-		if (tok == NULL || !tok->initialized)
-			continue;
-		known++;
-		if (token_info(ts, &ts->slots[i], &info) != 0)
-			return 1; /* gone */
-	}
-	for (k = 0; k < n; k++) {
-		int found = 0;
-
-		if (ts->fl->C_GetTokenInfo(ids[k], &info) != CKR_OK ||
-		    !(info.flags & CKF_TOKEN_INITIALIZED))
-			continue;
-		seen++;
-		unpad(label, sizeof(label), info.label, sizeof(info.label));
-		unpad(serial, sizeof(serial), info.serialNumber, sizeof(info.serialNumber));
-		for (i = 0; i < ts->nslots && !found; i++) {
-			PKCS11_TOKEN *tok = ts->slots[i].token;
-
-			found = tok != NULL && tok->initialized &&
-				PKCS11_get_slotid_from_slot(&ts->slots[i]) == ids[k] &&
-				strcmp(tok->label ? tok->label : "", label) == 0 &&
-				strcmp(tok->serialnr ? tok->serialnr : "", serial) == 0;
-		}
-		if (!found)
-			return 1; /* new or replaced */
-	}
-	return seen != known;
-}
-
-/* Is this slot's token logged in, whatever libp11 remembers? */
-static int
-token_says_logged_in(struct tokenset *ts, PKCS11_SLOT *slot)
-{
-	CK_SESSION_HANDLE sess;
-	CK_SESSION_INFO si;
-	int in = 0;
-
-	if (ts->fl->C_OpenSession(PKCS11_get_slotid_from_slot(slot), CKF_SERIAL_SESSION, NULL, NULL,
-				  &sess) != CKR_OK)
-		return 0;
-	if (ts->fl->C_GetSessionInfo(sess, &si) == CKR_OK)
-		in = si.state == CKS_RO_USER_FUNCTIONS || si.state == CKS_RW_USER_FUNCTIONS;
-	(void)ts->fl->C_CloseSession(sess);
-	return in;
+	for (i = 0; i < ts->nslots && !changed; i++)
+		if (fresh(&toks, &ts->slots[i]) == NULL)
+			changed = 1; /* gone */
+	for (i = 0; i < toks.n; i++)
+		if (toks.t[i].flags & CKF_TOKEN_INITIALIZED)
+			seen++;
+	for (i = 0; i < ts->nslots; i++)
+		if (!(ts->slots[i].flags & CKF_TOKEN_INITIALIZED))
+			seen++;
+	if (seen != toks.n || toks.n != ts->nslots)
+		changed = 1;
+	msg_p11_tokens_resp_clear(&toks);
+	return changed;
 }
 
 /*
@@ -2234,13 +1791,14 @@ merge_absent(struct tokenset *ts, struct ident **idsp, size_t *np)
 
 		for (k = 0; k < n && !kept; k++)
 			kept = strcmp(ids[k].name, ts->ids[i].name) == 0;
-		if (kept || ident_slot(ts, &ts->ids[i], NULL) != NULL)
+		if (kept || tk_ident_slot(ts, &ts->ids[i]) != NULL)
 			continue;
 		if ((nv = reallocarray(ids, n + 1, sizeof(*ids))) == NULL)
 			break;
 		ids = nv;
 		ids[n] = ts->ids[i];
 		ids[n].present = 0;
+		ids[n].has_key = 0;
 		/* Moved, not copied: the old slot forgets it. */
 		memset(&ts->ids[i], 0, sizeof(ts->ids[i]));
 		ts->ids[i].name = NULL;
@@ -2251,43 +1809,41 @@ merge_absent(struct tokenset *ts, struct ident **idsp, size_t *np)
 }
 
 /*
- * Re-enumerates slots and identities after a token came or went; write
- * lock held.  Keys of removed tokens are dropped (and with them libp11's
- * session state); a token that stayed logged in is taken up again
- * without a PIN (C_Login answers CKR_USER_ALREADY_LOGGED_IN, which libp11
- * takes as success); a reinserted token needs a login again.
+ * Re-reads slots and identities after a token came or went, or a new
+ * helper was started; write lock held.  Keys are found again on tokens
+ * that are (still) logged in; a reinserted token, and every token of a
+ * new helper, needs a login again.
  */
 static void
 reenumerate(struct tokenset *ts)
 {
 	struct ident *ids = NULL, *old_ids = NULL;
-	size_t old_n = 0;
-	PKCS11_SLOT *slots = NULL;
-	unsigned int nslots = 0, i;
-	size_t n = 0;
-	time_t *lt;
+	struct slot *old_slots = ts->slots;
+	size_t old_n = 0, n = 0, old_nslots = ts->nslots, i, k;
 	char err[256] = "";
 
-	for (i = 0; i < ts->n; i++) {
-		EVP_PKEY_free(ts->ids[i].pkey);
-		ts->ids[i].pkey = NULL;
-	}
-	if (PKCS11_enumerate_slots(ts->p11, &slots, &nslots) != 0) {
-		warn("token rescan: cannot list slots (PKCS#11 error 0x%lx); will retry",
-		     last_rv());
-		ERR_clear_error();
+	for (i = 0; i < ts->n; i++)
+		ts->ids[i].has_key = 0;
+	/* The slot table is replaced: identities point into it by label, so
+	 * merge_absent() below still finds their old slot in old_slots. */
+	ts->slots = NULL;
+	ts->nslots = 0;
+	if (read_slots(ts) != 0) {
+		warn("token rescan: cannot list the tokens; will retry");
+		ts->slots = old_slots;
+		ts->nslots = old_nslots;
+		__atomic_store_n(&ts->stale, 1, __ATOMIC_RELAXED);
 		return;
 	}
-	if ((lt = calloc(nslots + 1, sizeof(time_t))) == NULL) {
-		PKCS11_release_all_slots(ts->p11, slots, nslots);
-		return;
-	}
-	PKCS11_release_all_slots(ts->p11, ts->slots, ts->nslots);
-	ts->slots = slots;
-	ts->nslots = nslots;
-	free(ts->login_time);
-	ts->login_time = lt;
-	if (build(ts, &ids, &n, err, sizeof(err)) != 0) {
+	/* A token that stayed logged in in the same helper keeps its clock. */
+	for (i = 0; i < ts->nslots; i++)
+		for (k = 0; k < old_nslots; k++)
+			if (ts->slots[i].login_time != 0 && old_slots[k].login_time != 0 &&
+			    strcmp(ts->slots[i].label, old_slots[k].label) == 0 &&
+			    strcmp(ts->slots[i].serial, old_slots[k].serial) == 0)
+				ts->slots[i].login_time = old_slots[k].login_time;
+	slots_free(old_slots, old_nslots);
+	if (build(ts, ts->cfg, &ids, &n, err, sizeof(err)) != 0) {
 		warn("token rescan: %s; keeping the identities without keys", err);
 	} else {
 		merge_absent(ts, &ids, &n);
@@ -2297,19 +1853,9 @@ reenumerate(struct tokenset *ts)
 		ts->n = n;
 	}
 	rescan(ts);
-	for (i = 0; i < ts->nslots; i++) {
-		PKCS11_SLOT *slot = &ts->slots[i];
-
-		if (slot->token == NULL || !slot->token->initialized ||
-		    !token_says_logged_in(ts, slot))
-			continue;
-		ERR_clear_error();
-		if (PKCS11_login(slot, 0, "") == 0) {
-			ts->login_time[i] = time(NULL);
-			attach_keys(ts, slot);
-		}
-		ERR_clear_error();
-	}
+	for (i = 0; i < ts->nslots; i++)
+		if (ts->slots[i].login_time != 0)
+			attach_keys(ts, &ts->slots[i]);
 	if (old_ids != NULL) {
 		carry_timers(old_ids, old_n, ts->ids, ts->n);
 		idents_free(old_ids, old_n);
@@ -2317,92 +1863,39 @@ reenumerate(struct tokenset *ts)
 	info("tokens changed: %zu identit%s now", ts->n, ts->n == 1 ? "y" : "ies");
 }
 
-/* 1 if the module answers "failing" (not "absent") for a token it had;
- * read lock held. */
-static int
-module_failing(struct tokenset *ts)
-{
-	CK_TOKEN_INFO info;
-	unsigned int i;
-
-	if (ts->module_down)
-		return 1;
-	if (ts->fl == NULL)
-		return 0;
-	for (i = 0; i < ts->nslots; i++) {
-		PKCS11_TOKEN *tok = ts->slots[i].token;
-
-		if (tok != NULL && tok->initialized &&
-		    module_failing_rv(
-			ts->fl->C_GetTokenInfo(PKCS11_get_slotid_from_slot(&ts->slots[i]), &info)))
-			return 1;
-	}
-	return 0;
-}
+/* Seconds between module re-initialisations while identities are lost. */
+#define RESTART_LOST_EVERY 3
 
 /*
- * Finalizes and initializes the module again, then re-reads slots and
- * identities (a module stuck on a token that went and came back, like
- * SoftHSM2, only sees it again this way); write lock held.  Every session
- * and login of the module ends.  Identities whose token is still missing
- * stay listed as absent (reenumerate()).
+ * Re-initialises the module in the helper (a module stuck on a token that
+ * went and came back, like SoftHSM2, only sees it again this way), then
+ * re-reads everything; write lock held.  Every session and login ends.
  */
-static int
-module_restart(struct tokenset *ts, int quiet)
+static void
+module_reinit(struct tokenset *ts, int quiet)
 {
-	char module[PATH_MAX], err[256];
-	unsigned int i;
+	struct msg_p11_error fail;
+	struct wbuf *req = wbuf_new();
 	size_t k;
+	int r;
 
-	if (module_allowed(ts->cfg->module, ts->cfg->module_dirs, module, sizeof(module), err,
-			   sizeof(err)) != 0) {
-		warn("module restart: %s", err);
-		return MTLS_ERR_CONFIG;
-	}
-	for (k = 0; k < ts->n; k++) {
-		EVP_PKEY_free(ts->ids[k].pkey);
-		ts->ids[k].pkey = NULL;
-	}
-	if (!ts->module_down) {
-		PKCS11_release_all_slots(ts->p11, ts->slots, ts->nslots);
-		ts->slots = NULL;
-		ts->nslots = 0;
-		/* Our own instance first: through p11-kit-proxy, the module
-		 * behind it is finalized only when no instance is left. */
-		raw_close(ts);
-		PKCS11_CTX_unload(ts->p11);
-		ts->module_down = 1;
-	}
-	/* PKCS11_CTX_load() sets these again without freeing them. */
-	OPENSSL_free(ts->p11->manufacturer);
-	OPENSSL_free(ts->p11->description);
-	ts->p11->manufacturer = ts->p11->description = NULL;
 	ts->restarted_at = mono_seconds();
-	if (PKCS11_CTX_load(ts->p11, module) != 0) {
-		error("the PKCS#11 module %s could not be initialized again (PKCS#11 error "
-		      "0x%lx); its tokens count as absent, retrying",
-		      module, last_rv());
-		ERR_clear_error();
-		return MTLS_ERR_TOKEN;
-	}
-	if (raw_open(ts, module, err, sizeof(err)) != 0) {
-		error("the PKCS#11 module %s could not be initialized again (%s); its tokens count "
-		      "as absent, retrying",
-		      module, err);
-		raw_close(ts);
-		PKCS11_CTX_unload(ts->p11);
-		return MTLS_ERR_TOKEN;
-	}
-	ts->module_down = 0;
+	if (req == NULL)
+		return;
+	if ((r = msg_p11_empty_req_put(req, P11_REINIT)) == 0)
+		r = call_empty(ts, req, &fail);
+	msg_p11_error_clear(&fail);
+	wbuf_free(req);
+	if (r != 0)
+		warn("the PKCS#11 module could not be initialized again: %s",
+		     mtls_agent_strerror(r));
+	for (k = 0; k < ts->nslots; k++)
+		ts->slots[k].login_time = 0;
 	reenumerate(ts);
-	rescan(ts);
 	ts->lost = 0;
 	for (k = 0; k < ts->n; k++)
 		if (!ts->ids[k].present)
 			ts->lost = 1;
-	for (i = 0; i < ts->nslots; i++)
-		if (ts->login_time[i] != 0)
-			ts->lost = 0; /* a restart would log it out: wait */
 	/* While a token is lost this runs every few seconds: once is news. */
 	if (quiet && ts->lost)
 		debug("the PKCS#11 module was initialized again: %zu identit%s", ts->n,
@@ -2410,34 +1903,19 @@ module_restart(struct tokenset *ts, int quiet)
 	else
 		info("the PKCS#11 module was initialized again: %zu identit%s", ts->n,
 		     ts->n == 1 ? "y" : "ies");
-	return 0;
 }
 
-/* Seconds a module may fail for a known token before it is restarted, and
- * between restarts while identities are lost. */
-#define RESTART_AFTER_FAILING 3
-#define RESTART_LOST_EVERY    3
-
-/* Restart the module now?  Write lock held. */
+/* Re-initialise now?  Write lock held: identities are lost (their token
+ * is not listed) and nothing is logged in, every few seconds. */
 static int
-restart_due(struct tokenset *ts, int failing)
+reinit_due(struct tokenset *ts)
 {
-	unsigned int i;
+	size_t i;
 
-	if (ts->module_down)
-		return mono_seconds() - ts->restarted_at >= RESTART_LOST_EVERY;
-	if (!failing) {
-		ts->failing_since = 0;
-	} else {
-		if (ts->failing_since == 0)
-			ts->failing_since = mono_seconds();
-		if (mono_seconds() - ts->failing_since >= RESTART_AFTER_FAILING)
-			return 1;
-	}
 	if (!ts->lost || mono_seconds() - ts->restarted_at < RESTART_LOST_EVERY)
 		return 0;
 	for (i = 0; i < ts->nslots; i++)
-		if (ts->slots[i].token != NULL && slot_logged_in(&ts->slots[i]))
+		if (ts->slots[i].login_time != 0)
 			return 0;
 	return 1;
 }
@@ -2445,53 +1923,69 @@ restart_due(struct tokenset *ts, int failing)
 void
 token_poll(struct tokenset *ts)
 {
-	int changed, failing;
+	int changed, restarted;
+	size_t k;
 
 	pthread_rwlock_rdlock(&ts->lock);
-	failing = module_failing(ts);
-	changed = failing || ts->failing_since != 0 || ts->lost ||
-		  __atomic_load_n(&ts->stale, __ATOMIC_RELAXED) || tokens_changed(ts);
+	restarted = helper_generation(ts->hp) != ts->gen;
+	changed = restarted || ts->lost || __atomic_load_n(&ts->stale, __ATOMIC_RELAXED) ||
+		  tokens_changed(ts);
 	pthread_rwlock_unlock(&ts->lock);
 	if (!changed)
 		return;
 	pthread_rwlock_wrlock(&ts->lock);
-	failing = module_failing(ts);
-	if (restart_due(ts, failing)) {
-		if (failing && !ts->module_down)
-			warn("the PKCS#11 module keeps failing for a token it had: finalizing "
-			     "and initializing it again");
-		ts->failing_since = 0;
+	if (helper_generation(ts->hp) != ts->gen) {
+		/* A new helper: every login is gone with the old one. */
+		for (k = 0; k < ts->nslots; k++)
+			ts->slots[k].login_time = 0;
 		__atomic_store_n(&ts->stale, 0, __ATOMIC_RELAXED);
-		(void)module_restart(ts, !failing || ts->module_down);
-	} else if (!failing &&
-		   (__atomic_exchange_n(&ts->stale, 0, __ATOMIC_RELAXED) || tokens_changed(ts))) {
+		reenumerate(ts);
+	} else if (reinit_due(ts)) {
+		__atomic_store_n(&ts->stale, 0, __ATOMIC_RELAXED);
+		if (ts->failing_since == 0) {
+			/* Said once per loss; the retries every few seconds are
+			 * debug lines. */
+			ts->failing_since = mono_seconds();
+			warn("the PKCS#11 module lists no token for identities it had (it keeps "
+			     "failing for a token it had, as SoftHSM2 does for one that went and "
+			     "came back): finalizing and initializing it again");
+		}
+		module_reinit(ts, 1);
+	} else if (__atomic_exchange_n(&ts->stale, 0, __ATOMIC_RELAXED) || tokens_changed(ts)) {
 		/* Stale: a token vanished under a signature, and may be back
 		 * by now with its sessions and login gone: start afresh. */
 		reenumerate(ts);
 	}
+	ts->lost = 0;
+	for (k = 0; k < ts->n; k++)
+		if (!ts->ids[k].present)
+			ts->lost = 1;
+	if (!ts->lost)
+		ts->failing_since = 0;
 	pthread_rwlock_unlock(&ts->lock);
 }
 
 int
 token_status(struct tokenset *ts, struct mtls_agent_status *st, char *why, size_t why_len)
 {
-	unsigned int i;
+	struct msg_p11_tokens_resp toks;
+	size_t i;
 	int r;
 
-	if ((r = read_lock(ts, why, why_len)) != 0)
+	tk_catch_up(ts);
+	if ((r = tk_read_lock(ts, why, why_len)) != 0)
 		return r;
 	st->identities = (uint32_t)ts->n;
 	st->tokens_present = st->tokens_logged_in = 0;
-	for (i = 0; i < ts->nslots; i++) {
-		CK_TOKEN_INFO info;
-
-		/* Asked of the module: libp11's slots are from the last scan. */
-		if (ts->slots[i].token == NULL || !ts->slots[i].token->initialized ||
-		    token_info(ts, &ts->slots[i], &info) != 0)
-			continue;
-		st->tokens_present++;
-		if (slot_logged_in(&ts->slots[i]))
-			st->tokens_logged_in++;
+	if (list_tokens(ts, &toks) == 0) {
+		for (i = 0; i < toks.n; i++) {
+			if (!(toks.t[i].flags & CKF_TOKEN_INITIALIZED))
+				continue;
+			st->tokens_present++;
+			if (toks.t[i].logged_in)
+				st->tokens_logged_in++;
+		}
+		msg_p11_tokens_resp_clear(&toks);
 	}
 	pthread_rwlock_unlock(&ts->lock);
 	return 0;

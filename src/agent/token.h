@@ -1,11 +1,12 @@
 /*
- * token - everything that touches the PKCS#11 token: loading the module
- * (libp11 over p11-kit's proxy by default), finding identities by RFC 7512
- * URI, login/logout, and signing.  The only file that calls libp11.
+ * token - identities on the PKCS#11 tokens, login/logout, PIN changes and
+ * signatures.  The module itself runs in mtls-agent-p11 (helper.h): this
+ * file holds what the agent knows and asks the helper for the rest.
  *
  * Locking: a read-write lock inside the token set; signatures run in
- * parallel under the read lock (libp11 hands each its own session from the
- * slot's pool), enumeration, login and logout take the write lock.
+ * parallel under the read lock (each on its own helper channel),
+ * enumeration, login and logout take the write lock.  No helper call takes
+ * longer than token-timeout, so neither lock is held longer.
  */
 #ifndef MTLS_TOKEN_H
 #define MTLS_TOKEN_H
@@ -37,8 +38,10 @@ __attribute__((warn_unused_result)) int token_reload(struct tokenset *ts, const 
 /* Logs out every token, frees everything; accepts NULL. */
 void token_close(struct tokenset *ts);
 
-/* A copy of the identities for a LIST reply. */
-__attribute__((warn_unused_result)) int token_list(struct tokenset *ts, struct msg_list_resp *out,
+/* A copy of the identities (at most MTLS_IDS_MAX), for whoever shows
+ * them; the caller frees *ids with mtls_agent_identities_free(). */
+__attribute__((warn_unused_result)) int token_list(struct tokenset *ts,
+						   struct mtls_agent_identity **ids, size_t *n,
 						   char *why, size_t why_len);
 
 /* Logs in the token of `name` ("" = the only token).  *retries is set to
@@ -89,11 +92,6 @@ token_sign(struct tokenset *ts, const struct sign_peer *peer, const char *name, 
 /* Fills the token part of a status reply. */
 __attribute__((warn_unused_result)) int
 token_status(struct tokenset *ts, struct mtls_agent_status *st, char *why, size_t why_len);
-
-/* Marks the module hung when a signature has been in it for longer than
- * token-timeout; new signatures then get MTLS_ERR_TIMEOUT at once, until
- * the module answers.  Makes no module call. */
-void token_check_hang(struct tokenset *ts);
 
 /* Notices tokens removed, inserted or replaced since the last call and
  * re-reads slots and identities if so; called about once a second. */

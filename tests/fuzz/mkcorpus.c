@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "mtls-agent.h"
+#include "msg_p11.h"
 #include "proto.h"
 #include "purpose.h"
 
@@ -108,6 +109,75 @@ tls12_transcript(unsigned char *buf)
 
 	memcpy(buf, t, sizeof(t));
 	return sizeof(t);
+}
+
+/* Seeds of fuzz_msg_p11: one of each agent <-> helper message. */
+static void
+write_p11_seeds(void)
+{
+	unsigned char id[] = { 3 }, der[] = { 0x30, 0x03, 2, 1, 1 }, digest[32], sig[64];
+	struct p11_token tok = { .slot = 1,
+				 .label = S("mtls-test"),
+				 .manufacturer = S("SoftHSM"),
+				 .model = S("v2"),
+				 .serial = S("0123"),
+				 .flags = 0x40d };
+	struct p11_object obj[2] = {
+		{ .kind = P11_OBJ_CERT,
+		  .handle = 2,
+		  .id = id,
+		  .id_len = 1,
+		  .label = S("p256"),
+		  .a = der,
+		  .a_len = sizeof(der) },
+		{ .kind = P11_OBJ_RSA,
+		  .handle = 3,
+		  .id = id,
+		  .id_len = 1,
+		  .label = S("rsa"),
+		  .a = der,
+		  .a_len = sizeof(der),
+		  .b = id,
+		  .b_len = 1 },
+	};
+	struct msg_p11_tokens_resp toks = { &tok, 1 };
+	struct msg_p11_objects_resp objs = { obj, 2 };
+	struct msg_p11_slot_req slot = { .slot = 1 };
+	struct msg_p11_login_req login = { .slot = 1, .flags = P11_LOGIN_VERIFY, .pin = S("1234") };
+	struct msg_p11_set_pin_req sp = {
+		.slot = 1, .mode = SET_PIN_CHANGE, .old_pin = S("1234"), .new_pin = S("5678")
+	};
+	struct msg_p11_sign_req sign = { .slot = 1,
+					 .key = 3,
+					 .mech = P11_MECH_ECDSA,
+					 .data = digest,
+					 .data_len = sizeof(digest) };
+	struct msg_sign_resp sresp = { sig, sizeof(sig) };
+	struct msg_p11_error err = { .code = MTLS_ERR_PIN_INCORRECT,
+				     .retries = 2,
+				     .rv = 0xa0,
+				     .message = S("C_Login: PKCS#11 error 0xa0") };
+	struct wbuf *b = wbuf_new();
+	const char *d = "fuzz_msg_p11";
+
+	if (b == NULL)
+		die("p11 seeds", MTLS_ERR_ALLOC);
+	memset(digest, 0x5a, sizeof(digest));
+	memset(sig, 0x3c, sizeof(sig));
+	mkdir_p(d);
+	write_buf(d, "tokens_resp", b, msg_p11_tokens_resp_put(b, &toks));
+	write_buf(d, "objects_req", b, msg_p11_slot_req_put(b, P11_OBJECTS, &slot));
+	write_buf(d, "objects_resp", b, msg_p11_objects_resp_put(b, &objs));
+	write_buf(d, "logout_req", b, msg_p11_slot_req_put(b, P11_LOGOUT, &slot));
+	write_buf(d, "login_req", b, msg_p11_login_req_put(b, &login));
+	write_buf(d, "set_pin_req", b, msg_p11_set_pin_req_put(b, &sp));
+	write_buf(d, "sign_req_ecdsa", b, msg_p11_sign_req_put(b, &sign));
+	sign.mech = P11_MECH_RSA_PSS;
+	sign.hash = P11_HASH_SHA256;
+	write_buf(d, "sign_req_pss", b, msg_p11_sign_req_put(b, &sign));
+	write_buf(d, "sign_resp", b, msg_p11_sign_resp_put(b, &sresp));
+	write_buf(d, "error", b, msg_p11_error_put(b, &err));
+	wbuf_free(b);
 }
 
 int
@@ -263,5 +333,6 @@ main(int argc, char **argv)
 	for (i = 0; i < 3; i++)
 		wbuf_free(frames[i]);
 	wbuf_free(b);
+	write_p11_seeds();
 	return 0;
 }
