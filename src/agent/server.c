@@ -553,10 +553,8 @@ handle_login(struct conn *c, struct wbuf *in, struct wbuf *out)
 		audit_peer(c, LOG_LEVEL_WARN, "login refused", ": %s", mtls_agent_strerror(r));
 		return put_error(out, r, -1, "malformed LOGIN");
 	}
-	if (req.flags & LOGIN_VERIFY)
-		r = token_relogin(c->srv->ts, req.identity, req.pin, &retries, why, sizeof(why));
-	else
-		r = token_login(c->srv->ts, req.identity, req.pin, &retries, why, sizeof(why));
+	r = token_login(c->srv->ts, req.identity, req.pin, (req.flags & LOGIN_VERIFY) != 0,
+			&retries, why, sizeof(why));
 	if (r == 0)
 		audit_peer(c, LOG_LEVEL_INFO, "login ok", " identity=%s%s",
 			   req.identity[0] ? req.identity : "(token)",

@@ -1515,8 +1515,8 @@ pick_slot(struct tokenset *ts, const char *name, struct slot **slotp, char *why,
 }
 
 int
-token_login(struct tokenset *ts, const char *name, const char *pin, int *retries, char *why,
-	    size_t why_len)
+token_login(struct tokenset *ts, const char *name, const char *pin, int verify, int *retries,
+	    char *why, size_t why_len)
 {
 	struct slot *slot = NULL;
 	int r;
@@ -1526,29 +1526,7 @@ token_login(struct tokenset *ts, const char *name, const char *pin, int *retries
 	if ((r = write_lock(ts, why, why_len)) != 0)
 		return r;
 	if ((r = pick_slot(ts, name, &slot, why, why_len)) == 0)
-		r = login_slot(ts, slot, pin, 0, retries, why, why_len);
-	pthread_rwlock_unlock(&ts->lock);
-	return r;
-}
-
-/*
- * LOGIN with LOGIN_VERIFY: the token must check this PIN even when it is
- * logged in already, so the helper logs it out and in again: a wrong PIN
- * counts against the token's retry counter and leaves it logged out.
- */
-int
-token_relogin(struct tokenset *ts, const char *name, const char *pin, int *retries, char *why,
-	      size_t why_len)
-{
-	struct slot *slot = NULL;
-	int r;
-
-	*retries = -1;
-	tk_catch_up(ts);
-	if ((r = write_lock(ts, why, why_len)) != 0)
-		return r;
-	if ((r = pick_slot(ts, name, &slot, why, why_len)) == 0)
-		r = login_slot(ts, slot, pin, 1, retries, why, why_len);
+		r = login_slot(ts, slot, pin, verify, retries, why, why_len);
 	pthread_rwlock_unlock(&ts->lock);
 	return r;
 }

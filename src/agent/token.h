@@ -45,17 +45,12 @@ __attribute__((warn_unused_result)) int token_list(struct tokenset *ts,
 						   char *why, size_t why_len);
 
 /* Logs in the token of `name` ("" = the only token).  *retries is set to
- * the tries left the token reports, or -1. */
+ * the tries left the token reports, or -1.  With `verify` (LOGIN_VERIFY)
+ * the token checks the PIN even when it is logged in: it is logged out and
+ * in again, and after a wrong PIN it stays logged out. */
 __attribute__((warn_unused_result)) int token_login(struct tokenset *ts, const char *name,
-						    const char *pin, int *retries, char *why,
-						    size_t why_len);
-
-/* As token_login(), but the token checks the PIN even when it is logged
- * in: it is logged out and in again (LOGIN_VERIFY).  After a wrong PIN it
- * stays logged out. */
-__attribute__((warn_unused_result)) int token_relogin(struct tokenset *ts, const char *name,
-						      const char *pin, int *retries, char *why,
-						      size_t why_len);
+						    const char *pin, int verify, int *retries,
+						    char *why, size_t why_len);
 
 /*
  * SET_PIN: mode SET_PIN_CHANGE changes the user PIN from old to new;

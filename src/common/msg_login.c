@@ -21,8 +21,8 @@
 #include "proto.h"
 #include "secmem.h"
 
-static int
-put_pin(struct wbuf *b, const char *pin)
+int
+msg_pin_put(struct wbuf *b, const char *pin)
 {
 	if (pin == NULL || strlen(pin) == 0 || strlen(pin) > MTLS_PIN_MAX)
 		return MTLS_ERR_PIN_INVALID;
@@ -30,8 +30,8 @@ put_pin(struct wbuf *b, const char *pin)
 }
 
 /* Reads a PIN string straight into secure memory. */
-static int
-get_pin(struct wbuf *b, char **pinp)
+int
+msg_pin_get(struct wbuf *b, char **pinp)
 {
 	const unsigned char *pin;
 	size_t pin_len;
@@ -59,7 +59,7 @@ msg_login_req_put(struct wbuf *b, const struct msg_login_req *m)
 	if ((m->flags & ~LOGIN_FLAGS_KNOWN) != 0)
 		return MTLS_ERR_INVALID_ARGUMENT;
 	if ((r = wbuf_put_u8(b, MSG_LOGIN)) != 0 || (r = wbuf_put_cstring(b, m->identity)) != 0 ||
-	    (r = put_pin(b, m->pin)) != 0)
+	    (r = msg_pin_put(b, m->pin)) != 0)
 		return r;
 	/* Left out when 0: agents from before the flags take such requests. */
 	if (m->flags != 0 && (r = wbuf_put_u8(b, m->flags)) != 0)
@@ -74,7 +74,7 @@ msg_login_req_get(struct wbuf *b, struct msg_login_req *m)
 
 	memset(m, 0, sizeof(*m));
 	if ((r = wbuf_get_cstring(b, &m->identity, MTLS_NAME_MAX)) != 0 ||
-	    (r = get_pin(b, &m->pin)) != 0)
+	    (r = msg_pin_get(b, &m->pin)) != 0)
 		goto out;
 	if (wbuf_len(b) > 0) {
 		if ((r = wbuf_get_u8(b, &m->flags)) != 0)
@@ -105,8 +105,8 @@ msg_set_pin_req_put(struct wbuf *b, const struct msg_set_pin_req *m)
 	if (m->mode != SET_PIN_CHANGE && m->mode != SET_PIN_UNBLOCK)
 		return MTLS_ERR_INVALID_ARGUMENT;
 	if ((r = wbuf_put_u8(b, MSG_SET_PIN)) != 0 || (r = wbuf_put_cstring(b, m->identity)) != 0 ||
-	    (r = wbuf_put_u8(b, m->mode)) != 0 || (r = put_pin(b, m->old_pin)) != 0 ||
-	    (r = put_pin(b, m->new_pin)) != 0)
+	    (r = wbuf_put_u8(b, m->mode)) != 0 || (r = msg_pin_put(b, m->old_pin)) != 0 ||
+	    (r = msg_pin_put(b, m->new_pin)) != 0)
 		return r;
 	return 0;
 }
@@ -118,8 +118,8 @@ msg_set_pin_req_get(struct wbuf *b, struct msg_set_pin_req *m)
 
 	memset(m, 0, sizeof(*m));
 	if ((r = wbuf_get_cstring(b, &m->identity, MTLS_NAME_MAX)) != 0 ||
-	    (r = wbuf_get_u8(b, &m->mode)) != 0 || (r = get_pin(b, &m->old_pin)) != 0 ||
-	    (r = get_pin(b, &m->new_pin)) != 0 || (r = wbuf_expect_end(b)) != 0)
+	    (r = wbuf_get_u8(b, &m->mode)) != 0 || (r = msg_pin_get(b, &m->old_pin)) != 0 ||
+	    (r = msg_pin_get(b, &m->new_pin)) != 0 || (r = wbuf_expect_end(b)) != 0)
 		goto out;
 	if (m->mode != SET_PIN_CHANGE && m->mode != SET_PIN_UNBLOCK)
 		r = MTLS_ERR_BAD_REQUEST;
@@ -194,7 +194,7 @@ msg_lock_req_put(struct wbuf *b, uint8_t type, const struct msg_lock_req *m)
 
 	if (type != MSG_LOCK && type != MSG_UNLOCK)
 		return MTLS_ERR_INVALID_ARGUMENT;
-	if ((r = wbuf_put_u8(b, type)) != 0 || (r = put_pin(b, m->passphrase)) != 0)
+	if ((r = wbuf_put_u8(b, type)) != 0 || (r = msg_pin_put(b, m->passphrase)) != 0)
 		return r;
 	return 0;
 }
@@ -205,7 +205,7 @@ msg_lock_req_get(struct wbuf *b, struct msg_lock_req *m)
 	int r;
 
 	memset(m, 0, sizeof(*m));
-	if ((r = get_pin(b, &m->passphrase)) != 0 || (r = wbuf_expect_end(b)) != 0)
+	if ((r = msg_pin_get(b, &m->passphrase)) != 0 || (r = wbuf_expect_end(b)) != 0)
 		msg_lock_req_clear(m);
 	return r;
 }

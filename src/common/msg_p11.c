@@ -50,35 +50,6 @@ get_u64(struct wbuf *b, uint64_t *v)
 	return 0;
 }
 
-/* Same rules as a client's PIN (msg_login.c): 1..MTLS_PIN_MAX bytes, no NUL. */
-static int
-put_pin(struct wbuf *b, const char *pin)
-{
-	if (pin == NULL || strlen(pin) == 0 || strlen(pin) > MTLS_PIN_MAX)
-		return MTLS_ERR_PIN_INVALID;
-	return wbuf_put_cstring(b, pin);
-}
-
-/* Copies the PIN straight from the frame into secure memory. */
-static int
-get_pin(struct wbuf *b, char **pinp)
-{
-	const unsigned char *pin;
-	size_t pin_len;
-	int r;
-
-	*pinp = NULL;
-	if ((r = wbuf_get_string_direct(b, &pin, &pin_len, 0)) != 0)
-		return r;
-	if (pin_len == 0 || pin_len > MTLS_PIN_MAX || memchr(pin, '\0', pin_len) != NULL)
-		return MTLS_ERR_PIN_INVALID;
-	if ((*pinp = mtls_secure_alloc(pin_len + 1)) == NULL)
-		return MTLS_ERR_ALLOC;
-	memcpy(*pinp, pin, pin_len);
-	(*pinp)[pin_len] = '\0';
-	return 0;
-}
-
 int
 msg_p11_empty_req_put(struct wbuf *b, uint8_t type)
 {
@@ -309,7 +280,7 @@ msg_p11_login_req_put(struct wbuf *b, const struct msg_p11_login_req *m)
 	if ((m->flags & ~P11_LOGIN_VERIFY) != 0)
 		return MTLS_ERR_INVALID_ARGUMENT;
 	if ((r = wbuf_put_u8(b, P11_LOGIN)) != 0 || (r = put_u64(b, m->slot)) != 0 ||
-	    (r = wbuf_put_u8(b, m->flags)) != 0 || (r = put_pin(b, m->pin)) != 0)
+	    (r = wbuf_put_u8(b, m->flags)) != 0 || (r = msg_pin_put(b, m->pin)) != 0)
 		return r;
 	return 0;
 }
@@ -321,7 +292,7 @@ msg_p11_login_req_get(struct wbuf *b, struct msg_p11_login_req *m)
 
 	memset(m, 0, sizeof(*m));
 	if ((r = get_u64(b, &m->slot)) != 0 || (r = wbuf_get_u8(b, &m->flags)) != 0 ||
-	    (r = get_pin(b, &m->pin)) != 0 || (r = wbuf_expect_end(b)) != 0)
+	    (r = msg_pin_get(b, &m->pin)) != 0 || (r = wbuf_expect_end(b)) != 0)
 		goto out;
 	if ((m->flags & ~P11_LOGIN_VERIFY) != 0)
 		r = MTLS_ERR_BAD_REQUEST;
@@ -346,8 +317,8 @@ msg_p11_set_pin_req_put(struct wbuf *b, const struct msg_p11_set_pin_req *m)
 	if (m->mode != SET_PIN_CHANGE && m->mode != SET_PIN_UNBLOCK)
 		return MTLS_ERR_INVALID_ARGUMENT;
 	if ((r = wbuf_put_u8(b, P11_SET_PIN)) != 0 || (r = put_u64(b, m->slot)) != 0 ||
-	    (r = wbuf_put_u8(b, m->mode)) != 0 || (r = put_pin(b, m->old_pin)) != 0 ||
-	    (r = put_pin(b, m->new_pin)) != 0)
+	    (r = wbuf_put_u8(b, m->mode)) != 0 || (r = msg_pin_put(b, m->old_pin)) != 0 ||
+	    (r = msg_pin_put(b, m->new_pin)) != 0)
 		return r;
 	return 0;
 }
@@ -364,7 +335,7 @@ msg_p11_set_pin_req_get(struct wbuf *b, struct msg_p11_set_pin_req *m)
 		r = MTLS_ERR_BAD_REQUEST;
 		goto out;
 	}
-	if ((r = get_pin(b, &m->old_pin)) != 0 || (r = get_pin(b, &m->new_pin)) != 0 ||
+	if ((r = msg_pin_get(b, &m->old_pin)) != 0 || (r = msg_pin_get(b, &m->new_pin)) != 0 ||
 	    (r = wbuf_expect_end(b)) != 0)
 		goto out;
 out:

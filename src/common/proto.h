@@ -139,6 +139,11 @@ WUR int msg_sign_resp_put(struct wbuf *b, const struct msg_sign_resp *m);
 WUR int msg_sign_resp_get(struct wbuf *b, struct msg_sign_resp *m);
 void msg_sign_resp_clear(struct msg_sign_resp *m);
 
+/* A PIN (or passphrase) on the wire: 1..MTLS_PIN_MAX bytes, no NUL; the
+ * getter copies it straight from the frame into secure memory (free it with
+ * mtls_secure_free).  Every message that carries one uses these. */
+WUR int msg_pin_put(struct wbuf *b, const char *pin);
+WUR int msg_pin_get(struct wbuf *b, char **pinp);
 WUR int msg_login_req_put(struct wbuf *b, const struct msg_login_req *m);
 WUR int msg_login_req_get(struct wbuf *b, struct msg_login_req *m);
 void msg_login_req_clear(struct msg_login_req *m);
