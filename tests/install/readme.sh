@@ -13,8 +13,10 @@
 #      nss_wrapper: no real account or /etc/pam.d file is touched).
 #
 # What is substituted, and why (nothing else is):
-#   - environment, not commands: PATH, LD_LIBRARY_PATH and OPENSSL_MODULES
-#     point into $DESTDIR (a DESTDIR tree is not where the system looks);
+#   - environment, not commands: PATH, LD_LIBRARY_PATH, OPENSSL_MODULES and
+#     MTLS_P11_HELPER_BIN (the agent's PKCS#11 helper, which it otherwise
+#     runs from the configured libexecdir) point into $DESTDIR (a DESTDIR
+#     tree is not where the system looks);
 #     XDG_RUNTIME_DIR and XDG_CONFIG_HOME are private directories; the
 #     user's agent.conf there selects the fixture token and names the
 #     identity "mycard" (its key and certificate, me.pem, on the token;
@@ -71,6 +73,8 @@ sed -n '/^## Using the agent by hand/,/^## /p' "$readme" |
 export PATH=$DESTDIR$bindir:$PATH
 export LD_LIBRARY_PATH=$DESTDIR$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export OPENSSL_MODULES=$DESTDIR$osslmodulesdir
+export MTLS_P11_HELPER_BIN=$DESTDIR$libexecdir/mtls-agent-p11
+[ -x "$MTLS_P11_HELPER_BIN" ] || fail "mtls-agent-p11 not installed in $DESTDIR$libexecdir"
 [ -x "$DESTDIR$bindir/mtls-agent" ] && [ -x "$DESTDIR$bindir/mtls-agentctl" ] ||
 	fail "mtls-agent or mtls-agentctl not installed in $DESTDIR$bindir"
 [ -e "$OPENSSL_MODULES/mtls-agent.so" ] || fail "provider not installed in $OPENSSL_MODULES"
