@@ -702,3 +702,43 @@ agent_logged(const struct agent_proc *p, const char *needle)
 	free(log);
 	return found;
 }
+
+long
+fixture_count_in_memory(pid_t pid, const char *needle)
+{
+	char path[64], line[512];
+	size_t nlen = strlen(needle);
+	long hits = 0;
+	FILE *maps;
+	int mem;
+
+	snprintf(path, sizeof(path), "/proc/%ld/maps", (long)pid);
+	if ((maps = fopen(path, "r")) == NULL)
+		return -1;
+	snprintf(path, sizeof(path), "/proc/%ld/mem", (long)pid);
+	if ((mem = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+		fclose(maps);
+		return -1;
+	}
+	while (fgets(line, sizeof(line), maps) != NULL) {
+		unsigned long lo, hi;
+		char perms[8];
+		unsigned char *buf;
+		ssize_t got, i;
+
+		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || perms[0] != 'r' ||
+		    strstr(line, "[vvar") != NULL || hi - lo > 1024UL * 1024 * 1024)
+			continue;
+		if ((buf = malloc(hi - lo)) == NULL)
+			continue;
+		got = pread(mem, buf, hi - lo, (off_t)lo);
+		for (i = 0; got > 0 && (size_t)got >= nlen && i <= got - (ssize_t)nlen; i++)
+			if (buf[i] == (unsigned char)needle[0] &&
+			    memcmp(buf + i, needle, nlen) == 0)
+				hits++;
+		free(buf);
+	}
+	close(mem);
+	fclose(maps);
+	return hits;
+}

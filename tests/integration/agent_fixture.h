@@ -78,6 +78,11 @@ int fixture_unique_path(struct agent_fixture *f, const char *prefix, const char 
 int fixture_write_file(const char *path, const char *text, mode_t mode);
 /* Reads a whole file; malloc'd and NUL-terminated, NULL on failure. */
 char *fixture_read_file(const char *path, size_t *lenp);
+
+/* How many times `needle` occurs in the readable memory of pid (through
+ * /proc/PID/maps and /proc/PID/mem; needs root or the same uid), or -1 if
+ * those cannot be opened. */
+long fixture_count_in_memory(pid_t pid, const char *needle);
 /* Runs argv[0] (PATH searched) and waits; 0 if it exited with 0. */
 int fixture_run(const char *const *argv);
 

@@ -1068,43 +1068,6 @@ test_key_mismatch_discovered(void **state)
 	assert_int_equal(agent_stop(&ag), 0);
 }
 
-/* How many times `needle` occurs in the readable memory of pid. */
-static unsigned int
-count_in_memory(pid_t pid, const char *needle)
-{
-	char path[64], line[512];
-	size_t nlen = strlen(needle);
-	unsigned int hits = 0;
-	FILE *maps;
-	int mem;
-
-	snprintf(path, sizeof(path), "/proc/%ld/maps", (long)pid);
-	assert_non_null(maps = fopen(path, "r"));
-	snprintf(path, sizeof(path), "/proc/%ld/mem", (long)pid);
-	assert_true((mem = open(path, O_RDONLY)) >= 0);
-	while (fgets(line, sizeof(line), maps) != NULL) {
-		unsigned long lo, hi;
-		char perms[8];
-		unsigned char *buf;
-		ssize_t got;
-
-		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || perms[0] != 'r' ||
-		    strstr(line, "[vvar") != NULL || hi - lo > 1024UL * 1024 * 1024)
-			continue;
-		if ((buf = malloc(hi - lo)) == NULL)
-			continue;
-		got = pread(mem, buf, hi - lo, (off_t)lo);
-		for (ssize_t i = 0; got > 0 && (size_t)got >= nlen && i <= got - (ssize_t)nlen; i++)
-			if (buf[i] == (unsigned char)needle[0] &&
-			    memcmp(buf + i, needle, nlen) == 0)
-				hits++;
-		free(buf);
-	}
-	close(mem);
-	fclose(maps);
-	return hits;
-}
-
 static void
 test_pin_not_in_memory(void **state)
 {
@@ -1112,7 +1075,7 @@ test_pin_not_in_memory(void **state)
 	unsigned char *sig = NULL;
 	size_t sig_len = 0;
 	mtls_agent *a;
-	unsigned int hits;
+	long hits;
 	int retries;
 
 	if (geteuid() != 0) {
@@ -1132,15 +1095,18 @@ test_pin_not_in_memory(void **state)
 		   0);
 	free(sig);
 	assert_err(mtls_agent_logout(a, NULL), 0);
-	hits = count_in_memory(ag.pid, DISTINCT_PIN);
+	hits = fixture_count_in_memory(ag.pid, DISTINCT_PIN);
+	assert_true(hits >= 0);
 	if (hits != 0)
-		fail_msg("the PIN is in the agent's memory %u time(s) after logout", hits);
+		fail_msg("the PIN is in the agent's memory %ld time(s) after logout", hits);
 	/* Nor once the connection that sent it is gone. */
 	mtls_agent_free(a);
 	sleep_ms(200);
-	hits = count_in_memory(ag.pid, DISTINCT_PIN);
+	hits = fixture_count_in_memory(ag.pid, DISTINCT_PIN);
+	assert_true(hits >= 0);
 	if (hits != 0)
-		fail_msg("the PIN is in the agent's memory %u time(s) after the client left", hits);
+		fail_msg("the PIN is in the agent's memory %ld time(s) after the client left",
+			 hits);
 	assert_int_equal(agent_stop(&ag), 0);
 	assert_int_equal(change_token_pin(DISTINCT_PIN, fx.pin), 0);
 	pin_changed = 0;

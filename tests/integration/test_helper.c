@@ -511,43 +511,6 @@ test_helper_fds_env(void **state)
 	close(ours);
 }
 
-/* The fixture's PIN is not in the helper's memory once it logged out. */
-static unsigned int
-count_in_memory(pid_t pid, const char *needle)
-{
-	char path[64], line[512];
-	size_t nlen = strlen(needle);
-	unsigned int hits = 0;
-	FILE *maps;
-	int mem;
-
-	snprintf(path, sizeof(path), "/proc/%ld/maps", (long)pid);
-	assert_non_null(maps = fopen(path, "r"));
-	snprintf(path, sizeof(path), "/proc/%ld/mem", (long)pid);
-	assert_true((mem = open(path, O_RDONLY)) >= 0);
-	while (fgets(line, sizeof(line), maps) != NULL) {
-		unsigned long lo, hi;
-		char perms[8];
-		unsigned char *buf;
-		ssize_t got, i;
-
-		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || perms[0] != 'r' ||
-		    strstr(line, "[vvar") != NULL || hi - lo > 1024UL * 1024 * 1024)
-			continue;
-		if ((buf = malloc(hi - lo)) == NULL)
-			continue;
-		got = pread(mem, buf, hi - lo, (off_t)lo);
-		for (i = 0; got > 0 && (size_t)got >= nlen && i <= got - (ssize_t)nlen; i++)
-			if (buf[i] == (unsigned char)needle[0] &&
-			    memcmp(buf + i, needle, nlen) == 0)
-				hits++;
-		free(buf);
-	}
-	close(mem);
-	fclose(maps);
-	return hits;
-}
-
 static int
 set_pin(uint64_t slot, const char *old, const char *new_pin, struct msg_p11_error *fail)
 {
@@ -585,7 +548,7 @@ static void
 test_helper_pin_not_in_memory(void **state)
 {
 	struct msg_p11_error fail;
-	unsigned int hits;
+	long hits;
 	uint64_t slot;
 	int r;
 
@@ -600,12 +563,14 @@ test_helper_pin_not_in_memory(void **state)
 	assert_int_equal(logout(slot, &fail), 0);
 	assert_int_equal(login(slot, DISTINCT_PIN, &fail), 0);
 	assert_int_equal(logout(slot, &fail), 0);
-	hits = count_in_memory(helper_pid(hp), DISTINCT_PIN);
+	hits = fixture_count_in_memory(helper_pid(hp), DISTINCT_PIN);
 	/* Put the fixture's PIN back before any assertion can stop us. */
 	r = set_pin(slot, DISTINCT_PIN, fx.pin, &fail);
 	assert_int_equal(r, 0);
+	if (hits < 0)
+		fail_msg("cannot read the helper's memory");
 	if (hits != 0)
-		fail_msg("the PIN is in the helper's memory %u time(s) after logout", hits);
+		fail_msg("the PIN is in the helper's memory %ld time(s) after logout", hits);
 }
 
 /* ---- through the real agent ------------------------------------------ */
