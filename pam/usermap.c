@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <openssl/bio.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
@@ -320,18 +321,6 @@ read_safe_file(int dirfd, const char *name, const char *shown, uid_t uid, char *
 	return r;
 }
 
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
  * 64 hex digits, case-insensitive, with optional ':' between bytes, up to
  * the end of `s` or the first blank.  Returns the characters used, 0 if
@@ -346,8 +335,8 @@ parse_sha256_hex(const char *s, unsigned char out[SHA256_LEN])
 	while (nb < SHA256_LEN) {
 		if (nb > 0 && s[i] == ':')
 			i++;
-		if ((hi = hexval((unsigned char)s[i])) < 0 ||
-		    (lo = hexval((unsigned char)s[i + 1])) < 0)
+		if ((hi = OPENSSL_hexchar2int((unsigned char)s[i])) < 0 ||
+		    (lo = OPENSSL_hexchar2int((unsigned char)s[i + 1])) < 0)
 			return 0;
 		out[nb++] = (unsigned char)(hi << 4 | lo);
 		i += 2;

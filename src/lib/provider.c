@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/params.h>
 #include <openssl/provider.h>
@@ -237,18 +238,6 @@ prov_cert_from_der(OSSL_LIB_CTX *libctx, const unsigned char *der, size_t len)
 	return x;
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Decodes %XX escapes of s[0..len) into a new string; NUL is refused. */
 static int
 unescape(const char *s, size_t len, char **out)
@@ -265,8 +254,8 @@ unescape(const char *s, size_t len, char **out)
 			d[n++] = s[i];
 			continue;
 		}
-		if (i + 2 >= len || (hi = hexval(s[i + 1])) < 0 || (lo = hexval(s[i + 2])) < 0 ||
-		    (hi == 0 && lo == 0))
+		if (i + 2 >= len || (hi = OPENSSL_hexchar2int((unsigned char)s[i + 1])) < 0 ||
+		    (lo = OPENSSL_hexchar2int((unsigned char)s[i + 2])) < 0 || (hi == 0 && lo == 0))
 			goto bad;
 		d[n++] = (char)(hi << 4 | lo);
 		i += 2;
