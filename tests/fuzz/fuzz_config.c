@@ -16,7 +16,7 @@
 
 #define ALL_PURPOSES                                                                               \
 	((1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV) | (1U << MTLS_AGENT_PURPOSE_PAM_CHALLENGE) |   \
-	 (1U << MTLS_AGENT_PURPOSE_RAW_DIGEST) | (1U << MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV) |       \
+	 (1U << MTLS_AGENT_PURPOSE_RAW_DIGEST) | (1U << MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV) |      \
 	 (1U << MTLS_AGENT_PURPOSE_SSH) | (1U << MTLS_AGENT_PURPOSE_SSH_SIG))
 
 struct text {
@@ -211,11 +211,11 @@ check_same(const struct config *a, const struct config *b)
 		FUZZ_CHECK(a->identities[i].rate_limit == b->identities[i].rate_limit);
 		FUZZ_CHECK(streq(a->identities[i].ssh_sig_namespaces,
 				 b->identities[i].ssh_sig_namespaces));
-		FUZZ_CHECK(streq(a->identities[i].ssh_destinations,
-				 b->identities[i].ssh_destinations));
+		FUZZ_CHECK(
+		    streq(a->identities[i].ssh_destinations, b->identities[i].ssh_destinations));
 		FUZZ_CHECK(a->identities[i].ssh_forwarding == b->identities[i].ssh_forwarding);
-		FUZZ_CHECK(streq(a->identities[i].ssh_certificate,
-				 b->identities[i].ssh_certificate));
+		FUZZ_CHECK(
+		    streq(a->identities[i].ssh_certificate, b->identities[i].ssh_certificate));
 		FUZZ_CHECK(a->identities[i].n_peers == b->identities[i].n_peers);
 		for (size_t k = 0; k < a->identities[i].n_peers; k++) {
 			FUZZ_CHECK(a->identities[i].peers[k].kind ==
