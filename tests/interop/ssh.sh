@@ -297,6 +297,10 @@ it_run ssh-add -l
 it_match "locked: ssh-add -l lists nothing" "The agent has no identities" "$IT_OUT$IT_ERR"
 it_run ssh_to rsa2048 "$P1" "$USER_NAME@127.0.0.1" true
 it_check "locked: ssh fails" [ "$IT_STATUS" -eq 255 ]
+mark
+it_run "$FRAMES" "$SOCK" sign-userauth "$D/rsa2048.ssh.pub"
+it_match "locked: a SIGN_REQUEST for a known key gets FAILURE" "^reply 5$" "$IT_OUT"
+it_audit "audit: sign refused while locked" "ssh-sign refused: .*agent locked"
 it_run "$CTL" list
 it_check "locked: the mtls-agent socket is locked too" [ "$IT_STATUS" -ne 0 ]
 it_ok "ssh-add -X unlocks" env SSH_ASKPASS="$D/askpass" SSH_ASKPASS_REQUIRE=force ssh-add -X

@@ -125,9 +125,10 @@ key_alg(const struct wbuf *key)
 	return alg;
 }
 
-/* A userauth request as ssh signs it, with key blob `key`. */
+/* A userauth request as ssh signs it, with key blob `key` and the
+ * signature algorithm of `alg_key`. */
 static struct wbuf *
-userauth(const struct wbuf *key)
+userauth_as(const struct wbuf *key, const struct wbuf *alg_key)
 {
 	unsigned char sid[32];
 	struct wbuf *b = wbuf_new();
@@ -136,10 +137,16 @@ userauth(const struct wbuf *key)
 	    wbuf_put_string(b, sid, sizeof(sid)) != 0 || wbuf_put_u8(b, 50) != 0 ||
 	    wbuf_put_cstring(b, "tester") != 0 || wbuf_put_cstring(b, "ssh-connection") != 0 ||
 	    wbuf_put_cstring(b, "publickey") != 0 || wbuf_put_u8(b, 1) != 0 ||
-	    wbuf_put_cstring(b, key_alg(key)) != 0 ||
+	    wbuf_put_cstring(b, key_alg(alg_key)) != 0 ||
 	    wbuf_put_string(b, wbuf_ptr(key), wbuf_len(key)) != 0)
 		die("cannot build a userauth request");
 	return b;
+}
+
+static struct wbuf *
+userauth(const struct wbuf *key)
+{
+	return userauth_as(key, key);
 }
 
 static int
@@ -389,7 +396,8 @@ main(int argc, char **argv)
 	} else if (strcmp(argv[2], "sign-other") == 0 && argc == 5) {
 		struct wbuf *other = read_pub(argv[4]);
 
-		data = userauth(other);
+		/* the signing key's algorithm: only the key blob is wrong */
+		data = userauth_as(other, key);
 		wbuf_free(other);
 	} else if (strcmp(argv[2], "sign-userauth") == 0) {
 		data = userauth(key);
