@@ -267,10 +267,32 @@ it_run "$FRAMES" "$SOCK" sign-other "$D/rsa2048.ssh.pub" "$D/p256.ssh.pub"
 it_match "SIGN_REQUEST: userauth carrying another key: FAILURE" "^reply 5$" "$IT_OUT"
 it_audit "audit: another key refused" \
 	"ssh-sign refused: .* identity=rsa2048 .*carries another key"
+mark
+it_run "$FRAMES" "$SOCK" sign-wrong-alg "$D/rsa2048.ssh.pub"
+it_match "SIGN_REQUEST: userauth names rsa-sha2-512, flags ask SHA-256: FAILURE" "^reply 5$" \
+	"$IT_OUT"
+it_audit "audit: algorithm mismatch refused" "ssh-sign refused: .*names another signature algorithm"
 it_run "$FRAMES" "$SOCK" sign-userauth "$D/rsa2048.ssh.pub"
 it_match "SIGN_REQUEST: a good userauth request (unbound) is signed" "^reply 14$" "$IT_OUT"
 it_run "$FRAMES" "$SOCK" sign-userauth "$D/p256.ssh.pub"
 it_match "SIGN_REQUEST: p256 has ssh-destinations: unbound refused" "^reply 5$" "$IT_OUT"
+mark
+it_run "$FRAMES" "$SOCK" bind "$D/rsa2048.ssh.pub"
+[ "$IT_STATUS" -eq 0 ] || it_die "test_ssh_frames bind failed: $IT_ERR"
+for c in bind:6 userauth-other-session:5 hostbound-other-hostkey:5 hostbound-bound-hostkey:14 \
+	userauth-bound-session:14 rebind-after-auth:5 bind-forwarding:6 bind-same-session:5 \
+	bind-wrong-signer:5 hostbound-unbound:5; do
+	it_match "session-bind: ${c%:*} gets ${c#*:}" "^${c%:*} reply ${c#*:}$" "$IT_OUT"
+done
+it_audit "audit: userauth for another session than the bound one" \
+	"ssh-sign refused: .*userauth session id is not the one the connection is bound to"
+it_audit "audit: hostbound userauth naming another host key" \
+	"ssh-sign refused: .*server host key in the userauth request is not the bound one"
+it_audit "audit: hostbound userauth on an unbound connection" \
+	"ssh-sign refused: .*hostbound userauth on a connection without session-bind"
+it_audit "audit: a second binding after one for authentication" \
+	"ssh-bind refused: .*already bound for authentication"
+it_audit "audit: a session id bound twice" "ssh-bind refused: .*session id bound already"
 mark
 it_run "$FRAMES" "$SOCK" malformed "$D/rsa2048.ssh.pub"
 it_check "malformed frames of every type: FAILURE, and the connection still serves" \

@@ -9,6 +9,9 @@
  *   test_ssh_frames SOCK sign-other KEY.pub OTHER.pub
  *                                                  ... over a userauth request
  *                                                  carrying OTHER's key
+ *   test_ssh_frames SOCK sign-wrong-alg KEY.pub    ... over a userauth request
+ *                                                  naming rsa-sha2-512 while the
+ *                                                  request's flag asks SHA-256
  *   test_ssh_frames SOCK sign-userauth KEY.pub     ... over a good userauth
  *                                                  request (unbound connection)
  *   test_ssh_frames SOCK malformed KEY.pub         every malformed frame on one
@@ -17,6 +20,11 @@
  *                                                  still serve; then an
  *                                                  oversized frame closes it
  *   test_ssh_frames SOCK query                     the "query" extension names
+ *   test_ssh_frames SOCK bind KEY.pub             session-bind@openssh.com with
+ *                                                  a made-up Ed25519 host key,
+ *                                                  then signatures that must fit
+ *                                                  the binding: prints one
+ *                                                  "CASE reply N" line each
  *   test_ssh_frames SOCK bench KEY.pub N           N userauth SIGN_REQUESTs:
  *                                                  prints signatures a second
  * Exit 0 when the exchange happened (whatever the agent answered), 1 on an
@@ -126,21 +134,34 @@ key_alg(const struct wbuf *key)
 }
 
 /* A userauth request as ssh signs it, with key blob `key` and the
- * signature algorithm of `alg_key`. */
+ * signature algorithm of `alg_key`; session id `sid` (NULL: random) and,
+ * if hostkey is not NULL, hostbound to it. */
 static struct wbuf *
-userauth_as(const struct wbuf *key, const struct wbuf *alg_key)
+userauth_full(const struct wbuf *key, const struct wbuf *alg_key, const unsigned char *fixed_sid,
+	      const struct wbuf *hostkey)
 {
 	unsigned char sid[32];
 	struct wbuf *b = wbuf_new();
 
-	if (b == NULL || RAND_bytes(sid, sizeof(sid)) != 1 ||
-	    wbuf_put_string(b, sid, sizeof(sid)) != 0 || wbuf_put_u8(b, 50) != 0 ||
+	if (fixed_sid != NULL)
+		memcpy(sid, fixed_sid, sizeof(sid));
+	else if (RAND_bytes(sid, sizeof(sid)) != 1)
+		die("random");
+	if (b == NULL || wbuf_put_string(b, sid, sizeof(sid)) != 0 || wbuf_put_u8(b, 50) != 0 ||
 	    wbuf_put_cstring(b, "tester") != 0 || wbuf_put_cstring(b, "ssh-connection") != 0 ||
-	    wbuf_put_cstring(b, "publickey") != 0 || wbuf_put_u8(b, 1) != 0 ||
-	    wbuf_put_cstring(b, key_alg(alg_key)) != 0 ||
-	    wbuf_put_string(b, wbuf_ptr(key), wbuf_len(key)) != 0)
+	    wbuf_put_cstring(b, hostkey != NULL ? "publickey-hostbound-v00@openssh.com"
+						: "publickey") != 0 ||
+	    wbuf_put_u8(b, 1) != 0 || wbuf_put_cstring(b, key_alg(alg_key)) != 0 ||
+	    wbuf_put_string(b, wbuf_ptr(key), wbuf_len(key)) != 0 ||
+	    (hostkey != NULL && wbuf_put_string(b, wbuf_ptr(hostkey), wbuf_len(hostkey)) != 0))
 		die("cannot build a userauth request");
 	return b;
+}
+
+static struct wbuf *
+userauth_as(const struct wbuf *key, const struct wbuf *alg_key)
+{
+	return userauth_full(key, alg_key, NULL, NULL);
 }
 
 static struct wbuf *
@@ -327,6 +348,131 @@ malformed(const char *sock, const struct wbuf *key)
 	return bad;
 }
 
+/* An Ed25519 host key: its blob, and a session-bind body signed with it. */
+static struct wbuf *
+hostkey_new(EVP_PKEY **pk)
+{
+	unsigned char raw[32];
+	size_t len = sizeof(raw);
+	struct wbuf *b = wbuf_new();
+
+	if ((*pk = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519")) == NULL ||
+	    EVP_PKEY_get_raw_public_key(*pk, raw, &len) != 1 || b == NULL ||
+	    wbuf_put_cstring(b, "ssh-ed25519") != 0 || wbuf_put_string(b, raw, len) != 0)
+		die("cannot make a host key");
+	return b;
+}
+
+static struct wbuf *
+bind_body(EVP_PKEY *pk, const struct wbuf *hostkey, const unsigned char *sid, int fwd)
+{
+	unsigned char sig[64];
+	size_t sig_len = sizeof(sig);
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	struct wbuf *b = wbuf_new(), *sb = wbuf_new();
+
+	if (ctx == NULL || b == NULL || sb == NULL ||
+	    EVP_DigestSignInit_ex(ctx, NULL, NULL, NULL, NULL, pk, NULL) != 1 ||
+	    EVP_DigestSign(ctx, sig, &sig_len, sid, 32) != 1 ||
+	    wbuf_put_cstring(sb, "ssh-ed25519") != 0 || wbuf_put_string(sb, sig, sig_len) != 0 ||
+	    wbuf_put_u8(b, SSH_AGENTC_EXTENSION) != 0 ||
+	    wbuf_put_cstring(b, SSH_EXT_SESSION_BIND) != 0 ||
+	    wbuf_put_string(b, wbuf_ptr(hostkey), wbuf_len(hostkey)) != 0 ||
+	    wbuf_put_string(b, sid, 32) != 0 ||
+	    wbuf_put_string(b, wbuf_ptr(sb), wbuf_len(sb)) != 0 ||
+	    wbuf_put_u8(b, (uint8_t)fwd) != 0)
+		die("cannot build session-bind");
+	EVP_MD_CTX_free(ctx);
+	wbuf_free(sb);
+	return b;
+}
+
+static int
+sign_on(int fd, struct frame_rx *rx, const struct wbuf *key, const struct wbuf *data)
+{
+	struct msg_ssh_sign_req m = { wbuf_ptr(key), wbuf_len(key), wbuf_ptr(data), wbuf_len(data),
+				      SSH_AGENT_RSA_SHA2_256 };
+	struct wbuf *body = wbuf_new(), *reply = wbuf_new();
+	int t;
+
+	if (body == NULL || reply == NULL || msg_ssh_sign_req_put(body, &m) != 0)
+		die("cannot build SIGN_REQUEST");
+	t = exchange(fd, rx, body, reply);
+	wbuf_free(body);
+	wbuf_free(reply);
+	return t;
+}
+
+static void
+bind_case(const char *name, int t)
+{
+	printf("%s reply %d\n", name, t);
+}
+
+/* The checks of the bindings, on connections of their own. */
+static int
+binds(const char *sock, const struct wbuf *key)
+{
+	unsigned char sid[32], sid2[32];
+	struct frame_rx rx = { 0 };
+	struct wbuf *reply = wbuf_new(), *hk, *hk2, *b, *d;
+	EVP_PKEY *pk, *pk2;
+	int fd;
+
+	if (reply == NULL || RAND_bytes(sid, 32) != 1 || RAND_bytes(sid2, 32) != 1)
+		die("random");
+	hk = hostkey_new(&pk);
+	hk2 = hostkey_new(&pk2);
+
+	/* bound for authentication: the session id and host key must fit */
+	fd = connect_to(sock);
+	b = bind_body(pk, hk, sid, 0);
+	bind_case("bind", exchange(fd, &rx, b, reply));
+	wbuf_free(b);
+	d = userauth_full(key, key, sid2, NULL);
+	bind_case("userauth-other-session", sign_on(fd, &rx, key, d));
+	wbuf_free(d);
+	d = userauth_full(key, key, sid, hk2);
+	bind_case("hostbound-other-hostkey", sign_on(fd, &rx, key, d));
+	wbuf_free(d);
+	d = userauth_full(key, key, sid, hk);
+	bind_case("hostbound-bound-hostkey", sign_on(fd, &rx, key, d));
+	wbuf_free(d);
+	d = userauth_full(key, key, sid, NULL);
+	bind_case("userauth-bound-session", sign_on(fd, &rx, key, d));
+	wbuf_free(d);
+	b = bind_body(pk2, hk2, sid2, 0);
+	bind_case("rebind-after-auth", exchange(fd, &rx, b, reply));
+	wbuf_free(b);
+	close(fd);
+
+	/* the same session id twice, and a signature by another host key */
+	fd = connect_to(sock);
+	frame_rx_reset(&rx);
+	b = bind_body(pk, hk, sid, 1);
+	bind_case("bind-forwarding", exchange(fd, &rx, b, reply));
+	bind_case("bind-same-session", exchange(fd, &rx, b, reply));
+	wbuf_free(b);
+	b = bind_body(pk, hk2, sid2, 0);
+	bind_case("bind-wrong-signer", exchange(fd, &rx, b, reply));
+	wbuf_free(b);
+	close(fd);
+
+	/* hostbound on an unbound connection */
+	fd = connect_to(sock);
+	frame_rx_reset(&rx);
+	d = userauth_full(key, key, sid, hk);
+	bind_case("hostbound-unbound", sign_on(fd, &rx, key, d));
+	wbuf_free(d);
+	close(fd);
+	EVP_PKEY_free(pk);
+	EVP_PKEY_free(pk2);
+	wbuf_free(hk);
+	wbuf_free(hk2);
+	wbuf_free(reply);
+	return 0;
+}
+
 static int
 query(const char *sock)
 {
@@ -399,8 +545,30 @@ main(int argc, char **argv)
 		/* the signing key's algorithm: only the key blob is wrong */
 		data = userauth_as(other, key);
 		wbuf_free(other);
+	} else if (strcmp(argv[2], "sign-wrong-alg") == 0) {
+		data = userauth(key);
+		{
+			const unsigned char *p = wbuf_ptr(data);
+			size_t n = wbuf_len(data), i;
+			unsigned char *copy = malloc(n);
+
+			if (copy == NULL)
+				die("out of memory");
+			memcpy(copy, p, n);
+			/* "rsa-sha2-256" -> "rsa-sha2-512" in place (same length) */
+			for (i = 0; i + 12 <= n; i++)
+				if (memcmp(copy + i, "rsa-sha2-256", 12) == 0) {
+					memcpy(copy + i, "rsa-sha2-512", 12);
+					break;
+				}
+			wbuf_free(data);
+			data = wbuf_from(copy, n);
+			free(copy);
+		}
 	} else if (strcmp(argv[2], "sign-userauth") == 0) {
 		data = userauth(key);
+	} else if (strcmp(argv[2], "bind") == 0) {
+		return binds(argv[1], key);
 	} else if (strcmp(argv[2], "malformed") == 0) {
 		return malformed(argv[1], key);
 	} else if (strcmp(argv[2], "bench") == 0 && argc == 5) {
