@@ -31,6 +31,13 @@ it_write_agent_conf() {
 	ssh-keygen -q -t ecdsa -b 256 -N '' -C sshd2 -f "$IT_DIR/hostkey2" || it_die "ssh-keygen"
 	ssh-keygen -q -t rsa -b 2048 -N '' -C sshd2 -f "$IT_DIR/hostkey2rsa" || it_die "ssh-keygen"
 	fp1=$(ssh-keygen -l -f "$IT_DIR/hostkey1.pub" | awk '{print $2}')
+	# OpenSSH certificates of token keys, by a user CA sshd1 trusts.
+	ssh-keygen -q -t ed25519 -N '' -C userca -f "$IT_DIR/userca" || it_die "ssh-keygen"
+	for k in p256 rsa2048; do
+		ssh-keygen -i -m PKCS8 -f "$IT_DIR/$k.pub.pem" >"$IT_DIR/$k.plain.pub" || it_die "ssh-keygen -i"
+		ssh-keygen -q -s "$IT_DIR/userca" -I "$k-cert" -n "$(id -un)" -V -5m:+1h \
+			"$IT_DIR/$k.plain.pub" || it_die "ssh-keygen -s"
+	done
 	# Names for the known-hosts destination with a host pattern.
 	{
 		echo "one.test $(cut -d' ' -f1,2 "$IT_DIR/hostkey1.pub")"
@@ -54,6 +61,8 @@ certificate = $IT_DIR/rsa3072.pem
 purposes = ssh
 ssh-destinations = $fp1
 ssh-forwarding = yes
+# a certificate of another key: not offered
+ssh-certificate = $IT_DIR/rsa2048.plain-cert.pub
 
 # EC: hosts named one.* in kh-names; signatures for git only.
 [identity p256]
@@ -62,6 +71,7 @@ certificate = $IT_DIR/p256.pem
 purposes = ssh, ssh-sig
 ssh-sig-namespaces = git
 ssh-destinations = known-hosts=$IT_DIR/kh-names:one.*
+ssh-certificate = $IT_DIR/p256.plain-cert.pub
 
 # No one may use it (peers).
 [identity p384]
@@ -112,7 +122,14 @@ it_match "ssh-add -l: RSA-2048 with the certificate subject" \
 it_match "ssh-add -l: P-256" "^256 SHA256:.* /O=mtls-agent tests/CN=p256 client \(ECDSA\)$" "$IT_OUT"
 it_match "ssh-add -l: P-384" "^384 SHA256:.* \(ECDSA\)$" "$IT_OUT"
 it_ok "ssh-add -L prints OpenSSH public keys" ssh-add -L
-printf '%s\n' "$IT_OUT" >"$D/authorized_keys"
+it_check "ssh-add -L: the p256 identity's OpenSSH certificate is offered" grep -qF \
+	"ecdsa-sha2-nistp256-cert-v01@openssh.com $(cut -d' ' -f2 "$D/p256.plain-cert.pub") " \
+	<<<"$IT_OUT"
+it_check "ssh-add -L: a certificate of another key is not offered (rsa3072)" \
+	[ "$(grep -c -- "-cert-v01@openssh.com" <<<"$IT_OUT")" -eq 1 ]
+it_check "the agent says why it does not offer rsa3072's certificate" \
+	grep -q "identity rsa3072: ssh-certificate .* not of the identity's key; not offered" "$AUDIT"
+grep -v -- "-cert-v01@openssh.com" <<<"$IT_OUT" >"$D/authorized_keys"
 chmod 0600 "$D/authorized_keys"
 for k in rsa2048 rsa3072 p256 p384; do
 	grep "CN=$k client" "$D/authorized_keys" >"$D/$k.ssh.pub" || it_die "no $k key in ssh-add -L"
@@ -145,6 +162,7 @@ start_sshd() { # NAME HOSTKEY...
 			echo "PubkeyAuthentication yes"
 			echo "PermitRootLogin prohibit-password"
 			echo "AllowAgentForwarding yes"
+			echo "TrustedUserCAKeys $D/userca.pub"
 			echo "LogLevel VERBOSE"
 		} >"$D/$name.conf"
 		it_bg "$name" "$SSHD" -D -e -f "$D/$name.conf"
@@ -188,6 +206,12 @@ it_ok "ssh RSA to sshd2 (ECDSA host key)" ssh_to rsa2048 "$P2" "$USER_NAME@127.0
 it_ok "ssh RSA to sshd2 (RSA host key)" ssh_to rsa2048 "$P2" \
 	-o HostKeyAlgorithms=rsa-sha2-512 "$USER_NAME@127.0.0.1" true
 it_ok "ssh rsa3072 to its destination sshd1" ssh_to rsa3072 "$P1" "$USER_NAME@127.0.0.1" true
+mark
+it_ok "ssh with the p256 identity's OpenSSH certificate" ssh_to p256 "$P1" \
+	-o "CertificateFile=$D/p256.plain-cert.pub" "$USER_NAME@127.0.0.1" echo cert-login
+it_match "certificate login: the command's output" "^cert-login$" "$IT_OUT"
+it_check "sshd1 accepted the certificate" grep -q "Accepted publickey for .* ECDSA-CERT .*ID p256-cert" \
+	"$D/sshd1.log"
 
 # --- destinations ----------------------------------------------------------------
 mark
