@@ -140,6 +140,14 @@ for k in rsa2048 p256; do
 	it_check "ssh-add -L $k is the token key" \
 		[ "$(cut -d' ' -f2 <<<"$IT_OUT")" = "$(cut -d' ' -f2 "$D/$k.ssh.pub")" ]
 done
+# mtls-agentctl ssh-pubkey: the same lines from the mtls-agent socket.
+it_ok "mtls-agentctl ssh-pubkey" "$CTL" ssh-pubkey
+it_check "ssh-pubkey prints what ssh-add -L prints (without certificates)" \
+	[ "$IT_OUT" = "$(cat "$D/authorized_keys")" ]
+it_ok "mtls-agentctl ssh-pubkey p256" "$CTL" ssh-pubkey p256
+it_check "ssh-pubkey p256: one line, the p256 key" [ "$IT_OUT" = "$(cat "$D/p256.ssh.pub")" ]
+it_refused "mtls-agentctl ssh-pubkey NOSUCH" 1 "^mtls-agentctl: ssh-pubkey: no identity named nosuch$" \
+	"$CTL" ssh-pubkey nosuch
 it_run "$FRAMES" "$SOCK" query
 it_match "query lists session-bind@openssh.com" "^session-bind@openssh.com$" "$IT_OUT"
 
