@@ -111,7 +111,7 @@ main(int argc, char **argv)
 					      { NULL, 0, NULL, 0 } };
 	const char *opt_config = NULL, *opt_socket = NULL, *opt_module = NULL, *opt_token = NULL;
 	const char *opt_module_dirs = NULL, *opt_ssh_socket = NULL;
-	int print_ssh = 1, ssh_fd = -1;
+	int print_ssh = 1, ssh_fd = -1, ssh_activated = 0;
 	char *ssh_sock = NULL;
 	int foreground = 0, debug_on = 0, allow_root = 0, ch, r, ready[2] = { -1, -1 };
 	char err[512] = "", *config_path = NULL, *sock = NULL;
@@ -170,7 +170,8 @@ main(int argc, char **argv)
 	/* Started by a socket unit: its socket, whatever the configuration
 	 * says; the service manager owns it (never unlinked), and the agent
 	 * stays in the foreground under it. */
-	if ((activated = activation_socket(&listen_fd, &sock, err, sizeof(err))) < 0) {
+	if ((activated =
+		 activation_sockets(&listen_fd, &sock, &ssh_fd, &ssh_sock, err, sizeof(err))) < 0) {
 		error("%s", err);
 		goto fail;
 	} else if (activated) {
@@ -191,9 +192,23 @@ main(int argc, char **argv)
 		error("%s", err);
 		goto fail;
 	}
-	/* The SSH agent socket: "ssh-socket", else ssh.sock beside the socket,
-	 * under the same directory rules (server_listen). */
-	if (!cfg->ssh_socket_off) {
+	/* The SSH agent socket: the service manager's (mtls-agent-ssh.socket),
+	 * else "ssh-socket", else ssh.sock beside the socket, under the same
+	 * directory rules (server_listen). */
+	if (ssh_fd >= 0) {
+		ssh_activated = 1;
+		if (cfg->ssh_socket_off) {
+			info("socket activation: an SSH socket %s was passed; ssh-socket = off, "
+			     "so it is not served",
+			     ssh_sock);
+			close(ssh_fd);
+			ssh_fd = -1;
+			free(ssh_sock);
+			ssh_sock = NULL;
+		} else if (cfg->ssh_socket != NULL) {
+			info("socket activation: SSH socket %s, not the configured one", ssh_sock);
+		}
+	} else if (!cfg->ssh_socket_off) {
 		ssh_sock =
 		    cfg->ssh_socket != NULL ? strdup(cfg->ssh_socket) : ssh_default_socket(sock);
 		if (ssh_sock == NULL) {
@@ -259,7 +274,7 @@ main(int argc, char **argv)
 		error("%s", err[0] ? err : mtls_agent_strerror(r));
 		if (!activated)
 			(void)unlink(sock);
-		if (ssh_sock != NULL)
+		if (ssh_sock != NULL && !ssh_activated)
 			(void)unlink(ssh_sock);
 		goto fail;
 	}
@@ -267,7 +282,7 @@ main(int argc, char **argv)
 		error("%s", mtls_agent_strerror(r));
 		if (!activated)
 			(void)unlink(sock);
-		if (ssh_sock != NULL)
+		if (ssh_sock != NULL && !ssh_activated)
 			(void)unlink(ssh_sock);
 		goto fail;
 	}
@@ -275,7 +290,7 @@ main(int argc, char **argv)
 		server_keep_socket(srv);
 	if (ssh_fd >= 0) {
 		/* The server owns it now, failure or not. */
-		r = server_set_ssh_socket(srv, ssh_fd, ssh_sock, 0);
+		r = server_set_ssh_socket(srv, ssh_fd, ssh_sock, ssh_activated);
 		ssh_fd = -1;
 		if (r != 0) {
 			error("out of memory");
