@@ -155,7 +155,6 @@ read_ssh_cert(const char *path, X509 *cert, struct wbuf *out)
 	char *b64, *end;
 	size_t b64_len;
 	int n, pad = 0, r = MTLS_ERR_CONFIG;
-	char why[64];
 
 	if (safefile_read(AT_FDCWD, path, &rules, &f) != 0)
 		goto out;
@@ -177,7 +176,6 @@ read_ssh_cert(const char *path, X509 *cert, struct wbuf *out)
 		goto out;
 	/* The certificate must be of this key (a userauth request with it is
 	 * checked the same way: ssh_policy.c). */
-	(void)why;
 	r = ssh_cert_is_of(cert, wbuf_ptr(out), wbuf_len(out)) ? 0 : MTLS_ERR_CONFIG;
 out:
 	free(dec);
