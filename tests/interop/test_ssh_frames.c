@@ -25,7 +25,8 @@
  *                                                  then signatures that must fit
  *                                                  the binding: prints one
  *                                                  "CASE reply N" line each
- *   test_ssh_frames SOCK bench KEY.pub N           N userauth SIGN_REQUESTs:
+ *   test_ssh_frames SOCK bench KEY.pub SECONDS     userauth SIGN_REQUESTs for
+ *                                                  SECONDS on one connection:
  *                                                  prints signatures a second
  * Exit 0 when the exchange happened (whatever the agent answered), 1 on an
  * unexpected answer in `malformed`, 2 on usage or I/O errors.
@@ -493,7 +494,7 @@ query(const char *sock)
 }
 
 static int
-bench(const char *sock, const struct wbuf *key, long n)
+bench(const char *sock, const struct wbuf *key, double seconds)
 {
 	struct wbuf *data = userauth(key), *body = wbuf_new(), *reply = wbuf_new();
 	struct msg_ssh_sign_req m = { wbuf_ptr(key), wbuf_len(key), wbuf_ptr(data), wbuf_len(data),
@@ -501,17 +502,22 @@ bench(const char *sock, const struct wbuf *key, long n)
 	struct frame_rx rx = { 0 };
 	struct timespec t0, t1;
 	int fd = connect_to(sock);
-	double s;
-	long i;
+	double s = 0;
+	long n = 0;
 
 	if (body == NULL || reply == NULL || msg_ssh_sign_req_put(body, &m) != 0)
 		die("cannot build SIGN_REQUEST");
+	/* One signature first: connection and key look-up are not counted. */
+	if (exchange(fd, &rx, body, reply) != SSH_AGENT_SIGN_RESPONSE)
+		die("a signature was refused");
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (i = 0; i < n; i++)
+	while (s < seconds) {
 		if (exchange(fd, &rx, body, reply) != SSH_AGENT_SIGN_RESPONSE)
 			die("a signature was refused");
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+		n++;
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	}
 	printf("%.0f\n", (double)n / s);
 	close(fd);
 	wbuf_free(data);
@@ -572,7 +578,7 @@ main(int argc, char **argv)
 	} else if (strcmp(argv[2], "malformed") == 0) {
 		return malformed(argv[1], key);
 	} else if (strcmp(argv[2], "bench") == 0 && argc == 5) {
-		return bench(argv[1], key, atol(argv[4]));
+		return bench(argv[1], key, atof(argv[4]));
 	} else {
 		die("unknown mode");
 	}
