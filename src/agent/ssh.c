@@ -390,8 +390,12 @@ handle_sign(struct ssh_conn *sc, const struct ssh_env *env, struct wbuf *in, str
 		      ? MTLS_AGENT_PURPOSE_SSH_SIG
 		      : MTLS_AGENT_PURPOSE_SSH;
 	peer.ssh = &sc->binds;
+	sc->binds.want_key = req.key;
+	sc->binds.want_key_len = req.key_len;
 	r = token_sign(env->ts, &peer, k->name, scheme, purpose, req.data, req.data_len, &sig,
 		       &sig_len, why, sizeof(why));
+	sc->binds.want_key = NULL;
+	sc->binds.want_key_len = 0;
 	ssh_describe(&sc->binds, conf_ident(env->cfg, k->name), purpose, req.data, req.data_len,
 		     detail, sizeof(detail));
 	if (r == 0) {

@@ -435,6 +435,22 @@ ssh_policy_check(X509 *cert, const struct config_identity *ci, const struct ssh_
 		 uint16_t scheme, int purpose, const unsigned char *content, size_t len, char *why,
 		 size_t why_len)
 {
+	struct wbuf *ours;
+	int same;
+
+	/* The key the request named is still this identity's (a reload may
+	 * have given the name another certificate meanwhile). */
+	if (bs != NULL && bs->want_key != NULL) {
+		if (ident_blob(cert, &ours) != 0)
+			return deny(MTLS_ERR_CONTENT_REJECTED, why, why_len,
+				    "the identity's key has no SSH form");
+		same = key_is_ours(bs->want_key, bs->want_key_len, ours);
+		wbuf_free(ours);
+		if (!same)
+			return deny(MTLS_ERR_CONTENT_REJECTED, why, why_len,
+				    "the request names a key the identity does not have (the "
+				    "configuration was reloaded?)");
+	}
 	if (purpose == MTLS_AGENT_PURPOSE_SSH)
 		return check_userauth(cert, ci, bs, scheme, content, len, why, why_len);
 	if (purpose == MTLS_AGENT_PURPOSE_SSH_SIG)

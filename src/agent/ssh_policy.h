@@ -31,6 +31,11 @@ struct ssh_binding {
 struct ssh_binds {
 	struct ssh_binding b[SSH_BINDS_MAX];
 	size_t n;
+	/* The key blob the request named (set by ssh.c for each request):
+	 * the identity must still have that key when it signs, also after a
+	 * reload gave its name another one.  NULL: not checked. */
+	const unsigned char *want_key;
+	size_t want_key_len;
 };
 
 /* Frees the host keys; accepts NULL. */

@@ -408,6 +408,28 @@ test_sshsig_namespaces(void **state)
 	assert_int_equal(check_sig(f, &ci, "gi"), 0);
 }
 
+/* The key the request named must still be the identity's (a reload may
+ * have given the name another certificate): ssh.c sets want_key. */
+static void
+test_requested_key(void **state)
+{
+	struct fx *f = *state;
+	char why[512];
+
+	bind_to(f, f->host, 0);
+	f->bs.want_key = wbuf_ptr(f->key);
+	f->bs.want_key_len = wbuf_len(f->key);
+	assert_int_equal(check_sig(f, NULL, "git"), 0);
+	assert_int_equal(check(f, NULL, f->key, "ecdsa-sha2-nistp256", why, sizeof(why)), 0);
+	f->bs.want_key = wbuf_ptr(f->other_key);
+	f->bs.want_key_len = wbuf_len(f->other_key);
+	assert_int_equal(check_sig(f, NULL, "git"), MTLS_ERR_CONTENT_REJECTED);
+	assert_int_equal(check(f, NULL, f->key, "ecdsa-sha2-nistp256", why, sizeof(why)),
+			 MTLS_ERR_CONTENT_REJECTED);
+	assert_non_null(strstr(why, "names a key the identity does not have"));
+	f->bs.want_key = NULL;
+}
+
 static void
 test_describe(void **state)
 {
@@ -443,6 +465,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_known_hosts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forwarding, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sshsig_namespaces, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_requested_key, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_describe, setup, teardown),
 	};
 
