@@ -87,7 +87,10 @@ enum mtls_agent_error {
 	MTLS_ERR_AGENT_LOCKED = -39,		/* agent locked with a passphrase */
 	MTLS_ERR_CONFIRM_DENIED = -40,		/* use not confirmed (refused, timeout) */
 	MTLS_ERR_RATE_LIMITED = -41,		/* identity's signature rate exceeded */
-	MTLS_ERR_LAST_ = -41
+	/* -42..-44 are the SSH front end's (branch ssh). */
+	MTLS_ERR_DESTINATION_DENIED = -42, /* SSH host not in the identity's destinations */
+	MTLS_ERR_SSH_BINDING = -43,	   /* SSH session binding missing or invalid */
+	MTLS_ERR_LAST_ = -43
 };
 
 /*
@@ -105,6 +108,9 @@ MTLS_AGENT_API const char *mtls_agent_strerror(int err);
 #define MTLS_AGENT_PURPOSE_PAM_CHALLENGE   2 /* pam-challenge */
 #define MTLS_AGENT_PURPOSE_RAW_DIGEST	   3 /* raw-digest */
 #define MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV 4 /* tls12-client-certificate-verify */
+/* 5 and 6: the SSH front end (branch ssh). */
+#define MTLS_AGENT_PURPOSE_SSH	   5 /* ssh: SSH user authentication */
+#define MTLS_AGENT_PURPOSE_SSH_SIG 6 /* ssh-sig: SSHSIG (ssh-keygen -Y sign) */
 
 /* TLS SignatureScheme code points (RFC 8446 section 4.2.3). */
 #define MTLS_AGENT_RSA_PKCS1_SHA256	  0x0401

@@ -13,9 +13,14 @@
 
 #include "mtls-agent.h"
 
-/* Purposes allowed when an identity does not say: TLS 1.3 and PAM. */
+/* Purposes allowed when an identity does not say: TLS 1.3, PAM and SSH
+ * logins (not ssh-sig: mtls-agent.conf(5) says why). */
 #define CONFIG_DEFAULT_PURPOSES                                                                    \
-	((1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV) | (1U << MTLS_AGENT_PURPOSE_PAM_CHALLENGE))
+	((1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV) | (1U << MTLS_AGENT_PURPOSE_PAM_CHALLENGE) |   \
+	 (1U << MTLS_AGENT_PURPOSE_SSH))
+/* SSHSIG namespaces an identity may sign when it gives none. */
+#define CONFIG_DEFAULT_SSH_SIG_NAMESPACES "git,file"
+#define CONFIG_MAX_SSH_LIST		  32U /* entries in the ssh-* lists */
 
 /* Defaults and limits of the numeric keys (documented in mtls-agent.conf(5)). */
 #define CONFIG_DEFAULT_TOKEN_URI       "pkcs11:"
@@ -61,6 +66,13 @@ struct config_identity {
 	unsigned int lifetime;	  /* "lifetime" s after login; 0 = none */
 	unsigned int idle_logout; /* "idle-logout" s without use; 0 = none */
 	unsigned int rate_limit;  /* "rate-limit": signatures a minute; 0 = none */
+	/* The SSH front end (ssh.c, ssh_policy.c); lists are kept as
+	 * "a,b,c" with the blanks removed, NULL when not given. */
+	char *ssh_sig_namespaces; /* "ssh-sig-namespaces"; NULL = the default */
+	char *ssh_destinations;	  /* "ssh-destinations": SHA256:... and
+				     known-hosts=FILE[:PATTERN]; NULL = any host */
+	int ssh_forwarding;	  /* "ssh-forwarding": sign on forwarded bindings */
+	char *ssh_certificate;	  /* "ssh-certificate": OpenSSH certificate file */
 };
 
 enum config_peer_kind { PEER_UID = 1, PEER_GID, PEER_EXE };
@@ -73,6 +85,9 @@ struct config_peer {
 
 struct config {
 	char *socket_path;		    /* "socket"; NULL = default */
+	char *ssh_socket;		    /* "ssh-socket"; NULL = ssh.sock beside the
+					       socket */
+	int ssh_socket_off;		    /* "ssh-socket = off" */
 	char *module;			    /* "module"; default MTLS_DEFAULT_MODULE */
 	char *token_uri;		    /* "token": tokens to offer when no [identity]
 					       sections exist; default "pkcs11:" (all) */
@@ -132,6 +147,7 @@ __attribute__((warn_unused_result)) int config_read_pin_file(const char *path, c
  */
 struct config_overrides {
 	const char *socket_path;
+	const char *ssh_socket; /* a path or "off" */
 	const char *module;
 	const char *token_uri;
 	const char *module_dirs;

@@ -31,8 +31,10 @@
 #include "proto.h"
 #include "safefile.h"
 #include "secmem.h"
+#include "msg_ssh.h"
 #include "server.h"
 #include "spin.h"
+#include "ssh.h"
 
 #define CONN_STACK_SIZE (256 * 1024)
 
@@ -55,6 +57,7 @@ struct conn {
 	char exe[PATH_MAX];	     /* its executable when the agent first looked */
 	char exe_now[PATH_MAX + 16]; /* what policy, prompt and audit see (peer_refresh) */
 	int hello_done;
+	struct ssh_conn *ssh; /* on the SSH socket: its state; NULL otherwise */
 	struct conn *prev, *next;
 	struct frame_rx rx;
 };
@@ -76,6 +79,9 @@ struct server {
 	int listen_fd;
 	char *sock_path;
 	int keep_socket; /* socket activation: the service manager's */
+	int ssh_fd;	 /* the SSH agent socket (ssh.c), or -1 */
+	char *ssh_path;
+	int ssh_keep;
 	uid_t uid;
 	time_t started;
 	pthread_mutex_t mu;
@@ -124,6 +130,16 @@ void
 server_keep_socket(struct server *s)
 {
 	s->keep_socket = 1;
+}
+
+int
+server_set_ssh_socket(struct server *s, int fd, const char *path, int keep)
+{
+	if ((s->ssh_path = strdup(path)) == NULL)
+		return MTLS_ERR_ALLOC;
+	s->ssh_fd = fd;
+	s->ssh_keep = keep;
+	return 0;
 }
 
 char *
@@ -251,6 +267,7 @@ server_new(struct config *cfg, const char *config_path, const struct config_over
 	s->ov = ov;
 	s->ts = ts;
 	s->listen_fd = listen_fd;
+	s->ssh_fd = -1;
 	s->uid = geteuid();
 	s->started = time(NULL);
 	/* The CPUs we may run on (taskset, cpusets), not the machine's. */
@@ -526,7 +543,7 @@ handle_sign(struct conn *c, struct wbuf *in, struct wbuf *out)
 		return put_error(out, r, -1, "malformed SIGN");
 	}
 	{
-		struct sign_peer peer = { c->pid, c->uid, c->gid, c->exe_now };
+		struct sign_peer peer = { c->pid, c->uid, c->gid, c->exe_now, NULL };
 
 		r = token_sign(c->srv->ts, &peer, req.identity, req.scheme, req.purpose,
 			       req.content, req.content_len, &resp.sig, &resp.sig_len, why,
@@ -651,26 +668,23 @@ kdf(const char *pass, const unsigned char *salt, unsigned char *out)
 		   : MTLS_ERR_INTERNAL;
 }
 
+/* Locks with `pass` (LOCK, and the SSH socket's LOCK); msg says why not. */
 static int
-handle_lock(struct conn *c, struct wbuf *in, struct wbuf *out)
+lock_apply(struct conn *c, const char *pass, char *msg, size_t msg_len)
 {
 	struct server *s = c->srv;
-	struct msg_lock_req req;
 	unsigned char salt[16], hash[32];
-	int r;
 
-	if ((r = msg_lock_req_get(in, &req)) != 0)
-		return put_error(out, r, -1, "malformed LOCK");
-	if (RAND_bytes(salt, sizeof(salt)) != 1 || kdf(req.passphrase, salt, hash) != 0) {
-		msg_lock_req_clear(&req);
-		return put_error(out, MTLS_ERR_INTERNAL, -1, "cannot hash the passphrase");
+	if (RAND_bytes(salt, sizeof(salt)) != 1 || kdf(pass, salt, hash) != 0) {
+		snprintf(msg, msg_len, "cannot hash the passphrase");
+		return MTLS_ERR_INTERNAL;
 	}
-	msg_lock_req_clear(&req);
 	pthread_mutex_lock(&s->lock_mu);
 	if (s->locked) {
 		pthread_mutex_unlock(&s->lock_mu);
 		mtls_wipe(hash, sizeof(hash));
-		return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "already locked");
+		snprintf(msg, msg_len, "already locked");
+		return MTLS_ERR_AGENT_LOCKED;
 	}
 	memcpy(s->lock_salt, salt, sizeof(salt));
 	memcpy(s->lock_hash, hash, sizeof(hash));
@@ -680,57 +694,69 @@ handle_lock(struct conn *c, struct wbuf *in, struct wbuf *out)
 	pthread_mutex_unlock(&s->lock_mu);
 	mtls_wipe(hash, sizeof(hash));
 	audit_peer(c, LOG_LEVEL_INFO, "lock", ": agent locked");
-	return msg_empty_resp_put(out, MSG_LOCK);
+	return 0;
 }
 
 static int
-handle_unlock(struct conn *c, struct wbuf *in, struct wbuf *out)
+handle_lock(struct conn *c, struct wbuf *in, struct wbuf *out)
+{
+	struct msg_lock_req req;
+	char msg[128];
+	int r;
+
+	if ((r = msg_lock_req_get(in, &req)) != 0)
+		return put_error(out, r, -1, "malformed LOCK");
+	r = lock_apply(c, req.passphrase, msg, sizeof(msg));
+	msg_lock_req_clear(&req);
+	if (r != 0)
+		return put_error(out, r, -1, msg);
+	return msg_empty_resp_put(out, MSG_LOCK);
+}
+
+/* Unlocks with `pass` (UNLOCK, and the SSH socket's UNLOCK). */
+static int
+unlock_apply(struct conn *c, const char *pass, char *msg, size_t msg_len)
 {
 	struct server *s = c->srv;
-	struct msg_lock_req req;
 	unsigned char salt[16], hash[32];
 	struct timespec now;
-	char msg[128];
 	long wait_ms;
 	int r, ok;
 
-	if ((r = msg_lock_req_get(in, &req)) != 0)
-		return put_error(out, r, -1, "malformed UNLOCK");
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	pthread_mutex_lock(&s->lock_mu);
 	if (!s->locked) {
 		pthread_mutex_unlock(&s->lock_mu);
-		msg_lock_req_clear(&req);
-		return put_error(out, MTLS_ERR_INVALID_ARGUMENT, -1, "the agent is not locked");
+		snprintf(msg, msg_len, "the agent is not locked");
+		return MTLS_ERR_INVALID_ARGUMENT;
 	}
 	wait_ms = (s->lock_next_try.tv_sec - now.tv_sec) * 1000 +
 		  (s->lock_next_try.tv_nsec - now.tv_nsec) / 1000000;
 	if (wait_ms > 0) {
 		/* Back-off: a guesser gets no answer before its time. */
 		pthread_mutex_unlock(&s->lock_mu);
-		msg_lock_req_clear(&req);
-		snprintf(msg, sizeof(msg), "too many failed unlocks: try again in %ld ms", wait_ms);
+		snprintf(msg, msg_len, "too many failed unlocks: try again in %ld ms", wait_ms);
 		audit_peer(c, LOG_LEVEL_WARN, "unlock refused", ": %s", msg);
-		return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, msg);
+		return MTLS_ERR_AGENT_LOCKED;
 	}
 	/* One guess at a time: parallel connections cannot each slip one
 	 * into the same back-off window while the slow hash runs. */
 	if (s->unlock_busy) {
 		pthread_mutex_unlock(&s->lock_mu);
-		msg_lock_req_clear(&req);
-		return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "another unlock is in progress");
+		snprintf(msg, msg_len, "another unlock is in progress");
+		return MTLS_ERR_AGENT_LOCKED;
 	}
 	s->unlock_busy = 1;
 	memcpy(salt, s->lock_salt, sizeof(salt));
 	pthread_mutex_unlock(&s->lock_mu);
 	/* The slow hash runs without the mutex held. */
-	r = kdf(req.passphrase, salt, hash);
-	msg_lock_req_clear(&req);
+	r = kdf(pass, salt, hash);
 	if (r != 0) {
 		pthread_mutex_lock(&s->lock_mu);
 		s->unlock_busy = 0;
 		pthread_mutex_unlock(&s->lock_mu);
-		return put_error(out, r, -1, "cannot hash the passphrase");
+		snprintf(msg, msg_len, "cannot hash the passphrase");
+		return r;
 	}
 	pthread_mutex_lock(&s->lock_mu);
 	s->unlock_busy = 0;
@@ -760,10 +786,76 @@ handle_unlock(struct conn *c, struct wbuf *in, struct wbuf *out)
 	mtls_wipe(hash, sizeof(hash));
 	if (!ok) {
 		audit_peer(c, LOG_LEVEL_WARN, "unlock refused", ": wrong passphrase");
-		return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "wrong passphrase");
+		snprintf(msg, msg_len, "wrong passphrase");
+		return MTLS_ERR_AGENT_LOCKED;
 	}
 	audit_peer(c, LOG_LEVEL_INFO, "unlock", ": agent unlocked");
+	return 0;
+}
+
+static int
+handle_unlock(struct conn *c, struct wbuf *in, struct wbuf *out)
+{
+	struct msg_lock_req req;
+	char msg[128];
+	int r;
+
+	if ((r = msg_lock_req_get(in, &req)) != 0)
+		return put_error(out, r, -1, "malformed UNLOCK");
+	r = unlock_apply(c, req.passphrase, msg, sizeof(msg));
+	msg_lock_req_clear(&req);
+	if (r != 0)
+		return put_error(out, r, -1, msg);
 	return msg_empty_resp_put(out, MSG_UNLOCK);
+}
+
+/* --- the SSH socket's side of the server (ssh.c decodes) --- */
+
+static int
+ssh_locked_cb(void *arg)
+{
+	return is_locked(((struct conn *)arg)->srv);
+}
+
+static int
+ssh_lock_cb(void *arg, const char *pass)
+{
+	char msg[128];
+
+	return lock_apply(arg, pass, msg, sizeof(msg));
+}
+
+static int
+ssh_unlock_cb(void *arg, const char *pass)
+{
+	char msg[128];
+
+	return unlock_apply(arg, pass, msg, sizeof(msg));
+}
+
+static void
+ssh_audit_cb(void *arg, enum log_level level, const char *what, const char *rest)
+{
+	audit_peer(arg, level, what, "%s", rest);
+}
+
+static int
+ssh_request(struct conn *c, struct wbuf *in, struct wbuf *out)
+{
+	struct ssh_env env = {
+		.ts = c->srv->ts,
+		.cfg = c->cfg->cfg,
+		.arg = c,
+		.locked = ssh_locked_cb,
+		.lock = ssh_lock_cb,
+		.unlock = ssh_unlock_cb,
+		.audit = ssh_audit_cb,
+	};
+
+	/* Who asks now, for what is decided or audited. */
+	peer_refresh(c);
+	env.peer = (struct sign_peer){ c->pid, c->uid, c->gid, c->exe_now, NULL };
+	return ssh_dispatch(c->ssh, &env, in, out);
 }
 
 /* Decodes one request body and builds the reply into out. */
@@ -869,8 +961,12 @@ conn_main(void *arg)
 	peer_refresh(c);
 	if (!policy_peer_allowed(cred.uid, c->srv->uid, c->cfg->cfg->allow_root)) {
 		audit_peer(c, LOG_LEVEL_WARN, "connection refused", ": uid not allowed");
-		if (put_error(out, MTLS_ERR_PEER_DENIED, -1,
-			      "this agent serves only its own user") == 0)
+		if (c->ssh != NULL) {
+			if (msg_ssh_status_put(out, SSH_AGENT_FAILURE) == 0 &&
+			    frame_write(c->fd, out, 1000) != 0)
+				debug("peer pid=%ld gone before the refusal", (long)c->pid);
+		} else if (put_error(out, MTLS_ERR_PEER_DENIED, -1,
+				     "this agent serves only its own user") == 0)
 			if (frame_write(c->fd, out, 1000) != 0)
 				debug("peer pid=%ld gone before the refusal", (long)c->pid);
 		goto done;
@@ -878,9 +974,18 @@ conn_main(void *arg)
 	cfg_release(c->srv, c->cfg);
 	c->cfg = NULL;
 	for (;;) {
-		r = frame_read(c->fd, &c->rx, in, MTLS_FRAME_MAX, -1, (int)timeout_ms);
+		r = frame_read(c->fd, &c->rx, in, c->ssh ? SSH_AGENT_FRAME_MAX : MTLS_FRAME_MAX, -1,
+			       (int)timeout_ms);
 		if (have_replied)
 			gap_us = usec_since(&replied);
+		if (c->ssh != NULL &&
+		    (r == MTLS_ERR_FRAME_TOO_LARGE || r == MTLS_ERR_BAD_REQUEST)) {
+			/* The SSH protocol has no error frame: say it in the log. */
+			audit_peer(c, LOG_LEVEL_WARN, "ssh connection closed", ": %s",
+				   r == MTLS_ERR_BAD_REQUEST ? "empty frame"
+							     : "frame over 262144 bytes");
+			break;
+		}
 		if (r == MTLS_ERR_FRAME_TOO_LARGE || r == MTLS_ERR_BAD_REQUEST) {
 			/* The stream cannot be resynchronised: say why, close. */
 			warn("peer pid=%ld: %s; closing", (long)c->pid,
@@ -905,7 +1010,7 @@ conn_main(void *arg)
 		busy_poll = c->cfg->cfg->busy_poll;
 		wbuf_reset(out);
 		(void)__atomic_add_fetch(&c->srv->active, 1, __ATOMIC_RELAXED);
-		r = dispatch(c, in, out);
+		r = c->ssh != NULL ? ssh_request(c, in, out) : dispatch(c, in, out);
 		if (r != 0) {
 			(void)__atomic_sub_fetch(&c->srv->active, 1, __ATOMIC_RELAXED);
 			warn("cannot build reply: %s", mtls_agent_strerror(r));
@@ -939,18 +1044,19 @@ done:
 		close(c->pidfd);
 	close(c->fd);
 	conn_unlink(c);
+	ssh_conn_free(c->ssh);
 	free(c);
 	return NULL;
 }
 
 static void
-accept_one(struct server *s, pthread_attr_t *attr)
+accept_one(struct server *s, pthread_attr_t *attr, int listen_fd)
 {
 	struct conn *c;
 	pthread_t th;
 	int fd;
 
-	fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
 	if (fd < 0) {
 		if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
 			warn("accept: %s", strerror(errno));
@@ -962,8 +1068,12 @@ accept_one(struct server *s, pthread_attr_t *attr)
 
 		pthread_mutex_unlock(&s->mu);
 		warn("connection refused: %u connections open (max-connections)", s->nconn);
-		if (out != NULL &&
-		    put_error(out, MTLS_ERR_BUSY, -1, "max-connections reached") == 0)
+		if (out != NULL && listen_fd == s->ssh_fd) {
+			if (msg_ssh_status_put(out, SSH_AGENT_FAILURE) == 0 &&
+			    frame_write(fd, out, 100) != 0)
+				debug("refused peer gone");
+		} else if (out != NULL &&
+			   put_error(out, MTLS_ERR_BUSY, -1, "max-connections reached") == 0)
 			if (frame_write(fd, out, 100) != 0)
 				debug("refused peer gone");
 		wbuf_free(out);
@@ -978,6 +1088,12 @@ accept_one(struct server *s, pthread_attr_t *attr)
 	c->srv = s;
 	c->fd = fd;
 	c->pidfd = -1;
+	if (listen_fd == s->ssh_fd && (c->ssh = ssh_conn_new()) == NULL) {
+		pthread_mutex_unlock(&s->mu);
+		close(fd);
+		free(c);
+		return;
+	}
 	c->next = s->conns;
 	if (s->conns != NULL)
 		s->conns->prev = c;
@@ -991,6 +1107,7 @@ accept_one(struct server *s, pthread_attr_t *attr)
 		s->nconn--;
 		pthread_mutex_unlock(&s->mu);
 		close(fd);
+		ssh_conn_free(c->ssh);
 		free(c);
 		return;
 	}
@@ -1089,6 +1206,11 @@ shutdown_all(struct server *s)
 	close(s->listen_fd);
 	if (!s->keep_socket)
 		(void)unlink(s->sock_path);
+	if (s->ssh_fd >= 0) {
+		close(s->ssh_fd);
+		if (!s->ssh_keep)
+			(void)unlink(s->ssh_path);
+	}
 	pthread_mutex_lock(&s->mu);
 	__atomic_store_n(&s->stopping, 1, __ATOMIC_RELAXED);
 	for (c = s->conns; c != NULL; c = c->next)
@@ -1118,6 +1240,7 @@ shutdown_all(struct server *s)
 	token_close(s->ts);
 	cfg_free_list(s->cfgs);
 	free(s->sock_path);
+	free(s->ssh_path);
 	free(s->config_path);
 	pthread_mutex_destroy(&s->mu);
 	pthread_mutex_destroy(&s->lock_mu);
@@ -1159,7 +1282,7 @@ int
 server_run(struct server *s)
 {
 	struct signalfd_siginfo si;
-	struct pollfd pfd[2];
+	struct pollfd pfd[3];
 	pthread_attr_t attr;
 	pthread_t watcher;
 	sigset_t set;
@@ -1186,8 +1309,11 @@ server_run(struct server *s)
 	pfd[0].events = POLLIN;
 	pfd[1].fd = sfd;
 	pfd[1].events = POLLIN;
+	pfd[2].fd = s->ssh_fd; /* -1: ignored by poll */
+	pfd[2].events = POLLIN;
+	pfd[2].revents = 0;
 	for (;;) {
-		int n = poll(pfd, 2, 1000);
+		int n = poll(pfd, 3, 1000);
 
 		if (n < 0 && errno != EINTR) {
 			error("poll: %s", strerror(errno));
@@ -1208,7 +1334,9 @@ server_run(struct server *s)
 			reload(s);
 		}
 		if (pfd[0].revents & POLLIN)
-			accept_one(s, &attr);
+			accept_one(s, &attr, s->listen_fd);
+		if (pfd[2].revents & POLLIN)
+			accept_one(s, &attr, s->ssh_fd);
 	}
 	pthread_attr_destroy(&attr);
 	close(sfd);

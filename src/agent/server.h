@@ -42,6 +42,12 @@ void server_block_signals(void);
  * server does not unlink it when it stops. */
 void server_keep_socket(struct server *s);
 
+/* Serves the SSH agent protocol (ssh.c) on fd too, bound at `path`;
+ * the server owns fd, and unlinks path at exit unless `keep`.  Returns 0
+ * or MTLS_ERR_ALLOC. */
+__attribute__((warn_unused_result)) int server_set_ssh_socket(struct server *s, int fd,
+							      const char *path, int keep);
+
 /* The default socket path, $XDG_RUNTIME_DIR/mtls-agent/agent.sock, in a
  * new string; NULL if XDG_RUNTIME_DIR is unset or not absolute. */
 char *server_default_socket(void);

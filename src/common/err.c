@@ -51,6 +51,8 @@ mtls_agent_strerror(int err)
 	case MTLS_ERR_AGENT_LOCKED: return "agent locked";
 	case MTLS_ERR_CONFIRM_DENIED: return "use of the key not confirmed";
 	case MTLS_ERR_RATE_LIMITED: return "signature rate limit reached";
+	case MTLS_ERR_DESTINATION_DENIED: return "SSH destination not allowed for this identity";
+	case MTLS_ERR_SSH_BINDING: return "SSH session binding missing or invalid";
 	}
 	return "unknown error";
 }

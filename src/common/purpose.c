@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "msg_ssh.h"
 #include "mtls-agent.h"
 #include "proto.h"
 #include "purpose.h"
@@ -18,6 +19,8 @@ static const struct {
 	{ MTLS_AGENT_PURPOSE_PAM_CHALLENGE, "pam-challenge" },
 	{ MTLS_AGENT_PURPOSE_RAW_DIGEST, "raw-digest" },
 	{ MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, "tls12-client-certificate-verify" },
+	{ MTLS_AGENT_PURPOSE_SSH, "ssh" },
+	{ MTLS_AGENT_PURPOSE_SSH_SIG, "ssh-sig" },
 };
 
 const char *
@@ -197,6 +200,36 @@ out:
 	return r;
 }
 
+/*
+ * SSH: the content must parse completely as a userauth request or an
+ * SSHSIG blob (msg_ssh_data.c); which key, host and namespace is the
+ * agent's decision (src/agent/ssh_policy.c).  SSH has no RSA-PSS and no
+ * SHA-384 RSA signatures.
+ */
+static int
+check_ssh(int purpose, const struct scheme_info *s, const unsigned char *c, size_t len, char *why,
+	  size_t why_len)
+{
+	struct ssh_userauth ua;
+	struct sshsig_tbs sig;
+	struct wbuf *b;
+	int r;
+
+	if (s->key_type == MTLS_AGENT_KEY_RSA && (s->pss || s->hash_len == 48)) {
+		if (why != NULL && why_len > 0)
+			snprintf(why, why_len, "%s has no SSH signature algorithm", s->name);
+		return MTLS_ERR_UNSUPPORTED_SCHEME;
+	}
+	if ((b = wbuf_from(c, len)) == NULL)
+		return MTLS_ERR_ALLOC;
+	if (purpose == MTLS_AGENT_PURPOSE_SSH)
+		r = ssh_userauth_parse(b, &ua, why, why_len);
+	else
+		r = sshsig_parse(b, &sig, why, why_len);
+	wbuf_free(b);
+	return r;
+}
+
 int
 purpose_check(int purpose, const struct scheme_info *s, const unsigned char *content, size_t len,
 	      char *why, size_t why_len)
@@ -209,6 +242,8 @@ purpose_check(int purpose, const struct scheme_info *s, const unsigned char *con
 	case MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV: return check_tls13(s, content, len, why, why_len);
 	case MTLS_AGENT_PURPOSE_PAM_CHALLENGE: return check_pam(content, len, why, why_len);
 	case MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV: return check_tls12(content, len, why, why_len);
+	case MTLS_AGENT_PURPOSE_SSH:
+	case MTLS_AGENT_PURPOSE_SSH_SIG: return check_ssh(purpose, s, content, len, why, why_len);
 	case MTLS_AGENT_PURPOSE_RAW_DIGEST:
 		if (len != s->hash_len)
 			return reject(why, why_len,

@@ -522,7 +522,7 @@ test_unknown_purpose(void **state)
 			 MTLS_ERR_CONTENT_REJECTED);
 	assert_int_equal(check(0, MTLS_AGENT_RSA_PSS_RSAE_SHA256, c, 32),
 			 MTLS_ERR_CONTENT_REJECTED);
-	assert_int_equal(check(5, MTLS_AGENT_RSA_PSS_RSAE_SHA256, c, 32),
+	assert_int_equal(check(31, MTLS_AGENT_RSA_PSS_RSAE_SHA256, c, 32),
 			 MTLS_ERR_CONTENT_REJECTED);
 	assert_int_equal(check(-1, MTLS_AGENT_RSA_PSS_RSAE_SHA256, c, 32),
 			 MTLS_ERR_CONTENT_REJECTED);
@@ -541,6 +541,8 @@ test_purpose_names(void **state)
 		{ MTLS_AGENT_PURPOSE_PAM_CHALLENGE, "pam-challenge" },
 		{ MTLS_AGENT_PURPOSE_RAW_DIGEST, "raw-digest" },
 		{ MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, "tls12-client-certificate-verify" },
+		{ MTLS_AGENT_PURPOSE_SSH, "ssh" },
+		{ MTLS_AGENT_PURPOSE_SSH_SIG, "ssh-sig" },
 	};
 	size_t i;
 
@@ -551,7 +553,7 @@ test_purpose_names(void **state)
 		assert_int_equal(mtls_agent_purpose_from_name(want[i].name), want[i].purpose);
 	}
 	assert_null(mtls_agent_purpose_name(0));
-	assert_null(mtls_agent_purpose_name(5));
+	assert_null(mtls_agent_purpose_name(31));
 	assert_null(mtls_agent_purpose_name(99));
 	assert_null(mtls_agent_purpose_name(-1));
 	assert_int_equal(mtls_agent_purpose_from_name("nope"), 0);

@@ -26,7 +26,8 @@ usage(FILE *f)
 		   "  unlock [--stdin]\n"
 		   "  sign --identity NAME --scheme SCHEME --purpose PURPOSE\n"
 		   "       [--in FILE] [--out FILE] [--hex]\n"
-		   "  " CONNECT_SYNOPSIS "\n");
+		   "  " CONNECT_SYNOPSIS "\n"
+		   "  ssh-pubkey [IDENTITY]\n");
 }
 
 static const struct {
@@ -47,6 +48,7 @@ static const struct {
 	  "sign --identity NAME --scheme SCHEME --purpose PURPOSE\n"
 	  "       [--in FILE] [--out FILE] [--hex]" },
 	{ "connect", cmd_connect, CONNECT_SYNOPSIS },
+	{ "ssh-pubkey", cmd_ssh_pubkey, "ssh-pubkey [IDENTITY]" },
 };
 
 /*
