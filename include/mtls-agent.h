@@ -105,6 +105,8 @@ MTLS_AGENT_API const char *mtls_agent_strerror(int err);
 #define MTLS_AGENT_PURPOSE_PAM_CHALLENGE   2 /* pam-challenge */
 #define MTLS_AGENT_PURPOSE_RAW_DIGEST	   3 /* raw-digest */
 #define MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV 4 /* tls12-client-certificate-verify */
+/* 5..7 are reserved for other work; 8 is the PKCS#11 front end's. */
+#define MTLS_AGENT_PURPOSE_PKCS11_DIGEST 8 /* pkcs11-digest: a digest from mtls-agent-pkcs11.so */
 
 /* TLS SignatureScheme code points (RFC 8446 section 4.2.3). */
 #define MTLS_AGENT_RSA_PKCS1_SHA256	  0x0401

@@ -435,6 +435,19 @@ audit_peer(const struct conn *c, enum log_level level, const char *what, const c
 		(unsigned)c->uid, c->exe_now, rest);
 }
 
+/* The PKCS#11 mechanism a pkcs11-digest request came from (p11mod). */
+static const char *
+pkcs11_mechanism(uint16_t scheme)
+{
+	const struct scheme_info *s = scheme_lookup(scheme);
+
+	if (s == NULL)
+		return "?";
+	if (s->key_type == MTLS_AGENT_KEY_EC)
+		return "CKM_ECDSA";
+	return s->pss ? "CKM_RSA_PKCS_PSS" : "CKM_RSA_PKCS";
+}
+
 /* One line per signature and per refusal; never a PIN. */
 static void
 audit(const struct conn *c, const char *op, const char *identity, uint16_t scheme, int purpose,
@@ -442,6 +455,12 @@ audit(const struct conn *c, const char *op, const char *identity, uint16_t schem
 {
 	const char *sn = mtls_agent_scheme_name(scheme);
 	const char *pn = mtls_agent_purpose_name(purpose);
+	char pnm[64];
+
+	if (purpose == MTLS_AGENT_PURPOSE_PKCS11_DIGEST) {
+		snprintf(pnm, sizeof(pnm), "%s mechanism=%s", pn, pkcs11_mechanism(scheme));
+		pn = pnm;
+	}
 
 	char what[32];
 

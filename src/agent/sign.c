@@ -127,7 +127,8 @@ sign_with(struct tokenset *ts, const struct ident *id, const struct slot *slot,
 	}
 	if ((dgst = digest_get(s->digest, &dgst_owned)) == NULL)
 		goto out;
-	if (purpose == MTLS_AGENT_PURPOSE_RAW_DIGEST) {
+	if (purpose == MTLS_AGENT_PURPOSE_RAW_DIGEST ||
+	    purpose == MTLS_AGENT_PURPOSE_PKCS11_DIGEST) {
 		tbs = content;
 		tbs_len = len;
 	} else {
@@ -269,6 +270,16 @@ sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 	if ((r = policy_check_sign(id->purposes, id->key_type, id->key_bits, scheme, purpose,
 				   content, len, &s, why, why_len)) != 0)
 		return r;
+	/* A digest from the PKCS#11 front end is a blank cheque: only for the
+	 * programs the identity names (p11mod). */
+	if (purpose == MTLS_AGENT_PURPOSE_PKCS11_DIGEST &&
+	    (id->ci == NULL || id->ci->n_peers == 0)) {
+		snprintf(why, why_len,
+			 "identity %s: pkcs11-digest needs a peers list naming the programs "
+			 "that may have digests signed",
+			 name);
+		return MTLS_ERR_POLICY_DENIED;
+	}
 	if (charge && id->ci != NULL && id->ci->rate_limit > 0 &&
 	    !rate_ok(ts, id, id->ci->rate_limit)) {
 		snprintf(why, why_len, "identity %s: more than %u signatures a minute", name,
