@@ -27,6 +27,7 @@ IT_NAME=${0##*/}
 IT_NAME=${IT_NAME%.sh}
 IT_DIR=
 IT_PIDS=()
+IT_SYSTEM_FILES=()
 IT_PORTS=()
 IT_CHECKS=0
 IT_FAILED=0
@@ -77,6 +78,9 @@ it_cleanup() {
 	trap - EXIT INT TERM
 	for pid in "${IT_PIDS[@]}"; do
 		it_stop "$pid"
+	done
+	for f in "${IT_SYSTEM_FILES[@]}"; do
+		rm -f "$f"
 	done
 	if [ -n "$IT_DIR" ] && [ -d "$IT_DIR" ]; then
 		if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then
@@ -246,6 +250,32 @@ it_find() {
 	return 1
 }
 
+# it_system_file PATH: writes stdin to PATH outside the test directory
+# (a p11-kit registration, a browser policy: programs running as root read
+# only the system's), removed again when the test ends.
+it_system_file() {
+	mkdir -p "$(dirname "$1")" || it_die "cannot create $(dirname "$1")"
+	IT_SYSTEM_FILES+=("$1")
+	cat >"$1" || it_die "cannot write $1"
+}
+
+# it_require PROGRAM...: clients a test cannot do without.  Missing ones
+# skip the test on a developer's machine, with the reason, and FAIL it in
+# CI (CI=true), where ./quickstart check installs them.
+it_require() {
+	local p missing=
+	for p in "$@"; do
+		it_find "$p" >/dev/null || missing="$missing $p"
+	done
+	[ -z "$missing" ] && return 0
+	if [ "${CI:-}" = true ]; then
+		printf '%s: FAIL: not installed:%s (./quickstart check installs them)\n' \
+			"$IT_NAME" "$missing" >&2
+		exit 1
+	fi
+	it_skip "not installed:$missing"
+}
+
 # Sets up everything; "$@" are programs the test needs (skip if missing).
 it_init() {
 	local p out
@@ -387,8 +417,10 @@ EOF
 		location /to-http {
 			return 302 http://localhost/;
 		}
-	}
 EOF
+	# More locations from the test, e.g. a git repository to clone.
+	[ -z "${NGINX_EXTRA:-}" ] || printf '%s\n' "$NGINX_EXTRA"
+	echo "	}"
 }
 
 it_nginx_start() {
