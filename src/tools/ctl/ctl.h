@@ -51,6 +51,7 @@ int cmd_lock(int argc, char **argv);
 int cmd_unlock(int argc, char **argv);
 int cmd_sign(int argc, char **argv);
 int cmd_connect(int argc, char **argv);
+int cmd_key_file(int argc, char **argv);
 
 #define CONNECT_SYNOPSIS                                                                           \
 	"connect [--identity NAME] [--ca-file FILE | --ca-dir DIR]\n"                              \

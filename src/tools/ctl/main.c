@@ -47,6 +47,7 @@ static const struct {
 	  "sign --identity NAME --scheme SCHEME --purpose PURPOSE\n"
 	  "       [--in FILE] [--out FILE] [--hex]" },
 	{ "connect", cmd_connect, CONNECT_SYNOPSIS },
+	{ "key-file", cmd_key_file, "key-file NAME [--cert]" },
 };
 
 /*
