@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -855,6 +856,65 @@ test_agent_refuses_module(void **state)
 	free(log);
 }
 
+/*
+ * 9. ... nor through p11-kit-proxy, the agent's default module, when the
+ * module is registered with p11-kit without its disable-in line: the
+ * helper's environment keeps XDG_RUNTIME_DIR, so the module would find the
+ * agent's default socket there and offer the agent's identities back to it
+ * as tokens.  The agent must keep listing the SoftHSM2 token's identities
+ * only.  Root only (p11-kit reads no user configuration for root, and
+ * /etc/pkcs11/modules is root's); CI runs as root.
+ */
+static void
+test_refused_through_proxy(void **state)
+{
+	const char *path = getenv("MTLS_PKCS11_MODULE");
+	char reg[PATH_MAX], xdg[PATH_MAX + 16], env_xdg[PATH_MAX + 32], sock[PATH_MAX + 64];
+	char text[PATH_MAX + 16];
+	const char *args[] = { "--socket", sock, "--token", "pkcs11:", NULL };
+	const char *env[] = { env_xdg, NULL };
+	struct agent_opts o = { 0 };
+	struct mtls_agent_identity *ids = NULL;
+	size_t n = 0, i;
+	mtls_agent *a;
+
+	if (getuid() != 0)
+		skip(); /* p11-kit ignores a user's registrations for root only */
+	if (access("/usr/share/p11-kit/modules/softhsm2.module", R_OK) != 0 &&
+	    access("/etc/pkcs11/modules/softhsm2.module", R_OK) != 0)
+		fail_msg("SoftHSM2 is not registered with p11-kit (install softhsm2)");
+	snprintf(reg, sizeof(reg), "/etc/pkcs11/modules/zz-mtls-agent-pkcs11-test-%ld.module",
+		 (long)getpid());
+	snprintf(text, sizeof(text), "module: %s\n", path);
+	(void)mkdir("/etc/pkcs11", 0755);
+	(void)mkdir("/etc/pkcs11/modules", 0755);
+	assert_int_equal(fixture_write_file(reg, text, 0644), 0);
+	assert_int_equal(fixture_path(&fx, "xdg", xdg, sizeof(xdg)), 0);
+	(void)mkdir(xdg, 0700);
+	snprintf(env_xdg, sizeof(env_xdg), "XDG_RUNTIME_DIR=%s", xdg);
+	snprintf(sock, sizeof(sock), "%s/mtls-agent/agent.sock", xdg);
+	o.args = args;
+	o.env = env;
+	o.default_module = 1;
+	if (agent_start_opts(&fx, &o, &ag) != 0) {
+		unlink(reg);
+		fail_msg("agent did not start with p11-kit-proxy");
+	}
+	/* Long enough for the watcher to re-read the tokens (every second). */
+	sleep(3);
+	assert_int_equal(mtls_agent_connect(ag.sock, &a), 0);
+	assert_int_equal(mtls_agent_list(a, &ids, &n), 0);
+	unlink(reg);
+	assert_int_equal(n, 4);
+	for (i = 0; i < n; i++)
+		if (strcmp(ids[i].token_label, fx.token) != 0)
+			fail_msg("identity %s comes from token %s, not the SoftHSM2 one",
+				 ids[i].name, ids[i].token_label);
+	mtls_agent_identities_free(ids, n);
+	mtls_agent_free(a);
+	assert_true(agent_alive(&ag));
+}
+
 int
 main(void)
 {
@@ -867,6 +927,7 @@ main(void)
 		cmocka_unit_test_teardown(test_agent_locked, teardown),
 		cmocka_unit_test_teardown(test_token_absent, teardown),
 		cmocka_unit_test_teardown(test_agent_refuses_module, teardown),
+		cmocka_unit_test_teardown(test_refused_through_proxy, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
