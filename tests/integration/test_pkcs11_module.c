@@ -42,6 +42,7 @@ static struct agent_fixture fx;
 static struct agent_proc ag; /* the agent of the current test */
 static void *dl;
 static CK_FUNCTION_LIST_PTR F;
+static char registration[PATH_MAX]; /* a p11-kit .module file of test 9, "" if none */
 
 /* Identities of the main agent (keys 01 = rsa2048, 03 = p256). */
 static const char identities[] = "[identity p256-p11]\n"
@@ -104,6 +105,11 @@ teardown(void **state)
 {
 	(void)F->C_Finalize(NULL);
 	fixture_kill_all(&fx);
+	/* A failed check jumps out of the test: the system-wide file goes here. */
+	if (registration[0] != '\0') {
+		(void)unlink(registration);
+		registration[0] = '\0';
+	}
 	memset(&ag, 0, sizeof(ag));
 	return 0;
 }
@@ -862,32 +868,45 @@ test_agent_refuses_module(void **state)
  * helper's environment keeps XDG_RUNTIME_DIR, so the module would find the
  * agent's default socket there and offer the agent's identities back to it
  * as tokens.  The agent must keep listing the SoftHSM2 token's identities
- * only.  Root only (p11-kit reads no user configuration for root, and
- * /etc/pkcs11/modules is root's); CI runs as root.
+ * only.  p11-kit reads a user's ~/.config/pkcs11/modules, but for root only
+ * the system's: root (CI) registers in /etc/pkcs11/modules for the test.
  */
 static void
 test_refused_through_proxy(void **state)
 {
 	const char *path = getenv("MTLS_PKCS11_MODULE");
-	char reg[PATH_MAX], xdg[PATH_MAX + 16], env_xdg[PATH_MAX + 32], sock[PATH_MAX + 64];
-	char text[PATH_MAX + 16];
+	char *reg = registration, xdg[PATH_MAX + 16], env_xdg[PATH_MAX + 32], sock[PATH_MAX + 64];
+	char text[PATH_MAX + 16], home[PATH_MAX], env_home[PATH_MAX + 8], dir[PATH_MAX + 64];
 	const char *args[] = { "--socket", sock, "--token", "pkcs11:", NULL };
-	const char *env[] = { env_xdg, NULL };
+	const char *env[] = { env_xdg, env_home, NULL };
 	struct agent_opts o = { 0 };
 	struct mtls_agent_identity *ids = NULL;
 	size_t n = 0, i;
 	mtls_agent *a;
 
-	if (getuid() != 0)
-		skip(); /* p11-kit ignores a user's registrations for root only */
 	if (access("/usr/share/p11-kit/modules/softhsm2.module", R_OK) != 0 &&
 	    access("/etc/pkcs11/modules/softhsm2.module", R_OK) != 0)
 		fail_msg("SoftHSM2 is not registered with p11-kit (install softhsm2)");
-	snprintf(reg, sizeof(reg), "/etc/pkcs11/modules/zz-mtls-agent-pkcs11-test-%ld.module",
-		 (long)getpid());
 	snprintf(text, sizeof(text), "module: %s\n", path);
-	(void)mkdir("/etc/pkcs11", 0755);
-	(void)mkdir("/etc/pkcs11/modules", 0755);
+	if (getuid() == 0) {
+		snprintf(reg, sizeof(registration),
+			 "/etc/pkcs11/modules/zz-mtls-agent-pkcs11-test-%ld.module",
+			 (long)getpid());
+		(void)mkdir("/etc/pkcs11", 0755);
+		(void)mkdir("/etc/pkcs11/modules", 0755);
+		env[1] = NULL;
+	} else {
+		assert_int_equal(fixture_path(&fx, "home", home, sizeof(home)), 0);
+		snprintf(env_home, sizeof(env_home), "HOME=%s", home);
+		snprintf(dir, sizeof(dir), "%s/.config", home);
+		(void)mkdir(home, 0700);
+		(void)mkdir(dir, 0700);
+		snprintf(dir, sizeof(dir), "%s/.config/pkcs11", home);
+		(void)mkdir(dir, 0700);
+		snprintf(dir, sizeof(dir), "%s/.config/pkcs11/modules", home);
+		(void)mkdir(dir, 0700);
+		snprintf(reg, sizeof(registration), "%s/mtls-agent-pkcs11.module", dir);
+	}
 	assert_int_equal(fixture_write_file(reg, text, 0644), 0);
 	assert_int_equal(fixture_path(&fx, "xdg", xdg, sizeof(xdg)), 0);
 	(void)mkdir(xdg, 0700);
@@ -896,15 +915,14 @@ test_refused_through_proxy(void **state)
 	o.args = args;
 	o.env = env;
 	o.default_module = 1;
-	if (agent_start_opts(&fx, &o, &ag) != 0) {
-		unlink(reg);
+	if (agent_start_opts(&fx, &o, &ag) != 0)
 		fail_msg("agent did not start with p11-kit-proxy");
-	}
 	/* Long enough for the watcher to re-read the tokens (every second). */
 	sleep(3);
 	assert_int_equal(mtls_agent_connect(ag.sock, &a), 0);
 	assert_int_equal(mtls_agent_list(a, &ids, &n), 0);
-	unlink(reg);
+	(void)unlink(reg);
+	registration[0] = '\0';
 	assert_int_equal(n, 4);
 	for (i = 0; i < n; i++)
 		if (strcmp(ids[i].token_label, fx.token) != 0)
