@@ -216,6 +216,18 @@ MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_login(mtls_agent *agent, const char
 						   const char *pin, int *retries_left);
 
 /*
+ * Logs in the token of `identity` (NULL or "": the only token) with a PIN
+ * the agent asks the person for itself, through its askpass program; the
+ * caller never sees the PIN.  For clients that have no way to ask (the
+ * PKCS#11 front end's protected authentication path).  Returns 0,
+ * MTLS_ERR_CONFIRM_DENIED (no askpass program, or no answer in time),
+ * MTLS_ERR_PIN_INCORRECT (with *retries_left as for mtls_agent_login()),
+ * MTLS_ERR_PIN_LOCKED ...
+ */
+MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_login_prompt(mtls_agent *agent, const char *identity,
+							  int *retries_left);
+
+/*
  * Changes the user PIN of the token of `identity` (NULL or "": the only
  * token) from old_pin to new_pin.  On MTLS_ERR_PIN_INCORRECT *retries_left
  * is set as for mtls_agent_login().

@@ -588,10 +588,10 @@ out:
 
 /*
  * The PIN goes to the agent's LOGIN, which hands it to the token; the
- * agent then holds the login for every client.  With no PIN (protected
- * authentication path) the agent would have to ask the person itself; the
- * protocol has no such request yet, so that fails with a message saying how
- * to log in instead.
+ * agent then holds the login for every client.  With no PIN (the protected
+ * authentication path the token reports) the agent asks the person itself,
+ * through its askpass program (LOGIN_PROMPT), and this process never sees
+ * the PIN.
  */
 static CK_RV
 p11c_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin,
@@ -623,10 +623,15 @@ p11c_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pP
 		goto out;
 	}
 	if (pPin == NULL) {
-		p11_log("identity %s: the agent cannot ask for the PIN itself yet; log in with "
-			"`mtls-agentctl login` or give p11c_Login the PIN",
-			sl->name);
-		rv = CKR_FUNCTION_FAILED;
+		if ((r = mtls_agent_login_prompt(g.agent, sl->name, &retries)) != 0) {
+			p11_log("login to identity %s (the agent asking for the PIN): %s%s%s",
+				sl->name, mtls_agent_strerror(r),
+				*mtls_agent_last_message() ? ": " : "", mtls_agent_last_message());
+			/* Nobody answered the agent's question: the user's cancel. */
+			rv = r == MTLS_ERR_CONFIRM_DENIED ? CKR_FUNCTION_CANCELED : p11_rv(r);
+			goto out;
+		}
+		refresh();
 		goto out;
 	}
 	if (ulPinLen == 0 || ulPinLen > MTLS_AGENT_PIN_MAX) {

@@ -651,8 +651,10 @@ test_login_states(void **state)
 	assert_rv(F->C_Login(h, CKU_USER, NULL, 4), CKR_ARGUMENTS_BAD);
 	assert_rv(F->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR) "", 0), CKR_PIN_LEN_RANGE);
 	assert_rv(F->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR) "12\0004", 4), CKR_PIN_INVALID);
-	/* No PIN: the agent cannot prompt yet (the message says how to log in). */
-	assert_rv(F->C_Login(h, CKU_USER, NULL, 0), CKR_FUNCTION_FAILED);
+	/* No PIN, and the agent has no askpass program to ask with: cancelled. */
+	assert_rv(F->C_Login(h, CKU_USER, NULL, 0), CKR_FUNCTION_CANCELED);
+	assert_true(audited("login refused", "prompt result=use of the key not confirmed") ||
+		    audited("login refused", "no askpass program"));
 	assert_rv(F->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)wrong, strlen(wrong)),
 		  CKR_PIN_INCORRECT);
 	assert_true(agent_logged(&ag, "login refused"));
@@ -674,6 +676,71 @@ test_login_states(void **state)
 	assert_rv(F->C_GetTokenInfo(slot_of("p256-p11"), &ti), CKR_OK);
 	assert_true(ti.flags & CKF_LOGIN_REQUIRED);
 	assert_int_equal(find(h, CKO_PRIVATE_KEY), CK_INVALID_HANDLE);
+}
+
+/* ---------------------------------------------------------------------- */
+/* 4b. the protected authentication path: the agent asks for the PIN */
+
+static void
+test_login_prompt(void **state)
+{
+	char config[2 * PATH_MAX + 256], good[PATH_MAX], bad[PATH_MAX], wrong[PATH_MAX];
+	char script[512];
+	CK_TOKEN_INFO ti;
+	CK_SESSION_HANDLE h;
+
+	assert_int_equal(fixture_path(&fx, "askpass-pin", good, sizeof(good)), 0);
+	assert_int_equal(fixture_path(&fx, "askpass-no", bad, sizeof(bad)), 0);
+	assert_int_equal(fixture_path(&fx, "askpass-wrong", wrong, sizeof(wrong)), 0);
+	/* The prompt must name the identity and the program that asked. */
+	snprintf(script, sizeof(script),
+		 "#!/bin/sh\ncase \"$1\" in *'identity \"p256-p11\"'*test_pkcs11_module*) ;; "
+		 "*) exit 3 ;; esac\n[ -z \"$SSH_ASKPASS_PROMPT\" ] || exit 4\necho '%s'\n",
+		 fx.pin);
+	assert_int_equal(fixture_write_file(good, script, 0755), 0);
+	assert_int_equal(fixture_write_file(bad, "#!/bin/sh\nexit 1\n", 0755), 0);
+	assert_int_equal(fixture_write_file(wrong, "#!/bin/sh\necho 000000\n", 0755), 0);
+
+	/* The user cancels: no login, CKR_FUNCTION_CANCELED. */
+	snprintf(config, sizeof(config),
+		 "askpass = %s\n[identity p256-p11]\n"
+		 "key = pkcs11:token=mtls-test;id=%%03;type=private\ncertificate = %s/p256.pem\n",
+		 bad, fx.dir);
+	start(config, 0);
+	assert_rv(F->C_Initialize(NULL), CKR_OK);
+	h = open_session("p256-p11");
+	assert_rv(F->C_Login(h, CKU_USER, NULL, 0), CKR_FUNCTION_CANCELED);
+	assert_true(audited("login refused", "prompt result=use of the key not confirmed"));
+	assert_rv(F->C_Finalize(NULL), CKR_OK);
+	fixture_kill_all(&fx);
+
+	/* A wrong PIN from the person: CKR_PIN_INCORRECT, still logged out. */
+	snprintf(config, sizeof(config),
+		 "askpass = %s\n[identity p256-p11]\n"
+		 "key = pkcs11:token=mtls-test;id=%%03;type=private\ncertificate = %s/p256.pem\n",
+		 wrong, fx.dir);
+	start(config, 0);
+	assert_rv(F->C_Initialize(NULL), CKR_OK);
+	h = open_session("p256-p11");
+	assert_rv(F->C_Login(h, CKU_USER, NULL, 0), CKR_PIN_INCORRECT);
+	assert_rv(F->C_GetTokenInfo(slot_of("p256-p11"), &ti), CKR_OK);
+	assert_true(ti.flags & CKF_LOGIN_REQUIRED);
+	assert_rv(F->C_Finalize(NULL), CKR_OK);
+	fixture_kill_all(&fx);
+
+	/* The right PIN: logged in, and this process never saw it. */
+	snprintf(config, sizeof(config),
+		 "askpass = %s\n[identity p256-p11]\n"
+		 "key = pkcs11:token=mtls-test;id=%%03;type=private\ncertificate = %s/p256.pem\n",
+		 good, fx.dir);
+	start(config, 0);
+	assert_rv(F->C_Initialize(NULL), CKR_OK);
+	h = open_session("p256-p11");
+	assert_rv(F->C_Login(h, CKU_USER, NULL, 0), CKR_OK);
+	assert_true(audited("login ok", "identity=p256-p11 prompt"));
+	assert_rv(F->C_GetTokenInfo(slot_of("p256-p11"), &ti), CKR_OK);
+	assert_false(ti.flags & CKF_LOGIN_REQUIRED);
+	assert_int_not_equal(find(h, CKO_PRIVATE_KEY), CK_INVALID_HANDLE);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -760,6 +827,8 @@ test_agent_locked(void **state)
 	key = find(h, CKO_PRIVATE_KEY);
 	assert_int_equal(mtls_agent_connect(ag.sock, &a), 0);
 	assert_int_equal(mtls_agent_lock(a, "lock-pass"), 0);
+	/* No login of any kind while locked, the agent's own prompt included. */
+	assert_int_equal(mtls_agent_login_prompt(a, "p256-p11", NULL), MTLS_ERR_AGENT_LOCKED);
 	assert_rv(F->C_SignInit(h, &m, key), CKR_OK);
 	assert_rv(F->C_Sign(h, dg, 32, sig, &sl), CKR_FUNCTION_REJECTED);
 	assert_true(audited("sign refused", "agent locked") || audited("sign refused", "locked"));
@@ -941,6 +1010,7 @@ main(void)
 		cmocka_unit_test_teardown(test_sign_verify, teardown),
 		cmocka_unit_test_teardown(test_digest_refused, teardown),
 		cmocka_unit_test_teardown(test_login_states, teardown),
+		cmocka_unit_test_teardown(test_login_prompt, teardown),
 		cmocka_unit_test_teardown(test_fork, teardown),
 		cmocka_unit_test_teardown(test_agent_locked, teardown),
 		cmocka_unit_test_teardown(test_token_absent, teardown),
