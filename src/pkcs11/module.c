@@ -25,6 +25,7 @@
 
 struct p11_state g;
 pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+unsigned long g_generation;
 static pid_t g_pid; /* process that called C_Initialize */
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
@@ -235,6 +236,7 @@ state_free(void)
 		p11_slot_clear(&g.slots[i]);
 	mtls_agent_free(g.agent);
 	memset(&g, 0, sizeof(g));
+	g_generation++;
 }
 
 /* Every function but C_GetFunctionList and C_Initialize starts here. */
@@ -827,7 +829,9 @@ p11c_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen, CK_
 	if ((rv = p11_sign_update(s, pData, ulDataLen)) != CKR_OK)
 		goto out;
 	rv = p11_sign_final(s, pSignature, pulSignatureLen);
-	if (s->sign.active)
+	/* Still going (size query, short buffer; these never let go of the
+	 * lock): the data comes again with the next C_Sign. */
+	if (rv == CKR_BUFFER_TOO_SMALL || (rv == CKR_OK && pSignature == NULL))
 		s->sign.len = 0;
 out:
 	pthread_mutex_unlock(&g_lock);

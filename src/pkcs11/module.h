@@ -79,6 +79,9 @@ struct p11_state {
 
 extern struct p11_state g;
 extern pthread_mutex_t g_lock;
+/* Counts C_Finalize and re-initialisations: a call that let go of g_lock
+ * finds out whether the state it started with is still there. */
+extern unsigned long g_generation;
 
 /* Logs to syslog, and to stderr when $MTLS_AGENT_PKCS11_DEBUG is set. */
 void p11_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

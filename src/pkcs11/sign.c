@@ -311,14 +311,18 @@ out:
 CK_RV
 p11_sign_final(struct p11_session *s, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len)
 {
-	struct p11_sign_op *op = &s->sign;
+	struct p11_sign_op *op = &s->sign, taken = { 0 };
 	const unsigned char *content;
 	unsigned char *out = NULL;
 	struct p11_slot *sl;
 	enum p11_obj_kind kind;
 	size_t need, len, out_len = 0;
+	CK_SESSION_HANDLE handle = s->handle;
+	unsigned long gen = g_generation;
+	mtls_agent *agent = NULL;
+	char *name = NULL;
 	uint16_t scheme = 0;
-	int purpose = 0, r;
+	int purpose = 0, key_type, r;
 	CK_RV rv;
 
 	if (p11_object_lookup(s, op->key, &sl, &kind) != 0) {
@@ -337,22 +341,45 @@ p11_sign_final(struct p11_session *s, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len)
 	}
 	if ((rv = request_for(sl, op, &scheme, &purpose, &content, &len)) != CKR_OK)
 		goto done;
+	key_type = sl->key_type;
+	if ((name = strdup(sl->name)) == NULL) {
+		rv = CKR_HOST_MEMORY;
+		goto done;
+	}
 	if (s->agent == NULL && (r = mtls_agent_connect(NULL, &s->agent)) != 0) {
-		p11_log("identity %s: cannot reach the agent: %s", sl->name,
-			mtls_agent_strerror(r));
+		p11_log("identity %s: cannot reach the agent: %s", name, mtls_agent_strerror(r));
 		rv = p11_rv(r);
 		goto done;
 	}
-	if ((r = mtls_agent_sign(s->agent, sl->name, scheme, purpose, content, len, &out,
-				 &out_len)) != 0) {
-		p11_log("identity %s: the agent refused to sign (%s, %s): %s%s%s", sl->name,
+	/*
+	 * The agent may take long (a confirmation, a PIN pad, a slow token):
+	 * the request goes out without the module's lock, so other threads'
+	 * sessions go on.  The operation, its data and the session's
+	 * connection are this call's until it takes the lock again; the
+	 * session may be closed meanwhile.
+	 */
+	agent = s->agent;
+	s->agent = NULL;
+	taken = *op;
+	memset(op, 0, sizeof(*op));
+	pthread_mutex_unlock(&g_lock);
+	r = mtls_agent_sign(agent, name, scheme, purpose, content, len, &out, &out_len);
+	if (r != 0)
+		p11_log("identity %s: the agent refused to sign (%s, %s): %s%s%s", name,
 			mtls_agent_scheme_name(scheme), mtls_agent_purpose_name(purpose),
 			mtls_agent_strerror(r), *mtls_agent_last_message() ? ": " : "",
 			mtls_agent_last_message());
+	pthread_mutex_lock(&g_lock);
+	if (g.initialized && g_generation == gen && p11_session_get(handle) == s &&
+	    s->agent == NULL) {
+		s->agent = agent; /* kept for the session's next signature */
+		agent = NULL;
+	}
+	if (r != 0) {
 		rv = p11_rv(r);
 		goto done;
 	}
-	if (sl->key_type == MTLS_AGENT_KEY_EC) {
+	if (key_type == MTLS_AGENT_KEY_EC) {
 		rv = ecdsa_raw(out, out_len, sig, need / 2);
 	} else if (out_len != need) {
 		rv = CKR_DEVICE_ERROR;
@@ -363,7 +390,11 @@ p11_sign_final(struct p11_session *s, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len)
 	if (rv == CKR_OK)
 		*sig_len = need;
 done:
+	mtls_agent_free(agent);
+	free(name);
 	free(out);
-	p11_sign_clear(op);
+	p11_sign_clear(&taken);
+	if (g_generation == gen && p11_session_get(handle) == s)
+		p11_sign_clear(op);
 	return rv;
 }

@@ -11,6 +11,7 @@
 #include "config.h"
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -809,6 +811,64 @@ test_fork(void **state)
 }
 
 /* ---------------------------------------------------------------------- */
+/* 5b. threads: one waiting for the agent does not hold up another */
+
+struct signer {
+	CK_SESSION_HANDLE h;
+	CK_RV rv;
+};
+
+static void *
+sign_thread(void *arg)
+{
+	struct signer *t = arg;
+	CK_MECHANISM m = { CKM_ECDSA, NULL, 0 };
+	unsigned char dg[32] = { 5 }, sig[80];
+	CK_ULONG sl = sizeof(sig);
+
+	t->rv = F->C_SignInit(t->h, &m, find(t->h, CKO_PRIVATE_KEY));
+	if (t->rv == CKR_OK)
+		t->rv = F->C_Sign(t->h, dg, 32, sig, &sl);
+	return NULL;
+}
+
+static void
+test_threads(void **state)
+{
+	char config[2 * PATH_MAX + 512], askpass[PATH_MAX];
+	struct signer t[2];
+	pthread_t th[2];
+	struct timespec t0, t1;
+	double secs;
+	int i;
+
+	/* Every signature waits a second for the (scripted) person. */
+	assert_int_equal(fixture_path(&fx, "askpass-slow", askpass, sizeof(askpass)), 0);
+	assert_int_equal(fixture_write_file(askpass, "#!/bin/sh\nsleep 1\nexit 0\n", 0755), 0);
+	snprintf(config, sizeof(config),
+		 "askpass = %s\n[identity p256-confirm]\n"
+		 "key = pkcs11:token=mtls-test;id=%%03;type=private\ncertificate = %s/p256.pem\n"
+		 "purposes = tls13, pkcs11-digest\npeers = uid:%u\nconfirm = yes\n",
+		 askpass, fx.dir, (unsigned)getuid());
+	start(config, 1);
+	assert_rv(F->C_Initialize(NULL), CKR_OK);
+	for (i = 0; i < 2; i++)
+		t[i].h = open_session("p256-confirm");
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, sign_thread, &t[i]), 0);
+	for (i = 0; i < 2; i++)
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	secs = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+	for (i = 0; i < 2; i++)
+		assert_rv(t[i].rv, CKR_OK);
+	/* Two seconds or more: the second thread waited for the first. */
+	if (secs >= 1.9)
+		fail_msg("two signatures of one second each took %.2f s: not in parallel", secs);
+}
+
+/* ---------------------------------------------------------------------- */
 /* 6. the agent locked */
 
 static void
@@ -1012,6 +1072,7 @@ main(void)
 		cmocka_unit_test_teardown(test_login_states, teardown),
 		cmocka_unit_test_teardown(test_login_prompt, teardown),
 		cmocka_unit_test_teardown(test_fork, teardown),
+		cmocka_unit_test_teardown(test_threads, teardown),
 		cmocka_unit_test_teardown(test_agent_locked, teardown),
 		cmocka_unit_test_teardown(test_token_absent, teardown),
 		cmocka_unit_test_teardown(test_agent_refuses_module, teardown),
