@@ -108,9 +108,10 @@ MTLS_AGENT_API const char *mtls_agent_strerror(int err);
 #define MTLS_AGENT_PURPOSE_PAM_CHALLENGE   2 /* pam-challenge */
 #define MTLS_AGENT_PURPOSE_RAW_DIGEST	   3 /* raw-digest */
 #define MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV 4 /* tls12-client-certificate-verify */
-/* 5 and 6: the SSH front end (branch ssh). */
+/* 5 and 6: the SSH front end; 7: csr (enrollment); 8: the PKCS#11 front end. */
 #define MTLS_AGENT_PURPOSE_SSH	   5 /* ssh: SSH user authentication */
 #define MTLS_AGENT_PURPOSE_SSH_SIG 6 /* ssh-sig: SSHSIG (ssh-keygen -Y sign) */
+#define MTLS_AGENT_PURPOSE_PKCS11_DIGEST 8 /* pkcs11-digest: a digest from mtls-agent-pkcs11.so */
 
 /* TLS SignatureScheme code points (RFC 8446 section 4.2.3). */
 #define MTLS_AGENT_RSA_PKCS1_SHA256	  0x0401
@@ -218,6 +219,18 @@ MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_sign(mtls_agent *agent, const char 
  */
 MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_login(mtls_agent *agent, const char *identity,
 						   const char *pin, int *retries_left);
+
+/*
+ * Logs in the token of `identity` (NULL or "": the only token) with a PIN
+ * the agent asks the person for itself, through its askpass program; the
+ * caller never sees the PIN.  For clients that have no way to ask (the
+ * PKCS#11 front end's protected authentication path).  Returns 0,
+ * MTLS_ERR_CONFIRM_DENIED (no askpass program, or no answer in time),
+ * MTLS_ERR_PIN_INCORRECT (with *retries_left as for mtls_agent_login()),
+ * MTLS_ERR_PIN_LOCKED ...
+ */
+MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_login_prompt(mtls_agent *agent, const char *identity,
+							  int *retries_left);
 
 /*
  * Changes the user PIN of the token of `identity` (NULL or "": the only

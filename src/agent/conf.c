@@ -218,7 +218,7 @@ parse_purposes(struct parser *p, const char *key, char *v, uint32_t *out)
 		if ((purpose = purpose_from_config_name(item)) <= 0 || purpose > 31)
 			return perr(p,
 				    "%s: unknown purpose '%s' (known: tls13, "
-				    "tls12, pam, raw-digest, ssh, ssh-sig)",
+				    "tls12, pam, raw-digest, ssh, ssh-sig, pkcs11-digest)",
 				    key, show(item, shown, sizeof(shown)));
 		bits |= 1U << purpose;
 	}

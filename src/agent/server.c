@@ -25,6 +25,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "confirm.h"
 #include "log.h"
 #include "mtls-agent.h"
 #include "policy.h"
@@ -452,6 +453,19 @@ audit_peer(const struct conn *c, enum log_level level, const char *what, const c
 		(unsigned)c->uid, c->exe_now, rest);
 }
 
+/* The PKCS#11 mechanism a pkcs11-digest request came from (p11mod). */
+static const char *
+pkcs11_mechanism(uint16_t scheme)
+{
+	const struct scheme_info *s = scheme_lookup(scheme);
+
+	if (s == NULL)
+		return "?";
+	if (s->key_type == MTLS_AGENT_KEY_EC)
+		return "CKM_ECDSA";
+	return s->pss ? "CKM_RSA_PKCS_PSS" : "CKM_RSA_PKCS";
+}
+
 /* One line per signature and per refusal; never a PIN. */
 static void
 audit(const struct conn *c, const char *op, const char *identity, uint16_t scheme, int purpose,
@@ -459,6 +473,12 @@ audit(const struct conn *c, const char *op, const char *identity, uint16_t schem
 {
 	const char *sn = mtls_agent_scheme_name(scheme);
 	const char *pn = mtls_agent_purpose_name(purpose);
+	char pnm[64];
+
+	if (purpose == MTLS_AGENT_PURPOSE_PKCS11_DIGEST) {
+		snprintf(pnm, sizeof(pnm), "%s mechanism=%s", pn, pkcs11_mechanism(scheme));
+		pn = pnm;
+	}
 
 	char what[32];
 
@@ -557,6 +577,42 @@ handle_sign(struct conn *c, struct wbuf *in, struct wbuf *out)
 	msg_sign_req_clear(&req);
 	msg_sign_resp_clear(&resp);
 	return r;
+}
+
+/*
+ * LOGIN_PROMPT (p11mod): the agent asks the person for the PIN through its
+ * askpass program, naming the program that asked, and logs the token in
+ * with it; the client never sees the PIN.
+ */
+static int
+handle_login_prompt(struct conn *c, struct wbuf *in, struct wbuf *out)
+{
+	struct msg_login_prompt_req req;
+	char why[256] = "", prompt[PATH_MAX + 512];
+	char *pin = NULL;
+	int r, retries = -1;
+
+	if ((r = msg_login_prompt_req_get(in, &req)) != 0) {
+		audit_peer(c, LOG_LEVEL_WARN, "login refused", ": %s", mtls_agent_strerror(r));
+		return put_error(out, r, -1, "malformed LOGIN_PROMPT");
+	}
+	snprintf(prompt, sizeof(prompt),
+		 "PIN for the token of %s%s%s (asked by %s, pid %ld, uid %u):",
+		 req.identity[0] ? "identity \"" : "the agent", req.identity,
+		 req.identity[0] ? "\"" : "", c->exe_now, (long)c->pid, (unsigned)c->uid);
+	r = confirm_read_pin(c->cfg->cfg->askpass, c->cfg->cfg->confirm_timeout, prompt, &pin, why,
+			     sizeof(why));
+	if (r == 0)
+		r = token_login(c->srv->ts, req.identity, pin, 0, &retries, why, sizeof(why));
+	mtls_secure_free(pin);
+	if (r == 0)
+		audit_peer(c, LOG_LEVEL_INFO, "login ok", " identity=%s prompt",
+			   req.identity[0] ? req.identity : "(token)");
+	else
+		audit_peer(c, LOG_LEVEL_WARN, "login refused", " identity=%s prompt result=%s: %s",
+			   req.identity[0] ? req.identity : "(token)", mtls_agent_strerror(r), why);
+	msg_login_prompt_req_clear(&req);
+	return r == 0 ? msg_empty_resp_put(out, MSG_LOGIN_PROMPT) : put_error(out, r, retries, why);
 }
 
 static int
@@ -884,11 +940,13 @@ dispatch(struct conn *c, struct wbuf *in, struct wbuf *out)
 			return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "the agent is locked");
 		case MSG_SIGN:
 		case MSG_LOGIN:
+		case MSG_LOGIN_PROMPT:
 		case MSG_SET_PIN:
 			audit_peer(c, LOG_LEVEL_WARN,
-				   type == MSG_SIGN    ? "sign refused"
-				   : type == MSG_LOGIN ? "login refused"
-						       : "set-pin refused",
+				   type == MSG_SIGN ? "sign refused"
+				   : type == MSG_LOGIN || type == MSG_LOGIN_PROMPT
+				       ? "login refused"
+				       : "set-pin refused",
 				   ": agent locked");
 			return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "the agent is locked");
 		}
@@ -898,6 +956,7 @@ dispatch(struct conn *c, struct wbuf *in, struct wbuf *out)
 	case MSG_LIST: return handle_list(c, in, out);
 	case MSG_SIGN: return handle_sign(c, in, out);
 	case MSG_LOGIN: return handle_login(c, in, out);
+	case MSG_LOGIN_PROMPT: return handle_login_prompt(c, in, out);
 	case MSG_LOGOUT: return handle_logout(c, in, out);
 	case MSG_STATUS: return handle_status(c, in, out);
 	case MSG_SET_PIN: return handle_set_pin(c, in, out);

@@ -128,7 +128,8 @@ sign_with(struct tokenset *ts, const struct ident *id, const struct slot *slot,
 	}
 	if ((dgst = digest_get(s->digest, &dgst_owned)) == NULL)
 		goto out;
-	if (purpose == MTLS_AGENT_PURPOSE_RAW_DIGEST) {
+	if (purpose == MTLS_AGENT_PURPOSE_RAW_DIGEST ||
+	    purpose == MTLS_AGENT_PURPOSE_PKCS11_DIGEST) {
 		tbs = content;
 		tbs_len = len;
 	} else {
@@ -275,6 +276,16 @@ sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 	    (r = ssh_policy_check(id->cert, id->ci, peer->ssh, scheme, purpose, content, len, why,
 				  why_len)) != 0)
 		return r;
+	/* A digest from the PKCS#11 front end is a blank cheque: only for the
+	 * programs the identity names (p11mod). */
+	if (purpose == MTLS_AGENT_PURPOSE_PKCS11_DIGEST &&
+	    (id->ci == NULL || id->ci->n_peers == 0)) {
+		snprintf(why, why_len,
+			 "identity %s: pkcs11-digest needs a peers list naming the programs "
+			 "that may have digests signed",
+			 name);
+		return MTLS_ERR_POLICY_DENIED;
+	}
 	if (charge && id->ci != NULL && id->ci->rate_limit > 0 &&
 	    !rate_ok(ts, id, id->ci->rate_limit)) {
 		snprintf(why, why_len, "identity %s: more than %u signatures a minute", name,

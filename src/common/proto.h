@@ -50,6 +50,8 @@ enum msg_type {
 	MSG_SET_PIN = 7,
 	MSG_LOCK = 8,
 	MSG_UNLOCK = 9,
+	/* 10..13 are reserved for enrollment; 14..15 for the PKCS#11 front end. */
+	MSG_LOGIN_PROMPT = 14, /* log in with a PIN the agent asks for (p11mod) */
 	MSG_ERROR = 0x7f,
 	MSG_REPLY = 0x80
 };
@@ -107,6 +109,11 @@ struct msg_lock_req {
 };
 
 /* LOGIN, LOGOUT, SET_PIN, LOCK and UNLOCK replies are empty. */
+/* LOGIN_PROMPT: the agent asks a person for the PIN (msg_login_prompt.c). */
+struct msg_login_prompt_req {
+	char *identity; /* "" = the only token */
+};
+
 struct msg_logout_req {
 	char *identity; /* "" = every token */
 };
@@ -147,6 +154,9 @@ WUR int msg_pin_get(struct wbuf *b, char **pinp);
 WUR int msg_login_req_put(struct wbuf *b, const struct msg_login_req *m);
 WUR int msg_login_req_get(struct wbuf *b, struct msg_login_req *m);
 void msg_login_req_clear(struct msg_login_req *m);
+WUR int msg_login_prompt_req_put(struct wbuf *b, const struct msg_login_prompt_req *m);
+WUR int msg_login_prompt_req_get(struct wbuf *b, struct msg_login_prompt_req *m);
+void msg_login_prompt_req_clear(struct msg_login_prompt_req *m);
 WUR int msg_logout_req_put(struct wbuf *b, const struct msg_logout_req *m);
 WUR int msg_logout_req_get(struct wbuf *b, struct msg_logout_req *m);
 void msg_logout_req_clear(struct msg_logout_req *m);

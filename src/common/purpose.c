@@ -21,6 +21,7 @@ static const struct {
 	{ MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, "tls12-client-certificate-verify" },
 	{ MTLS_AGENT_PURPOSE_SSH, "ssh" },
 	{ MTLS_AGENT_PURPOSE_SSH_SIG, "ssh-sig" },
+	{ MTLS_AGENT_PURPOSE_PKCS11_DIGEST, "pkcs11-digest" },
 };
 
 const char *
@@ -245,12 +246,30 @@ purpose_check(int purpose, const struct scheme_info *s, const unsigned char *con
 	case MTLS_AGENT_PURPOSE_SSH:
 	case MTLS_AGENT_PURPOSE_SSH_SIG: return check_ssh(purpose, s, content, len, why, why_len);
 	case MTLS_AGENT_PURPOSE_RAW_DIGEST:
+	case MTLS_AGENT_PURPOSE_PKCS11_DIGEST:
 		if (len != s->hash_len)
 			return reject(why, why_len,
 				      "raw digest length does not match the scheme's hash");
 		return 0;
 	}
 	return reject(why, why_len, "unknown purpose");
+}
+
+int
+purpose_of_tls_content(const unsigned char *c, size_t len)
+{
+	static const char ctx[] = TLS13_CLIENT_CV_CONTEXT;
+	size_t i;
+
+	if (c == NULL || len < TLS13_CV_PAD_LEN + sizeof(ctx))
+		return MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV;
+	for (i = 0; i < TLS13_CV_PAD_LEN; i++)
+		if (c[i] != 0x20)
+			return MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV;
+	/* sizeof includes the 0x00 that ends the context string. */
+	if (memcmp(c + TLS13_CV_PAD_LEN, ctx, sizeof(ctx)) != 0)
+		return MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV;
+	return MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV;
 }
 
 int

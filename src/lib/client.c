@@ -648,6 +648,26 @@ mtls_agent_login(mtls_agent *a, const char *identity, const char *pin, int *retr
 }
 
 int
+mtls_agent_login_prompt(mtls_agent *a, const char *identity, int *retries_left)
+{
+	struct msg_login_prompt_req req = { (char *)(identity == NULL ? "" : identity) };
+	struct wbuf *b;
+	int r;
+
+	set_last_message(NULL);
+	if (retries_left != NULL)
+		*retries_left = -1;
+	if (a == NULL)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	if ((b = wbuf_new()) == NULL)
+		return MTLS_ERR_ALLOC;
+	if ((r = msg_login_prompt_req_put(b, &req)) == 0)
+		r = secret_exchange(a, b, MSG_LOGIN_PROMPT, retries_left);
+	wbuf_free(b);
+	return r;
+}
+
+int
 client_login_verify(mtls_agent *a, const char *identity, const char *pin, int *retries_left)
 {
 	return login_request(a, identity, pin, LOGIN_VERIFY, retries_left);

@@ -24,6 +24,7 @@
 
 #include "mtls-agent.h"
 #include "provider.h"
+#include "purpose.h"
 
 #define SALT_UNSET (-100)
 
@@ -300,29 +301,6 @@ scheme_for(struct sig_ctx *c)
 	return 0;
 }
 
-/*
- * What the content claims to be.  A TLS 1.3 client CertificateVerify
- * content is recognisable by its prefix; anything else can only be a TLS
- * 1.2 transcript, which the agent checks and signs only for identities
- * whose policy allows TLS 1.2.
- */
-static int
-purpose_for(const unsigned char *c, size_t len)
-{
-	static const char ctx_string[] = "TLS 1.3, client CertificateVerify";
-	size_t i;
-
-	if (len < 64 + sizeof(ctx_string))
-		return MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV;
-	for (i = 0; i < 64; i++)
-		if (c[i] != 0x20)
-			return MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV;
-	/* sizeof includes the 0x00 that ends the context string. */
-	if (memcmp(c + 64, ctx_string, sizeof(ctx_string)) != 0)
-		return MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV;
-	return MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV;
-}
-
 static int
 digest_sign_final(void *ctx, unsigned char *sig, size_t *siglen, size_t sigsize)
 {
@@ -340,7 +318,8 @@ digest_sign_final(void *ctx, unsigned char *sig, size_t *siglen, size_t sigsize)
 	}
 	if ((scheme = scheme_for(c)) == 0)
 		goto out;
-	r = agent_key_sign(c->key, scheme, purpose_for(c->buf, c->len), c->buf, c->len, &s, &s_len);
+	r = agent_key_sign(c->key, scheme, purpose_of_tls_content(c->buf, c->len), c->buf, c->len,
+			   &s, &s_len);
 	if (r != 0) {
 		PROV_RAISE_AGENT(c->prov, r, c->key->identity);
 		goto out;

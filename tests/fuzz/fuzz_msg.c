@@ -263,6 +263,26 @@ fuzz_logout_req(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
 }
 
 static void
+fuzz_login_prompt_req(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
+{
+	struct msg_login_prompt_req m, m2;
+	struct wbuf *b;
+
+	if (msg_login_prompt_req_get(in, &m) != 0) {
+		FUZZ_CHECK(m.identity == NULL);
+		return;
+	}
+	FUZZ_CHECK(msg_login_prompt_req_put(enc, &m) == 0);
+	check_same_bytes(enc, d, n);
+	b = reparse(enc, MSG_LOGIN_PROMPT);
+	FUZZ_CHECK(msg_login_prompt_req_get(b, &m2) == 0);
+	FUZZ_CHECK(streq(m2.identity, m.identity));
+	msg_login_prompt_req_clear(&m2);
+	msg_login_prompt_req_clear(&m);
+	wbuf_free(b);
+}
+
+static void
 fuzz_status_resp(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
 {
 	struct mtls_agent_status m, m2;
@@ -353,12 +373,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case MSG_LOGIN: fuzz_login_req(in, enc, data, size); break;
 	case MSG_SET_PIN: fuzz_set_pin_req(in, enc, data, size); break;
 	case MSG_LOGOUT: fuzz_logout_req(in, enc, data, size); break;
+	case MSG_LOGIN_PROMPT: fuzz_login_prompt_req(in, enc, data, size); break;
 	case MSG_STATUS | MSG_REPLY: fuzz_status_resp(in, enc, data, size); break;
 	case MSG_ERROR: fuzz_error(in, enc, data, size); break;
 	case MSG_LIST:
 	case MSG_STATUS:
 	case MSG_LOGIN | MSG_REPLY:
 	case MSG_LOGOUT | MSG_REPLY:
+	case MSG_LOGIN_PROMPT | MSG_REPLY:
 	case MSG_SET_PIN | MSG_REPLY: fuzz_empty(in, type, size); break;
 	}
 	wbuf_free(enc);

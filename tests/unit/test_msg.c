@@ -166,6 +166,16 @@ clear_logout_req(void *m)
 	msg_logout_req_clear(m);
 }
 static int
+get_login_prompt_req(struct wbuf *b, void *m)
+{
+	return msg_login_prompt_req_get(b, m);
+}
+static void
+clear_login_prompt_req(void *m)
+{
+	msg_login_prompt_req_clear(m);
+}
+static int
 get_empty(struct wbuf *b, void *m)
 {
 	(void)m;
@@ -241,6 +251,7 @@ union any_msg {
 	struct msg_sign_resp sign_resp;
 	struct msg_login_req login_req;
 	struct msg_logout_req logout_req;
+	struct msg_login_prompt_req login_prompt_req;
 	struct msg_set_pin_req set_pin_req;
 	struct mtls_agent_status status;
 	struct msg_error error;
@@ -951,6 +962,38 @@ test_sign_refused(void **state)
 }
 
 /* ---------- LOGIN / LOGOUT ---------- */
+
+/* LOGIN_PROMPT (14): one identity string, nothing after it. */
+static void
+test_login_prompt(void **state)
+{
+	static const struct codec c = { "login_prompt_req", MSG_LOGIN_PROMPT,
+					sizeof(struct msg_login_prompt_req), get_login_prompt_req,
+					clear_login_prompt_req };
+	static const unsigned char nul[] = { 0, 0, 0, 3, 'a', 0, 'b' };
+	struct msg_login_prompt_req m = { (char *)"p256" }, m2;
+	struct wbuf *b = newbuf();
+
+	assert_int_equal(msg_login_prompt_req_put(b, &m), 0);
+	assert_int_equal(wbuf_ptr(b)[0], MSG_LOGIN_PROMPT);
+	assert_int_equal(decode_buf(&c, b, &m2), 0);
+	assert_string_equal(m2.identity, "p256");
+	msg_login_prompt_req_clear(&m2);
+	assert_null(m2.identity);
+	check_truncations_and_trailing(&c, b);
+	wbuf_free(b);
+	/* An embedded NUL in the name is refused. */
+	b = wbuf_from(nul, sizeof(nul));
+	assert_non_null(b);
+	assert_int_equal(msg_login_prompt_req_get(b, &m2), MTLS_ERR_STRING_NUL);
+	assert_null(m2.identity);
+	wbuf_free(b);
+	/* The reply is the empty one. */
+	b = newbuf();
+	assert_int_equal(msg_empty_resp_put(b, MSG_LOGIN_PROMPT), 0);
+	assert_int_equal(wbuf_ptr(b)[0], MSG_LOGIN_PROMPT | MSG_REPLY);
+	wbuf_free(b);
+}
 
 static void
 test_login_logout(void **state)
@@ -1799,6 +1842,7 @@ main(void)
 		cmocka_unit_test(test_sign),
 		cmocka_unit_test(test_sign_refused),
 		cmocka_unit_test(test_login_logout),
+		cmocka_unit_test(test_login_prompt),
 		cmocka_unit_test(test_login_refused),
 		cmocka_unit_test(test_set_pin),
 		cmocka_unit_test(test_status),

@@ -52,6 +52,7 @@ int cmd_unlock(int argc, char **argv);
 int cmd_sign(int argc, char **argv);
 int cmd_connect(int argc, char **argv);
 int cmd_ssh_pubkey(int argc, char **argv); /* sshkey.c */
+int cmd_key_file(int argc, char **argv);
 
 #define CONNECT_SYNOPSIS                                                                           \
 	"connect [--identity NAME] [--ca-file FILE | --ca-dir DIR]\n"                              \

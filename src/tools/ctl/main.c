@@ -49,6 +49,7 @@ static const struct {
 	  "       [--in FILE] [--out FILE] [--hex]" },
 	{ "connect", cmd_connect, CONNECT_SYNOPSIS },
 	{ "ssh-pubkey", cmd_ssh_pubkey, "ssh-pubkey [IDENTITY]" },
+	{ "key-file", cmd_key_file, "key-file NAME [--cert]" },
 };
 
 /*
