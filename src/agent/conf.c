@@ -217,7 +217,7 @@ parse_purposes(struct parser *p, const char *key, char *v, uint32_t *out)
 		if ((purpose = purpose_from_config_name(item)) <= 0 || purpose > 31)
 			return perr(p,
 				    "%s: unknown purpose '%s' (known: tls13, "
-				    "tls12, pam, raw-digest)",
+				    "tls12, pam, raw-digest, csr)",
 				    key, show(item, shown, sizeof(shown)));
 		bits |= 1U << purpose;
 	}
@@ -480,6 +480,19 @@ set_token_timeout(struct parser *p, char *v)
 	return parse_uint(p, "token-timeout", v, 1, 3600, &p->cfg->token_timeout);
 }
 
+/* read-only (enrollment): no key generation or certificate import. */
+static int
+set_read_only(struct parser *p, char *v)
+{
+	return parse_bool(p, "read-only", v, &p->cfg->read_only);
+}
+
+static int
+set_id_read_only(struct parser *p, char *v)
+{
+	return parse_bool(p, "read-only", v, &p->id->read_only);
+}
+
 static int
 set_id_confirm(struct parser *p, char *v)
 {
@@ -589,6 +602,7 @@ static const struct key_def {
 	{ "confirm-timeout", GLOBAL, set_confirm_timeout },
 	{ "token-timeout", GLOBAL, set_token_timeout },
 	{ "busy-poll", GLOBAL, set_busy_poll },
+	{ "read-only", GLOBAL, set_read_only },
 	{ "key", IDENTITY, set_id_key },
 	{ "certificate", IDENTITY, set_id_certificate },
 	{ "chain", IDENTITY, set_id_chain },
@@ -599,6 +613,7 @@ static const struct key_def {
 	{ "lifetime", IDENTITY, set_id_lifetime },
 	{ "idle-logout", IDENTITY, set_id_idle_logout },
 	{ "rate-limit", IDENTITY, set_id_rate_limit },
+	{ "read-only", IDENTITY, set_id_read_only },
 };
 
 /* --- lines --------------------------------------------------------------- */

@@ -61,6 +61,8 @@ struct config_identity {
 	unsigned int lifetime;	  /* "lifetime" s after login; 0 = none */
 	unsigned int idle_logout; /* "idle-logout" s without use; 0 = none */
 	unsigned int rate_limit;  /* "rate-limit": signatures a minute; 0 = none */
+	int read_only;		  /* "read-only": no key generated or certificate
+				     written on its token (enrollment) */
 };
 
 enum config_peer_kind { PEER_UID = 1, PEER_GID, PEER_EXE };
@@ -92,6 +94,8 @@ struct config {
 					       before its token counts as hung, 30 */
 	unsigned int busy_poll;		    /* "busy-poll" us to wait awake for a
 					       client's next request after a reply */
+	int read_only;			    /* "read-only": the tokens get no new keys
+					       or certificates (enrollment) */
 	struct config_identity *identities; /* in file order */
 	size_t n_identities;
 };

@@ -18,6 +18,7 @@ static const struct {
 	{ MTLS_AGENT_PURPOSE_PAM_CHALLENGE, "pam-challenge" },
 	{ MTLS_AGENT_PURPOSE_RAW_DIGEST, "raw-digest" },
 	{ MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, "tls12-client-certificate-verify" },
+	{ MTLS_AGENT_PURPOSE_CSR, "csr" },
 };
 
 const char *
@@ -209,6 +210,7 @@ purpose_check(int purpose, const struct scheme_info *s, const unsigned char *con
 	case MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV: return check_tls13(s, content, len, why, why_len);
 	case MTLS_AGENT_PURPOSE_PAM_CHALLENGE: return check_pam(content, len, why, why_len);
 	case MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV: return check_tls12(content, len, why, why_len);
+	case MTLS_AGENT_PURPOSE_CSR: return purpose_csr_check(content, len, NULL, why, why_len);
 	case MTLS_AGENT_PURPOSE_RAW_DIGEST:
 		if (len != s->hash_len)
 			return reject(why, why_len,

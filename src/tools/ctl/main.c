@@ -26,7 +26,10 @@ usage(FILE *f)
 		   "  unlock [--stdin]\n"
 		   "  sign --identity NAME --scheme SCHEME --purpose PURPOSE\n"
 		   "       [--in FILE] [--out FILE] [--hex]\n"
-		   "  " CONNECT_SYNOPSIS "\n");
+		   "  " CONNECT_SYNOPSIS "\n"
+		   "  " ENROLL_USAGE "\n"
+		   "  " RENEW_USAGE "\n"
+		   "  " IMPORT_USAGE "\n");
 }
 
 static const struct {
@@ -47,6 +50,9 @@ static const struct {
 	  "sign --identity NAME --scheme SCHEME --purpose PURPOSE\n"
 	  "       [--in FILE] [--out FILE] [--hex]" },
 	{ "connect", cmd_connect, CONNECT_SYNOPSIS },
+	{ "enroll", cmd_enroll, ENROLL_USAGE },
+	{ "renew", cmd_renew, RENEW_USAGE },
+	{ "import-cert", cmd_import_cert, IMPORT_USAGE },
 };
 
 /*
