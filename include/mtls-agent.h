@@ -298,6 +298,18 @@ MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_import_cert(mtls_agent *agent,
 							 const unsigned char *der, size_t len,
 							 unsigned int flags, char **name);
 
+/* mtls_agent_delete_key() flags. */
+#define MTLS_AGENT_DELETE_FORCE 0x01 /* also while its certificate is valid */
+
+/*
+ * Destroys the private key, the public key and the certificates with the
+ * CKA_ID of identity `name` on its (logged-in) token.  Refused with
+ * MTLS_ERR_POLICY_DENIED while the identity's certificate is valid, unless
+ * MTLS_AGENT_DELETE_FORCE; MTLS_ERR_READ_ONLY as for key generation.
+ */
+MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_delete_key(mtls_agent *agent, const char *name,
+							unsigned int flags);
+
 /* Scheme and purpose names ("rsa_pss_rsae_sha256",
  * "tls13-client-certificate-verify").  Return NULL / 0 when unknown. */
 MTLS_AGENT_API const char *mtls_agent_scheme_name(uint16_t scheme);

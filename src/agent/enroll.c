@@ -380,3 +380,71 @@ out_free:
 	X509_free(x);
 	return r;
 }
+
+int
+token_delete_key(struct tokenset *ts, const struct msg_delete_key_req *req, char *why,
+		 size_t why_len)
+{
+	struct wbuf *b = wbuf_new(), *reply = wbuf_new();
+	struct msg_p11_delete_req dr = { 0 };
+	struct msg_p11_error fail;
+	struct ident *id;
+	struct slot *slot;
+	int r;
+
+	memset(&fail, 0, sizeof(fail));
+	if (b == NULL || reply == NULL) {
+		wbuf_free(b);
+		wbuf_free(reply);
+		return MTLS_ERR_ALLOC;
+	}
+	tk_catch_up(ts);
+	if ((r = tk_write_lock(ts)) != 0)
+		goto out_free;
+	if ((id = tk_find_ident(ts, req->identity)) == NULL) {
+		snprintf(why, why_len, "no identity named %s", req->identity);
+		r = MTLS_ERR_NO_IDENTITY;
+		goto out;
+	}
+	if ((slot = tk_ident_slot(ts, id)) == NULL || !id->present) {
+		snprintf(why, why_len, "the token of %s is not present", req->identity);
+		r = MTLS_ERR_TOKEN_ABSENT;
+		goto out;
+	}
+	if (id->id_len == 0) {
+		snprintf(why, why_len, "identity %s has no key id", req->identity);
+		r = MTLS_ERR_INVALID_ARGUMENT;
+		goto out;
+	}
+	/* A key whose certificate still works is in use: only on purpose. */
+	if (id->cert != NULL && X509_cmp_current_time(X509_get0_notAfter(id->cert)) > 0 &&
+	    !(req->flags & MTLS_AGENT_DELETE_FORCE)) {
+		snprintf(why, why_len,
+			 "identity %s has a valid certificate (--force deletes the key anyway)",
+			 req->identity);
+		r = MTLS_ERR_POLICY_DENIED;
+		goto out;
+	}
+	if ((r = writable(ts, slot, why, why_len)) != 0)
+		goto out;
+	dr.slot = slot->id;
+	dr.id = id->id;
+	dr.id_len = id->id_len;
+	if ((r = msg_p11_delete_req_put(b, &dr)) != 0)
+		goto out;
+	if ((r = tk_call(ts, b, reply, &fail)) != 0) {
+		helper_failed(r, &fail, "deleting the key", why, why_len);
+		goto out;
+	}
+	if ((r = wbuf_expect_end(reply)) != 0)
+		goto out;
+	info("token %s: key pair %s deleted", slot->label, req->identity);
+	tk_reenumerate(ts);
+out:
+	pthread_rwlock_unlock(&ts->lock);
+out_free:
+	msg_p11_error_clear(&fail);
+	wbuf_free(b);
+	wbuf_free(reply);
+	return r;
+}

@@ -25,4 +25,9 @@ __attribute__((warn_unused_result)) int token_import_cert(struct tokenset *ts,
 							  const struct msg_import_req *req,
 							  char **name, char *why, size_t why_len);
 
+/* Destroys the key pair and certificates of identity req->identity. */
+__attribute__((warn_unused_result)) int token_delete_key(struct tokenset *ts,
+							 const struct msg_delete_key_req *req,
+							 char *why, size_t why_len);
+
 #endif

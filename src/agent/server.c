@@ -670,6 +670,28 @@ handle_import(struct conn *c, struct wbuf *in, struct wbuf *out)
 }
 
 static int
+handle_delete_key(struct conn *c, struct wbuf *in, struct wbuf *out)
+{
+	struct msg_delete_key_req req;
+	char why[256] = "";
+	int r;
+
+	if ((r = msg_delete_key_req_get(in, &req)) != 0) {
+		audit_peer(c, LOG_LEVEL_WARN, "delete-key refused", ": %s", mtls_agent_strerror(r));
+		return put_error(out, r, -1, "malformed DELETE_KEY");
+	}
+	r = token_delete_key(c->srv->ts, &req, why, sizeof(why));
+	if (r == 0)
+		audit_peer(c, LOG_LEVEL_INFO, "delete-key ok", " identity=%s%s", req.identity,
+			   (req.flags & MTLS_AGENT_DELETE_FORCE) ? " forced" : "");
+	else
+		audit_peer(c, LOG_LEVEL_WARN, "delete-key refused", " identity=%s result=%s: %s",
+			   req.identity, mtls_agent_strerror(r), why);
+	msg_delete_key_req_clear(&req);
+	return r == 0 ? msg_empty_resp_put(out, MSG_DELETE_KEY) : put_error(out, r, -1, why);
+}
+
+static int
 handle_status(struct conn *c, struct wbuf *in, struct wbuf *out)
 {
 	struct mtls_agent_status st = { .version = agent_version };
@@ -849,6 +871,7 @@ dispatch(struct conn *c, struct wbuf *in, struct wbuf *out)
 			return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "the agent is locked");
 		case MSG_KEYGEN:
 		case MSG_IMPORT_CERT:
+		case MSG_DELETE_KEY:
 			audit_peer(c, LOG_LEVEL_WARN, "enroll refused", ": agent locked");
 			return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "the agent is locked");
 		case MSG_SIGN:
@@ -874,6 +897,7 @@ dispatch(struct conn *c, struct wbuf *in, struct wbuf *out)
 	case MSG_UNLOCK: return handle_unlock(c, in, out);
 	case MSG_KEYGEN: return handle_keygen(c, in, out);
 	case MSG_IMPORT_CERT: return handle_import(c, in, out);
+	case MSG_DELETE_KEY: return handle_delete_key(c, in, out);
 	}
 	return put_error(out, MTLS_ERR_UNSUPPORTED_MESSAGE, -1, "unknown message type");
 }

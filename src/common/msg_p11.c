@@ -18,6 +18,7 @@
  *           reply:   one object as in OBJECTS (kind RSA or EC)
  * IMPORT_CERT request: u64 slot, u8 flags, string id, string label,
  *           string subject, string certificate             reply: (empty)
+ * DELETE    request: u64 slot, string id                      reply: (empty)
  * ERROR     reply:   u32 code, u32 retries, u32 rv, string message
  */
 #include "config.h"
@@ -575,6 +576,45 @@ msg_p11_import_req_clear(struct msg_p11_import_req *m)
 	free(m->label);
 	free(m->subject);
 	free(m->cert);
+	memset(m, 0, sizeof(*m));
+}
+
+int
+msg_p11_delete_req_put(struct wbuf *b, const struct msg_p11_delete_req *m)
+{
+	int r;
+
+	if (m->id_len == 0 || m->id_len > P11_ATTR_MAX)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	if ((r = wbuf_put_u8(b, P11_DELETE)) != 0 || (r = put_u64(b, m->slot)) != 0 ||
+	    (r = wbuf_put_string(b, m->id, m->id_len)) != 0)
+		return r;
+	return 0;
+}
+
+int
+msg_p11_delete_req_get(struct wbuf *b, struct msg_p11_delete_req *m)
+{
+	int r;
+
+	memset(m, 0, sizeof(*m));
+	if ((r = get_u64(b, &m->slot)) != 0 ||
+	    (r = wbuf_get_string(b, &m->id, &m->id_len, P11_ATTR_MAX)) != 0 ||
+	    (r = wbuf_expect_end(b)) != 0)
+		goto out;
+	/* An empty id would match objects with no id: never all of them. */
+	if (m->id_len == 0)
+		r = MTLS_ERR_BAD_REQUEST;
+out:
+	if (r != 0)
+		msg_p11_delete_req_clear(m);
+	return r;
+}
+
+void
+msg_p11_delete_req_clear(struct msg_p11_delete_req *m)
+{
+	free(m->id);
 	memset(m, 0, sizeof(*m));
 }
 

@@ -34,6 +34,7 @@ enum p11_msg_type {
 	/* 0x48..0x4b: enrollment (src/p11/keygen.c). */
 	P11_KEYGEN = 0x48,	/* C_GenerateKeyPair on a logged-in slot */
 	P11_IMPORT_CERT = 0x49, /* C_CreateObject of a certificate next to its key */
+	P11_DELETE = 0x4a,	/* C_DestroyObject of every object with one CKA_ID */
 	P11_ERROR = 0x7e	/* failure reply to any request */
 };
 
@@ -133,6 +134,14 @@ struct msg_p11_import_req {
 	size_t cert_len;
 };
 
+/* DELETE: every certificate, private and public key with CKA_ID id on the
+ * slot is destroyed.  Reply: (empty). */
+struct msg_p11_delete_req {
+	uint64_t slot;
+	unsigned char *id;
+	size_t id_len;
+};
+
 struct msg_p11_error {
 	int code;      /* negative MTLS_ERR_* */
 	int retries;   /* PIN tries left, -1 unknown */
@@ -173,6 +182,10 @@ void msg_p11_object_clear(struct p11_object *o);
 WUR int msg_p11_import_req_put(struct wbuf *b, const struct msg_p11_import_req *m);
 WUR int msg_p11_import_req_get(struct wbuf *b, struct msg_p11_import_req *m);
 void msg_p11_import_req_clear(struct msg_p11_import_req *m);
+
+WUR int msg_p11_delete_req_put(struct wbuf *b, const struct msg_p11_delete_req *m);
+WUR int msg_p11_delete_req_get(struct wbuf *b, struct msg_p11_delete_req *m);
+void msg_p11_delete_req_clear(struct msg_p11_delete_req *m);
 
 WUR int msg_p11_error_put(struct wbuf *b, const struct msg_p11_error *m);
 WUR int msg_p11_error_get(struct wbuf *b, struct msg_p11_error *m);

@@ -53,6 +53,7 @@ enum msg_type {
 	/* 10..13: enrollment (msg_keygen.c, msg_import.c). */
 	MSG_KEYGEN = 10,
 	MSG_IMPORT_CERT = 11,
+	MSG_DELETE_KEY = 12,
 	MSG_ERROR = 0x7f,
 	MSG_REPLY = 0x80
 };
@@ -142,6 +143,14 @@ struct msg_import_resp {
 	char *name;
 };
 
+/* DELETE_KEY: an identity's key pair and certificate off its token
+ * (msg_delete_key.c).  The reply is empty. */
+#define DELETE_FLAGS_KNOWN MTLS_AGENT_DELETE_FORCE
+struct msg_delete_key_req {
+	char *identity;
+	uint8_t flags; /* MTLS_AGENT_DELETE_* */
+};
+
 struct msg_error {
 	int code;      /* negative MTLS_ERR_* */
 	int retries;   /* PIN tries left, -1 unknown / not applicable */
@@ -207,6 +216,10 @@ void msg_import_req_clear(struct msg_import_req *m);
 WUR int msg_import_resp_put(struct wbuf *b, const struct msg_import_resp *m);
 WUR int msg_import_resp_get(struct wbuf *b, struct msg_import_resp *m);
 void msg_import_resp_clear(struct msg_import_resp *m);
+
+WUR int msg_delete_key_req_put(struct wbuf *b, const struct msg_delete_key_req *m);
+WUR int msg_delete_key_req_get(struct wbuf *b, struct msg_delete_key_req *m);
+void msg_delete_key_req_clear(struct msg_delete_key_req *m);
 
 WUR int msg_error_put(struct wbuf *b, const struct msg_error *m);
 WUR int msg_error_get(struct wbuf *b, struct msg_error *m);

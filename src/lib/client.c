@@ -888,3 +888,32 @@ out:
 	wbuf_free(reply);
 	return r;
 }
+
+int
+mtls_agent_delete_key(mtls_agent *a, const char *name, unsigned int flags)
+{
+	struct msg_delete_key_req req = { 0 };
+	struct wbuf *b = NULL, *reply = NULL;
+	int r;
+
+	set_last_message(NULL);
+	if (a == NULL || name == NULL || (flags & ~DELETE_FLAGS_KNOWN) != 0)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	req.identity = (char *)name;
+	req.flags = (uint8_t)flags;
+	if ((b = wbuf_new()) == NULL || (reply = wbuf_new()) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = msg_delete_key_req_put(b, &req)) != 0)
+		goto out;
+	pthread_mutex_lock(&a->lock);
+	r = exchange(a, b, MSG_DELETE_KEY | MSG_REPLY, 0, reply, NULL);
+	if (r == 0 && (r = msg_empty_get(reply)) != 0)
+		drop_connection(a);
+	pthread_mutex_unlock(&a->lock);
+out:
+	wbuf_free(b);
+	wbuf_free(reply);
+	return r;
+}

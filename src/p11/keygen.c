@@ -308,3 +308,47 @@ p11_import_cert(struct p11_channel *ch, const struct msg_p11_import_req *req, st
 			return p11_fail_rv(fail, rv, "C_DestroyObject (the replaced certificate)");
 	return 0;
 }
+
+int
+p11_delete(struct p11_channel *ch, const struct msg_p11_delete_req *req, struct p11_fail *fail)
+{
+	CK_FUNCTION_LIST_PTR f = ch->st->mod.f;
+	CK_SLOT_ID slot = (CK_SLOT_ID)req->slot;
+	CK_ATTRIBUTE find = { CKA_ID, req->id, req->id_len };
+	CK_OBJECT_HANDLE objs[16];
+	CK_SESSION_HANDLE s;
+	CK_ULONG n = 0, i;
+	CK_RV rv;
+	int r;
+
+	if (!p11_slot_logged_in(ch->st, slot)) {
+		fail->code = MTLS_ERR_LOGIN_REQUIRED;
+		fail->retries = -1;
+		snprintf(fail->message, sizeof(fail->message),
+			 "slot %lu: log the token in before deleting", (unsigned long)slot);
+		return fail->code;
+	}
+	if ((r = p11_channel_session(ch, slot, &s, fail)) != 0)
+		return r;
+	if ((rv = f->C_FindObjectsInit(s, &find, 1)) != CKR_OK)
+		return p11_fail_rv(fail, rv, "C_FindObjectsInit");
+	rv = f->C_FindObjects(s, objs, 16, &n);
+	(void)f->C_FindObjectsFinal(s);
+	if (rv != CKR_OK)
+		return p11_fail_rv(fail, rv, "C_FindObjects");
+	for (i = 0; i < n; i++) {
+		if ((rv = f->C_DestroyObject(s, objs[i])) == CKR_SESSION_READ_ONLY ||
+		    rv == CKR_TOKEN_WRITE_PROTECTED) {
+			fail->code = MTLS_ERR_READ_ONLY;
+			fail->retries = -1;
+			fail->rv = rv;
+			snprintf(fail->message, sizeof(fail->message),
+				 "C_DestroyObject: the token is write-protected (0x%lx)",
+				 (unsigned long)rv);
+			return fail->code;
+		}
+		if (rv != CKR_OK)
+			return p11_fail_rv(fail, rv, "C_DestroyObject");
+	}
+	return 0;
+}

@@ -9,7 +9,8 @@
  *   objects.c  TOKENS (fresh CK_TOKEN_INFO) and OBJECTS (discovery)
  *   login.c    LOGIN / LOGOUT / SET_PIN, the per-slot login session
  *   sign.c     SIGN: C_SignInit + C_Sign on the channel's own session
- *   keygen.c   KEYGEN (C_GenerateKeyPair) and IMPORT_CERT (C_CreateObject)
+ *   keygen.c   KEYGEN (C_GenerateKeyPair), IMPORT_CERT (C_CreateObject),
+ *              DELETE (C_DestroyObject)
  *
  * Nothing here decides policy: the agent does.  The helper refuses what
  * is malformed and passes the module's answers on.
@@ -106,6 +107,8 @@ WUR int p11_keygen(struct p11_channel *ch, const struct msg_p11_keygen_req *req,
 		   struct p11_object *out, struct p11_fail *fail);
 WUR int p11_import_cert(struct p11_channel *ch, const struct msg_p11_import_req *req,
 			struct p11_fail *fail);
+WUR int p11_delete(struct p11_channel *ch, const struct msg_p11_delete_req *req,
+		   struct p11_fail *fail);
 
 /* Serves one channel until the agent closes it. */
 void *p11_serve(void *channel);

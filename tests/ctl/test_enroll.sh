@@ -12,6 +12,10 @@
 # (`openssl x509 -req -CAkey mtls-agent:...` is refused without a crash);
 # renewal keeps the key, the subject and the SANs, or makes a new key.
 set -u
+# No controlling terminal: delete-key asks through the askpass program.
+if [ -z "${MTLS_ENROLL_NO_TTY:-}" ] && (exec </dev/tty) 2>/dev/null; then
+	MTLS_ENROLL_NO_TTY=1 exec setsid -w bash "$0" "$@"
+fi
 . "${top_srcdir:-$(dirname "$0")/../..}/tests/interop/lib.sh"
 
 it_init openssl
@@ -178,6 +182,29 @@ it_ok "the renewed certificate replaces the old one" "$CTL" import-cert "$E/rene
 it_ok "list after renewal" "$CTL" list
 it_check "one identity work, with the renewed certificate" sh -c \
 	'[ "$(printf "%s\n" "$1" | grep -c "^identity: work$")" = 1 ]' sh "$IT_OUT"
+
+# --- delete-key -------------------------------------------------------------------------
+printf '#!/bin/sh\necho "$ANSWER"\n' >"$E/askpass"
+chmod 0700 "$E/askpass"
+export MTLS_AGENT_ASKPASS=$E/askpass
+it_ok "a spare key pair" "$CTL" enroll --label spare --subject /CN=spare --out "$E/spare.csr"
+ANSWER=no it_refused "delete-key asks, and no is no" 1 \
+	"^mtls-agentctl: delete-key: not confirmed: nothing deleted$" "$CTL" delete-key spare
+ANSWER=yes it_refused "delete-key refuses a key with a valid certificate" 1 \
+	"denied by the identity's policy: identity work has a valid certificate \\(--force deletes the key anyway\\)" \
+	"$CTL" delete-key work
+ANSWER=yes it_ok "delete-key of a key with no certificate" "$CTL" delete-key spare
+it_match "... says what it deleted" "^deleted: key pair spare$" "$IT_OUT"
+it_ok "list after delete-key" "$CTL" list
+it_check "spare is gone, work.new is there" sh -c \
+	'! printf "%s\n" "$1" | grep -q "^identity: spare$" && printf "%s\n" "$1" | grep -q "^identity: work.new$"' \
+	sh "$IT_OUT"
+it_ok "the token after delete-key" pkcs11-tool --module "$MTLS_TEST_MODULE" --token-label "My Card" \
+	--login --pin "$PIN" -O
+it_check "no object labelled spare is left" sh -c '! printf "%s\n" "$1" | grep -q "label: *spare$"' \
+	sh "$IT_OUT"
+ANSWER=yes it_ok "delete-key --force of the old key after renewal" "$CTL" delete-key work.new --force
+unset MTLS_AGENT_ASKPASS
 
 # --- a token that cannot generate keys (the card-like shim) ---------------------------
 : >"$E/nokeygen"

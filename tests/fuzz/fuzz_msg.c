@@ -389,6 +389,20 @@ fuzz_import_resp(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
 	msg_import_resp_clear(&m);
 }
 
+static void
+fuzz_delete_key_req(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
+{
+	struct msg_delete_key_req m;
+
+	if (msg_delete_key_req_get(in, &m) != 0) {
+		FUZZ_CHECK(m.identity == NULL);
+		return;
+	}
+	FUZZ_CHECK(msg_delete_key_req_put(enc, &m) == 0);
+	check_same_bytes(enc, d, n);
+	msg_delete_key_req_clear(&m);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -416,6 +430,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case MSG_KEYGEN | MSG_REPLY: fuzz_keygen_resp(in, enc, data, size); break;
 	case MSG_IMPORT_CERT: fuzz_import_req(in, enc, data, size); break;
 	case MSG_IMPORT_CERT | MSG_REPLY: fuzz_import_resp(in, enc, data, size); break;
+	case MSG_DELETE_KEY: fuzz_delete_key_req(in, enc, data, size); break;
+	case MSG_DELETE_KEY | MSG_REPLY: fuzz_empty(in, type, size); break;
 	case MSG_LIST:
 	case MSG_STATUS:
 	case MSG_LOGIN | MSG_REPLY:

@@ -178,6 +178,21 @@ fuzz_import(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
 	msg_p11_import_req_clear(&m);
 }
 
+static void
+fuzz_delete(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
+{
+	struct msg_p11_delete_req m;
+
+	if (msg_p11_delete_req_get(in, &m) != 0) {
+		FUZZ_CHECK(m.id == NULL);
+		return;
+	}
+	FUZZ_CHECK(m.id_len > 0);
+	FUZZ_CHECK(msg_p11_delete_req_put(enc, &m) == 0);
+	same_bytes(enc, d, n);
+	msg_p11_delete_req_clear(&m);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -202,6 +217,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case P11_KEYGEN: fuzz_keygen(in, enc, data, size); break;
 	case P11_KEYGEN | MSG_REPLY: fuzz_keygen_resp(in, enc, data, size); break;
 	case P11_IMPORT_CERT: fuzz_import(in, enc, data, size); break;
+	case P11_DELETE: fuzz_delete(in, enc, data, size); break;
 	}
 	wbuf_free(enc);
 	wbuf_free(in);

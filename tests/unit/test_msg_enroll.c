@@ -272,6 +272,51 @@ test_import(void **state)
 	wbuf_free(b);
 }
 
+static int
+dreq_get(struct wbuf *b, void *m)
+{
+	return msg_delete_key_req_get(b, m);
+}
+static void
+dreq_clear(void *m)
+{
+	msg_delete_key_req_clear(m);
+}
+
+static void
+test_delete_key(void **state)
+{
+	static const unsigned char want[] = { MSG_DELETE_KEY, 0, 0, 0, 4, 'w', 'o', 'r', 'k', 1 };
+	struct msg_delete_key_req m = { S("work"), MTLS_AGENT_DELETE_FORCE }, got;
+	struct wbuf *enc = newbuf(), *b;
+
+	(void)state;
+	assert_int_equal(msg_delete_key_req_put(enc, &m), 0);
+	assert_int_equal(wbuf_len(enc), sizeof(want));
+	assert_memory_equal(wbuf_ptr(enc), want, sizeof(want));
+	check_hostile(enc, MSG_DELETE_KEY, dreq_get, &got, sizeof(got), dreq_clear);
+	wbuf_free(enc);
+	enc = newbuf();
+	m.flags = 2;
+	assert_int_equal(msg_delete_key_req_put(enc, &m), MTLS_ERR_INVALID_ARGUMENT);
+	m.flags = 0;
+	m.identity = S("");
+	assert_int_equal(msg_delete_key_req_put(enc, &m), MTLS_ERR_INVALID_ARGUMENT);
+	wbuf_free(enc);
+	{
+		static const unsigned char empty[] = { 0, 0, 0, 0, 0 };
+		static const unsigned char flags[] = { 0, 0, 0, 1, 'w', 0x10 };
+
+		b = wbuf_from(empty, sizeof(empty));
+		assert_int_equal(msg_delete_key_req_get(b, &got), MTLS_ERR_BAD_REQUEST);
+		wbuf_free(b);
+		b = wbuf_from(flags, sizeof(flags));
+		assert_int_equal(msg_delete_key_req_get(b, &got), MTLS_ERR_BAD_REQUEST);
+		assert_null(got.identity);
+		wbuf_free(b);
+	}
+}
+
 int
 main(void)
 {
@@ -279,6 +324,7 @@ main(void)
 		cmocka_unit_test(test_keygen_req),
 		cmocka_unit_test(test_keygen_resp),
 		cmocka_unit_test(test_import),
+		cmocka_unit_test(test_delete_key),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -539,6 +539,42 @@ test_import_cert(void **state)
 	wbuf_free(enc);
 }
 
+static int
+delete_get(struct wbuf *b, void *m)
+{
+	return msg_p11_delete_req_get(b, m);
+}
+static void
+delete_clear(void *m)
+{
+	msg_p11_delete_req_clear(m);
+}
+
+static void
+test_delete(void **state)
+{
+	unsigned char id[16];
+	struct msg_p11_delete_req m = { .slot = 3, .id = id, .id_len = sizeof(id) }, got;
+	struct wbuf *enc = newbuf(), *b;
+
+	(void)state;
+	memset(id, 7, sizeof(id));
+	assert_int_equal(msg_p11_delete_req_put(enc, &m), 0);
+	check_hostile(enc, P11_DELETE, delete_get, &got, sizeof(got), delete_clear);
+	wbuf_free(enc);
+	/* An empty id is refused: it must never match every object. */
+	enc = newbuf();
+	m.id_len = 0;
+	assert_int_equal(msg_p11_delete_req_put(enc, &m), MTLS_ERR_INVALID_ARGUMENT);
+	wbuf_free(enc);
+	b = newbuf();
+	assert_int_equal(wbuf_put_u32(b, 0), 0);
+	assert_int_equal(wbuf_put_u32(b, 3), 0);
+	assert_int_equal(wbuf_put_string(b, id, 0), 0);
+	assert_int_equal(msg_p11_delete_req_get(b, &got), MTLS_ERR_BAD_REQUEST);
+	wbuf_free(b);
+}
+
 int
 main(void)
 {
@@ -547,6 +583,7 @@ main(void)
 		cmocka_unit_test(test_login),  cmocka_unit_test(test_set_pin_and_slot),
 		cmocka_unit_test(test_sign),   cmocka_unit_test(test_error),
 		cmocka_unit_test(test_keygen), cmocka_unit_test(test_import_cert),
+		cmocka_unit_test(test_delete),
 	};
 
 	return cmocka_run_group_tests_name("helper codecs", tests, NULL, NULL);

@@ -21,10 +21,12 @@
 #include <openssl/x509v3.h>
 
 #include "ctl.h"
+#include "secmem.h"
 
 #define ENROLL_SYNOPSIS ENROLL_USAGE
 #define RENEW_SYNOPSIS	RENEW_USAGE
 #define IMPORT_SYNOPSIS IMPORT_USAGE
+#define DELETE_SYNOPSIS DELETE_USAGE
 
 /* "/CN=alice/O=Example" -> a name; entries in the order given. */
 static X509_NAME *
@@ -482,6 +484,76 @@ cmd_import_cert(int argc, char **argv)
 out:
 	OPENSSL_free(der);
 	free(name);
+	mtls_agent_free(a);
+	return ret;
+}
+
+int
+cmd_delete_key(int argc, char **argv)
+{
+	static const struct option opts[] = { { "force", no_argument, NULL, 'f' },
+					      { "socket", required_argument, NULL, 's' },
+					      { "quiet", no_argument, NULL, 'q' },
+					      { NULL, 0, NULL, 0 } };
+	struct mtls_agent_identity *ids = NULL;
+	const char *ident = NULL, *token = "its token";
+	unsigned int flags = 0;
+	mtls_agent *a = NULL;
+	char *answer = NULL, *prompt = NULL;
+	size_t n = 0, i;
+	int c, r, ret;
+
+	while ((c = getopt_long(argc, argv, "s:q", opts, NULL)) != -1) {
+		if (c == 'f')
+			flags |= MTLS_AGENT_DELETE_FORCE;
+		else if (!common_option(c, optarg))
+			return bad_option("delete-key", argv, DELETE_SYNOPSIS);
+	}
+	if (optind < argc)
+		ident = argv[optind++];
+	if (ident == NULL || optind != argc)
+		return usage_error("delete-key", "one identity name expected (usage: %s)",
+				   DELETE_SYNOPSIS);
+	if ((ret = connect_agent("delete-key", &a)) != 0)
+		return ret;
+	if (mtls_agent_list(a, &ids, &n) == 0)
+		for (i = 0; i < n; i++)
+			if (strcmp(ids[i].name, ident) == 0)
+				token = ids[i].token_label;
+	/* Nothing undoes this: a person says yes, on the terminal or through
+	 * the askpass program, as for a PIN. */
+	if (asprintf(&prompt, "Delete the key pair %s and its certificate from %s? Type yes: ",
+		     safe(ident), safe(token)) == -1) {
+		prompt = NULL;
+		ret = agent_error("delete-key", MTLS_ERR_ALLOC, NULL);
+		goto out;
+	}
+	if ((answer = mtls_secure_alloc(PIN_MAX + 2)) == NULL) {
+		ret = agent_error("delete-key", MTLS_ERR_ALLOC, NULL);
+		goto out;
+	}
+	if (read_pin_tty(prompt, answer) != 0) {
+		errmsg("delete-key", "not confirmed: %s",
+		       errno == ENOTTY ? no_terminal_hint("delete-key") : "no answer");
+		ret = EXIT_FAILED;
+		goto out;
+	}
+	if (strcmp(answer, "yes") != 0) {
+		errmsg("delete-key", "not confirmed: nothing deleted");
+		ret = EXIT_FAILED;
+		goto out;
+	}
+	if ((r = mtls_agent_delete_key(a, ident, flags)) != 0) {
+		ret = agent_error("delete-key", r, NULL);
+		goto out;
+	}
+	if (!quiet)
+		printf("deleted: key pair %s\n", safe(ident));
+	ret = EXIT_OK;
+out:
+	mtls_secure_free(answer);
+	free(prompt);
+	mtls_agent_identities_free(ids, n);
 	mtls_agent_free(a);
 	return ret;
 }

@@ -29,7 +29,8 @@ usage(FILE *f)
 		   "  " CONNECT_SYNOPSIS "\n"
 		   "  " ENROLL_USAGE "\n"
 		   "  " RENEW_USAGE "\n"
-		   "  " IMPORT_USAGE "\n");
+		   "  " IMPORT_USAGE "\n"
+		   "  " DELETE_USAGE "\n");
 }
 
 static const struct {
@@ -53,6 +54,7 @@ static const struct {
 	{ "enroll", cmd_enroll, ENROLL_USAGE },
 	{ "renew", cmd_renew, RENEW_USAGE },
 	{ "import-cert", cmd_import_cert, IMPORT_USAGE },
+	{ "delete-key", cmd_delete_key, DELETE_USAGE },
 };
 
 /*
