@@ -155,13 +155,15 @@ struct mtls_agent_identity {
 
 /* Agent status. */
 struct mtls_agent_status {
-	char *version;		   /* agent version string */
-	uint32_t pid;		   /* agent process id */
-	uint32_t uptime;	   /* seconds since start */
-	uint32_t connections;	   /* open client connections */
-	uint32_t identities;	   /* identities configured */
-	uint32_t tokens_present;   /* tokens currently present */
-	uint32_t tokens_logged_in; /* tokens currently logged in */
+	char *version;		      /* agent version string */
+	uint32_t pid;		      /* agent process id */
+	uint32_t uptime;	      /* seconds since start */
+	uint32_t connections;	      /* open client connections */
+	uint32_t identities;	      /* identities configured */
+	uint32_t tokens_present;      /* tokens currently present */
+	uint32_t tokens_logged_in;    /* tokens currently logged in */
+	uint32_t identities_expiring; /* certificates expired or expiring within
+				       * the agent's expiry-warning-days */
 };
 
 /* A connection to an agent.  Thread-safe: calls on one handle are

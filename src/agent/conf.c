@@ -480,6 +480,12 @@ set_token_timeout(struct parser *p, char *v)
 	return parse_uint(p, "token-timeout", v, 1, 3600, &p->cfg->token_timeout);
 }
 
+static int
+set_expiry_warning_days(struct parser *p, char *v)
+{
+	return parse_uint(p, "expiry-warning-days", v, 0, 3650, &p->cfg->expiry_warning_days);
+}
+
 /* read-only (enrollment): no key generation or certificate import. */
 static int
 set_read_only(struct parser *p, char *v)
@@ -603,6 +609,7 @@ static const struct key_def {
 	{ "token-timeout", GLOBAL, set_token_timeout },
 	{ "busy-poll", GLOBAL, set_busy_poll },
 	{ "read-only", GLOBAL, set_read_only },
+	{ "expiry-warning-days", GLOBAL, set_expiry_warning_days },
 	{ "key", IDENTITY, set_id_key },
 	{ "certificate", IDENTITY, set_id_certificate },
 	{ "chain", IDENTITY, set_id_chain },
@@ -856,6 +863,7 @@ config_defaults(struct config **out)
 	cfg->confirm_timeout = CONFIG_DEFAULT_CONFIRM_TIMEOUT;
 	cfg->token_timeout = CONFIG_DEFAULT_TOKEN_TIMEOUT;
 	cfg->busy_poll = CONFIG_DEFAULT_BUSY_POLL;
+	cfg->expiry_warning_days = CONFIG_DEFAULT_EXPIRY_WARNING_DAYS;
 	cfg->log_level = (int)LOG_LEVEL_INFO;
 	*out = cfg;
 	return 0;

@@ -40,12 +40,13 @@
 #else
 #define CONFIG_DEFAULT_MODULE_DIRS "/usr/lib:/usr/lib64:/lib:/lib64:/usr/local/lib"
 #endif
-#define CONFIG_MAX_PEERS	       32U /* entries in "peers" */
-#define CONFIG_DEFAULT_CONFIRM_TIMEOUT 30U /* seconds */
-#define CONFIG_DEFAULT_TOKEN_TIMEOUT   30U /* seconds */
-#define CONFIG_DEFAULT_BUSY_POLL       50U /* microseconds */
-#define CONFIG_MAX_BUSY_POLL	       1000U
-#define CONFIG_MAX_PIN_FILE	       256U /* pin-file, newline included */
+#define CONFIG_MAX_PEERS		   32U /* entries in "peers" */
+#define CONFIG_DEFAULT_CONFIRM_TIMEOUT	   30U /* seconds */
+#define CONFIG_DEFAULT_TOKEN_TIMEOUT	   30U /* seconds */
+#define CONFIG_DEFAULT_BUSY_POLL	   50U /* microseconds */
+#define CONFIG_MAX_BUSY_POLL		   1000U
+#define CONFIG_MAX_PIN_FILE		   256U /* pin-file, newline included */
+#define CONFIG_DEFAULT_EXPIRY_WARNING_DAYS 30U	/* days; 0 = no warnings */
 
 struct config_identity {
 	char *name;	   /* [identity NAME]: [A-Za-z0-9._-]{1,64} */
@@ -96,6 +97,8 @@ struct config {
 					       client's next request after a reply */
 	int read_only;			    /* "read-only": the tokens get no new keys
 					       or certificates (enrollment) */
+	unsigned int expiry_warning_days;   /* "expiry-warning-days": warn this many
+					       days before a certificate expires */
 	struct config_identity *identities; /* in file order */
 	size_t n_identities;
 };

@@ -1831,6 +1831,7 @@ token_expire(struct tokenset *ts, time_t now)
 	int due = 0;
 
 	expire_keys(ts, now);
+	tk_expiry_warn(ts, now);
 	if (ts->cfg->login_timeout == 0)
 		return;
 	pthread_rwlock_rdlock(&ts->lock);
@@ -2095,6 +2096,7 @@ token_status(struct tokenset *ts, struct mtls_agent_status *st, char *why, size_
 	if ((r = tk_read_lock(ts, why, why_len)) != 0)
 		return r;
 	st->identities = (uint32_t)ts->n;
+	st->identities_expiring = tk_expiring(ts, time(NULL));
 	st->tokens_present = st->tokens_logged_in = 0;
 	if (list_tokens(ts, &toks) == 0) {
 		for (i = 0; i < toks.n; i++) {

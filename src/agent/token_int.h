@@ -92,6 +92,14 @@ EVP_PKEY *tk_object_pubkey(const struct p11_object *o);
 /* Is the key object o the public key pub? */
 int tk_key_is(EVP_PKEY *pub, const struct p11_object *o);
 
+/* Expiry (enroll_expiry.c): whole days from now to the certificate's
+ * notAfter (negative once expired) and that time; 0 or -1. */
+int tk_cert_days_left(X509 *x, time_t now, int *days, time_t *not_after);
+/* Logs a warning once a day per certificate within expiry-warning-days. */
+void tk_expiry_warn(struct tokenset *ts, time_t now);
+/* Certificates within expiry-warning-days or expired; lock held. */
+uint32_t tk_expiring(struct tokenset *ts, time_t now);
+
 /* The identity called name, or NULL; lock held. */
 struct ident *tk_find_ident(struct tokenset *ts, const char *name);
 /* The slot holding the identity's token, or NULL; lock held. */

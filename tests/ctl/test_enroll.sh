@@ -130,6 +130,30 @@ it_refused "import of the same certificate again" 1 \
 it_ok "list after import (no restart)" "$CTL" list
 it_match "the identity has its certificate" "subject: +O=Example,CN=alice" "$IT_OUT"
 it_match "csr is off once the key has a certificate" "purposes: +tls13-client-certificate-verify, pam-challenge$" "$IT_OUT"
+it_match "list shows the days to expiry" "expires: +in 36[45] days$" "$IT_OUT"
+
+# --- expiry warnings ----------------------------------------------------------------------
+sleep 1.5
+it_check "no warning 365 days before the end (expiry-warning-days = 30)" sh -c \
+	'! grep -q "identity work: its certificate expires" "$1"' sh "$D/agent-enroll.log"
+it_ok "status with nothing expiring" "$CTL" status
+it_check "... has no expiring line" sh -c '! printf "%s\n" "$1" | grep -q "^expiring:"' sh "$IT_OUT"
+write_conf "expiry-warning-days = 400"
+reload
+for _ in $(seq 1 40); do
+	grep -q "identity work: its certificate expires in" "$D/agent-enroll.log" && break
+	sleep 0.1
+done
+it_check "the agent warns within expiry-warning-days" grep -Eq \
+	"warning: .*identity work: its certificate expires in 36[45] days \(renew: mtls-agentctl renew work\)" \
+	"$D/agent-enroll.log"
+sleep 2.2
+it_check "... once a day, not every second" sh -c \
+	'[ "$(grep -c "identity work: its certificate expires in" "$1")" = 1 ]' sh "$D/agent-enroll.log"
+it_ok "status counts it" "$CTL" status
+it_match "... as expiring" "^expiring: +1 certificate expired or expiring soon$" "$IT_OUT"
+write_conf
+reload
 it_ok "the certificate next to its key (same id, label)" \
 	pkcs11-tool --module "$MTLS_TEST_MODULE" --token-label "My Card" -O --type cert
 it_match "certificate object labelled work" "label: +work" "$IT_OUT"

@@ -317,14 +317,51 @@ test_delete_key(void **state)
 	}
 }
 
+/* STATUS's identities_expiring travels only when not 0. */
+static void
+test_status_expiring(void **state)
+{
+	struct mtls_agent_status st = { .version = S("v"), .identities = 3 }, got;
+	struct wbuf *enc = newbuf(), *old = newbuf(), *b;
+	uint8_t t;
+
+	(void)state;
+	assert_int_equal(msg_status_resp_put(old, &st), 0);
+	st.identities_expiring = 2;
+	assert_int_equal(msg_status_resp_put(enc, &st), 0);
+	assert_int_equal(wbuf_len(enc), wbuf_len(old) + 4);
+	assert_memory_equal(wbuf_ptr(enc), wbuf_ptr(old), wbuf_len(old));
+	b = payload(wbuf_ptr(enc), wbuf_len(enc), MSG_STATUS | MSG_REPLY);
+	assert_int_equal(msg_status_resp_get(b, &got), 0);
+	assert_int_equal(got.identities_expiring, 2);
+	mtls_agent_status_clear(&got);
+	wbuf_free(b);
+	b = payload(wbuf_ptr(old), wbuf_len(old), MSG_STATUS | MSG_REPLY);
+	assert_int_equal(msg_status_resp_get(b, &got), 0);
+	assert_int_equal(got.identities_expiring, 0);
+	mtls_agent_status_clear(&got);
+	wbuf_free(b);
+	/* An explicit 0 is a second encoding: refused; so is a short field. */
+	assert_int_equal(wbuf_put_u32(old, 0), 0);
+	b = payload(wbuf_ptr(old), wbuf_len(old), MSG_STATUS | MSG_REPLY);
+	assert_int_equal(msg_status_resp_get(b, &got), MTLS_ERR_BAD_REQUEST);
+	assert_null(got.version);
+	wbuf_free(b);
+	b = payload(wbuf_ptr(enc), wbuf_len(enc) - 1, MSG_STATUS | MSG_REPLY);
+	assert_int_equal(msg_status_resp_get(b, &got), MTLS_ERR_TRAILING_DATA);
+	wbuf_free(b);
+	(void)t;
+	wbuf_free(enc);
+	wbuf_free(old);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_keygen_req),
-		cmocka_unit_test(test_keygen_resp),
-		cmocka_unit_test(test_import),
-		cmocka_unit_test(test_delete_key),
+		cmocka_unit_test(test_keygen_req),	cmocka_unit_test(test_keygen_resp),
+		cmocka_unit_test(test_import),		cmocka_unit_test(test_delete_key),
+		cmocka_unit_test(test_status_expiring),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
