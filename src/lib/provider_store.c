@@ -172,6 +172,16 @@ store_load(void *ctx, OSSL_CALLBACK *object_cb, void *object_cbarg, OSSL_PASSPHR
 	while (s->idx < s->n) {
 		id = &s->ids[s->idx];
 		step = s->step++;
+		if (s->name != NULL && strcmp(id->name, s->name) == 0 && id->cert_der == NULL &&
+		    step == 0) {
+			/* A key enrollment made: the agent lists no public key
+			 * for it, only a certificate carries one. */
+			PROV_RAISE(s->prov, PROV_R_BAD_CERTIFICATE,
+				   "%s has no certificate yet: make its request with "
+				   "mtls-agentctl enroll, import the certificate with "
+				   "mtls-agentctl import-cert",
+				   id->name);
+		}
 		if ((s->name != NULL && strcmp(id->name, s->name) != 0) ||
 		    step >= 2 + id->n_chain || id->cert_der == NULL) {
 			s->idx++;
