@@ -151,6 +151,10 @@ struct mtls_agent_identity {
 	unsigned char **chain_der; /* chain certificates, leaf's issuer first */
 	size_t *chain_der_len;
 	size_t n_chain;
+	/* A key with no certificate yet (enrollment): its public key, a DER
+	 * SubjectPublicKeyInfo; NULL when cert_der is set. */
+	unsigned char *spki_der;
+	size_t spki_der_len;
 };
 
 /* Agent status. */

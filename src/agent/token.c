@@ -1482,9 +1482,22 @@ copy_ident(struct tokenset *ts, const struct msg_p11_tokens_resp *toks, const st
 		if (s->key_type == id->key_type && (s->ec_bits == 0 || s->ec_bits == id->key_bits))
 			o->schemes[o->n_schemes++] = s->code;
 	}
-	/* A key with no certificate yet (enrollment) has none to copy. */
+	/* A key with no certificate yet (enrollment) has none to copy: its
+	 * public key is sent instead, for certificate requests. */
 	if (id->cert_der_len > 0 && (o->cert_der = dup_mem(id->cert_der, id->cert_der_len)) == NULL)
 		return MTLS_ERR_ALLOC;
+	if (id->cert_der_len == 0 && id->pub != NULL) {
+		unsigned char *der = NULL;
+		int len = i2d_PUBKEY(id->pub, &der);
+
+		if (len <= 0 || (size_t)len > MTLS_SPKI_MAX ||
+		    (o->spki_der = dup_mem(der, (size_t)len)) == NULL) {
+			OPENSSL_free(der);
+			return MTLS_ERR_ALLOC;
+		}
+		o->spki_der_len = (size_t)len;
+		OPENSSL_free(der);
+	}
 	o->cert_der_len = id->cert_der_len;
 	if (id->n_chain > 0) {
 		if ((o->chain_der = calloc(id->n_chain, sizeof(*o->chain_der))) == NULL ||

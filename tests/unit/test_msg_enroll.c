@@ -355,13 +355,120 @@ test_status_expiring(void **state)
 	wbuf_free(old);
 }
 
+/* LIST's public keys of identities with no certificate: only when any. */
+static void
+test_list_keys(void **state)
+{
+	unsigned char cert[40], spki[91];
+	struct mtls_agent_identity ids[3] = {
+		{ .name = S("a"),
+		  .token_label = S("t"),
+		  .key_label = S("a"),
+		  .key_type = 2,
+		  .key_bits = 256,
+		  .cert_der = cert,
+		  .cert_der_len = sizeof(cert) },
+		{ .name = S("b"),
+		  .token_label = S("t"),
+		  .key_label = S("b"),
+		  .key_type = 2,
+		  .key_bits = 256,
+		  .spki_der = spki,
+		  .spki_der_len = sizeof(spki) },
+		{ .name = S("c"),
+		  .token_label = S("t"),
+		  .key_label = S("c"),
+		  .key_type = 2,
+		  .key_bits = 256 },
+	};
+	struct msg_list_resp m = { ids, 3 }, got;
+	struct wbuf *enc = newbuf(), *old = newbuf(), *b;
+	size_t n;
+
+	(void)state;
+	memset(cert, 0x30, sizeof(cert));
+	memset(spki, 0x31, sizeof(spki));
+	assert_int_equal(msg_list_resp_put(enc, &m), 0);
+	ids[1].spki_der = NULL;
+	ids[1].spki_der_len = 0;
+	assert_int_equal(msg_list_resp_put(old, &m), 0);
+	/* Without such keys the reply is what it was. */
+	n = wbuf_len(old);
+	assert_int_equal(wbuf_len(enc), n + 4 + 4 + 4 + sizeof(spki));
+	assert_memory_equal(wbuf_ptr(enc), wbuf_ptr(old), n);
+	b = payload(wbuf_ptr(enc), wbuf_len(enc), MSG_LIST | MSG_REPLY);
+	assert_int_equal(msg_list_resp_get(b, &got), 0);
+	assert_int_equal(got.n, 3);
+	assert_null(got.ids[0].spki_der);
+	assert_int_equal(got.ids[1].spki_der_len, sizeof(spki));
+	assert_memory_equal(got.ids[1].spki_der, spki, sizeof(spki));
+	assert_null(got.ids[2].spki_der);
+	msg_list_resp_clear(&got);
+	wbuf_free(b);
+	/* Every truncation of the section, and a byte after it. */
+	{
+		unsigned char *longer = malloc(wbuf_len(enc) + 1);
+		size_t len;
+
+		assert_non_null(longer);
+		for (len = n + 4; len < wbuf_len(enc); len++) {
+			b = payload(wbuf_ptr(enc), len, MSG_LIST | MSG_REPLY);
+			assert_int_not_equal(msg_list_resp_get(b, &got), 0);
+			assert_null(got.ids);
+			wbuf_free(b);
+		}
+		memcpy(longer, wbuf_ptr(enc), wbuf_len(enc));
+		longer[wbuf_len(enc)] = 0;
+		b = payload(longer, wbuf_len(enc) + 1, MSG_LIST | MSG_REPLY);
+		assert_int_equal(msg_list_resp_get(b, &got), MTLS_ERR_TRAILING_DATA);
+		wbuf_free(b);
+		free(longer);
+	}
+	/* The section refused: empty, an index out of range, not ascending, for
+	 * an identity with a certificate, an empty key. */
+	{
+		static const uint32_t bad[][3] = {
+			{ 0, 0, 0 }, /* n = 0 */
+			{ 1, 3, 1 }, /* index 3 of 3 */
+			{ 1, 0, 1 }, /* identity a has a certificate */
+			{ 1, 1, 0 }, /* empty key */
+			{ 2, 2, 1 }, /* then index 1 after 2: not ascending */
+		};
+		size_t k;
+
+		for (k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+			b = newbuf();
+			assert_int_equal(wbuf_put(b, wbuf_ptr(old) + 1, n - 1), 0);
+			assert_int_equal(wbuf_put_u32(b, bad[k][0]), 0);
+			if (bad[k][0] > 0) {
+				assert_int_equal(wbuf_put_u32(b, bad[k][1]), 0);
+				assert_int_equal(wbuf_put_string(b, spki, bad[k][2] ? 5 : 0), 0);
+			}
+			if (bad[k][0] > 1) {
+				assert_int_equal(wbuf_put_u32(b, 1), 0);
+				assert_int_equal(wbuf_put_string(b, spki, 5), 0);
+			}
+			assert_int_equal(msg_list_resp_get(b, &got), MTLS_ERR_BAD_REQUEST);
+			assert_null(got.ids);
+			wbuf_free(b);
+		}
+	}
+	/* The encoder: not both a certificate and a key. */
+	ids[0].spki_der = spki;
+	ids[0].spki_der_len = sizeof(spki);
+	wbuf_reset(enc);
+	assert_int_equal(msg_list_resp_put(enc, &m), MTLS_ERR_INVALID_ARGUMENT);
+	wbuf_free(enc);
+	wbuf_free(old);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_keygen_req),	cmocka_unit_test(test_keygen_resp),
 		cmocka_unit_test(test_import),		cmocka_unit_test(test_delete_key),
-		cmocka_unit_test(test_status_expiring),
+		cmocka_unit_test(test_status_expiring), cmocka_unit_test(test_list_keys),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
