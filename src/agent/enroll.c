@@ -170,6 +170,16 @@ token_keygen(struct tokenset *ts, const struct msg_keygen_req *req, struct msg_k
 		wbuf_free(reply);
 		return MTLS_ERR_INVALID_ARGUMENT;
 	}
+	/* [identity] sections name their keys by URI and keep only those with
+	 * a certificate: a new key could never sign its request. */
+	if (ts->cfg->n_identities > 0) {
+		snprintf(why, why_len,
+			 "enrollment needs discovered identities: the configuration has "
+			 "[identity] sections");
+		wbuf_free(b);
+		wbuf_free(reply);
+		return MTLS_ERR_CONFIG;
+	}
 	tk_catch_up(ts);
 	if ((r = tk_write_lock(ts)) != 0)
 		goto out_free;

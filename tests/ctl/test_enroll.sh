@@ -24,6 +24,11 @@ it_need_env MTLS_LOCKOUT_MODULE MTLS_PROVIDER_DIR
 softhsm2-util --init-token --free --label "My Card" --pin "$PIN" --so-pin 12345678 \
 	>/dev/null 2>&1 || it_die "cannot make the second token"
 
+# The fixture's agent has [identity] sections: no enrollment there.
+it_refused "enroll with [identity] sections is refused before a key is made" 1 \
+	"configuration error: enrollment needs discovered identities: the configuration has \\[identity\\] sections" \
+	"$CTL" enroll --token 'pkcs11:token=My%20Card' --label work --subject /CN=x
+
 # A second agent on "My Card" only, identities discovered.
 E=$D/enroll
 mkdir -m 0700 "$E"
