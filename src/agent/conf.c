@@ -218,7 +218,7 @@ parse_purposes(struct parser *p, const char *key, char *v, uint32_t *out)
 		if ((purpose = purpose_from_config_name(item)) <= 0 || purpose > 31)
 			return perr(p,
 				    "%s: unknown purpose '%s' (known: tls13, "
-				    "tls12, pam, raw-digest, ssh, ssh-sig, pkcs11-digest)",
+				    "tls12, pam, raw-digest, ssh, ssh-sig, csr, pkcs11-digest)",
 				    key, show(item, shown, sizeof(shown)));
 		bits |= 1U << purpose;
 	}
@@ -502,6 +502,25 @@ set_token_timeout(struct parser *p, char *v)
 }
 
 static int
+set_expiry_warning_days(struct parser *p, char *v)
+{
+	return parse_uint(p, "expiry-warning-days", v, 0, 3650, &p->cfg->expiry_warning_days);
+}
+
+/* read-only (enrollment): no key generation or certificate import. */
+static int
+set_read_only(struct parser *p, char *v)
+{
+	return parse_bool(p, "read-only", v, &p->cfg->read_only);
+}
+
+static int
+set_id_read_only(struct parser *p, char *v)
+{
+	return parse_bool(p, "read-only", v, &p->id->read_only);
+}
+
+static int
 set_id_confirm(struct parser *p, char *v)
 {
 	return parse_bool(p, "confirm", v, &p->id->confirm);
@@ -746,6 +765,8 @@ static const struct key_def {
 	{ "confirm-timeout", GLOBAL, set_confirm_timeout },
 	{ "token-timeout", GLOBAL, set_token_timeout },
 	{ "busy-poll", GLOBAL, set_busy_poll },
+	{ "read-only", GLOBAL, set_read_only },
+	{ "expiry-warning-days", GLOBAL, set_expiry_warning_days },
 	{ "key", IDENTITY, set_id_key },
 	{ "certificate", IDENTITY, set_id_certificate },
 	{ "chain", IDENTITY, set_id_chain },
@@ -760,6 +781,7 @@ static const struct key_def {
 	{ "ssh-destinations", IDENTITY, set_id_ssh_destinations },
 	{ "ssh-forwarding", IDENTITY, set_id_ssh_forwarding },
 	{ "ssh-certificate", IDENTITY, set_id_ssh_certificate },
+	{ "read-only", IDENTITY, set_id_read_only },
 };
 
 /* --- lines --------------------------------------------------------------- */
@@ -1002,6 +1024,7 @@ config_defaults(struct config **out)
 	cfg->confirm_timeout = CONFIG_DEFAULT_CONFIRM_TIMEOUT;
 	cfg->token_timeout = CONFIG_DEFAULT_TOKEN_TIMEOUT;
 	cfg->busy_poll = CONFIG_DEFAULT_BUSY_POLL;
+	cfg->expiry_warning_days = CONFIG_DEFAULT_EXPIRY_WARNING_DAYS;
 	cfg->log_level = (int)LOG_LEVEL_INFO;
 	*out = cfg;
 	return 0;

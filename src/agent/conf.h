@@ -45,12 +45,13 @@
 #else
 #define CONFIG_DEFAULT_MODULE_DIRS "/usr/lib:/usr/lib64:/lib:/lib64:/usr/local/lib"
 #endif
-#define CONFIG_MAX_PEERS	       32U /* entries in "peers" */
-#define CONFIG_DEFAULT_CONFIRM_TIMEOUT 30U /* seconds */
-#define CONFIG_DEFAULT_TOKEN_TIMEOUT   30U /* seconds */
-#define CONFIG_DEFAULT_BUSY_POLL       50U /* microseconds */
-#define CONFIG_MAX_BUSY_POLL	       1000U
-#define CONFIG_MAX_PIN_FILE	       256U /* pin-file, newline included */
+#define CONFIG_MAX_PEERS		   32U /* entries in "peers" */
+#define CONFIG_DEFAULT_CONFIRM_TIMEOUT	   30U /* seconds */
+#define CONFIG_DEFAULT_TOKEN_TIMEOUT	   30U /* seconds */
+#define CONFIG_DEFAULT_BUSY_POLL	   50U /* microseconds */
+#define CONFIG_MAX_BUSY_POLL		   1000U
+#define CONFIG_MAX_PIN_FILE		   256U /* pin-file, newline included */
+#define CONFIG_DEFAULT_EXPIRY_WARNING_DAYS 30U	/* days; 0 = no warnings */
 
 struct config_identity {
 	char *name;	   /* [identity NAME]: [A-Za-z0-9._-]{1,64} */
@@ -73,6 +74,8 @@ struct config_identity {
 				     known-hosts=FILE[:PATTERN]; NULL = any host */
 	int ssh_forwarding;	  /* "ssh-forwarding": sign on forwarded bindings */
 	char *ssh_certificate;	  /* "ssh-certificate": OpenSSH certificate file */
+	int read_only;		  /* "read-only": no key generated or certificate
+				     written on its token (enrollment) */
 };
 
 enum config_peer_kind { PEER_UID = 1, PEER_GID, PEER_EXE };
@@ -107,6 +110,10 @@ struct config {
 					       before its token counts as hung, 30 */
 	unsigned int busy_poll;		    /* "busy-poll" us to wait awake for a
 					       client's next request after a reply */
+	int read_only;			    /* "read-only": the tokens get no new keys
+					       or certificates (enrollment) */
+	unsigned int expiry_warning_days;   /* "expiry-warning-days": warn this many
+					       days before a certificate expires */
 	struct config_identity *identities; /* in file order */
 	size_t n_identities;
 };

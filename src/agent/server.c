@@ -26,6 +26,7 @@
 #include <openssl/rand.h>
 
 #include "confirm.h"
+#include "enroll.h"
 #include "log.h"
 #include "mtls-agent.h"
 #include "policy.h"
@@ -685,6 +686,84 @@ handle_logout(struct conn *c, struct wbuf *in, struct wbuf *out)
 	return r == 0 ? msg_empty_resp_put(out, MSG_LOGOUT) : put_error(out, r, -1, why);
 }
 
+/* Enrollment (enroll.c): any peer the agent serves may, as for LOGIN and
+ * SET_PIN (same uid, root with allow-root); the token's PIN is the gate. */
+static int
+handle_keygen(struct conn *c, struct wbuf *in, struct wbuf *out)
+{
+	struct msg_keygen_req req;
+	struct msg_keygen_resp resp;
+	char why[256] = "";
+	int r;
+
+	if ((r = msg_keygen_req_get(in, &req)) != 0) {
+		audit_peer(c, LOG_LEVEL_WARN, "keygen refused", ": %s", mtls_agent_strerror(r));
+		return put_error(out, r, -1, "malformed KEYGEN");
+	}
+	r = token_keygen(c->srv->ts, &req, &resp, why, sizeof(why));
+	if (r == 0)
+		audit_peer(c, LOG_LEVEL_INFO, "keygen ok", " token=%s label=%s kind=%u",
+			   req.token[0] ? req.token : "(only)", req.label, req.kind);
+	else
+		audit_peer(c, LOG_LEVEL_WARN, "keygen refused", " token=%s label=%s result=%s: %s",
+			   req.token[0] ? req.token : "(only)", req.label, mtls_agent_strerror(r),
+			   why);
+	msg_keygen_req_clear(&req);
+	if (r != 0)
+		return put_error(out, r, -1, why);
+	r = msg_keygen_resp_put(out, &resp);
+	msg_keygen_resp_clear(&resp);
+	return r;
+}
+
+static int
+handle_import(struct conn *c, struct wbuf *in, struct wbuf *out)
+{
+	struct msg_import_req req;
+	struct msg_import_resp resp = { 0 };
+	char why[256] = "";
+	int r;
+
+	if ((r = msg_import_req_get(in, &req)) != 0) {
+		audit_peer(c, LOG_LEVEL_WARN, "import-cert refused", ": %s",
+			   mtls_agent_strerror(r));
+		return put_error(out, r, -1, "malformed IMPORT_CERT");
+	}
+	r = token_import_cert(c->srv->ts, &req, &resp.name, why, sizeof(why));
+	if (r == 0)
+		audit_peer(c, LOG_LEVEL_INFO, "import-cert ok", " identity=%s%s", resp.name,
+			   (req.flags & MTLS_AGENT_IMPORT_FORCE) ? " forced" : "");
+	else
+		audit_peer(c, LOG_LEVEL_WARN, "import-cert refused", " result=%s: %s",
+			   mtls_agent_strerror(r), why);
+	msg_import_req_clear(&req);
+	r = r == 0 ? msg_import_resp_put(out, &resp) : put_error(out, r, -1, why);
+	msg_import_resp_clear(&resp);
+	return r;
+}
+
+static int
+handle_delete_key(struct conn *c, struct wbuf *in, struct wbuf *out)
+{
+	struct msg_delete_key_req req;
+	char why[256] = "";
+	int r;
+
+	if ((r = msg_delete_key_req_get(in, &req)) != 0) {
+		audit_peer(c, LOG_LEVEL_WARN, "delete-key refused", ": %s", mtls_agent_strerror(r));
+		return put_error(out, r, -1, "malformed DELETE_KEY");
+	}
+	r = token_delete_key(c->srv->ts, &req, why, sizeof(why));
+	if (r == 0)
+		audit_peer(c, LOG_LEVEL_INFO, "delete-key ok", " identity=%s%s", req.identity,
+			   (req.flags & MTLS_AGENT_DELETE_FORCE) ? " forced" : "");
+	else
+		audit_peer(c, LOG_LEVEL_WARN, "delete-key refused", " identity=%s result=%s: %s",
+			   req.identity, mtls_agent_strerror(r), why);
+	msg_delete_key_req_clear(&req);
+	return r == 0 ? msg_empty_resp_put(out, MSG_DELETE_KEY) : put_error(out, r, -1, why);
+}
+
 static int
 handle_status(struct conn *c, struct wbuf *in, struct wbuf *out)
 {
@@ -938,6 +1017,11 @@ dispatch(struct conn *c, struct wbuf *in, struct wbuf *out)
 		case MSG_LIST:
 		case MSG_STATUS:
 			return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "the agent is locked");
+		case MSG_KEYGEN:
+		case MSG_IMPORT_CERT:
+		case MSG_DELETE_KEY:
+			audit_peer(c, LOG_LEVEL_WARN, "enroll refused", ": agent locked");
+			return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "the agent is locked");
 		case MSG_SIGN:
 		case MSG_LOGIN:
 		case MSG_LOGIN_PROMPT:
@@ -962,6 +1046,9 @@ dispatch(struct conn *c, struct wbuf *in, struct wbuf *out)
 	case MSG_SET_PIN: return handle_set_pin(c, in, out);
 	case MSG_LOCK: return handle_lock(c, in, out);
 	case MSG_UNLOCK: return handle_unlock(c, in, out);
+	case MSG_KEYGEN: return handle_keygen(c, in, out);
+	case MSG_IMPORT_CERT: return handle_import(c, in, out);
+	case MSG_DELETE_KEY: return handle_delete_key(c, in, out);
 	}
 	return put_error(out, MTLS_ERR_UNSUPPORTED_MESSAGE, -1, "unknown message type");
 }

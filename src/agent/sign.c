@@ -23,6 +23,7 @@
 #include "log.h"
 #include "mtls-agent.h"
 #include "policy.h"
+#include "purpose.h"
 #include "secmem.h"
 #include "ssh_policy.h"
 #include "token.h"
@@ -286,6 +287,10 @@ sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 			 name);
 		return MTLS_ERR_POLICY_DENIED;
 	}
+	/* A certificate request must be for this identity's own key. */
+	if (purpose == MTLS_AGENT_PURPOSE_CSR &&
+	    (r = purpose_csr_check(content, len, id->pub, why, why_len)) != 0)
+		return r;
 	if (charge && id->ci != NULL && id->ci->rate_limit > 0 &&
 	    !rate_ok(ts, id, id->ci->rate_limit)) {
 		snprintf(why, why_len, "identity %s: more than %u signatures a minute", name,

@@ -50,8 +50,12 @@ enum msg_type {
 	MSG_SET_PIN = 7,
 	MSG_LOCK = 8,
 	MSG_UNLOCK = 9,
-	/* 10..13 are reserved for enrollment; 14..15 for the PKCS#11 front end. */
-	MSG_LOGIN_PROMPT = 14, /* log in with a PIN the agent asks for (p11mod) */
+	/* 10..13: enrollment (msg_keygen.c, msg_import.c, msg_delete_key.c);
+	 * 14..15: the PKCS#11 front end. */
+	MSG_KEYGEN = 10,
+	MSG_IMPORT_CERT = 11,
+	MSG_DELETE_KEY = 12,
+	MSG_LOGIN_PROMPT = 14, /* log in with a PIN the agent asks for */
 	MSG_ERROR = 0x7f,
 	MSG_REPLY = 0x80
 };
@@ -120,6 +124,40 @@ struct msg_logout_req {
 
 /* STATUS has an empty request; the reply is struct mtls_agent_status. */
 
+/* KEYGEN: a key pair on a token (msg_keygen.c). */
+#define MTLS_SPKI_MAX 2048 /* a SubjectPublicKeyInfo (RSA-4096 is 550 bytes) */
+struct msg_keygen_req {
+	char *token;  /* pkcs11: URI of the token; "" = the only one */
+	char *label;  /* CKA_LABEL of the new key pair, a valid identity name */
+	uint8_t kind; /* MTLS_AGENT_KEYGEN_* */
+};
+struct msg_keygen_resp {
+	char *name; /* the new identity */
+	unsigned char *key_id;
+	size_t key_id_len;
+	unsigned char *spki; /* DER SubjectPublicKeyInfo */
+	size_t spki_len;
+};
+
+/* IMPORT_CERT: a certificate next to its key (msg_import.c). */
+#define IMPORT_FLAGS_KNOWN MTLS_AGENT_IMPORT_FORCE
+struct msg_import_req {
+	unsigned char *cert; /* DER */
+	size_t cert_len;
+	uint8_t flags; /* MTLS_AGENT_IMPORT_* */
+};
+struct msg_import_resp {
+	char *name;
+};
+
+/* DELETE_KEY: an identity's key pair and certificate off its token
+ * (msg_delete_key.c).  The reply is empty. */
+#define DELETE_FLAGS_KNOWN MTLS_AGENT_DELETE_FORCE
+struct msg_delete_key_req {
+	char *identity;
+	uint8_t flags; /* MTLS_AGENT_DELETE_* */
+};
+
 struct msg_error {
 	int code;      /* negative MTLS_ERR_* */
 	int retries;   /* PIN tries left, -1 unknown / not applicable */
@@ -174,6 +212,24 @@ WUR int msg_empty_get(struct wbuf *b);
 WUR int msg_status_req_put(struct wbuf *b);
 WUR int msg_status_resp_put(struct wbuf *b, const struct mtls_agent_status *m);
 WUR int msg_status_resp_get(struct wbuf *b, struct mtls_agent_status *m);
+
+WUR int msg_keygen_req_put(struct wbuf *b, const struct msg_keygen_req *m);
+WUR int msg_keygen_req_get(struct wbuf *b, struct msg_keygen_req *m);
+void msg_keygen_req_clear(struct msg_keygen_req *m);
+WUR int msg_keygen_resp_put(struct wbuf *b, const struct msg_keygen_resp *m);
+WUR int msg_keygen_resp_get(struct wbuf *b, struct msg_keygen_resp *m);
+void msg_keygen_resp_clear(struct msg_keygen_resp *m);
+
+WUR int msg_import_req_put(struct wbuf *b, const struct msg_import_req *m);
+WUR int msg_import_req_get(struct wbuf *b, struct msg_import_req *m);
+void msg_import_req_clear(struct msg_import_req *m);
+WUR int msg_import_resp_put(struct wbuf *b, const struct msg_import_resp *m);
+WUR int msg_import_resp_get(struct wbuf *b, struct msg_import_resp *m);
+void msg_import_resp_clear(struct msg_import_resp *m);
+
+WUR int msg_delete_key_req_put(struct wbuf *b, const struct msg_delete_key_req *m);
+WUR int msg_delete_key_req_get(struct wbuf *b, struct msg_delete_key_req *m);
+void msg_delete_key_req_clear(struct msg_delete_key_req *m);
 
 WUR int msg_error_put(struct wbuf *b, const struct msg_error *m);
 WUR int msg_error_get(struct wbuf *b, struct msg_error *m);

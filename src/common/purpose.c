@@ -22,6 +22,7 @@ static const struct {
 	{ MTLS_AGENT_PURPOSE_SSH, "ssh" },
 	{ MTLS_AGENT_PURPOSE_SSH_SIG, "ssh-sig" },
 	{ MTLS_AGENT_PURPOSE_PKCS11_DIGEST, "pkcs11-digest" },
+	{ MTLS_AGENT_PURPOSE_CSR, "csr" },
 };
 
 const char *
@@ -245,6 +246,7 @@ purpose_check(int purpose, const struct scheme_info *s, const unsigned char *con
 	case MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV: return check_tls12(content, len, why, why_len);
 	case MTLS_AGENT_PURPOSE_SSH:
 	case MTLS_AGENT_PURPOSE_SSH_SIG: return check_ssh(purpose, s, content, len, why, why_len);
+	case MTLS_AGENT_PURPOSE_CSR: return purpose_csr_check(content, len, NULL, why, why_len);
 	case MTLS_AGENT_PURPOSE_RAW_DIGEST:
 	case MTLS_AGENT_PURPOSE_PKCS11_DIGEST:
 		if (len != s->hash_len)

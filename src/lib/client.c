@@ -798,3 +798,142 @@ out:
 	wbuf_free(reply);
 	return r;
 }
+
+/* ---- enrollment --------------------------------------------------------- */
+
+int
+mtls_agent_key_kind_from_name(const char *name)
+{
+	static const struct {
+		const char *name;
+		int kind;
+	} kinds[] = {
+		{ "ec:p256", MTLS_AGENT_KEYGEN_EC_P256 },
+		{ "ec:p384", MTLS_AGENT_KEYGEN_EC_P384 },
+		{ "rsa:2048", MTLS_AGENT_KEYGEN_RSA_2048 },
+		{ "rsa:3072", MTLS_AGENT_KEYGEN_RSA_3072 },
+		{ "rsa:4096", MTLS_AGENT_KEYGEN_RSA_4096 },
+	};
+	size_t i;
+
+	for (i = 0; name != NULL && i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		if (strcmp(kinds[i].name, name) == 0)
+			return kinds[i].kind;
+	return 0;
+}
+
+int
+mtls_agent_keygen(mtls_agent *a, const char *token_uri, const char *label, int kind, char **name,
+		  unsigned char **spki, size_t *spki_len)
+{
+	struct msg_keygen_req req = { 0 };
+	struct msg_keygen_resp resp = { 0 };
+	struct wbuf *b = NULL, *reply = NULL;
+	int r;
+
+	set_last_message(NULL);
+	if (name != NULL)
+		*name = NULL;
+	if (spki != NULL)
+		*spki = NULL;
+	if (spki_len != NULL)
+		*spki_len = 0;
+	if (a == NULL || label == NULL || name == NULL || spki == NULL || spki_len == NULL ||
+	    kind <= 0 || kind > 255)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	req.token = (char *)(token_uri == NULL ? "" : token_uri);
+	req.label = (char *)label;
+	req.kind = (uint8_t)kind;
+	if ((b = wbuf_new()) == NULL || (reply = wbuf_new()) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = msg_keygen_req_put(b, &req)) != 0)
+		goto out;
+	/* Never sent twice: a second try would make a second key. */
+	pthread_mutex_lock(&a->lock);
+	r = exchange(a, b, MSG_KEYGEN | MSG_REPLY, 0, reply, NULL);
+	if (r == 0 && (r = msg_keygen_resp_get(reply, &resp)) != 0)
+		drop_connection(a);
+	pthread_mutex_unlock(&a->lock);
+	if (r != 0)
+		goto out;
+	*name = resp.name;
+	*spki = resp.spki;
+	*spki_len = resp.spki_len;
+	resp.name = NULL;
+	resp.spki = NULL;
+out:
+	msg_keygen_resp_clear(&resp);
+	wbuf_free(b);
+	wbuf_free(reply);
+	return r;
+}
+
+int
+mtls_agent_import_cert(mtls_agent *a, const unsigned char *der, size_t len, unsigned int flags,
+		       char **name)
+{
+	struct msg_import_req req = { 0 };
+	struct msg_import_resp resp = { 0 };
+	struct wbuf *b = NULL, *reply = NULL;
+	int r;
+
+	set_last_message(NULL);
+	if (name != NULL)
+		*name = NULL;
+	if (a == NULL || der == NULL || name == NULL || (flags & ~IMPORT_FLAGS_KNOWN) != 0)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	req.cert = (unsigned char *)der;
+	req.cert_len = len;
+	req.flags = (uint8_t)flags;
+	if ((b = wbuf_new()) == NULL || (reply = wbuf_new()) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = msg_import_req_put(b, &req)) != 0)
+		goto out;
+	pthread_mutex_lock(&a->lock);
+	r = exchange(a, b, MSG_IMPORT_CERT | MSG_REPLY, 0, reply, NULL);
+	if (r == 0 && (r = msg_import_resp_get(reply, &resp)) != 0)
+		drop_connection(a);
+	pthread_mutex_unlock(&a->lock);
+	if (r != 0)
+		goto out;
+	*name = resp.name;
+	resp.name = NULL;
+out:
+	msg_import_resp_clear(&resp);
+	wbuf_free(b);
+	wbuf_free(reply);
+	return r;
+}
+
+int
+mtls_agent_delete_key(mtls_agent *a, const char *name, unsigned int flags)
+{
+	struct msg_delete_key_req req = { 0 };
+	struct wbuf *b = NULL, *reply = NULL;
+	int r;
+
+	set_last_message(NULL);
+	if (a == NULL || name == NULL || (flags & ~DELETE_FLAGS_KNOWN) != 0)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	req.identity = (char *)name;
+	req.flags = (uint8_t)flags;
+	if ((b = wbuf_new()) == NULL || (reply = wbuf_new()) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = msg_delete_key_req_put(b, &req)) != 0)
+		goto out;
+	pthread_mutex_lock(&a->lock);
+	r = exchange(a, b, MSG_DELETE_KEY | MSG_REPLY, 0, reply, NULL);
+	if (r == 0 && (r = msg_empty_get(reply)) != 0)
+		drop_connection(a);
+	pthread_mutex_unlock(&a->lock);
+out:
+	wbuf_free(b);
+	wbuf_free(reply);
+	return r;
+}

@@ -276,6 +276,22 @@ test_values_at_limits(void **state)
 	parse_fails("busy-poll = 1001\n", 1, "from 0 to 1000");
 	parse_fails("busy-poll = -1\n", 1, "is not a number");
 	parse_fails("[identity a]\nbusy-poll = 5\n", 2, "busy-poll");
+	/* Enrollment: read-only (global and per identity), expiry-warning-days,
+	 * the csr purpose. */
+	cfg = parse_ok("log-level = info\n");
+	assert_int_equal(cfg->read_only, 0);
+	assert_int_equal(cfg->expiry_warning_days, CONFIG_DEFAULT_EXPIRY_WARNING_DAYS);
+	config_free(cfg);
+	cfg = parse_ok("read-only = yes\nexpiry-warning-days = 0\npurposes = tls13, csr\n"
+		       "[identity a]\nkey = pkcs11:token=t;id=%01\nread-only = yes\n");
+	assert_int_equal(cfg->read_only, 1);
+	assert_int_equal(cfg->expiry_warning_days, 0);
+	assert_int_equal(cfg->default_purposes, (1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV) |
+						    (1U << MTLS_AGENT_PURPOSE_CSR));
+	assert_int_equal(cfg->identities[0].read_only, 1);
+	config_free(cfg);
+	parse_fails("expiry-warning-days = 3651\n", 1, "expiry-warning-days");
+	parse_fails("read-only = maybe\n", 1, "read-only");
 	/* Leading zeros are still decimal. */
 	cfg = parse_ok("max-connections = 0010\nlog-level = warning\nallow-root = 1\n");
 	assert_int_equal(cfg->max_connections, 10);
