@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +20,6 @@
 #include "log.h"
 #include "mtls-agent.h"
 #include "server.h"
-#include "spin.h"
 #include "token.h"
 
 static void
@@ -116,9 +114,6 @@ main(int argc, char **argv)
 	int listen_fd = -1, exit_code = 1, activated = 0;
 	pid_t pid = -1;
 
-	/* A malloc arena per CPU we may use, not one per connection thread
-	 * (glibc allows eight per core): see mtls-agent-p11's main(). */
-	(void)mallopt(M_ARENA_MAX, spin_cpus_allowed(0));
 	while ((ch = getopt_long(argc, argv, "fdc:a:M:t:hV", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'f': foreground = 1; break;

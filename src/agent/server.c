@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -254,6 +255,9 @@ server_new(struct config *cfg, const char *config_path, const struct config_over
 	s->listen_fd = listen_fd;
 	s->uid = geteuid();
 	s->started = time(NULL);
+	/* A malloc arena per CPU we may use, not one per connection thread
+	 * (glibc allows eight per core): see mtls-agent-p11's main(). */
+	(void)mallopt(M_ARENA_MAX, spin_cpus_allowed(0));
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_mutex_init(&s->lock_mu, NULL);
 	pthread_cond_init(&s->idle, NULL);
