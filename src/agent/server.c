@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -95,9 +96,10 @@ struct server {
 	/*
 	 * Busy-polling for a client's next request is worth it only while a
 	 * CPU is free for the client: at most half the CPUs the agent may run
-	 * on have a connection inside a request or busy-polling (0 on one).
+	 * on have a connection inside a request or busy-polling (0 on one),
+	 * or all of them for a client on a CPU of its own (each connection's
+	 * struct spin_place, kept current).
 	 */
-	int spin_max;
 	int active; /* connections inside a request or busy-polling */
 	/* lock/unlock: only a salted slow hash of the passphrase is kept */
 	pthread_mutex_t lock_mu;
@@ -272,8 +274,9 @@ server_new(struct config *cfg, const char *config_path, const struct config_over
 	s->ssh_fd = -1;
 	s->uid = geteuid();
 	s->started = time(NULL);
-	/* The CPUs we may run on (taskset, cpusets), not the machine's. */
-	s->spin_max = spin_max_spinners(spin_cpus_allowed(0), 0);
+	/* A malloc arena per CPU we may use, not one per connection thread
+	 * (glibc allows eight per core): see mtls-agent-p11's main(). */
+	(void)mallopt(M_ARENA_MAX, spin_cpus_allowed(0));
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_mutex_init(&s->lock_mu, NULL);
 	pthread_cond_init(&s->idle, NULL);
@@ -1085,6 +1088,9 @@ conn_main(void *arg)
 	int r;
 	/* Holds busy-polling for this client off after spins that did not pay. */
 	struct spin_ctl spin = { 0 };
+	/* How many connections may spin, for the CPUs the client and this
+	 * thread may use now (not at start: taskset may move either). */
+	struct spin_place place = { 0 };
 
 	/* Settings of the configuration current at each request; a waiting
 	 * connection holds none (see struct live_cfg). */
@@ -1173,7 +1179,8 @@ conn_main(void *arg)
 		 * left for the clients.
 		 */
 		if (r == 0 && gap_us <= (long)busy_poll &&
-		    __atomic_load_n(&c->srv->active, __ATOMIC_RELAXED) <= c->srv->spin_max)
+		    __atomic_load_n(&c->srv->active, __ATOMIC_RELAXED) <=
+			spin_place_cap(&place, c->pid, spin_now_us()))
 			(void)spin_wait(&spin, c->fd, &c->rx, busy_poll);
 		clock_gettime(CLOCK_MONOTONIC, &replied);
 		have_replied = 1;

@@ -265,6 +265,16 @@ void frame_rx_reset(struct frame_rx *rx);
 WUR int frame_read(int fd, struct frame_rx *rx, struct wbuf *body, size_t max, int idle_ms,
 		   int timeout_ms);
 WUR int frame_write(int fd, const struct wbuf *body, int timeout_ms);
+/*
+ * For a reply awaited on a socket set up with frame_set_rcvtimeo(fd, ms):
+ * when nothing is stashed, one blocking recv waits for the first bytes
+ * (bounded by SO_RCVTIMEO: MTLS_ERR_TIMEOUT), instead of frame_read()'s
+ * recv, poll and recv again; the rest of the frame as frame_read() with
+ * timeout_ms.  Two system calls fewer for every reply that is slept for.
+ */
+WUR int frame_set_rcvtimeo(int fd, int timeout_ms);
+WUR int frame_read_timed(int fd, struct frame_rx *rx, struct wbuf *body, size_t max,
+			 int timeout_ms);
 
 /*
  * Busy-polls fd for up to spin_us microseconds (0: does not wait), with a

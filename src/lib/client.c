@@ -46,6 +46,7 @@ struct mtls_agent {
 	struct frame_rx rx;	  /* bytes read from fd, not yet a frame */
 	char *path;		  /* where to reconnect */
 	int timeout_ms;		  /* -1: wait forever */
+	int rcvtimeo;		  /* fd is ours, blocking, with SO_RCVTIMEO timeout_ms */
 	unsigned int spin_max_us; /* busy-poll limit; 0: never */
 	unsigned int sign_us;	  /* running mean of SIGN round trips; 0: none yet */
 	int spin_cap;		  /* threads that may busy-poll at once on this agent */
@@ -176,6 +177,7 @@ drop_connection(struct mtls_agent *a)
 		close(a->fd);
 		a->fd = -1;
 	}
+	a->rcvtimeo = 0;
 	frame_rx_reset(&a->rx);
 }
 
@@ -231,9 +233,13 @@ read_reply(struct mtls_agent *a, uint8_t expect, struct wbuf *reply, int *retrie
 	uint8_t type;
 	int r;
 
-	if ((r = frame_read(a->fd, &a->rx, reply, MTLS_FRAME_MAX, a->timeout_ms, a->timeout_ms)) !=
-		0 ||
-	    (r = wbuf_get_u8(reply, &type)) != 0)
+	/* A socket of our own has the timeout as SO_RCVTIMEO (open_connection):
+	 * one blocking recv waits for the reply.  A descriptor handed in
+	 * (client_connect_fd) may be non-blocking: recv + poll. */
+	r = a->rcvtimeo
+		? frame_read_timed(a->fd, &a->rx, reply, MTLS_FRAME_MAX, a->timeout_ms)
+		: frame_read(a->fd, &a->rx, reply, MTLS_FRAME_MAX, a->timeout_ms, a->timeout_ms);
+	if (r != 0 || (r = wbuf_get_u8(reply, &type)) != 0)
 		return r;
 	if (type == expect)
 		return 0;
@@ -353,6 +359,11 @@ open_connection(struct mtls_agent *a)
 		if (e != 0)
 			goto fail;
 	}
+	if (a->timeout_ms > 0 && frame_set_rcvtimeo(fd, a->timeout_ms) != 0) {
+		e = errno;
+		goto fail;
+	}
+	a->rcvtimeo = a->timeout_ms > 0;
 	a->fd = fd;
 	a->spin_cap = spin_max_spinners(spin_cpus, spin_peer_has_own_cpu(fd));
 	a->pid = getpid();

@@ -1654,6 +1654,53 @@ test_frame_idle_timeout(void **state)
 	wbuf_free(in);
 }
 
+/*
+ * frame_read_timed(): the blocking recv ends at the socket's SO_RCVTIMEO
+ * (a silent peer is a TIMEOUT, not a hang: without the option set the
+ * read would block until the suite's alarm); a frame, one that is larger
+ * than the stash, and EOF come out as from frame_read(); a frame that
+ * stops half-way is bounded by timeout_ms.
+ */
+static void
+test_frame_read_timed(void **state)
+{
+	static unsigned char wire[4 + FRAME_RX_SIZE * 2];
+	static const unsigned char part[] = { 0, 0, 0, 10, MSG_HELLO };
+	struct wbuf *in = newbuf();
+	double t0, dt;
+	size_t len = FRAME_RX_SIZE * 2, i;
+
+	(void)state;
+	assert_int_equal(frame_set_rcvtimeo(sv[1], 0), MTLS_ERR_INVALID_ARGUMENT);
+	assert_int_equal(frame_set_rcvtimeo(sv[1], 150), 0);
+	t0 = now_s();
+	assert_int_equal(frame_read_timed(sv[1], &rx, in, MTLS_FRAME_MAX, 150), MTLS_ERR_TIMEOUT);
+	dt = now_s() - t0;
+	assert_true(dt >= 0.1);
+	assert_true(dt < 1.0);
+	wire[0] = 0;
+	wire[1] = 0;
+	wire[2] = (unsigned char)(len >> 8);
+	wire[3] = (unsigned char)len;
+	for (i = 0; i < len; i++)
+		wire[4 + i] = (unsigned char)i;
+	write_raw(wire, sizeof(wire));
+	assert_int_equal(frame_read_timed(sv[1], &rx, in, MTLS_FRAME_MAX, 150), 0);
+	assert_int_equal(wbuf_len(in), len);
+	assert_memory_equal(wbuf_ptr(in), wire + 4, len);
+	write_raw(part, sizeof(part));
+	t0 = now_s();
+	assert_int_equal(frame_read_timed(sv[1], &rx, in, MTLS_FRAME_MAX, 150), MTLS_ERR_TIMEOUT);
+	dt = now_s() - t0;
+	assert_true(dt >= 0.1);
+	assert_true(dt < 1.0);
+	assert_int_equal(wbuf_len(in), 0);
+	close_writer();
+	assert_int_equal(frame_read_timed(sv[1], &rx, in, MTLS_FRAME_MAX, 150),
+			 MTLS_ERR_CONNECTION_CLOSED);
+	wbuf_free(in);
+}
+
 /* Frames that arrive in one piece are handed out one at a time, in order,
  * and a frame larger than the stash still arrives whole. */
 static void
@@ -1860,6 +1907,7 @@ main(void)
 		FRAME_TEST(test_frame_timeout_mid_header),
 		FRAME_TEST(test_frame_timeout_mid_body),
 		FRAME_TEST(test_frame_idle_timeout),
+		FRAME_TEST(test_frame_read_timed),
 		FRAME_TEST(test_frame_write_to_closed),
 		FRAME_TEST(test_frame_pipelined),
 		FRAME_TEST(test_frame_stash_wiped),
