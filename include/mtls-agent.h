@@ -87,7 +87,7 @@ enum mtls_agent_error {
 	MTLS_ERR_AGENT_LOCKED = -39,		/* agent locked with a passphrase */
 	MTLS_ERR_CONFIRM_DENIED = -40,		/* use not confirmed (refused, timeout) */
 	MTLS_ERR_RATE_LIMITED = -41,		/* identity's signature rate exceeded */
-	/* -42..-44 are the SSH front end's (branch ssh). */
+	/* -42, -43: the SSH front end (-44 unassigned). */
 	MTLS_ERR_DESTINATION_DENIED = -42, /* SSH host not in the identity's destinations */
 	MTLS_ERR_SSH_BINDING = -43,	   /* SSH session binding missing or invalid */
 	/* -45..-48: enrollment (key generation, certificate import). */

@@ -457,7 +457,7 @@ audit_peer(const struct conn *c, enum log_level level, const char *what, const c
 		(unsigned)c->uid, c->exe_now, rest);
 }
 
-/* The PKCS#11 mechanism a pkcs11-digest request came from (p11mod). */
+/* The PKCS#11 mechanism a pkcs11-digest request came from. */
 static const char *
 pkcs11_mechanism(uint16_t scheme)
 {
@@ -584,7 +584,7 @@ handle_sign(struct conn *c, struct wbuf *in, struct wbuf *out)
 }
 
 /*
- * LOGIN_PROMPT (p11mod): the agent asks the person for the PIN through its
+ * LOGIN_PROMPT: the agent asks the person for the PIN through its
  * askpass program, naming the program that asked, and logs the token in
  * with it; the client never sees the PIN.
  */

@@ -278,7 +278,7 @@ sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 				  why_len)) != 0)
 		return r;
 	/* A digest from the PKCS#11 front end is a blank cheque: only for the
-	 * programs the identity names (p11mod). */
+	 * programs the identity names. */
 	if (purpose == MTLS_AGENT_PURPOSE_PKCS11_DIGEST &&
 	    (id->ci == NULL || id->ci->n_peers == 0)) {
 		snprintf(why, why_len,
