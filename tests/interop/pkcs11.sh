@@ -122,14 +122,14 @@ fi
 KEY="pkcs11:token=p256-p11;object=p256-p11;type=private"
 CERT="pkcs11:token=p256-p11;object=p256-p11;type=cert"
 before=$(signed p256-p11)
-it_ok "wget with pkcs11: URIs" env HOME="$D/home" wget -q -O - --ca-certificate="$D/ca.pem" \
+it_ok "wget with pkcs11: URIs" it_foreign env HOME="$D/home" wget -q -O - --ca-certificate="$D/ca.pem" \
 	--certificate="$CERT" --private-key="$KEY" "https://localhost:$P13/"
 it_match "wget: nginx saw the client DN" \
 	"^dn=<CN=p256 client,O=mtls-agent tests> proto=<TLSv1.3> verify=<SUCCESS>" "$IT_OUT"
 it_signed "wget: the agent signed" p256-p11 "$before"
 before=$(signed p256-p11)
 # (GIT_SSL_CAINFO, which CI images set, outranks http.sslCAInfo.)
-it_ok "git clone over https with pkcs11: URIs" env HOME="$D/home" GIT_TERMINAL_PROMPT=0 \
+it_ok "git clone over https with pkcs11: URIs" it_foreign env HOME="$D/home" GIT_TERMINAL_PROMPT=0 \
 	GIT_SSL_CAINFO="$D/ca.pem" git -c http.sslCert="$CERT" -c http.sslKey="$KEY" \
 	clone -q "https://localhost:$P13/repo.git" "$D/clone"
 it_ok "the clone has the commit" git -C "$D/clone" log --format=%s -1

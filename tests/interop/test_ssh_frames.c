@@ -574,11 +574,17 @@ main(int argc, char **argv)
 	} else if (strcmp(argv[2], "sign-userauth") == 0) {
 		data = userauth(key);
 	} else if (strcmp(argv[2], "bind") == 0) {
-		return binds(argv[1], key);
+		t = binds(argv[1], key);
+		wbuf_free(key);
+		return t;
 	} else if (strcmp(argv[2], "malformed") == 0) {
-		return malformed(argv[1], key);
+		t = malformed(argv[1], key);
+		wbuf_free(key);
+		return t;
 	} else if (strcmp(argv[2], "bench") == 0 && argc == 5) {
-		return bench(argv[1], key, atof(argv[4]));
+		t = bench(argv[1], key, atof(argv[4]));
+		wbuf_free(key);
+		return t;
 	} else {
 		die("unknown mode");
 	}
