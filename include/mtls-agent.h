@@ -90,7 +90,10 @@ enum mtls_agent_error {
 	/* -42..-44 are the SSH front end's (branch ssh). */
 	MTLS_ERR_DESTINATION_DENIED = -42, /* SSH host not in the identity's destinations */
 	MTLS_ERR_SSH_BINDING = -43,	   /* SSH session binding missing or invalid */
-	MTLS_ERR_LAST_ = -43
+	/* -53..-55 are TLS destination binding's (branch dest). */
+	MTLS_ERR_SERVER_DENIED = -53,	    /* TLS server not among the identity's servers */
+	MTLS_ERR_TRANSCRIPT_REQUIRED = -54, /* bound identity: handshake messages needed */
+	MTLS_ERR_LAST_ = -54
 };
 
 /*

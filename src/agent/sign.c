@@ -20,6 +20,7 @@
 #include <p11-kit/pkcs11.h>
 
 #include "confirm.h"
+#include "dest.h"
 #include "log.h"
 #include "mtls-agent.h"
 #include "policy.h"
@@ -274,6 +275,10 @@ sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 	if ((purpose == MTLS_AGENT_PURPOSE_SSH || purpose == MTLS_AGENT_PURPOSE_SSH_SIG) &&
 	    (r = ssh_policy_check(id->cert, id->ci, peer->ssh, scheme, purpose, content, len, why,
 				  why_len)) != 0)
+		return r;
+	/* TLS: an identity with "servers" only toward them (dest.c). */
+	if ((r = dest_check(id->ci, id->cert_der, id->cert_der_len, purpose, content, len, why,
+			    why_len)) != 0)
 		return r;
 	if (charge && id->ci != NULL && id->ci->rate_limit > 0 &&
 	    !rate_ok(ts, id, id->ci->rate_limit)) {

@@ -53,6 +53,9 @@ mtls_agent_strerror(int err)
 	case MTLS_ERR_RATE_LIMITED: return "signature rate limit reached";
 	case MTLS_ERR_DESTINATION_DENIED: return "SSH destination not allowed for this identity";
 	case MTLS_ERR_SSH_BINDING: return "SSH session binding missing or invalid";
+	case MTLS_ERR_SERVER_DENIED: return "TLS server not among the identity's servers";
+	case MTLS_ERR_TRANSCRIPT_REQUIRED:
+		return "the identity is bound to servers: the handshake messages are needed";
 	}
 	return "unknown error";
 }
