@@ -202,6 +202,10 @@ it_write_agent_conf() {
 			echo "certificate = $IT_DIR/p256-$cert.pem"
 			echo "purposes = tls13, tls12"
 		done
+		# A test's own identities (IT_DIR and the fixture exist by now).
+		if declare -F it_extra_conf >/dev/null; then
+			it_extra_conf
+		fi
 	} >"$conf"
 	chmod 0600 "$conf"
 }

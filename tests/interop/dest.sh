@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# TLS destination binding ("servers =", src/agent/dest.c) with real servers
+# on loopback and an unmodified openssl s_client through the provider (TLS
+# 1.2), plus mtls-agentctl connect: a bound identity reaches the allowed
+# server, and the agent refuses, with the reason in its audit log and no
+# CertificateVerify sent, toward a server from another CA, a name not in
+# the list, a pinned server with another key, an RSA key exchange and TLS
+# 1.3 (whose transcript the provider cannot supply).  The client here
+# checks nothing about the server (no -verify_return_error): the agent's
+# check is the one that holds.
+set -u
+. "${top_srcdir:-$(dirname "$0")/../..}/tests/interop/lib.sh"
+
+# SHA-256 of a certificate's SubjectPublicKeyInfo, base64.
+spki_pin() {
+	openssl x509 -in "$1" -pubkey -noout | openssl pkey -pubin -outform DER |
+		openssl dgst -sha256 -binary | base64
+}
+
+it_extra_conf() {
+	local id key=pkcs11:token=$MTLS_TEST_TOKEN\;id=%03\;type=private
+	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+		-out "$IT_DIR/stranger.key" 2>/dev/null || it_die "genpkey failed"
+	openssl pkey -in "$IT_DIR/stranger.key" -pubout -outform DER 2>/dev/null |
+		openssl dgst -sha256 -binary | base64 >"$IT_DIR/stranger.pin"
+	for id in bound pinned pinned-other othername; do
+		echo
+		echo "[identity p256-$id]"
+		echo "key = $key"
+		echo "certificate = $IT_DIR/p256.pem"
+		echo "purposes = tls12, tls13"
+		case $id in
+		bound) echo "servers = localhost ca=$IT_DIR/ca.pem" ;;
+		pinned) echo "servers = localhost pin=sha256:$(spki_pin "$IT_DIR/server.pem")" ;;
+		pinned-other) echo "servers = localhost pin=sha256:$(cat "$IT_DIR/stranger.pin")" ;;
+		othername) echo "servers = api.example.com ca=$IT_DIR/ca.pem" ;;
+		esac
+	done
+}
+
+it_init openssl
+[ -n "${MTLS_PROVIDER_DIR:-}" ] || it_die "MTLS_PROVIDER_DIR is not set"
+
+# The servers: the allowed one (ca.pem, localhost), one from the other CA
+# for the same name, one of the allowed CA for another name, an RSA one.
+"$MKCERT" issue --ca-cert "$D/other-ca.pem" --ca-key "$D/other-ca.key" \
+	--key-out "$D/otherca-server.key" --subj "/CN=localhost" --san DNS:localhost \
+	--eku serverAuth --out "$D/otherca-server.pem" >/dev/null 2>&1 || it_die "mkcert failed"
+"$MKCERT" issue --ca-cert "$D/ca.pem" --ca-key "$D/ca.key" --key-out "$D/wrong.key" \
+	--subj "/CN=wrong.example" --san DNS:wrong.example --eku serverAuth \
+	--out "$D/wrong.pem" >/dev/null 2>&1 || it_die "mkcert failed"
+openssl genrsa -out "$D/rsa-server.key" 2048 >/dev/null 2>&1 &&
+	openssl pkey -in "$D/rsa-server.key" -pubout -out "$D/rsa-server.pub.pem" 2>/dev/null &&
+	"$MKCERT" issue --ca-cert "$D/ca.pem" --ca-key "$D/ca.key" --pubkey "$D/rsa-server.pub.pem" \
+		--subj "/CN=localhost" --san DNS:localhost --eku serverAuth \
+		--out "$D/rsa-server.pem" >/dev/null 2>&1 || it_die "RSA server certificate failed"
+
+declare -A PORT
+for s in good otherca wrong rsa; do
+	case $s in
+	good) cert=$D/server.pem key=$D/server.key ;;
+	otherca) cert=$D/otherca-server.pem key=$D/otherca-server.key ;;
+	wrong) cert=$D/wrong.pem key=$D/wrong.key ;;
+	rsa) cert=$D/rsa-server.pem key=$D/rsa-server.key ;;
+	esac
+	it_server "s_server-$s" openssl s_server -Verify 1 -verify_return_error -CAfile "$D/ca.pem" \
+		-cert "$cert" -key "$key" -accept "127.0.0.1:@PORT@" -www
+	PORT[$s]=$IT_PORT
+done
+
+# s_client_as ID SERVER VERSION [ARGS...]: one GET with identity ID.
+s_client_as() {
+	local id=$1 srv=$2 ver=$3
+	shift 3
+	it_run sh -c 'p=$1 d=$2 id=$3 port=$4 ver=$5
+		shift 5
+		printf "GET / HTTP/1.0\r\n\r\n" | openssl s_client -provider-path "$p" \
+		-provider mtls-agent -provider default -cert "$d/p256.pem" -key "mtls-agent:$id" \
+		-servername localhost -connect "127.0.0.1:$port" "$ver" -quiet -brief "$@"' sh \
+		"$MTLS_PROVIDER_DIR" "$D" "$id" "${PORT[$srv]}" "$ver" "$@"
+}
+
+# allowed NAME ID SERVER VERSION [ARGS]: s_server saw the client certificate.
+allowed() {
+	local name=$1
+	shift
+	s_client_as "$@"
+	if [ "$IT_STATUS" -ne 0 ]; then
+		it_result "$name" 0 "exit status $IT_STATUS"
+	elif ! printf '%s\n' "$IT_OUT" | grep -Eq "Subject: O ?= ?mtls-agent tests, CN ?= ?p256 client"; then
+		it_result "$name" 0 "s_server did not see the client certificate"
+	else
+		it_result "$name" 1
+	fi
+}
+
+# refused NAME REASON ID SERVER VERSION [ARGS]: the handshake fails, the
+# agent's audit line for ID gives REASON, and the server got no
+# CertificateVerify (s_server logs no accepted client certificate).
+refused() {
+	local name=$1 reason=$2 id=$3 srv=$4 before after
+	shift 2
+	before=$(grep -c "Subject: O" "$IT_DIR/s_server-$srv.log" || true)
+	s_client_as "$@"
+	after=$(grep -c "Subject: O" "$IT_DIR/s_server-$srv.log" || true)
+	if printf '%s\n' "$IT_OUT" | grep -Eq "Subject: O ?= ?mtls-agent tests"; then
+		it_result "$name" 0 "the server accepted the client"
+	elif [ "$before" != "$after" ]; then
+		it_result "$name" 0 "s_server logged a client certificate"
+	elif ! grep -E "audit: sign refused: .*$id.*$reason" "$IT_DIR/agent.log" >/dev/null; then
+		it_result "$name" 0 "no audit line 'sign refused ... $id ... $reason'"
+	else
+		it_result "$name" 1
+	fi
+}
+
+allowed "bound identity, TLS 1.2, allowed CA and name" p256-bound good -tls1_2
+allowed "pinned identity, TLS 1.2, pinned server key" p256-pinned good -tls1_2
+allowed "unbound identity unchanged toward another CA's server" p256-tls12 otherca -tls1_2
+refused "bound identity refused toward a server from another CA" \
+	"server localhost is not recognised: unable to get local issuer certificate" \
+	p256-bound otherca -tls1_2
+refused "bound identity refused toward a certificate for another name" \
+	"server localhost is not recognised: hostname mismatch" p256-bound wrong -tls1_2
+refused "bound identity refused toward a name not in its servers" \
+	"server localhost is not in the servers of identity p256-othername" \
+	p256-othername good -tls1_2
+refused "pinned identity refused toward a server with another key" \
+	"server localhost is not recognised: its key is not pinned for localhost" \
+	p256-pinned-other good -tls1_2
+refused "bound identity refused with an RSA key exchange" \
+	"cipher suite 0x009c is not ECDHE" p256-bound rsa -tls1_2 -cipher AES128-GCM-SHA256
+refused "bound identity refused in TLS 1.3 without the handshake messages" \
+	"identity p256-bound is bound to servers: a TLS 1.3 CertificateVerify" \
+	p256-bound good -tls1_3
+
+# mtls-agentctl connect (the library's SSL_CTX helper), TLS 1.2.
+it_ok "connect: bound identity, TLS 1.2, allowed server" "$CTL" connect --ca-file "$D/ca.pem" \
+	--identity p256-bound --tls1.2 "https://localhost:${PORT[good]}/"
+it_match "connect: s_server saw the client certificate" \
+	"Subject: O ?= ?mtls-agent tests, CN ?= ?p256 client" "$IT_OUT"
+it_run "$CTL" connect --ca-file "$D/other-ca.pem" --identity p256-bound --tls1.2 \
+	"https://localhost:${PORT[otherca]}/"
+it_check "connect: bound identity refused toward the other CA's server" \
+	test "$IT_STATUS" -ne 0
+it_match "connect: the refusal names the server" "not recognised" "$IT_ERR"
+
+it_done
