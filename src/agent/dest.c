@@ -23,6 +23,7 @@
 
 #include "dest.h"
 #include "mtls-agent.h"
+#include "purpose.h"
 #include "scheme.h"
 #include "tls_transcript.h"
 
@@ -52,60 +53,66 @@ dest_name_matches(const char *pattern, const char *name)
 	return strcasecmp(dot + 1, pattern + 2) == 0;
 }
 
-/* The ServerKeyExchange signature over client_random || server_random ||
- * params, with the server certificate's key (RFC 8422 5.4). */
+/* A server's signature `sig` over tbs with `key`, algorithm `alg` (a TLS
+ * SignatureScheme); `what` names the message for the refusal. */
 static int
-verify_ske(const struct tls12_hs *hs, EVP_PKEY *key, char *why, size_t why_len)
+verify_sig(uint16_t alg, int tls13, EVP_PKEY *key, const unsigned char *tbs, size_t n,
+	   const unsigned char *sig, size_t sig_len, const char *what, char *why, size_t why_len)
 {
-	const struct scheme_info *s = scheme_lookup(hs->ske_sigalg);
-	unsigned char tbs[2 * TLS_HS_RANDOM_LEN + 1 + 2 + 1 + 255];
+	const struct scheme_info *s = scheme_lookup(alg);
 	EVP_MD_CTX *ctx = NULL;
 	EVP_PKEY_CTX *pctx = NULL;
-	char alg[16];
-	size_t n = 0;
 	int r = MTLS_ERR_SERVER_DENIED, kt = EVP_PKEY_get_base_id(key);
 
-	snprintf(alg, sizeof(alg), "0x%04x", hs->ske_sigalg);
 	if (s == NULL)
 		return deny(r, why, why_len,
-			    "server signed its ServerKeyExchange with algorithm %s, which the "
-			    "agent does not verify%s",
-			    alg, "");
+			    "server signed its %s with algorithm 0x%04x, which the agent does "
+			    "not verify",
+			    what, alg);
+	if (tls13 && s->key_type == MTLS_AGENT_KEY_RSA && !s->pss)
+		return deny(r, why, why_len, "server %s with %s, which TLS 1.3 forbids", what,
+			    s->name);
 	if ((s->key_type == MTLS_AGENT_KEY_EC) != (kt == EVP_PKEY_EC) ||
 	    (s->key_type == MTLS_AGENT_KEY_RSA) != (kt == EVP_PKEY_RSA || kt == EVP_PKEY_RSA_PSS))
 		return deny(r, why, why_len,
-			    "ServerKeyExchange algorithm %s does not fit the server "
-			    "certificate's key%s",
-			    s->name, "");
-	if (hs->ske_params_len > sizeof(tbs) - 2 * TLS_HS_RANDOM_LEN)
-		return deny(MTLS_ERR_CONTENT_REJECTED, why, why_len,
-			    "ServerKeyExchange params too long%s%s", "", "");
-	memcpy(tbs, hs->client_random, TLS_HS_RANDOM_LEN);
-	memcpy(tbs + TLS_HS_RANDOM_LEN, hs->server_random, TLS_HS_RANDOM_LEN);
-	memcpy(tbs + 2 * TLS_HS_RANDOM_LEN, hs->ske_params, hs->ske_params_len);
-	n = 2 * TLS_HS_RANDOM_LEN + hs->ske_params_len;
-	if ((ctx = EVP_MD_CTX_new()) == NULL) {
-		r = MTLS_ERR_ALLOC;
-		goto out;
-	}
+			    "%s algorithm %s does not fit the server certificate's key", what,
+			    s->name);
+	if ((ctx = EVP_MD_CTX_new()) == NULL)
+		return MTLS_ERR_ALLOC;
 	if (EVP_DigestVerifyInit_ex(ctx, &pctx, s->digest, NULL, NULL, key, NULL) != 1 ||
 	    (s->pss && (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
 			EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1))) {
-		r = deny(r, why, why_len, "cannot verify a %s ServerKeyExchange signature%s",
-			 s->name, "");
+		r = deny(r, why, why_len, "cannot verify a %s %s signature", s->name, what);
 		goto out;
 	}
-	if (EVP_DigestVerify(ctx, hs->ske_sig, hs->ske_sig_len, tbs, n) != 1) {
+	if (EVP_DigestVerify(ctx, sig, sig_len, tbs, n) != 1) {
 		r = deny(r, why, why_len,
-			 "the ServerKeyExchange signature does not verify with the server "
-			 "certificate's key (%s): the handshake was not with that server%s",
-			 s->name, "");
+			 "the %s signature does not verify with the server certificate's key "
+			 "(%s): the handshake was not with that server",
+			 what, s->name);
 		goto out;
 	}
 	r = 0;
 out:
 	EVP_MD_CTX_free(ctx);
 	return r;
+}
+
+/* The ServerKeyExchange signature over client_random || server_random ||
+ * params, with the server certificate's key (RFC 8422 5.4). */
+static int
+verify_ske(const struct tls12_hs *hs, EVP_PKEY *key, char *why, size_t why_len)
+{
+	unsigned char tbs[2 * TLS_HS_RANDOM_LEN + 1 + 2 + 1 + 255];
+
+	if (hs->ske_params_len > sizeof(tbs) - 2 * TLS_HS_RANDOM_LEN)
+		return deny(MTLS_ERR_CONTENT_REJECTED, why, why_len,
+			    "ServerKeyExchange params too long");
+	memcpy(tbs, hs->client_random, TLS_HS_RANDOM_LEN);
+	memcpy(tbs + TLS_HS_RANDOM_LEN, hs->server_random, TLS_HS_RANDOM_LEN);
+	memcpy(tbs + 2 * TLS_HS_RANDOM_LEN, hs->ske_params, hs->ske_params_len);
+	return verify_sig(hs->ske_sigalg, 0, key, tbs, 2 * TLS_HS_RANDOM_LEN + hs->ske_params_len,
+			  hs->ske_sig, hs->ske_sig_len, "ServerKeyExchange", why, why_len);
 }
 
 /* SHA-256 of the leaf's SubjectPublicKeyInfo against the entry's pins. */
@@ -165,84 +172,81 @@ out:
 	return ok;
 }
 
+/* The SNI, lower case, if one of the identity's patterns matches it. */
 static int
-check_tls12(const struct config_identity *ci, const unsigned char *cert_der, size_t cert_len,
-	    const unsigned char *content, size_t len, char *why, size_t why_len)
+name_allowed(const struct config_identity *ci, const char *sni, char *name, char *why,
+	     size_t why_len)
 {
-	struct tls12_hs hs;
-	const struct config_server *sv;
-	STACK_OF(X509) *rest = NULL;
-	X509 *leaf = NULL, *x;
-	EVP_PKEY *key;
-	const unsigned char *p;
-	char name[TLS_HS_SNI_MAX + 1], err[256] = "", suite[8];
 	size_t i;
-	int r, matched = 0;
 
-	if ((r = tls12_transcript_parse(content, len, &hs, why, why_len)) != 0)
-		return r;
-	if (hs.client_cert == NULL || hs.client_cert_len != cert_len ||
-	    memcmp(hs.client_cert, cert_der, cert_len) != 0)
-		return deny(MTLS_ERR_SERVER_DENIED, why, why_len,
-			    "the handshake's client Certificate is not identity %s's "
-			    "certificate%s",
-			    ci->name, "");
-	snprintf(suite, sizeof(suite), "0x%04x", hs.suite);
-	if (!tls12_suite_is_ecdhe(hs.suite) || hs.ske_params == NULL)
-		return deny(MTLS_ERR_SERVER_DENIED, why, why_len,
-			    "cipher suite %s is not ECDHE: identity %s is bound to servers and "
-			    "only an ECDHE key exchange proves which server it is",
-			    suite, ci->name);
-	if (hs.sni[0] == '\0')
+	if (sni[0] == '\0')
 		return deny(MTLS_ERR_SERVER_DENIED, why, why_len,
 			    "the ClientHello names no server (no SNI): identity %s signs only "
-			    "toward its servers%s",
-			    ci->name, "");
-	for (i = 0; hs.sni[i] != '\0'; i++)
-		name[i] = (char)(hs.sni[i] >= 'A' && hs.sni[i] <= 'Z' ? hs.sni[i] - 'A' + 'a'
-								      : hs.sni[i]);
+			    "toward its servers",
+			    ci->name);
+	for (i = 0; sni[i] != '\0'; i++)
+		name[i] = (char)(sni[i] >= 'A' && sni[i] <= 'Z' ? sni[i] - 'A' + 'a' : sni[i]);
 	name[i] = '\0';
 	for (i = 0; i < ci->n_servers; i++)
 		if (dest_name_matches(ci->servers[i].pattern, name))
-			matched = 1;
-	if (!matched)
-		return deny(MTLS_ERR_SERVER_DENIED, why, why_len,
-			    "server %s is not in the servers of identity %s", name, ci->name);
+			return 0;
+	return deny(MTLS_ERR_SERVER_DENIED, why, why_len,
+		    "server %s is not in the servers of identity %s", name, ci->name);
+}
 
-	p = hs.srv_cert[0];
-	if ((leaf = d2i_X509(NULL, &p, (long)hs.srv_cert_len[0])) == NULL ||
-	    p != hs.srv_cert[0] + hs.srv_cert_len[0]) {
-		r = deny(MTLS_ERR_SERVER_DENIED, why, why_len,
-			 "the server certificate of %s does not parse%s", name, "");
-		goto out;
-	}
-	if ((rest = sk_X509_new_null()) == NULL) {
-		r = MTLS_ERR_ALLOC;
-		goto out;
-	}
-	for (i = 1; i < hs.n_srv_certs; i++) {
-		p = hs.srv_cert[i];
-		if ((x = d2i_X509(NULL, &p, (long)hs.srv_cert_len[i])) == NULL) {
-			r = deny(MTLS_ERR_SERVER_DENIED, why, why_len,
-				 "a chain certificate of %s does not parse%s", name, "");
-			goto out;
-		}
-		if (!sk_X509_push(rest, x)) {
+static int
+client_cert_is(const struct config_identity *ci, const unsigned char *got, size_t got_len,
+	       const unsigned char *cert_der, size_t cert_len, char *why, size_t why_len)
+{
+	if (got == NULL || got_len != cert_len || memcmp(got, cert_der, cert_len) != 0)
+		return deny(MTLS_ERR_SERVER_DENIED, why, why_len,
+			    "the handshake's client Certificate is not identity %s's certificate",
+			    ci->name);
+	return 0;
+}
+
+/* The server's certificates as X509s: *leaf and the rest in *rest. */
+static int
+load_chain(const unsigned char *const *certs, const size_t *lens, size_t n, const char *name,
+	   X509 **leaf, STACK_OF(X509) * *rest, char *why, size_t why_len)
+{
+	const unsigned char *p;
+	X509 *x;
+	size_t i;
+
+	*leaf = NULL;
+	if ((*rest = sk_X509_new_null()) == NULL)
+		return MTLS_ERR_ALLOC;
+	for (i = 0; i < n; i++) {
+		p = certs[i];
+		if ((x = d2i_X509(NULL, &p, (long)lens[i])) == NULL || p != certs[i] + lens[i]) {
 			X509_free(x);
-			r = MTLS_ERR_ALLOC;
-			goto out;
+			return deny(MTLS_ERR_SERVER_DENIED, why, why_len,
+				    "a server certificate of %s does not parse", name);
+		}
+		if (i == 0) {
+			*leaf = x;
+		} else if (!sk_X509_push(*rest, x)) {
+			X509_free(x);
+			return MTLS_ERR_ALLOC;
 		}
 	}
-	if ((key = X509_get0_pubkey(leaf)) == NULL) {
-		r = deny(MTLS_ERR_SERVER_DENIED, why, why_len,
-			 "the server certificate of %s has no usable key%s", name, "");
-		goto out;
-	}
-	if ((r = verify_ske(&hs, key, why, why_len)) != 0)
-		goto out;
-	/* Any entry for the name that recognises the server will do. */
-	r = MTLS_ERR_SERVER_DENIED;
-	for (i = 0; i < ci->n_servers && r != 0; i++) {
+	if (X509_get0_pubkey(*leaf) == NULL)
+		return deny(MTLS_ERR_SERVER_DENIED, why, why_len,
+			    "the server certificate of %s has no usable key", name);
+	return 0;
+}
+
+/* Any entry for the name that recognises the server will do. */
+static int
+recognise(const struct config_identity *ci, const char *name, X509 *leaf, STACK_OF(X509) * rest,
+	  char *why, size_t why_len)
+{
+	const struct config_server *sv;
+	char err[256] = "";
+	size_t i;
+
+	for (i = 0; i < ci->n_servers; i++) {
 		sv = &ci->servers[i];
 		if (!dest_name_matches(sv->pattern, name))
 			continue;
@@ -258,10 +262,113 @@ check_tls12(const struct config_identity *ci, const unsigned char *cert_der, siz
 			snprintf(err, sizeof(err), "the pinned certificate is not for that name");
 			continue;
 		}
-		r = 0;
+		return 0;
 	}
-	if (r != 0)
-		r = deny(r, why, why_len, "server %s is not recognised: %s", name, err);
+	return deny(MTLS_ERR_SERVER_DENIED, why, why_len, "server %s is not recognised: %s", name,
+		    err);
+}
+
+static int
+check_tls12(const struct config_identity *ci, const unsigned char *cert_der, size_t cert_len,
+	    const unsigned char *content, size_t len, char *why, size_t why_len)
+{
+	struct tls12_hs hs;
+	STACK_OF(X509) *rest = NULL;
+	X509 *leaf = NULL;
+	char name[TLS_HS_SNI_MAX + 1];
+	int r;
+
+	if ((r = tls12_transcript_parse(content, len, &hs, why, why_len)) != 0)
+		return r;
+	if ((r = client_cert_is(ci, hs.client_cert, hs.client_cert_len, cert_der, cert_len, why,
+				why_len)) != 0)
+		return r;
+	if (!tls12_suite_is_ecdhe(hs.suite) || hs.ske_params == NULL)
+		return deny(MTLS_ERR_SERVER_DENIED, why, why_len,
+			    "cipher suite 0x%04x is not ECDHE: identity %s is bound to servers and "
+			    "only an ECDHE key exchange proves which server it is",
+			    hs.suite, ci->name);
+	if ((r = name_allowed(ci, hs.sni, name, why, why_len)) != 0)
+		return r;
+	if ((r = load_chain(hs.srv_cert, hs.srv_cert_len, hs.n_srv_certs, name, &leaf, &rest, why,
+			    why_len)) != 0)
+		goto out;
+	if ((r = verify_ske(&hs, X509_get0_pubkey(leaf), why, why_len)) != 0)
+		goto out;
+	r = recognise(ci, name, leaf, rest, why, why_len);
+out:
+	sk_X509_pop_free(rest, X509_free);
+	X509_free(leaf);
+	return r;
+}
+
+/*
+ * TLS 1.3: the content holds Hash(ClientHello .. client Certificate); the
+ * handshake messages must hash to exactly that, and the server's own
+ * CertificateVerify over Hash(ClientHello .. server Certificate) must
+ * verify with the server certificate's key (RFC 8446 4.4.3).
+ */
+static int
+check_tls13(const struct config_identity *ci, const unsigned char *cert_der, size_t cert_len,
+	    const unsigned char *content, size_t len, const unsigned char *t, size_t t_len,
+	    char *why, size_t why_len)
+{
+	static const char srv_ctx[] = "TLS 1.3, server CertificateVerify";
+	unsigned char md[EVP_MAX_MD_SIZE], tbs[64 + sizeof(srv_ctx) + EVP_MAX_MD_SIZE];
+	const size_t head = 64 + sizeof(TLS13_CLIENT_CV_CONTEXT);
+	struct tls13_hs hs;
+	STACK_OF(X509) *rest = NULL;
+	X509 *leaf = NULL;
+	const EVP_MD *h;
+	unsigned int md_len = 0;
+	char name[TLS_HS_SNI_MAX + 1];
+	int r;
+
+	if (t == NULL || t_len == 0)
+		return deny(MTLS_ERR_TRANSCRIPT_REQUIRED, why, why_len,
+			    "identity %s is bound to servers: a TLS 1.3 CertificateVerify needs "
+			    "the handshake messages with the request, which this client does not "
+			    "send (an unmodified openssl through the provider cannot); use "
+			    "mtls-agentctl connect or the library's SSL_CTX helper "
+			    "(mtls_agent_ssl_ctx_use_identity), or TLS 1.2",
+			    ci->name);
+	if ((r = tls13_transcript_parse(t, t_len, &hs, why, why_len)) != 0)
+		return r;
+	switch (hs.suite) {
+	case 0x1301:
+	case 0x1303:
+	case 0x1304:
+	case 0x1305: h = EVP_sha256(); break;
+	case 0x1302: h = EVP_sha384(); break;
+	default:
+		return deny(MTLS_ERR_SERVER_DENIED, why, why_len,
+			    "TLS 1.3 cipher suite 0x%04x is unknown", hs.suite);
+	}
+	if (EVP_Digest(t, t_len, md, &md_len, h, NULL) != 1)
+		return MTLS_ERR_INTERNAL;
+	if (len != head + md_len || memcmp(content + head, md, md_len) != 0)
+		return deny(MTLS_ERR_SERVER_DENIED, why, why_len,
+			    "the handshake messages sent with the request do not hash to the "
+			    "CertificateVerify's transcript hash");
+	if ((r = client_cert_is(ci, hs.client_cert, hs.client_cert_len, cert_der, cert_len, why,
+				why_len)) != 0)
+		return r;
+	if ((r = name_allowed(ci, hs.sni, name, why, why_len)) != 0)
+		return r;
+	if ((r = load_chain(hs.srv_cert, hs.srv_cert_len, hs.n_srv_certs, name, &leaf, &rest, why,
+			    why_len)) != 0)
+		goto out;
+	memset(tbs, 0x20, 64);
+	memcpy(tbs + 64, srv_ctx, sizeof(srv_ctx));
+	if (EVP_Digest(t, hs.srv_cv_covers, tbs + 64 + sizeof(srv_ctx), &md_len, h, NULL) != 1) {
+		r = MTLS_ERR_INTERNAL;
+		goto out;
+	}
+	if ((r = verify_sig(hs.srv_cv_alg, 1, X509_get0_pubkey(leaf), tbs,
+			    64 + sizeof(srv_ctx) + md_len, hs.srv_cv_sig, hs.srv_cv_sig_len,
+			    "server CertificateVerify", why, why_len)) != 0)
+		goto out;
+	r = recognise(ci, name, leaf, rest, why, why_len);
 out:
 	sk_X509_pop_free(rest, X509_free);
 	X509_free(leaf);
@@ -270,7 +377,8 @@ out:
 
 int
 dest_check(const struct config_identity *ci, const unsigned char *cert_der, size_t cert_len,
-	   int purpose, const unsigned char *content, size_t len, char *why, size_t why_len)
+	   int purpose, const unsigned char *content, size_t len, const unsigned char *transcript,
+	   size_t transcript_len, char *why, size_t why_len)
 {
 	if (ci == NULL || ci->n_servers == 0)
 		return 0;
@@ -278,11 +386,8 @@ dest_check(const struct config_identity *ci, const unsigned char *cert_der, size
 	case MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV:
 		return check_tls12(ci, cert_der, cert_len, content, len, why, why_len);
 	case MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV:
-		return deny(MTLS_ERR_TRANSCRIPT_REQUIRED, why, why_len,
-			    "identity %s is bound to servers: a TLS 1.3 CertificateVerify carries "
-			    "only a transcript hash, and this agent cannot yet take the handshake "
-			    "messages that prove the server; use TLS 1.2 toward %s",
-			    ci->name, ci->servers[0].pattern);
+		return check_tls13(ci, cert_der, cert_len, content, len, transcript, transcript_len,
+				   why, why_len);
 	case MTLS_AGENT_PURPOSE_RAW_DIGEST:
 		/* conf.c refuses the combination; a digest could be anything. */
 		return deny(MTLS_ERR_SERVER_DENIED, why, why_len,

@@ -18,16 +18,17 @@
  * ECDHE handshake whose client Certificate carries cert_der, whose SNI
  * matches one of the servers, whose server chain verifies against that
  * entry's CA (with the name) and/or whose server key matches its pins, and
- * whose ServerKeyExchange signature verifies with the server's key.  TLS
- * 1.3 is refused for bound identities (the transcript field is not
- * implemented yet: README "What does not work yet").
+ * whose ServerKeyExchange signature verifies with the server's key.  A TLS
+ * 1.3 CertificateVerify needs `transcript` (the handshake messages from
+ * the SIGN request): they must hash to the content's transcript hash, the
+ * server's CertificateVerify must verify, and the rest as for TLS 1.2.
  * Returns 0, MTLS_ERR_SERVER_DENIED, MTLS_ERR_TRANSCRIPT_REQUIRED,
  * MTLS_ERR_CONTENT_REJECTED or MTLS_ERR_ALLOC; why says which check.
  */
-__attribute__((warn_unused_result)) int dest_check(const struct config_identity *ci,
-						   const unsigned char *cert_der, size_t cert_len,
-						   int purpose, const unsigned char *content,
-						   size_t len, char *why, size_t why_len);
+__attribute__((warn_unused_result)) int
+dest_check(const struct config_identity *ci, const unsigned char *cert_der, size_t cert_len,
+	   int purpose, const unsigned char *content, size_t len, const unsigned char *transcript,
+	   size_t transcript_len, char *why, size_t why_len);
 
 /* 1 if host name `name` (lower case) matches `pattern` ("*." one label). */
 int dest_name_matches(const char *pattern, const char *name);

@@ -277,8 +277,8 @@ sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 				  why_len)) != 0)
 		return r;
 	/* TLS: an identity with "servers" only toward them (dest.c). */
-	if ((r = dest_check(id->ci, id->cert_der, id->cert_der_len, purpose, content, len, why,
-			    why_len)) != 0)
+	if ((r = dest_check(id->ci, id->cert_der, id->cert_der_len, purpose, content, len,
+			    peer->transcript, peer->transcript_len, why, why_len)) != 0)
 		return r;
 	if (charge && id->ci != NULL && id->ci->rate_limit > 0 &&
 	    !rate_ok(ts, id, id->ci->rate_limit)) {

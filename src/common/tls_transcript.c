@@ -14,6 +14,9 @@
 enum {
 	HS_CLIENT_HELLO = 1,
 	HS_SERVER_HELLO = 2,
+	HS_ENCRYPTED_EXTENSIONS = 8,
+	HS_CERTIFICATE_VERIFY = 15,
+	HS_FINISHED = 20,
 	HS_CERTIFICATE = 11,
 	HS_SERVER_KEY_EXCHANGE = 12,
 	HS_CERTIFICATE_REQUEST = 13,
@@ -29,6 +32,14 @@ bad(char *why, size_t why_len, const char *what)
 {
 	if (why != NULL && why_len > 0)
 		snprintf(why, why_len, "TLS 1.2 transcript: %s", what);
+	return MTLS_ERR_CONTENT_REJECTED;
+}
+
+static int
+bad13(char *why, size_t why_len, const char *what)
+{
+	if (why != NULL && why_len > 0)
+		snprintf(why, why_len, "TLS 1.3 transcript: %s", what);
 	return MTLS_ERR_CONTENT_REJECTED;
 }
 
@@ -240,5 +251,98 @@ tls12_transcript_parse(const unsigned char *t, size_t len, struct tls12_hs *hs, 
 		return bad(why, why_len, "no ClientKeyExchange after the client Certificate");
 	if (!wbuf_view_empty(&all))
 		return bad(why, why_len, "messages after the ClientKeyExchange");
+	return 0;
+}
+
+/* HelloRetryRequest's ServerHello.random (RFC 8446 4.1.3). */
+static const unsigned char hrr_random[TLS_HS_RANDOM_LEN] = {
+	0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c,
+	0x02, 0x1e, 0x65, 0xb8, 0x91, 0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb,
+	0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+};
+
+/* TLS 1.3 Certificate: context<0..255>, list<u24> of {cert<u24>, exts<u16>}. */
+static int
+parse_certificates13(struct wbuf_view *m, const unsigned char **certs, size_t *lens, size_t max,
+		     size_t *n, char *why, size_t why_len)
+{
+	struct wbuf_view ctx, list, cert, exts;
+
+	*n = 0;
+	if (wbuf_view_vec(m, 1, 0, 255, &ctx) != 0 ||
+	    wbuf_view_vec(m, 3, 0, 0xffffff, &list) != 0 || !wbuf_view_empty(m))
+		return bad13(why, why_len, "malformed Certificate");
+	while (!wbuf_view_empty(&list)) {
+		if (wbuf_view_vec(&list, 3, 1, TLS_HS_CERT_MAX, &cert) != 0 ||
+		    wbuf_view_vec(&list, 2, 0, 0xffff, &exts) != 0)
+			return bad13(why, why_len, "malformed certificate entry in Certificate");
+		if (*n < max) {
+			certs[*n] = cert.p;
+			lens[*n] = cert.len;
+			(*n)++;
+		} else if (max > 1) {
+			return bad13(why, why_len, "more than 10 certificates in a chain");
+		}
+	}
+	return 0;
+}
+
+int
+tls13_transcript_parse(const unsigned char *t, size_t len, struct tls13_hs *hs, char *why,
+		       size_t why_len)
+{
+	struct tls12_hs ch;
+	struct wbuf_view all, m, sid, exts, sig;
+	const unsigned char *rnd;
+	uint16_t version;
+	uint8_t type, comp;
+	size_t n;
+	int r;
+
+	memset(hs, 0, sizeof(*hs));
+	memset(&ch, 0, sizeof(ch));
+	wbuf_view_init(&all, t, len);
+	if (next_msg(&all, &type, &m) != 0 || type != HS_CLIENT_HELLO)
+		return bad13(why, why_len, "does not start with a ClientHello");
+	if ((r = parse_client_hello(&m, &ch, why, why_len)) != 0)
+		return r;
+	memcpy(hs->sni, ch.sni, sizeof(hs->sni));
+	if (next_msg(&all, &type, &m) != 0 || type != HS_SERVER_HELLO ||
+	    wbuf_view_u16(&m, &version) != 0 || wbuf_view_bytes(&m, TLS_HS_RANDOM_LEN, &rnd) != 0 ||
+	    wbuf_view_vec(&m, 1, 0, 32, &sid) != 0 || wbuf_view_u16(&m, &hs->suite) != 0 ||
+	    wbuf_view_u8(&m, &comp) != 0 || wbuf_view_vec(&m, 2, 0, 0xffff, &exts) != 0 ||
+	    !wbuf_view_empty(&m))
+		return bad13(why, why_len, "no well-formed ServerHello after the ClientHello");
+	if (memcmp(rnd, hrr_random, TLS_HS_RANDOM_LEN) == 0)
+		return bad13(why, why_len, "a HelloRetryRequest handshake cannot be bound");
+	if (next_msg(&all, &type, &m) != 0 || type != HS_ENCRYPTED_EXTENSIONS)
+		return bad13(why, why_len, "no EncryptedExtensions after the ServerHello");
+	if (next_msg(&all, &type, &m) != 0 || type != HS_CERTIFICATE_REQUEST)
+		return bad13(why, why_len, "no CertificateRequest after the EncryptedExtensions");
+	if (next_msg(&all, &type, &m) != 0 || type != HS_CERTIFICATE)
+		return bad13(why, why_len,
+			     "no server Certificate after the CertificateRequest (a resumed "
+			     "handshake cannot be bound)");
+	if ((r = parse_certificates13(&m, hs->srv_cert, hs->srv_cert_len, TLS_HS_MAX_CERTS,
+				      &hs->n_srv_certs, why, why_len)) != 0)
+		return r;
+	if (hs->n_srv_certs == 0)
+		return bad13(why, why_len, "the server sent no certificate");
+	hs->srv_cv_covers = len - all.len;
+	if (next_msg(&all, &type, &m) != 0 || type != HS_CERTIFICATE_VERIFY ||
+	    wbuf_view_u16(&m, &hs->srv_cv_alg) != 0 || wbuf_view_vec(&m, 2, 1, 0xffff, &sig) != 0 ||
+	    !wbuf_view_empty(&m))
+		return bad13(why, why_len, "no well-formed server CertificateVerify");
+	hs->srv_cv_sig = sig.p;
+	hs->srv_cv_sig_len = sig.len;
+	if (next_msg(&all, &type, &m) != 0 || type != HS_FINISHED)
+		return bad13(why, why_len, "no server Finished after its CertificateVerify");
+	if (next_msg(&all, &type, &m) != 0 || type != HS_CERTIFICATE)
+		return bad13(why, why_len, "no client Certificate after the server Finished");
+	if ((r = parse_certificates13(&m, &hs->client_cert, &hs->client_cert_len, 1, &n, why,
+				      why_len)) != 0)
+		return r;
+	if (!wbuf_view_empty(&all))
+		return bad13(why, why_len, "messages after the client Certificate");
 	return 0;
 }

@@ -56,4 +56,32 @@ __attribute__((warn_unused_result)) int tls12_transcript_parse(const unsigned ch
 							       struct tls12_hs *hs, char *why,
 							       size_t why_len);
 
+/* TLS 1.3 (RFC 8446 4): the handshake as the client saw it, decrypted. */
+struct tls13_hs {
+	char sni[TLS_HS_SNI_MAX + 1];
+	uint16_t suite;
+	const unsigned char *srv_cert[TLS_HS_MAX_CERTS];
+	size_t srv_cert_len[TLS_HS_MAX_CERTS];
+	size_t n_srv_certs;
+	/* the server CertificateVerify and the length of the transcript it
+	 * signs (ClientHello .. server Certificate) */
+	uint16_t srv_cv_alg;
+	const unsigned char *srv_cv_sig;
+	size_t srv_cv_sig_len;
+	size_t srv_cv_covers;
+	const unsigned char *client_cert;
+	size_t client_cert_len;
+};
+
+/*
+ * Parses ClientHello, ServerHello, EncryptedExtensions, CertificateRequest,
+ * Certificate, CertificateVerify, Finished (the server's), then the
+ * client's Certificate, nothing after: what the client CertificateVerify's
+ * transcript hash covers.  No HelloRetryRequest, no PSK (a server
+ * Certificate is required).  Returns 0 or MTLS_ERR_CONTENT_REJECTED.
+ */
+__attribute__((warn_unused_result)) int tls13_transcript_parse(const unsigned char *t, size_t len,
+							       struct tls13_hs *hs, char *why,
+							       size_t why_len);
+
 #endif

@@ -131,7 +131,7 @@ refused "pinned identity refused toward a server with another key" \
 refused "bound identity refused with an RSA key exchange" \
 	"cipher suite 0x009c is not ECDHE" p256-bound rsa -tls1_2 -cipher AES128-GCM-SHA256
 refused "bound identity refused in TLS 1.3 without the handshake messages" \
-	"identity p256-bound is bound to servers: a TLS 1.3 CertificateVerify" \
+	"identity p256-bound is bound to servers: a TLS 1.3 CertificateVerify needs the handshake messages with the request.*use mtls-agentctl connect" \
 	p256-bound good -tls1_3
 
 # mtls-agentctl connect (the library's SSL_CTX helper), TLS 1.2.
@@ -144,5 +144,24 @@ it_run "$CTL" connect --ca-file "$D/other-ca.pem" --identity p256-bound --tls1.2
 it_check "connect: bound identity refused toward the other CA's server" \
 	test "$IT_STATUS" -ne 0
 it_match "connect: the refusal names the server" "not recognised" "$IT_ERR"
+
+# TLS 1.3 through the helper: it sends the handshake messages with the SIGN.
+it_ok "connect: bound identity, TLS 1.3, allowed server" "$CTL" connect --ca-file "$D/ca.pem" \
+	--identity p256-bound "https://localhost:${PORT[good]}/"
+it_match "connect TLS 1.3: s_server saw the client certificate" \
+	"Subject: O ?= ?mtls-agent tests, CN ?= ?p256 client" "$IT_OUT"
+it_match "connect TLS 1.3: TLSv1.3" "TLSv1.3" "$IT_OUT"
+it_ok "connect: pinned identity, TLS 1.3" "$CTL" connect --ca-file "$D/ca.pem" \
+	--identity p256-pinned "https://localhost:${PORT[good]}/"
+for c in "p256-bound otherca other-ca.pem not recognised: unable to get local issuer" \
+	"p256-pinned-other good ca.pem its key is not pinned for localhost" \
+	"p256-othername good ca.pem is not in the servers of identity p256-othername"; do
+	read -r id srv ca reason <<<"$c"
+	it_run "$CTL" connect --ca-file "$D/$ca" --identity "$id" "https://localhost:${PORT[$srv]}/"
+	it_check "connect TLS 1.3: $id refused toward $srv" test "$IT_STATUS" -ne 0
+	it_check "connect TLS 1.3: $id: audit line says '$reason'" \
+		grep -Eq "audit: sign refused: .*identity=$id .*purpose=tls13-client-certificate-verify .*$reason" \
+		"$IT_DIR/agent.log"
+done
 
 it_done

@@ -165,7 +165,8 @@ teardown(void **state)
 struct rec {
 	unsigned char buf[32768];
 	size_t len;
-	int done; /* ClientKeyExchange seen: the CertificateVerify signs this */
+	int done; /* ClientKeyExchange (1.2) or client Certificate (1.3) seen */
+	int tls13;
 };
 
 static void
@@ -179,10 +180,15 @@ record(int write_p, int version, int content_type, const void *data, size_t len,
 	(void)ssl;
 	if (content_type != SSL3_RT_HANDSHAKE || r->done || len < 4)
 		return;
+	/* TLS 1.3: up to the client's Certificate, not its CertificateVerify. */
+	if (r->tls13 && write_p && ((const unsigned char *)data)[0] == 15) {
+		r->done = 1;
+		return;
+	}
 	assert_true(r->len + len <= sizeof(r->buf));
 	memcpy(r->buf + r->len, data, len);
 	r->len += len;
-	if (((const unsigned char *)data)[0] == 16)
+	if (!r->tls13 && ((const unsigned char *)data)[0] == 16)
 		r->done = 1;
 }
 
@@ -205,11 +211,19 @@ handshake(const struct party *sv, const struct party *cl, const char *sni, const
 	BIO *cb, *sb;
 	int i, cdone = 0, sdone = 0;
 
+	int tls13 = strncmp(ciphers, "TLS_", 4) == 0;
+
 	memset(r, 0, sizeof(*r));
+	r->tls13 = tls13;
 	assert_non_null(cctx = SSL_CTX_new(TLS_client_method()));
 	assert_non_null(sctx = SSL_CTX_new(TLS_server_method()));
-	assert_int_equal(SSL_CTX_set_max_proto_version(cctx, TLS1_2_VERSION), 1);
-	assert_int_equal(SSL_CTX_set_cipher_list(cctx, ciphers), 1);
+	if (tls13) {
+		assert_int_equal(SSL_CTX_set_min_proto_version(cctx, TLS1_3_VERSION), 1);
+		assert_int_equal(SSL_CTX_set_ciphersuites(cctx, ciphers), 1);
+	} else {
+		assert_int_equal(SSL_CTX_set_max_proto_version(cctx, TLS1_2_VERSION), 1);
+		assert_int_equal(SSL_CTX_set_cipher_list(cctx, ciphers), 1);
+	}
 	assert_int_equal(SSL_CTX_use_certificate(sctx, sv->cert), 1);
 	assert_int_equal(SSL_CTX_use_PrivateKey(sctx, sv->key), 1);
 	assert_int_equal(SSL_CTX_use_certificate(cctx, cl->cert), 1);
@@ -267,7 +281,7 @@ check(const char *servers, const struct rec *r, int purpose, char *why, size_t w
 
 	why[0] = '\0';
 	ret = dest_check(&cfg->identities[0], F.client_der, (size_t)F.client_der_len, purpose,
-			 r->buf, r->len, why, why_len);
+			 r->buf, r->len, NULL, 0, why, why_len);
 	config_free(cfg);
 	return ret;
 }
@@ -470,7 +484,9 @@ test_purposes(void **state)
 	r.len = 1;
 	expect_denied(check(servers_ca("api.example.com", F.ca_a_file), &r,
 			    MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, why, sizeof(why)),
-		      why, MTLS_ERR_TRANSCRIPT_REQUIRED, "identity me is bound to servers");
+		      why, MTLS_ERR_TRANSCRIPT_REQUIRED,
+		      "identity me is bound to servers: a TLS 1.3 CertificateVerify needs the "
+		      "handshake messages");
 	expect_denied(check(servers_ca("api.example.com", F.ca_a_file), &r,
 			    MTLS_AGENT_PURPOSE_RAW_DIGEST, why, sizeof(why)),
 		      why, MTLS_ERR_SERVER_DENIED, "no raw digests");
@@ -481,16 +497,16 @@ test_purposes(void **state)
 	/* Without servers everything passes as before. */
 	cfg = conf_with("");
 	assert_int_equal(dest_check(&cfg->identities[0], F.client_der, (size_t)F.client_der_len,
-				    MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, r.buf, r.len, why,
+				    MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, r.buf, r.len, NULL, 0, why,
 				    sizeof(why)),
 			 0);
 	assert_int_equal(dest_check(&cfg->identities[0], F.client_der, (size_t)F.client_der_len,
-				    MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, r.buf, r.len, why,
+				    MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, r.buf, r.len, NULL, 0, why,
 				    sizeof(why)),
 			 0);
 	config_free(cfg);
 	assert_int_equal(dest_check(NULL, NULL, 0, MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, r.buf, r.len,
-				    why, sizeof(why)),
+				    NULL, 0, why, sizeof(why)),
 			 0);
 }
 
@@ -539,6 +555,110 @@ test_parser(void **state)
 	assert_false(dest_name_matches("api.example.com", "api.example.com.evil"));
 }
 
+/* --- TLS 1.3 ---------------------------------------------------------------- */
+
+#define TLS13 "TLS_AES_128_GCM_SHA256"
+
+/* The client CertificateVerify content over a recorded transcript. */
+static size_t
+cv13_content(const struct rec *r, const EVP_MD *h, unsigned char *out)
+{
+	static const char ctx[] = "TLS 1.3, client CertificateVerify";
+	unsigned int n = 0;
+
+	memset(out, 0x20, 64);
+	memcpy(out + 64, ctx, sizeof(ctx));
+	assert_int_equal(EVP_Digest(r->buf, r->len, out + 64 + sizeof(ctx), &n, h, NULL), 1);
+	return 64 + sizeof(ctx) + n;
+}
+
+static int
+check13(const char *servers, const struct rec *r, const unsigned char *content, size_t len,
+	char *why, size_t why_len)
+{
+	struct config *cfg = conf_with(servers);
+	int ret;
+
+	why[0] = '\0';
+	ret = dest_check(&cfg->identities[0], F.client_der, (size_t)F.client_der_len,
+			 MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, content, len, r->buf, r->len, why,
+			 why_len);
+	config_free(cfg);
+	return ret;
+}
+
+static void
+test_tls13(void **state)
+{
+	unsigned char content[200];
+	struct tls13_hs hs;
+	struct rec r, t;
+	char why[512], lines[512];
+	size_t len, at;
+
+	(void)state;
+	snprintf(lines, sizeof(lines), "%s", servers_ca("api.example.com", F.ca_a_file));
+	handshake(&F.srv, &F.client, "api.example.com", TLS13, &r);
+	len = cv13_content(&r, EVP_sha256(), content);
+	assert_int_equal(check13(lines, &r, content, len, why, sizeof(why)), 0);
+	/* SHA-384 suite, RSA (PSS) server key. */
+	handshake(&F.srv_rsa, &F.client, "api.example.com", "TLS_AES_256_GCM_SHA384", &r);
+	len = cv13_content(&r, EVP_sha384(), content);
+	assert_int_equal(check13(lines, &r, content, len, why, sizeof(why)), 0);
+
+	/* The messages do not hash to the content's hash. */
+	handshake(&F.srv, &F.client, "api.example.com", TLS13, &r);
+	len = cv13_content(&r, EVP_sha256(), content);
+	t = r;
+	t.buf[4 + 2 + 3] ^= 0x01; /* the client random */
+	expect_denied(check13(lines, &t, content, len, why, sizeof(why)), why,
+		      MTLS_ERR_SERVER_DENIED, "do not hash to the CertificateVerify's");
+	/* They hash right, but the server's CertificateVerify is not over
+	 * them: a proxy that relays another handshake's server messages. */
+	len = cv13_content(&t, EVP_sha256(), content);
+	expect_denied(check13(lines, &t, content, len, why, sizeof(why)), why,
+		      MTLS_ERR_SERVER_DENIED, "server CertificateVerify signature does not verify");
+	/* A byte of the server's signature itself. */
+	t = r;
+	assert_int_equal(tls13_transcript_parse(t.buf, t.len, &hs, why, sizeof(why)), 0);
+	at = (size_t)(hs.srv_cv_sig - t.buf);
+	t.buf[at + 12] ^= 0x40;
+	len = cv13_content(&t, EVP_sha256(), content);
+	expect_denied(check13(lines, &t, content, len, why, sizeof(why)), why,
+		      MTLS_ERR_SERVER_DENIED, "server CertificateVerify signature does not verify");
+	/* Other CA, name not listed, another client certificate. */
+	handshake(&F.srv_b, &F.client, "api.example.com", TLS13, &r);
+	len = cv13_content(&r, EVP_sha256(), content);
+	expect_denied(check13(lines, &r, content, len, why, sizeof(why)), why,
+		      MTLS_ERR_SERVER_DENIED, "not recognised: unable to get local issuer");
+	handshake(&F.srv_other, &F.client, "other.example.com", TLS13, &r);
+	len = cv13_content(&r, EVP_sha256(), content);
+	expect_denied(check13(lines, &r, content, len, why, sizeof(why)), why,
+		      MTLS_ERR_SERVER_DENIED, "server other.example.com is not in the servers");
+	handshake(&F.srv, &F.client2, "api.example.com", TLS13, &r);
+	len = cv13_content(&r, EVP_sha256(), content);
+	expect_denied(check13(lines, &r, content, len, why, sizeof(why)), why,
+		      MTLS_ERR_SERVER_DENIED, "client Certificate is not identity me's");
+	/* A pin of another key. */
+	{
+		char pin[128];
+
+		handshake(&F.srv, &F.client, "api.example.com", TLS13, &r);
+		len = cv13_content(&r, EVP_sha256(), content);
+		pin_of(F.srv_b.cert, pin, sizeof(pin));
+		snprintf(lines, sizeof(lines), "servers = api.example.com %s\n", pin);
+		expect_denied(check13(lines, &r, content, len, why, sizeof(why)), why,
+			      MTLS_ERR_SERVER_DENIED, "its key is not pinned");
+		pin_of(F.srv.cert, pin, sizeof(pin));
+		snprintf(lines, sizeof(lines), "servers = api.example.com %s\n", pin);
+		assert_int_equal(check13(lines, &r, content, len, why, sizeof(why)), 0);
+	}
+	/* Every truncation of the transcript is refused. */
+	for (len = 0; len < r.len; len++)
+		assert_int_equal(tls13_transcript_parse(r.buf, len, &hs, why, sizeof(why)),
+				 MTLS_ERR_CONTENT_REJECTED);
+}
+
 int
 main(void)
 {
@@ -547,6 +667,7 @@ main(void)
 		cmocka_unit_test(test_names),	   cmocka_unit_test(test_pins),
 		cmocka_unit_test(test_tampered),   cmocka_unit_test(test_client_cert_and_kex),
 		cmocka_unit_test(test_purposes),   cmocka_unit_test(test_parser),
+		cmocka_unit_test(test_tls13),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
