@@ -277,7 +277,10 @@ MTLS_AGENT_API int mtls_agent_purpose_from_name(const char *name);
  * provider, whatever the SSL_CTX's context).  `identity` is an identity name
  * or an "mtls-agent:" URI; `socket_path` NULL means $MTLS_AGENT_SOCK or the
  * default.  The process keeps no PKCS#11 state: a child forked after this
- * call signs over its own connection.
+ * call signs over its own connection.  It also sets the SSL_CTX's message
+ * callback (replacing the program's), which records the TLS 1.3 handshake
+ * messages that mtls_agent_sign() sends along for identities bound to
+ * servers (mtls-agent.conf(5) "servers").
  * Returns 0 or MTLS_ERR_NO_IDENTITY, MTLS_ERR_CONNECT, MTLS_ERR_INTERNAL...
  */
 struct ssl_ctx_st;
