@@ -164,4 +164,66 @@ for c in "p256-bound otherca other-ca.pem not recognised: unable to get local is
 		"$IT_DIR/agent.log"
 done
 
+# --- forwarded to a "remote" host: ssh -R of the agent socket ------------------
+# The README's recipe: on the far side of `ssh -R REMOTE.sock:$MTLS_AGENT_SOCK`
+# a program using the forwarded socket reaches the bound identity's server
+# and nothing else (the agent checks the handshake, whoever relays it).
+SSHD=$(it_find sshd) || SSHD=
+if [ -z "$SSHD" ] || ! command -v ssh >/dev/null; then
+	[ "${CI:-}" = true ] && it_die "sshd or ssh is not installed"
+	it_msg "sshd or ssh is not installed: the forwarding checks are not run"
+else
+	[ "$(id -u)" -eq 0 ] && mkdir -p /run/sshd
+	ssh-keygen -q -t ed25519 -N '' -f "$D/hostkey" || it_die "ssh-keygen"
+	ssh-keygen -q -t ed25519 -N '' -f "$D/userkey" || it_die "ssh-keygen"
+	cp "$D/userkey.pub" "$D/authorized_keys"
+	for _ in 1 2 3; do
+		it_free_port
+		{
+			echo "ListenAddress 127.0.0.1:$IT_PORT"
+			echo "HostKey $D/hostkey"
+			echo "AuthorizedKeysFile $D/authorized_keys"
+			echo "PidFile none"
+			echo "StrictModes no"
+			echo "UsePAM no"
+			echo "PasswordAuthentication no"
+			echo "KbdInteractiveAuthentication no"
+			echo "PermitRootLogin prohibit-password"
+			echo "AllowStreamLocalForwarding yes"
+			echo "StreamLocalBindUnlink yes"
+		} >"$D/sshd.conf"
+		it_bg sshd "$SSHD" -D -e -f "$D/sshd.conf"
+		it_wait_listen "$IT_PID" "$IT_PORT" sshd && break
+	done
+	it_listening "$IT_PORT" || it_die "sshd did not start"
+	SSH_PORT=$IT_PORT
+	echo "[127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$D/hostkey.pub")" >"$D/known_hosts"
+	# remote_s_client SERVER: the far side's unmodified s_client, TLS 1.2.
+	remote_s_client() {
+		it_run ssh -F /dev/null -o "UserKnownHostsFile=$D/known_hosts" \
+			-o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes \
+			-o IdentityAgent=none -o ExitOnForwardFailure=yes -o LogLevel=ERROR \
+			-i "$D/userkey" -p "$SSH_PORT" -R "$D/remote.sock:$MTLS_AGENT_SOCK" \
+			"$(id -un)@127.0.0.1" \
+			"printf 'GET / HTTP/1.0\r\n\r\n' | MTLS_AGENT_SOCK=$D/remote.sock openssl s_client \
+			-provider-path $MTLS_PROVIDER_DIR -provider mtls-agent -provider default \
+			-cert $D/p256.pem -key mtls-agent:p256-bound -servername localhost \
+			-connect 127.0.0.1:${PORT[$1]} -tls1_2 -quiet -brief"
+	}
+	# The agent's peer is the local ssh relaying the far side's requests.
+	from=$(($(wc -l <"$IT_DIR/agent.log") + 1))
+	remote_s_client good
+	it_match "forwarded socket: the bound identity reaches its server" \
+		"Subject: O ?= ?mtls-agent tests, CN ?= ?p256 client" "$IT_OUT"
+	remote_s_client otherca
+	it_check "forwarded socket: the server from another CA does not see the client" \
+		sh -c '! printf "%s\n" "$1" | grep -q "Subject: O"' sh "$IT_OUT"
+	it_check "forwarded socket: the agent refused it, with the reason" \
+		sh -c 'tail -n +"$2" "$1" | grep -Eq "audit: sign refused: .*exe=[^ ]*/ssh .*identity=p256-bound .*unable to get local issuer"' \
+		sh "$IT_DIR/agent.log" "$from"
+	it_check "forwarded socket: the allowed signature came through ssh too" \
+		sh -c 'tail -n +"$2" "$1" | grep -Eq "audit: sign ok: .*exe=[^ ]*/ssh .*identity=p256-bound "' \
+		sh "$IT_DIR/agent.log" "$from"
+fi
+
 it_done

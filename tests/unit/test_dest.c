@@ -192,6 +192,25 @@ record(int write_p, int version, int content_type, const void *data, size_t len,
 		r->done = 1;
 }
 
+/* TEST_DEST_SEEDS=DIR: each transcript also becomes a seed of
+ * fuzz_tls_transcript (first byte 0: TLS 1.2, 1: TLS 1.3). */
+static void
+save_seed(const struct rec *r)
+{
+	const char *dir = getenv("TEST_DEST_SEEDS");
+	static int n;
+	char path[512];
+	FILE *f;
+
+	if (dir == NULL)
+		return;
+	snprintf(path, sizeof(path), "%s/tls1%d-%02d", dir, r->tls13 ? 3 : 2, n++);
+	assert_non_null(f = fopen(path, "wb"));
+	assert_int_equal(fputc(r->tls13 ? 1 : 0, f), r->tls13 ? 1 : 0);
+	assert_int_equal(fwrite(r->buf, 1, r->len, f), r->len);
+	assert_int_equal(fclose(f), 0);
+}
+
 static int
 accept_any(int ok, X509_STORE_CTX *ctx)
 {
@@ -249,6 +268,7 @@ handshake(const struct party *sv, const struct party *cl, const char *sni, const
 	}
 	assert_true(cdone && sdone);
 	assert_true(r->done);
+	save_seed(r);
 	SSL_free(c);
 	SSL_free(s);
 	SSL_CTX_free(cctx);
