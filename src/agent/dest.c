@@ -10,11 +10,15 @@
  */
 #include "config.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
 
+#include <openssl/asn1.h>
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
@@ -237,14 +241,94 @@ load_chain(const unsigned char *const *certs, const size_t *lens, size_t n, cons
 	return 0;
 }
 
+/*
+ * Verified server chains, so that a bound identity costs one signature
+ * verification per handshake rather than a CA file read and a chain
+ * check: the key is a hash of the CA file (path, inode, size, mtime), the
+ * name and every certificate the server sent; an entry lasts
+ * DEST_CACHE_SECONDS and never past the leaf's notAfter.
+ */
+#define DEST_CACHE_SIZE	   64
+#define DEST_CACHE_SECONDS 300
+
+static struct {
+	unsigned char key[32];
+	time_t until;
+} chain_cache[DEST_CACHE_SIZE];
+static size_t chain_cache_next;
+static pthread_mutex_t chain_cache_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int
+chain_key(const struct config_server *sv, const char *name, const unsigned char *const *certs,
+	  const size_t *lens, size_t n, unsigned char key[32])
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned char len8[8];
+	struct stat st;
+	size_t i, j;
+	int ok;
+
+	if (md == NULL || stat(sv->ca_file, &st) != 0) {
+		EVP_MD_CTX_free(md);
+		return 0;
+	}
+	ok = EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+	     EVP_DigestUpdate(md, sv->ca_file, strlen(sv->ca_file) + 1) == 1 &&
+	     EVP_DigestUpdate(md, &st.st_ino, sizeof(st.st_ino)) == 1 &&
+	     EVP_DigestUpdate(md, &st.st_size, sizeof(st.st_size)) == 1 &&
+	     EVP_DigestUpdate(md, &st.st_mtim, sizeof(st.st_mtim)) == 1 &&
+	     EVP_DigestUpdate(md, name, strlen(name) + 1) == 1;
+	for (i = 0; ok && i < n; i++) {
+		for (j = 0; j < 8; j++)
+			len8[j] = (unsigned char)((uint64_t)lens[i] >> (56 - 8 * j));
+		ok = EVP_DigestUpdate(md, len8, 8) == 1 &&
+		     EVP_DigestUpdate(md, certs[i], lens[i]) == 1;
+	}
+	ok = ok && EVP_DigestFinal_ex(md, key, NULL) == 1;
+	EVP_MD_CTX_free(md);
+	return ok;
+}
+
+static int
+chain_cached(const unsigned char key[32])
+{
+	time_t now = time(NULL);
+	size_t i;
+	int hit = 0;
+
+	pthread_mutex_lock(&chain_cache_mu);
+	for (i = 0; i < DEST_CACHE_SIZE && !hit; i++)
+		hit = chain_cache[i].until > now && memcmp(chain_cache[i].key, key, 32) == 0;
+	pthread_mutex_unlock(&chain_cache_mu);
+	return hit;
+}
+
+static void
+chain_remember(const unsigned char key[32], X509 *leaf)
+{
+	time_t until = time(NULL) + DEST_CACHE_SECONDS;
+	struct tm tm;
+
+	if (ASN1_TIME_to_tm(X509_get0_notAfter(leaf), &tm) == 1 && timegm(&tm) < until)
+		until = timegm(&tm);
+	pthread_mutex_lock(&chain_cache_mu);
+	memcpy(chain_cache[chain_cache_next].key, key, 32);
+	chain_cache[chain_cache_next].until = until;
+	chain_cache_next = (chain_cache_next + 1) % DEST_CACHE_SIZE;
+	pthread_mutex_unlock(&chain_cache_mu);
+}
+
 /* Any entry for the name that recognises the server will do. */
 static int
 recognise(const struct config_identity *ci, const char *name, X509 *leaf, STACK_OF(X509) * rest,
-	  char *why, size_t why_len)
+	  const unsigned char *const *certs, const size_t *lens, size_t n, char *why,
+	  size_t why_len)
 {
 	const struct config_server *sv;
+	unsigned char key[32];
 	char err[256] = "";
 	size_t i;
+	int keyed;
 
 	for (i = 0; i < ci->n_servers; i++) {
 		sv = &ci->servers[i];
@@ -255,8 +339,13 @@ recognise(const struct config_identity *ci, const char *name, X509 *leaf, STACK_
 			continue;
 		}
 		if (sv->ca_file != NULL) {
-			if (!chain_verifies(sv, leaf, rest, name, err, sizeof(err)))
-				continue;
+			keyed = chain_key(sv, name, certs, lens, n, key);
+			if (!keyed || !chain_cached(key)) {
+				if (!chain_verifies(sv, leaf, rest, name, err, sizeof(err)))
+					continue;
+				if (keyed)
+					chain_remember(key, leaf);
+			}
 		} else if (X509_check_host(leaf, name, 0, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
 					   NULL) != 1) {
 			snprintf(err, sizeof(err), "the pinned certificate is not for that name");
@@ -295,7 +384,8 @@ check_tls12(const struct config_identity *ci, const unsigned char *cert_der, siz
 		goto out;
 	if ((r = verify_ske(&hs, X509_get0_pubkey(leaf), why, why_len)) != 0)
 		goto out;
-	r = recognise(ci, name, leaf, rest, why, why_len);
+	r = recognise(ci, name, leaf, rest, hs.srv_cert, hs.srv_cert_len, hs.n_srv_certs, why,
+		      why_len);
 out:
 	sk_X509_pop_free(rest, X509_free);
 	X509_free(leaf);
@@ -368,7 +458,8 @@ check_tls13(const struct config_identity *ci, const unsigned char *cert_der, siz
 			    64 + sizeof(srv_ctx) + md_len, hs.srv_cv_sig, hs.srv_cv_sig_len,
 			    "server CertificateVerify", why, why_len)) != 0)
 		goto out;
-	r = recognise(ci, name, leaf, rest, why, why_len);
+	r = recognise(ci, name, leaf, rest, hs.srv_cert, hs.srv_cert_len, hs.n_srv_certs, why,
+		      why_len);
 out:
 	sk_X509_pop_free(rest, X509_free);
 	X509_free(leaf);

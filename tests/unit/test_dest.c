@@ -679,6 +679,42 @@ test_tls13(void **state)
 				 MTLS_ERR_CONTENT_REJECTED);
 }
 
+/* The cache of verified chains follows the CA file: replaced, it is read
+ * again. */
+static void
+test_chain_cache(void **state)
+{
+	char path[128], tmp[140], why[512];
+	struct rec r;
+	int i;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/ca-cached.pem", F.dir);
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	write_pem(path, F.ca_a.cert);
+	handshake(&F.srv, &F.client, "api.example.com", ECDHE, &r);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(check(servers_ca("api.example.com", path), &r,
+				       MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, why, sizeof(why)),
+				 0);
+	write_pem(tmp, F.ca_b.cert);
+	assert_int_equal(rename(tmp, path), 0);
+	expect_denied(check(servers_ca("api.example.com", path), &r,
+			    MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, why, sizeof(why)),
+		      why, MTLS_ERR_SERVER_DENIED, "not recognised: unable to get local issuer");
+	/* A cached chain does not stand in for another name. */
+	write_pem(tmp, F.ca_a.cert);
+	assert_int_equal(rename(tmp, path), 0);
+	assert_int_equal(check(servers_ca("api.example.com", path), &r,
+			       MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, why, sizeof(why)),
+			 0);
+	handshake(&F.srv, &F.client, "www.example.com", ECDHE, &r);
+	expect_denied(check(servers_ca("*.example.com", path), &r,
+			    MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, why, sizeof(why)),
+		      why, MTLS_ERR_SERVER_DENIED, "hostname mismatch");
+	(void)unlink(path);
+}
+
 int
 main(void)
 {
@@ -687,7 +723,7 @@ main(void)
 		cmocka_unit_test(test_names),	   cmocka_unit_test(test_pins),
 		cmocka_unit_test(test_tampered),   cmocka_unit_test(test_client_cert_and_kex),
 		cmocka_unit_test(test_purposes),   cmocka_unit_test(test_parser),
-		cmocka_unit_test(test_tls13),
+		cmocka_unit_test(test_tls13),	   cmocka_unit_test(test_chain_cache),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
