@@ -211,8 +211,8 @@ client_cert_is(const struct config_identity *ci, const unsigned char *got, size_
 
 /* The server's certificates as X509s: *leaf and the rest in *rest. */
 static int
-load_chain(const unsigned char *const *certs, const size_t *lens, size_t n, const char *name,
-	   X509 **leaf, STACK_OF(X509) * *rest, char *why, size_t why_len)
+parse_chain(const unsigned char *const *certs, const size_t *lens, size_t n, const char *name,
+	    X509 **leaf, STACK_OF(X509) * *rest, char *why, size_t why_len)
 {
 	const unsigned char *p;
 	X509 *x;
@@ -238,6 +238,82 @@ load_chain(const unsigned char *const *certs, const size_t *lens, size_t n, cons
 	if (X509_get0_pubkey(*leaf) == NULL)
 		return deny(MTLS_ERR_SERVER_DENIED, why, why_len,
 			    "the server certificate of %s has no usable key", name);
+	return 0;
+}
+
+/*
+ * Parsed server certificates, by a hash of the DER the server sent: OpenSSL
+ * 3's d2i_X509 decodes the public key through its decoder framework, which
+ * costs more than the signature check itself.  Shared X509s are only read.
+ */
+#define DEST_PARSED_SIZE 16
+
+static struct {
+	unsigned char key[32];
+	X509 *leaf;
+	STACK_OF(X509) * rest;
+} parsed_cache[DEST_PARSED_SIZE];
+static size_t parsed_next;
+static pthread_mutex_t parsed_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int
+certs_hash(const unsigned char *const *certs, const size_t *lens, size_t n, unsigned char key[32])
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned char len8[8];
+	size_t i, j;
+	int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+
+	for (i = 0; ok && i < n; i++) {
+		for (j = 0; j < 8; j++)
+			len8[j] = (unsigned char)((uint64_t)lens[i] >> (56 - 8 * j));
+		ok = EVP_DigestUpdate(md, len8, 8) == 1 &&
+		     EVP_DigestUpdate(md, certs[i], lens[i]) == 1;
+	}
+	ok = ok && EVP_DigestFinal_ex(md, key, NULL) == 1;
+	EVP_MD_CTX_free(md);
+	return ok;
+}
+
+static int
+load_chain(const unsigned char *const *certs, const size_t *lens, size_t n, const char *name,
+	   X509 **leaf, STACK_OF(X509) * *rest, char *why, size_t why_len)
+{
+	unsigned char key[32];
+	size_t i;
+	int r, keyed = certs_hash(certs, lens, n, key);
+
+	*leaf = NULL;
+	*rest = NULL;
+	if (keyed) {
+		pthread_mutex_lock(&parsed_mu);
+		for (i = 0; i < DEST_PARSED_SIZE && *leaf == NULL; i++) {
+			if (parsed_cache[i].leaf == NULL ||
+			    memcmp(parsed_cache[i].key, key, 32) != 0)
+				continue;
+			if ((*rest = X509_chain_up_ref(parsed_cache[i].rest)) != NULL &&
+			    X509_up_ref(parsed_cache[i].leaf) == 1)
+				*leaf = parsed_cache[i].leaf;
+		}
+		pthread_mutex_unlock(&parsed_mu);
+		if (*leaf != NULL)
+			return 0;
+		sk_X509_pop_free(*rest, X509_free);
+		*rest = NULL;
+	}
+	if ((r = parse_chain(certs, lens, n, name, leaf, rest, why, why_len)) != 0 || !keyed)
+		return r;
+	pthread_mutex_lock(&parsed_mu);
+	i = parsed_next;
+	parsed_next = (parsed_next + 1) % DEST_PARSED_SIZE;
+	X509_free(parsed_cache[i].leaf);
+	sk_X509_pop_free(parsed_cache[i].rest, X509_free);
+	parsed_cache[i].leaf = NULL;
+	if ((parsed_cache[i].rest = X509_chain_up_ref(*rest)) != NULL && X509_up_ref(*leaf) == 1) {
+		parsed_cache[i].leaf = *leaf;
+		memcpy(parsed_cache[i].key, key, 32);
+	}
+	pthread_mutex_unlock(&parsed_mu);
 	return 0;
 }
 
