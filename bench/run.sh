@@ -189,6 +189,14 @@ key = pkcs11:token=$TOKEN;id=%03;type=private
 certificate = $D/p256.pem
 chain = $D/ca.pem
 purposes = tls13, pam
+
+# Row 3's bound identity: the same key, only toward the bench's server.
+[identity p256-bound]
+key = pkcs11:token=$TOKEN;id=%03;type=private
+certificate = $D/p256.pem
+chain = $D/ca.pem
+purposes = tls13
+servers = localhost ca=$D/ca.pem
 EOF
 }
 write_agent_conf 1 >"$T/agent.conf"
@@ -399,6 +407,8 @@ if [[ " $ROWS " == *" 3 "* ]]; then
 			--module "$MODULE" --token "$TOKEN" --pin "$PIN" --id "$id" --seconds "$SECS" ;;
 		agent | provider) "$HS" --mode "$1" --port "$HS_PORT" --ca "$D/ca.pem" \
 			--cert "$D/$2.pem" --socket "$MAIN_AGENT_SOCK" --identity "$2" --seconds "$SECS" ;;
+		bound) "$HS" --mode agent --port "$HS_PORT" --ca "$D/ca.pem" --cert "$D/$2.pem" \
+			--socket "$MAIN_AGENT_SOCK" --identity "$2-bound" --seconds "$SECS" ;;
 		esac | rate_of
 	}
 	for alg in rsa2048 p256; do
@@ -407,6 +417,7 @@ if [[ " $ROWS " == *" 3 "* ]]; then
 		variant "3.agent.$alg" hs/s "3 $alg handshakes, agent (SSL_CTX helper)"
 		variant "3.provider.$alg" hs/s "3 $alg handshakes, agent (provider, OSSL_STORE)"
 	done
+	variant "3.bound.p256" hs/s "3 p256 handshakes, agent (SSL_CTX helper), identity bound to the server (servers =)"
 	for rep in $(seq 1 "$REPS"); do
 		log "$prog: row 3, repetition $rep/$REPS"
 		for alg in rsa2048 p256; do
@@ -414,6 +425,7 @@ if [[ " $ROWS " == *" 3 "* ]]; then
 				record "3.$m.$alg" "$(hs "$m" "$alg")"
 			done
 		done
+		record 3.bound.p256 "$(hs bound p256)"
 	done
 	stop_pid "$S_PID"
 fi
@@ -632,6 +644,7 @@ ref_of() {
 	1.*.p256 | 2.*.p256) echo 1.raw.p256 ;;
 	3.libp11.*) echo "" ;;
 	3.*.rsa2048) echo 3.libp11.rsa2048 ;;
+	3.bound.p256) echo 3.agent.p256 ;;
 	3.*.p256) echo 3.libp11.p256 ;;
 	4.mtls) echo 4.p11 ;;
 	5.idle) echo 5.floor ;;
@@ -647,6 +660,7 @@ target_of() { # key ratio-number value -> "met (>= x)" / "NOT met"
 	1.agent.p256 | 1.agentone.p256) want=0.80 ;;
 	2.agent4.* | 2.agent16.*) want=0.90 ;;
 	3.agent.* | 3.provider.*) want=0.95 ;;
+	3.bound.p256) want=0.90 ;;
 	4.mtls) want=1.00; op=le ;;
 	# issue 12: agent + helper over the module floor <= 1.5 MiB (private
 	# pages: VmRSS counts the shared libraries of both processes), growth

@@ -95,7 +95,10 @@ enum mtls_agent_error {
 	MTLS_ERR_MECHANISM = -46,     /* the token cannot generate such a key */
 	MTLS_ERR_KEY_NOT_FOUND = -47, /* no private key on a token for this certificate */
 	MTLS_ERR_DUPLICATE = -48,     /* already on the token */
-	MTLS_ERR_LAST_ = -48
+	/* -49..-52 unassigned; -53, -54: TLS destination binding. */
+	MTLS_ERR_SERVER_DENIED = -53,	    /* TLS server not among the identity's servers */
+	MTLS_ERR_TRANSCRIPT_REQUIRED = -54, /* bound identity: handshake messages needed */
+	MTLS_ERR_LAST_ = -54
 };
 
 /*
@@ -354,7 +357,10 @@ MTLS_AGENT_API int mtls_agent_purpose_from_name(const char *name);
  * provider, whatever the SSL_CTX's context).  `identity` is an identity name
  * or an "mtls-agent:" URI; `socket_path` NULL means $MTLS_AGENT_SOCK or the
  * default.  The process keeps no PKCS#11 state: a child forked after this
- * call signs over its own connection.
+ * call signs over its own connection.  It also sets the SSL_CTX's message
+ * callback (replacing the program's), which records the TLS 1.3 handshake
+ * messages that mtls_agent_sign() sends along for identities bound to
+ * servers (mtls-agent.conf(5) "servers").
  * Returns 0 or MTLS_ERR_NO_IDENTITY, MTLS_ERR_CONNECT, MTLS_ERR_INTERNAL...
  */
 struct ssl_ctx_st;

@@ -20,6 +20,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
 #include <p11-kit/uri.h>
 
 #include "conf.h"
@@ -679,6 +680,147 @@ set_id_ssh_certificate(struct parser *p, char *v)
 	return set_string(p, &p->id->ssh_certificate, v);
 }
 
+void
+config_servers_free(struct config_server *servers, size_t n)
+{
+	size_t i;
+
+	if (servers == NULL)
+		return;
+	for (i = 0; i < n; i++) {
+		free(servers[i].pattern);
+		free(servers[i].ca_file);
+	}
+	free(servers);
+}
+
+/* A host name (a-z 0-9 - labels joined by dots), or "*." + one. */
+static int
+server_pattern_ok(const char *s)
+{
+	size_t i, label = 0;
+
+	if (strncmp(s, "*.", 2) == 0)
+		s += 2;
+	if (*s == '\0' || strlen(s) > 253)
+		return 0;
+	for (i = 0; s[i] != '\0'; i++) {
+		if (s[i] == '.') {
+			if (label == 0 || s[i - 1] == '-')
+				return 0;
+			label = 0;
+			continue;
+		}
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') ||
+		      (s[i] == '-' && label > 0)) ||
+		    ++label > 63)
+			return 0;
+	}
+	return label > 0 && s[i - 1] != '-';
+}
+
+/* "sha256:" + the standard base64 of 32 bytes (44 characters, one '='). */
+static int
+parse_pin(const char *v, unsigned char pin[32])
+{
+	unsigned char out[33];
+
+	if (strncmp(v, "sha256:", 7) != 0)
+		return 0;
+	v += 7;
+	if (strlen(v) != 44 || v[43] != '=' || v[42] == '=')
+		return 0;
+	if (EVP_DecodeBlock(out, (const unsigned char *)v, 44) != 33 || out[32] != 0)
+		return 0;
+	memcpy(pin, out, 32);
+	return 1;
+}
+
+/* "servers = NAME-PATTERN [ca=FILE] [pin=sha256:BASE64]..." (repeatable) */
+static int
+set_id_servers(struct parser *p, char *v)
+{
+	struct config_identity *id = p->id;
+	struct config_server srv, *all;
+	char shown[SHOW_MAX + 1], *tok, *save = NULL;
+	size_t i;
+	int r = 0;
+
+	memset(&srv, 0, sizeof(srv));
+	if (id->n_servers >= CONFIG_MAX_SERVERS)
+		return perr(p, "servers: more than %u lines in [identity %s]", CONFIG_MAX_SERVERS,
+			    id->name);
+	for (tok = strtok_r(v, " \t", &save); tok != NULL; tok = strtok_r(NULL, " \t", &save)) {
+		if (srv.pattern == NULL) {
+			for (i = 0; tok[i] != '\0'; i++)
+				if (tok[i] >= 'A' && tok[i] <= 'Z')
+					tok[i] = (char)(tok[i] - 'A' + 'a');
+			if (!server_pattern_ok(tok)) {
+				r = perr(p,
+					 "servers: '%s' is not a host name or *.NAME pattern (the "
+					 "first word is the server name)",
+					 show(tok, shown, sizeof(shown)));
+				goto out;
+			}
+			if ((srv.pattern = strdup(tok)) == NULL) {
+				r = palloc(p);
+				goto out;
+			}
+		} else if (strncmp(tok, "ca=", 3) == 0) {
+			if (srv.ca_file != NULL) {
+				r = perr(p, "servers: ca= given twice on one line");
+				goto out;
+			}
+			if ((r = check_abs_path(p, "servers: ca", tok + 3)) != 0)
+				goto out;
+			if ((srv.ca_file = strdup(tok + 3)) == NULL) {
+				r = palloc(p);
+				goto out;
+			}
+		} else if (strncmp(tok, "pin=", 4) == 0) {
+			if (srv.n_pins >= CONFIG_MAX_PINS) {
+				r = perr(p, "servers: more than %u pins on one line",
+					 CONFIG_MAX_PINS);
+				goto out;
+			}
+			if (!parse_pin(tok + 4, srv.pins[srv.n_pins])) {
+				r = perr(p,
+					 "servers: '%s' is not pin=sha256:BASE64 (the base64 "
+					 "SHA-256 of the server key's SubjectPublicKeyInfo)",
+					 show(tok, shown, sizeof(shown)));
+				goto out;
+			}
+			srv.n_pins++;
+		} else {
+			r = perr(p, "servers: unknown option '%s' (ca=FILE or pin=sha256:BASE64)",
+				 show(tok, shown, sizeof(shown)));
+			goto out;
+		}
+	}
+	if (srv.pattern == NULL) {
+		r = perr(p, "servers: no server name");
+		goto out;
+	}
+	if (srv.ca_file == NULL && srv.n_pins == 0) {
+		r = perr(p,
+			 "servers: %s: say how the server is recognised: ca=FILE and/or "
+			 "pin=sha256:BASE64",
+			 srv.pattern);
+		goto out;
+	}
+	if ((all = reallocarray(id->servers, id->n_servers + 1, sizeof(*all))) == NULL) {
+		r = palloc(p);
+		goto out;
+	}
+	id->servers = all;
+	all[id->n_servers++] = srv;
+	memset(&srv, 0, sizeof(srv));
+out:
+	free(srv.pattern);
+	free(srv.ca_file);
+	return r;
+}
+
 /* "peers = uid:1000, gid:100, exe:/usr/bin/curl" */
 static int
 set_id_peers(struct parser *p, char *v)
@@ -782,6 +924,7 @@ static const struct key_def {
 	{ "ssh-forwarding", IDENTITY, set_id_ssh_forwarding },
 	{ "ssh-certificate", IDENTITY, set_id_ssh_certificate },
 	{ "read-only", IDENTITY, set_id_read_only },
+	{ "servers", IDENTITY, set_id_servers },
 };
 
 /* --- lines --------------------------------------------------------------- */
@@ -807,6 +950,19 @@ end_section(struct parser *p)
 {
 	if (p->id != NULL && p->id->key_uri == NULL)
 		return perr_at(p, p->id_line, "[identity %s] has no 'key'", p->id->name);
+	/* A digest could be any handshake's: binding would mean nothing. */
+	if (p->id != NULL && p->id->n_servers > 0 &&
+	    (p->id->purposes & (1U << MTLS_AGENT_PURPOSE_RAW_DIGEST)))
+		return perr_at(p, p->id_line,
+			       "[identity %s] has 'servers' and the raw-digest purpose: a raw "
+			       "digest cannot be bound to a server",
+			       p->id->name);
+	if (p->id != NULL && p->id->n_servers > 0 &&
+	    (p->id->purposes & (1U << MTLS_AGENT_PURPOSE_PKCS11_DIGEST)))
+		return perr_at(p, p->id_line,
+			       "[identity %s] has 'servers' and the pkcs11-digest purpose: a "
+			       "digest from mtls-agent-pkcs11.so cannot be bound to a server",
+			       p->id->name);
 	return 0;
 }
 
@@ -900,7 +1056,7 @@ assignment(struct parser *p, char *s)
 		return perr(p, "unknown key '%s'", show(key, shown, sizeof(shown)));
 	}
 	/* The table is short: its index is the key's bit in `seen`. */
-	if (p->seen & (1U << i)) {
+	if ((p->seen & (1U << i)) && keys[i].set != set_id_servers) {
 		if (scope == IDENTITY)
 			return perr(p, "duplicate key '%s' in [identity %s]", key, p->id->name);
 		return perr(p, "duplicate key '%s'", key);
@@ -1200,6 +1356,7 @@ config_free(struct config *cfg)
 		free(cfg->identities[i].ssh_sig_namespaces);
 		free(cfg->identities[i].ssh_destinations);
 		free(cfg->identities[i].ssh_certificate);
+		config_servers_free(cfg->identities[i].servers, cfg->identities[i].n_servers);
 	}
 	free(cfg->identities);
 	free(cfg->module_dirs);

@@ -76,6 +76,21 @@ struct config_identity {
 	char *ssh_certificate;	  /* "ssh-certificate": OpenSSH certificate file */
 	int read_only;		  /* "read-only": no key generated or certificate
 				     written on its token (enrollment) */
+	/* "servers" (repeatable): the TLS servers this identity may sign a
+	 * CertificateVerify toward (src/agent/dest.c); none = any server. */
+	struct config_server *servers;
+	size_t n_servers;
+};
+
+#define CONFIG_MAX_SERVERS 32U /* "servers" lines in one identity */
+#define CONFIG_MAX_PINS	   8U  /* pin= on one "servers" line */
+
+/* One "servers = NAME-PATTERN [ca=FILE] [pin=sha256:BASE64]..." line. */
+struct config_server {
+	char *pattern; /* lower case host name, or "*." + one: one label */
+	char *ca_file; /* absolute path of PEM CA certificates; or NULL */
+	unsigned char pins[CONFIG_MAX_PINS][32]; /* SHA-256 of the leaf's SPKI */
+	size_t n_pins;
 };
 
 enum config_peer_kind { PEER_UID = 1, PEER_GID, PEER_EXE };
@@ -169,5 +184,6 @@ __attribute__((warn_unused_result)) int config_apply_overrides(struct config *cf
 /* Frees; accepts NULL. */
 void config_free(struct config *cfg);
 void config_peers_free(struct config_peer *peers, size_t n);
+void config_servers_free(struct config_server *servers, size_t n);
 
 #endif

@@ -567,7 +567,9 @@ handle_sign(struct conn *c, struct wbuf *in, struct wbuf *out)
 		return put_error(out, r, -1, "malformed SIGN");
 	}
 	{
-		struct sign_peer peer = { c->pid, c->uid, c->gid, c->exe_now, NULL };
+		struct sign_peer peer = {
+			c->pid, c->uid, c->gid, c->exe_now, NULL, req.transcript, req.transcript_len
+		};
 
 		r = token_sign(c->srv->ts, &peer, req.identity, req.scheme, req.purpose,
 			       req.content, req.content_len, &resp.sig, &resp.sig_len, why,
@@ -992,7 +994,7 @@ ssh_request(struct conn *c, struct wbuf *in, struct wbuf *out)
 
 	/* Who asks now, for what is decided or audited. */
 	peer_refresh(c);
-	env.peer = (struct sign_peer){ c->pid, c->uid, c->gid, c->exe_now, NULL };
+	env.peer = (struct sign_peer){ c->pid, c->uid, c->gid, c->exe_now, NULL, NULL, 0 };
 	return ssh_dispatch(c->ssh, &env, in, out);
 }
 

@@ -20,6 +20,7 @@
 #include <p11-kit/pkcs11.h>
 
 #include "confirm.h"
+#include "dest.h"
 #include "log.h"
 #include "mtls-agent.h"
 #include "policy.h"
@@ -290,6 +291,10 @@ sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 	/* A certificate request must be for this identity's own key. */
 	if (purpose == MTLS_AGENT_PURPOSE_CSR &&
 	    (r = purpose_csr_check(content, len, id->pub, why, why_len)) != 0)
+		return r;
+	/* TLS: an identity with "servers" only toward them (dest.c). */
+	if ((r = dest_check(id->ci, id->cert_der, id->cert_der_len, purpose, content, len,
+			    peer->transcript, peer->transcript_len, why, why_len)) != 0)
 		return r;
 	if (charge && id->ci != NULL && id->ci->rate_limit > 0 &&
 	    !rate_ok(ts, id, id->ci->rate_limit)) {

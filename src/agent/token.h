@@ -77,6 +77,9 @@ struct sign_peer {
 	/* The SSH socket's connection: its session bindings (ssh_policy.h);
 	 * NULL on the mtls-agent socket. */
 	const struct ssh_binds *ssh;
+	/* The SIGN request's TLS 1.3 handshake messages (dest.c); or NULL. */
+	const unsigned char *transcript;
+	size_t transcript_len;
 };
 
 /*

@@ -58,6 +58,9 @@ mtls_agent_strerror(int err)
 	case MTLS_ERR_KEY_NOT_FOUND:
 		return "no private key on a logged-in token for this certificate";
 	case MTLS_ERR_DUPLICATE: return "already on the token";
+	case MTLS_ERR_SERVER_DENIED: return "TLS server not among the identity's servers";
+	case MTLS_ERR_TRANSCRIPT_REQUIRED:
+		return "the identity is bound to servers: the handshake messages are needed";
 	}
 	return "unknown error";
 }

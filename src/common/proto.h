@@ -81,6 +81,10 @@ struct msg_sign_req {
 	uint8_t purpose;
 	unsigned char *content;
 	size_t content_len;
+	/* Optional trailing field (PROTOCOL.md 6.3): the TLS 1.3 handshake
+	 * messages the content's transcript hash covers; NULL if absent. */
+	unsigned char *transcript;
+	size_t transcript_len;
 };
 struct msg_sign_resp {
 	unsigned char *sig;

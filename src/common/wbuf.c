@@ -396,3 +396,94 @@ wbuf_get_mpint_direct(struct wbuf *b, const unsigned char **dp, size_t *lenp, si
 	*lenp = len;
 	return 0;
 }
+
+void
+wbuf_view_init(struct wbuf_view *v, const unsigned char *data, size_t len)
+{
+	v->p = data;
+	v->len = data == NULL ? 0 : len;
+}
+
+int
+wbuf_view_empty(const struct wbuf_view *v)
+{
+	return v->len == 0;
+}
+
+int
+wbuf_view_bytes(struct wbuf_view *v, size_t len, const unsigned char **dp)
+{
+	if (v->len < len)
+		return MTLS_ERR_TRUNCATED;
+	*dp = v->p;
+	v->p += len;
+	v->len -= len;
+	return 0;
+}
+
+static int
+view_uint(struct wbuf_view *v, int n, uint32_t *out)
+{
+	const unsigned char *d;
+	uint32_t x = 0;
+	int i, r;
+
+	if ((r = wbuf_view_bytes(v, (size_t)n, &d)) != 0)
+		return r;
+	for (i = 0; i < n; i++)
+		x = (x << 8) | d[i];
+	*out = x;
+	return 0;
+}
+
+int
+wbuf_view_u8(struct wbuf_view *v, uint8_t *out)
+{
+	uint32_t x;
+	int r;
+
+	if ((r = view_uint(v, 1, &x)) == 0)
+		*out = (uint8_t)x;
+	return r;
+}
+
+int
+wbuf_view_u16(struct wbuf_view *v, uint16_t *out)
+{
+	uint32_t x;
+	int r;
+
+	if ((r = view_uint(v, 2, &x)) == 0)
+		*out = (uint16_t)x;
+	return r;
+}
+
+int
+wbuf_view_u24(struct wbuf_view *v, uint32_t *out)
+{
+	return view_uint(v, 3, out);
+}
+
+int
+wbuf_view_vec(struct wbuf_view *v, int lenbytes, size_t min, size_t max, struct wbuf_view *sub)
+{
+	struct wbuf_view save = *v;
+	const unsigned char *d;
+	uint32_t len;
+	int r;
+
+	if (lenbytes < 1 || lenbytes > 3)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	if ((r = view_uint(v, lenbytes, &len)) != 0)
+		return r;
+	if (len < min || len > max) {
+		*v = save;
+		return MTLS_ERR_BAD_REQUEST;
+	}
+	if ((r = wbuf_view_bytes(v, len, &d)) != 0) {
+		*v = save;
+		return r;
+	}
+	wbuf_view_init(sub, d, len);
+	return 0;
+}

@@ -77,4 +77,28 @@ WUR int wbuf_get_cstring(struct wbuf *b, char **sp, size_t max);
 WUR int wbuf_put_mpint(struct wbuf *b, const unsigned char *be, size_t len);
 WUR int wbuf_get_mpint_direct(struct wbuf *b, const unsigned char **dp, size_t *lenp, size_t max);
 
+/*
+ * A read-only view of bytes someone else owns: TLS handshake transcripts
+ * (src/common/tls_transcript.c) nest u8/u16/u24-length vectors several
+ * deep, and a view reads them in place, without copying each level.  A
+ * view never outlives the bytes it was made from.
+ */
+struct wbuf_view {
+	const unsigned char *p;
+	size_t len;
+};
+
+void wbuf_view_init(struct wbuf_view *v, const unsigned char *data, size_t len);
+/* 1 if nothing is left. */
+int wbuf_view_empty(const struct wbuf_view *v);
+WUR int wbuf_view_u8(struct wbuf_view *v, uint8_t *out);
+WUR int wbuf_view_u16(struct wbuf_view *v, uint16_t *out);
+WUR int wbuf_view_u24(struct wbuf_view *v, uint32_t *out);
+/* The next `len` bytes, in place. */
+WUR int wbuf_view_bytes(struct wbuf_view *v, size_t len, const unsigned char **dp);
+/* A vector with a `lenbytes` (1, 2 or 3) byte length: *sub views its body;
+ * MTLS_ERR_BAD_REQUEST if it is shorter than `min` or longer than `max`. */
+WUR int wbuf_view_vec(struct wbuf_view *v, int lenbytes, size_t min, size_t max,
+		      struct wbuf_view *sub);
+
 #endif

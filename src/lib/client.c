@@ -550,6 +550,17 @@ out:
 	return r;
 }
 
+/* Per thread: a handshake runs, and signs, in one thread. */
+static __thread const unsigned char *cur_transcript;
+static __thread size_t cur_transcript_len;
+
+void
+client_set_transcript(const unsigned char *t, size_t len)
+{
+	cur_transcript = t;
+	cur_transcript_len = t != NULL ? len : 0;
+}
+
 int
 mtls_agent_sign(mtls_agent *a, const char *identity, uint16_t scheme, int purpose,
 		const unsigned char *content, size_t content_len, unsigned char **sig,
@@ -575,6 +586,11 @@ mtls_agent_sign(mtls_agent *a, const char *identity, uint16_t scheme, int purpos
 	req.purpose = (uint8_t)purpose;
 	req.content = (unsigned char *)content;
 	req.content_len = content_len;
+	if (purpose == MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV && cur_transcript != NULL &&
+	    cur_transcript_len <= MTLS_CONTENT_MAX) {
+		req.transcript = (unsigned char *)cur_transcript;
+		req.transcript_len = cur_transcript_len;
+	}
 	if ((b = wbuf_new()) == NULL || (reply = wbuf_new()) == NULL) {
 		r = MTLS_ERR_ALLOC;
 		goto out;

@@ -27,4 +27,13 @@ __attribute__((warn_unused_result)) int client_connect_fd(int fd, mtls_agent **o
 __attribute__((warn_unused_result)) int client_login_verify(mtls_agent *a, const char *identity,
 							    const char *pin, int *retries_left);
 
+/*
+ * The TLS 1.3 handshake messages of the handshake this thread is in, as
+ * the SSL_CTX helper records them (sslctx.c); mtls_agent_sign() sends them
+ * with a TLS 1.3 CertificateVerify so that an identity bound to servers
+ * can check the server (PROTOCOL.md 6.3).  The bytes stay the caller's;
+ * NULL forgets them.
+ */
+void client_set_transcript(const unsigned char *t, size_t len);
+
 #endif

@@ -28,6 +28,7 @@
 #include <openssl/store.h>
 #include <openssl/x509.h>
 
+#include "client.h"
 #include "mtls-agent.h"
 #include "provider.h"
 
@@ -174,6 +175,64 @@ out:
 	return r;
 }
 
+/*
+ * The handshake messages of this thread's current handshake, for identities
+ * bound to servers (src/agent/dest.c): the agent cannot check a TLS 1.3
+ * server from the transcript hash alone.  The message callback sees them
+ * decrypted; a ClientHello we send starts a new record, and the client's
+ * Finished ends it.
+ */
+static __thread unsigned char *rec_buf;
+static __thread size_t rec_len, rec_cap;
+
+static void
+rec_forget(void)
+{
+	client_set_transcript(NULL, 0);
+	if (rec_buf != NULL)
+		OPENSSL_cleanse(rec_buf, rec_cap);
+	rec_len = 0;
+}
+
+static void
+record_handshake(int write_p, int version, int content_type, const void *buf, size_t len, SSL *ssl,
+		 void *arg)
+{
+	const unsigned char *m = buf;
+	unsigned char *nb;
+	size_t cap;
+
+	(void)version;
+	(void)ssl;
+	(void)arg;
+	if (content_type != SSL3_RT_HANDSHAKE || len < 4 || SSL_is_server(ssl))
+		return;
+	if (write_p && m[0] == SSL3_MT_CLIENT_HELLO)
+		rec_forget();
+	if (write_p && m[0] == SSL3_MT_FINISHED) {
+		rec_forget();
+		return;
+	}
+	if (len > MTLS_AGENT_CONTENT_MAX - rec_len) {
+		rec_forget();
+		return;
+	}
+	if (rec_len + len > rec_cap) {
+		cap = rec_cap ? rec_cap : 8192;
+		while (cap < rec_len + len)
+			cap *= 2;
+		if ((nb = OPENSSL_clear_realloc(rec_buf, rec_cap, cap)) == NULL) {
+			rec_forget();
+			return;
+		}
+		rec_buf = nb;
+		rec_cap = cap;
+	}
+	memcpy(rec_buf + rec_len, m, len);
+	rec_len += len;
+	client_set_transcript(rec_buf, rec_len);
+}
+
 int
 mtls_agent_ssl_ctx_use_identity(SSL_CTX *ctx, const char *socket_path, const char *identity)
 {
@@ -252,6 +311,8 @@ mtls_agent_ssl_ctx_use_identity(SSL_CTX *ctx, const char *socket_path, const cha
 	}
 	if (SSL_CTX_use_PrivateKey(ctx, pkey) != 1 || SSL_CTX_check_private_key(ctx) != 1)
 		goto out;
+	/* TLS 1.3 handshake messages for the agent (identities with servers). */
+	SSL_CTX_set_msg_callback(ctx, record_handshake);
 	r = 0;
 out:
 	X509_free(cx);

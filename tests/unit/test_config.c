@@ -440,6 +440,67 @@ test_ssh_keys(void **state)
 	parse_fails(text, 3, "unknown purpose 'sshsig'");
 }
 
+/* "servers" (src/agent/dest.c): repeatable, a name pattern and ca= / pin=. */
+static void
+test_servers(void **state)
+{
+	static const char id[] = "[identity a]\nkey = pkcs11:token=t;id=%01;type=private\n";
+	static const unsigned char pin0[4] = { 0xa6, 0x31, 0xd9, 0xae };
+	char text[1024];
+	struct config *cfg;
+	const struct config_server *sv;
+
+	(void)state;
+	cfg = parse_ok(
+	    "[identity a]\nkey = pkcs11:token=t;id=%01;type=private\n"
+	    "servers = Api.Example.com ca=/etc/ca.pem\n"
+	    "servers = *.example.net pin=sha256:pjHZrgrYDkp2z/CAcGVB49daw1647htPPZlk5sYkOno= "
+	    "pin=sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= ca=/c.pem\n"
+	    "[identity b]\nkey = pkcs11:token=t;id=%02;type=private\n");
+	assert_int_equal(cfg->identities[0].n_servers, 2);
+	sv = cfg->identities[0].servers;
+	assert_string_equal(sv[0].pattern, "api.example.com");
+	assert_string_equal(sv[0].ca_file, "/etc/ca.pem");
+	assert_int_equal(sv[0].n_pins, 0);
+	assert_string_equal(sv[1].pattern, "*.example.net");
+	assert_string_equal(sv[1].ca_file, "/c.pem");
+	assert_int_equal(sv[1].n_pins, 2);
+	assert_memory_equal(sv[1].pins[0], pin0, sizeof(pin0));
+	assert_int_equal(sv[1].pins[1][31], 0);
+	assert_int_equal(cfg->identities[1].n_servers, 0);
+	assert_null(cfg->identities[1].servers);
+	config_free(cfg);
+
+	snprintf(text, sizeof(text), "%sservers = api.example.com\n", id);
+	parse_fails(text, 3, "say how the server is recognised: ca=FILE and/or pin=sha256:BASE64");
+	snprintf(text, sizeof(text), "%sservers = ca=/x.pem\n", id);
+	parse_fails(text, 3, "'ca=/x.pem' is not a host name");
+	snprintf(text, sizeof(text), "%sservers = a.*.com ca=/x.pem\n", id);
+	parse_fails(text, 3, "'a.*.com' is not a host name or *.NAME pattern");
+	snprintf(text, sizeof(text), "%sservers = bad_name ca=/x.pem\n", id);
+	parse_fails(text, 3, "is not a host name");
+	snprintf(text, sizeof(text), "%sservers = a.com ca=x.pem\n", id);
+	parse_fails(text, 3, "servers: ca: 'x.pem' is not an absolute path");
+	snprintf(text, sizeof(text), "%sservers = a.com ca=/x ca=/y\n", id);
+	parse_fails(text, 3, "ca= given twice");
+	snprintf(text, sizeof(text), "%sservers = a.com pin=sha256:short=\n", id);
+	parse_fails(text, 3, "is not pin=sha256:BASE64");
+	snprintf(text, sizeof(text),
+		 "%sservers = a.com pin=md5:pjHZrgrYDkp2z/CAcGVB49daw1647htPPZlk5sYkOno=\n", id);
+	parse_fails(text, 3, "is not pin=sha256:BASE64");
+	snprintf(text, sizeof(text),
+		 "%sservers = a.com pin=sha256:pjHZrgrYDkp2z/CAcGVB49daw1647htPPZlk5sYkOn!=\n", id);
+	parse_fails(text, 3, "is not pin=sha256:BASE64");
+	snprintf(text, sizeof(text), "%sservers = a.com ca=/x crl=/y\n", id);
+	parse_fails(text, 3, "unknown option 'crl=/y'");
+	snprintf(text, sizeof(text), "%spurposes = tls12, raw-digest\nservers = a.com ca=/x\n", id);
+	parse_fails(text, 1, "a raw digest cannot be bound to a server");
+	snprintf(text, sizeof(text), "%spurposes = tls13, pkcs11-digest\nservers = a.com ca=/x\n",
+		 id);
+	parse_fails(text, 1, "a digest from mtls-agent-pkcs11.so cannot be bound to a server");
+	parse_fails("servers = a.com ca=/x\n", 1, "servers");
+}
+
 static void
 test_errors_syntax(void **state)
 {
@@ -984,6 +1045,7 @@ main(void)
 		cmocka_unit_test(test_identity_purposes),
 		cmocka_unit_test(test_errors_syntax),
 		cmocka_unit_test(test_ssh_keys),
+		cmocka_unit_test(test_servers),
 		cmocka_unit_test(test_errors_sections),
 		cmocka_unit_test(test_errors_values),
 		cmocka_unit_test(test_errors_long_line),

@@ -852,9 +852,13 @@ test_sign(void **state)
 	static const unsigned char content[] = { 0x20, 0x20, 0x00, 0xff, 0x01 };
 	static const unsigned char want[] = { MSG_SIGN, 0, 0, 0, 2,    'i',  'd',  0x08, 0x04, 1,
 					      0,	0, 0, 5, 0x20, 0x20, 0x00, 0xff, 0x01 };
-	struct msg_sign_req rq = { (char *)"id", MTLS_AGENT_RSA_PSS_RSAE_SHA256,
-				   MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, (unsigned char *)content,
-				   sizeof(content) },
+	struct msg_sign_req rq = { (char *)"id",
+				   MTLS_AGENT_RSA_PSS_RSAE_SHA256,
+				   MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV,
+				   (unsigned char *)content,
+				   sizeof(content),
+				   NULL,
+				   0 },
 			    rq2;
 	static unsigned char sig[] = { 0x30, 0x45, 0x02, 0x21, 0x00, 0x99 };
 	struct msg_sign_resp rs = { sig, sizeof(sig) }, rs2;
@@ -874,8 +878,52 @@ test_sign(void **state)
 	assert_null(rq2.identity);
 	assert_null(rq2.content);
 	msg_sign_req_clear(&rq2);
-	check_truncations_and_trailing(&C_SIGN_REQ, b);
+	assert_null(rq2.transcript);
+	/* A byte after the content starts the optional transcript: refused. */
+	{
+		struct wbuf *l = newbuf();
+		static const unsigned char zero4[] = { 0, 0, 0, 0 };
+
+		assert_int_equal(wbuf_put(l, wbuf_ptr(b), wbuf_len(b)), 0);
+		assert_int_equal(wbuf_put_u8(l, 0), 0);
+		expect_refused(&C_SIGN_REQ, l, MTLS_ERR_TRUNCATED);
+		wbuf_free(l);
+		/* An empty transcript is not "absent": refused. */
+		l = newbuf();
+		assert_int_equal(wbuf_put(l, wbuf_ptr(b), wbuf_len(b)), 0);
+		assert_int_equal(wbuf_put(l, zero4, 4), 0);
+		expect_refused(&C_SIGN_REQ, l, MTLS_ERR_BAD_REQUEST);
+		wbuf_free(l);
+	}
 	wbuf_free(b);
+	/* With the transcript (PROTOCOL.md 6.3): a trailing string. */
+	b = newbuf();
+	rq.transcript = (unsigned char *)content;
+	rq.transcript_len = 3;
+	assert_int_equal(msg_sign_req_put(b, &rq), 0);
+	assert_int_equal(wbuf_len(b), sizeof(want) + 4 + 3);
+	assert_memory_equal(wbuf_ptr(b) + sizeof(want), "\0\0\0\3\x20\x20\0", 7);
+	assert_int_equal(decode_buf(&C_SIGN_REQ, b, &rq2), 0);
+	assert_int_equal(rq2.transcript_len, 3);
+	assert_memory_equal(rq2.transcript, content, 3);
+	msg_sign_req_clear(&rq2);
+	assert_null(rq2.transcript);
+	/* Cut inside the transcript: refused; a byte after it: trailing. */
+	{
+		union any_msg m;
+		unsigned char longer[sizeof(want) + 8];
+		size_t n;
+
+		for (n = sizeof(want) + 1; n < wbuf_len(b); n++)
+			assert_true(decode(&C_SIGN_REQ, wbuf_ptr(b), n, &m) < 0);
+		memcpy(longer, wbuf_ptr(b), wbuf_len(b));
+		longer[wbuf_len(b)] = 0;
+		assert_int_equal(decode(&C_SIGN_REQ, longer, wbuf_len(b) + 1, &m),
+				 MTLS_ERR_TRAILING_DATA);
+	}
+	wbuf_free(b);
+	rq.transcript = NULL;
+	rq.transcript_len = 0;
 
 	b = newbuf();
 	assert_int_equal(msg_sign_resp_put(b, &rs), 0);
@@ -905,7 +953,7 @@ raw_sign_req(size_t id_len, size_t content_len)
 static void
 test_sign_refused(void **state)
 {
-	struct msg_sign_req rq, big = { (char *)"id", 0, 0, NULL, MTLS_CONTENT_MAX + 1 };
+	struct msg_sign_req rq, big = { (char *)"id", 0, 0, NULL, MTLS_CONTENT_MAX + 1, NULL, 0 };
 	struct msg_sign_resp rs;
 	struct wbuf *b;
 

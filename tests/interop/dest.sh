@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# TLS destination binding ("servers =", src/agent/dest.c) with real servers
+# on loopback and an unmodified openssl s_client through the provider (TLS
+# 1.2), plus mtls-agentctl connect: a bound identity reaches the allowed
+# server, and the agent refuses, with the reason in its audit log and no
+# CertificateVerify sent, toward a server from another CA, a name not in
+# the list, a pinned server with another key, an RSA key exchange and TLS
+# 1.3 (whose transcript the provider cannot supply).  The client here
+# checks nothing about the server (no -verify_return_error): the agent's
+# check is the one that holds.
+set -u
+. "${top_srcdir:-$(dirname "$0")/../..}/tests/interop/lib.sh"
+
+# SHA-256 of a certificate's SubjectPublicKeyInfo, base64.
+spki_pin() {
+	openssl x509 -in "$1" -pubkey -noout | openssl pkey -pubin -outform DER |
+		openssl dgst -sha256 -binary | base64
+}
+
+it_extra_conf() {
+	local id key=pkcs11:token=$MTLS_TEST_TOKEN\;id=%03\;type=private
+	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+		-out "$IT_DIR/stranger.key" 2>/dev/null || it_die "genpkey failed"
+	openssl pkey -in "$IT_DIR/stranger.key" -pubout -outform DER 2>/dev/null |
+		openssl dgst -sha256 -binary | base64 >"$IT_DIR/stranger.pin"
+	for id in bound pinned pinned-other othername; do
+		echo
+		echo "[identity p256-$id]"
+		echo "key = $key"
+		echo "certificate = $IT_DIR/p256.pem"
+		echo "purposes = tls12, tls13"
+		case $id in
+		bound) echo "servers = localhost ca=$IT_DIR/ca.pem" ;;
+		pinned) echo "servers = localhost pin=sha256:$(spki_pin "$IT_DIR/server.pem")" ;;
+		pinned-other) echo "servers = localhost pin=sha256:$(cat "$IT_DIR/stranger.pin")" ;;
+		othername) echo "servers = api.example.com ca=$IT_DIR/ca.pem" ;;
+		esac
+	done
+}
+
+it_init openssl
+[ -n "${MTLS_PROVIDER_DIR:-}" ] || it_die "MTLS_PROVIDER_DIR is not set"
+
+# The servers: the allowed one (ca.pem, localhost), one from the other CA
+# for the same name, one of the allowed CA for another name, an RSA one.
+"$MKCERT" issue --ca-cert "$D/other-ca.pem" --ca-key "$D/other-ca.key" \
+	--key-out "$D/otherca-server.key" --subj "/CN=localhost" --san DNS:localhost \
+	--eku serverAuth --out "$D/otherca-server.pem" >/dev/null 2>&1 || it_die "mkcert failed"
+"$MKCERT" issue --ca-cert "$D/ca.pem" --ca-key "$D/ca.key" --key-out "$D/wrong.key" \
+	--subj "/CN=wrong.example" --san DNS:wrong.example --eku serverAuth \
+	--out "$D/wrong.pem" >/dev/null 2>&1 || it_die "mkcert failed"
+openssl genrsa -out "$D/rsa-server.key" 2048 >/dev/null 2>&1 &&
+	openssl pkey -in "$D/rsa-server.key" -pubout -out "$D/rsa-server.pub.pem" 2>/dev/null &&
+	"$MKCERT" issue --ca-cert "$D/ca.pem" --ca-key "$D/ca.key" --pubkey "$D/rsa-server.pub.pem" \
+		--subj "/CN=localhost" --san DNS:localhost --eku serverAuth \
+		--out "$D/rsa-server.pem" >/dev/null 2>&1 || it_die "RSA server certificate failed"
+
+declare -A PORT
+for s in good otherca wrong rsa; do
+	case $s in
+	good) cert=$D/server.pem key=$D/server.key ;;
+	otherca) cert=$D/otherca-server.pem key=$D/otherca-server.key ;;
+	wrong) cert=$D/wrong.pem key=$D/wrong.key ;;
+	rsa) cert=$D/rsa-server.pem key=$D/rsa-server.key ;;
+	esac
+	it_server "s_server-$s" openssl s_server -Verify 1 -verify_return_error -CAfile "$D/ca.pem" \
+		-cert "$cert" -key "$key" -accept "127.0.0.1:@PORT@" -www
+	PORT[$s]=$IT_PORT
+done
+
+# s_client_as ID SERVER VERSION [ARGS...]: one GET with identity ID.
+s_client_as() {
+	local id=$1 srv=$2 ver=$3
+	shift 3
+	it_run sh -c 'p=$1 d=$2 id=$3 port=$4 ver=$5
+		shift 5
+		printf "GET / HTTP/1.0\r\n\r\n" | openssl s_client -provider-path "$p" \
+		-provider mtls-agent -provider default -cert "$d/p256.pem" -key "mtls-agent:$id" \
+		-servername localhost -connect "127.0.0.1:$port" "$ver" -quiet -brief "$@"' sh \
+		"$MTLS_PROVIDER_DIR" "$D" "$id" "${PORT[$srv]}" "$ver" "$@"
+}
+
+# allowed NAME ID SERVER VERSION [ARGS]: s_server saw the client certificate.
+allowed() {
+	local name=$1
+	shift
+	s_client_as "$@"
+	if [ "$IT_STATUS" -ne 0 ]; then
+		it_result "$name" 0 "exit status $IT_STATUS"
+	elif ! printf '%s\n' "$IT_OUT" | grep -Eq "Subject: O ?= ?mtls-agent tests, CN ?= ?p256 client"; then
+		it_result "$name" 0 "s_server did not see the client certificate"
+	else
+		it_result "$name" 1
+	fi
+}
+
+# refused NAME REASON ID SERVER VERSION [ARGS]: the handshake fails, the
+# agent's audit line for ID gives REASON, and the server got no
+# CertificateVerify (s_server logs no accepted client certificate).
+refused() {
+	local name=$1 reason=$2 id=$3 srv=$4 before after
+	shift 2
+	before=$(grep -c "Subject: O" "$IT_DIR/s_server-$srv.log" || true)
+	s_client_as "$@"
+	after=$(grep -c "Subject: O" "$IT_DIR/s_server-$srv.log" || true)
+	if printf '%s\n' "$IT_OUT" | grep -Eq "Subject: O ?= ?mtls-agent tests"; then
+		it_result "$name" 0 "the server accepted the client"
+	elif [ "$before" != "$after" ]; then
+		it_result "$name" 0 "s_server logged a client certificate"
+	elif ! grep -E "audit: sign refused: .*$id.*$reason" "$IT_DIR/agent.log" >/dev/null; then
+		it_result "$name" 0 "no audit line 'sign refused ... $id ... $reason'"
+	else
+		it_result "$name" 1
+	fi
+}
+
+allowed "bound identity, TLS 1.2, allowed CA and name" p256-bound good -tls1_2
+allowed "pinned identity, TLS 1.2, pinned server key" p256-pinned good -tls1_2
+allowed "unbound identity unchanged toward another CA's server" p256-tls12 otherca -tls1_2
+refused "bound identity refused toward a server from another CA" \
+	"server localhost is not recognised: unable to get local issuer certificate" \
+	p256-bound otherca -tls1_2
+refused "bound identity refused toward a certificate for another name" \
+	"server localhost is not recognised: hostname mismatch" p256-bound wrong -tls1_2
+refused "bound identity refused toward a name not in its servers" \
+	"server localhost is not in the servers of identity p256-othername" \
+	p256-othername good -tls1_2
+refused "pinned identity refused toward a server with another key" \
+	"server localhost is not recognised: its key is not pinned for localhost" \
+	p256-pinned-other good -tls1_2
+refused "bound identity refused with an RSA key exchange" \
+	"cipher suite 0x009c is not ECDHE" p256-bound rsa -tls1_2 -cipher AES128-GCM-SHA256
+refused "bound identity refused in TLS 1.3 without the handshake messages" \
+	"identity p256-bound is bound to servers: a TLS 1.3 CertificateVerify needs the handshake messages with the request.*use mtls-agentctl connect" \
+	p256-bound good -tls1_3
+
+# mtls-agentctl connect (the library's SSL_CTX helper), TLS 1.2.
+it_ok "connect: bound identity, TLS 1.2, allowed server" "$CTL" connect --ca-file "$D/ca.pem" \
+	--identity p256-bound --tls1.2 "https://localhost:${PORT[good]}/"
+it_match "connect: s_server saw the client certificate" \
+	"Subject: O ?= ?mtls-agent tests, CN ?= ?p256 client" "$IT_OUT"
+it_run "$CTL" connect --ca-file "$D/other-ca.pem" --identity p256-bound --tls1.2 \
+	"https://localhost:${PORT[otherca]}/"
+it_check "connect: bound identity refused toward the other CA's server" \
+	test "$IT_STATUS" -ne 0
+it_match "connect: the refusal names the server" "not recognised" "$IT_ERR"
+
+# TLS 1.3 through the helper: it sends the handshake messages with the SIGN.
+it_ok "connect: bound identity, TLS 1.3, allowed server" "$CTL" connect --ca-file "$D/ca.pem" \
+	--identity p256-bound "https://localhost:${PORT[good]}/"
+it_match "connect TLS 1.3: s_server saw the client certificate" \
+	"Subject: O ?= ?mtls-agent tests, CN ?= ?p256 client" "$IT_OUT"
+it_match "connect TLS 1.3: TLSv1.3" "TLSv1.3" "$IT_OUT"
+it_ok "connect: pinned identity, TLS 1.3" "$CTL" connect --ca-file "$D/ca.pem" \
+	--identity p256-pinned "https://localhost:${PORT[good]}/"
+for c in "p256-bound otherca other-ca.pem not recognised: unable to get local issuer" \
+	"p256-pinned-other good ca.pem its key is not pinned for localhost" \
+	"p256-othername good ca.pem is not in the servers of identity p256-othername"; do
+	read -r id srv ca reason <<<"$c"
+	it_run "$CTL" connect --ca-file "$D/$ca" --identity "$id" "https://localhost:${PORT[$srv]}/"
+	it_check "connect TLS 1.3: $id refused toward $srv" test "$IT_STATUS" -ne 0
+	it_check "connect TLS 1.3: $id: audit line says '$reason'" \
+		grep -Eq "audit: sign refused: .*identity=$id .*purpose=tls13-client-certificate-verify .*$reason" \
+		"$IT_DIR/agent.log"
+done
+
+# --- forwarded to a "remote" host: ssh -R of the agent socket ------------------
+# The README's recipe: on the far side of `ssh -R REMOTE.sock:$MTLS_AGENT_SOCK`
+# a program using the forwarded socket reaches the bound identity's server
+# and nothing else (the agent checks the handshake, whoever relays it).
+SSHD=$(it_find sshd) || SSHD=
+if [ -z "$SSHD" ] || ! command -v ssh >/dev/null; then
+	[ "${CI:-}" = true ] && it_die "sshd or ssh is not installed"
+	it_msg "sshd or ssh is not installed: the forwarding checks are not run"
+else
+	[ "$(id -u)" -eq 0 ] && mkdir -p /run/sshd
+	ssh-keygen -q -t ed25519 -N '' -f "$D/hostkey" || it_die "ssh-keygen"
+	ssh-keygen -q -t ed25519 -N '' -f "$D/userkey" || it_die "ssh-keygen"
+	cp "$D/userkey.pub" "$D/authorized_keys"
+	for _ in 1 2 3; do
+		it_free_port
+		{
+			echo "ListenAddress 127.0.0.1:$IT_PORT"
+			echo "HostKey $D/hostkey"
+			echo "AuthorizedKeysFile $D/authorized_keys"
+			echo "PidFile none"
+			echo "StrictModes no"
+			echo "UsePAM no"
+			echo "PasswordAuthentication no"
+			echo "KbdInteractiveAuthentication no"
+			echo "PermitRootLogin prohibit-password"
+			echo "AllowStreamLocalForwarding yes"
+			echo "StreamLocalBindUnlink yes"
+		} >"$D/sshd.conf"
+		it_bg sshd "$SSHD" -D -e -f "$D/sshd.conf"
+		it_wait_listen "$IT_PID" "$IT_PORT" sshd && break
+	done
+	it_listening "$IT_PORT" || it_die "sshd did not start"
+	SSH_PORT=$IT_PORT
+	echo "[127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$D/hostkey.pub")" >"$D/known_hosts"
+	# remote_s_client SERVER: the far side's unmodified s_client, TLS 1.2.
+	remote_s_client() {
+		it_run ssh -F /dev/null -o "UserKnownHostsFile=$D/known_hosts" \
+			-o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes \
+			-o IdentityAgent=none -o ExitOnForwardFailure=yes -o LogLevel=ERROR \
+			-i "$D/userkey" -p "$SSH_PORT" -R "$D/remote.sock:$MTLS_AGENT_SOCK" \
+			"$(id -un)@127.0.0.1" \
+			"printf 'GET / HTTP/1.0\r\n\r\n' | MTLS_AGENT_SOCK=$D/remote.sock openssl s_client \
+			-provider-path $MTLS_PROVIDER_DIR -provider mtls-agent -provider default \
+			-cert $D/p256.pem -key mtls-agent:p256-bound -servername localhost \
+			-connect 127.0.0.1:${PORT[$1]} -tls1_2 -quiet -brief"
+	}
+	# The agent's peer is the local ssh relaying the far side's requests.
+	from=$(($(wc -l <"$IT_DIR/agent.log") + 1))
+	remote_s_client good
+	it_match "forwarded socket: the bound identity reaches its server" \
+		"Subject: O ?= ?mtls-agent tests, CN ?= ?p256 client" "$IT_OUT"
+	remote_s_client otherca
+	it_check "forwarded socket: the server from another CA does not see the client" \
+		sh -c '! printf "%s\n" "$1" | grep -q "Subject: O"' sh "$IT_OUT"
+	it_check "forwarded socket: the agent refused it, with the reason" \
+		sh -c 'tail -n +"$2" "$1" | grep -Eq "audit: sign refused: .*exe=[^ ]*/ssh .*identity=p256-bound .*unable to get local issuer"' \
+		sh "$IT_DIR/agent.log" "$from"
+	it_check "forwarded socket: the allowed signature came through ssh too" \
+		sh -c 'tail -n +"$2" "$1" | grep -Eq "audit: sign ok: .*exe=[^ ]*/ssh .*identity=p256-bound "' \
+		sh "$IT_DIR/agent.log" "$from"
+fi
+
+it_done
