@@ -457,21 +457,28 @@ test_sign_ecdsa(void **state)
 			MTLS_AGENT_PURPOSE_RAW_DIGEST, digest, sizeof(digest), EVP_sha256(), 0);
 }
 
-/* The stub answers `mode`; the pipeline answers want; it reached the
- * token once.  *why gets the reason. */
+/* The stub answers `mode` to name's SIGN with scheme; the pipeline
+ * answers want; it reached the token once.  *why gets the reason. */
 static void
-assert_stub_answer(const char *mode, int want, char *why, size_t why_len)
+assert_stub_answer_for(const char *name, uint16_t scheme, const char *mode, int want, char *why,
+		       size_t why_len)
 {
 	unsigned long before = stub_count(NULL, 0);
 	int r;
 
 	stub_mode(mode);
-	r = sign_tls13("ec", MTLS_AGENT_ECDSA_SECP256R1_SHA256, why, why_len);
+	r = sign_tls13(name, scheme, why, why_len);
 	if (r != want)
 		fail_msg("stub %s: got %s (%s), want %s", mode, mtls_agent_strerror(r), why,
 			 mtls_agent_strerror(want));
 	assert_int_equal(stub_count(NULL, 0), before + 1);
 	stub_mode("ok\n");
+}
+
+static void
+assert_stub_answer(const char *mode, int want, char *why, size_t why_len)
+{
+	assert_stub_answer_for("ec", MTLS_AGENT_ECDSA_SECP256R1_SHA256, mode, want, why, why_len);
 }
 
 static void
@@ -494,6 +501,8 @@ test_stub_errors(void **state)
 	/* A signature reply whose body does not parse: refused, and since
 	 * the frame was one, the helper is kept. */
 	assert_stub_answer("badsig\n", MTLS_ERR_TOKEN, why, sizeof(why));
+	assert_stub_answer_for("rsa", MTLS_AGENT_RSA_PSS_RSAE_SHA256, "badsig\n", MTLS_ERR_TOKEN,
+			       why, sizeof(why));
 	assert_int_equal(helper_pid(ts->hp), pid);
 	login();
 	assert_int_equal(sign_tls13("ec", MTLS_AGENT_ECDSA_SECP256R1_SHA256, why, sizeof(why)), 0);
