@@ -33,6 +33,7 @@
 #include "mtls-agent.h"
 #include "proto.h"
 #include "server.h"
+#include "stubctl.h"
 #include "token.h"
 
 #ifndef FUZZ_STUB_BIN
@@ -67,21 +68,10 @@ write_file(const char *path, const char *text, mode_t mode)
 	return 0;
 }
 
-/* The SIGN requests the stub received (p11-stub.c: DIR/sign-count). */
 static unsigned long
 stub_count(void)
 {
-	char path[PATH_MAX + 32];
-	unsigned long n = 0;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/sign-count", stubdir);
-	if ((f = fopen(path, "r")) == NULL)
-		return 0;
-	if (fscanf(f, "%lu", &n) != 1)
-		n = 0;
-	fclose(f);
-	return n;
+	return stub_sign_count(stubdir, NULL, 0);
 }
 
 /* Once per process: a token set on the stub, a server around it. */

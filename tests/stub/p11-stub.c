@@ -53,6 +53,7 @@
 #include "msg_p11.h"
 #include "mtls-agent.h"
 #include "proto.h"
+#include "stubctl.h"
 #include "wbuf.h"
 
 #define STUB_SLOT     7
@@ -352,23 +353,6 @@ count_sign(const unsigned char *data, size_t len)
 		die("cannot write sign-count");
 }
 
-/* What the counter file says (a restarted stub counts on from there). */
-static unsigned long
-read_count(void)
-{
-	char path[4096];
-	unsigned long n = 0;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/sign-count", dir);
-	if ((f = fopen(path, "r")) == NULL)
-		return 0;
-	if (fscanf(f, "%lu", &n) != 1)
-		n = 0;
-	fclose(f);
-	return n;
-}
-
 static const EVP_MD *
 pss_md(uint8_t hash)
 {
@@ -548,7 +532,8 @@ main(int argc, char **argv)
 		pin = env;
 	load_key(&keys[0]);
 	load_key(&keys[1]);
-	sign_count = read_count();
+	/* A restarted stub counts on from what the last one wrote. */
+	sign_count = stub_sign_count(dir, NULL, 0);
 	for (i = 0; i < (int)k; i++)
 		if (pthread_create(&th[i], NULL, serve, (void *)(long)(FIRST_FD + i)) != 0)
 			die("cannot start a channel thread");

@@ -35,6 +35,7 @@
 #include "log.h"
 #include "mtls-agent.h"
 #include "purpose.h"
+#include "stubctl.h"
 #include "token.h"
 #include "token_int.h"
 
@@ -61,29 +62,14 @@ write_file(const char *path, const char *text, mode_t mode)
 static void
 stub_mode(const char *mode)
 {
-	char path[PATH_MAX + 32];
-
-	snprintf(path, sizeof(path), "%s/sign-mode", stubdir);
-	write_file(path, mode, 0644);
+	assert_int_equal(stub_set_mode(stubdir, mode), 0);
 }
 
 /* SIGN requests the stub received so far; hex of the last one's data. */
 static unsigned long
 stub_count(char *last, size_t last_len)
 {
-	char path[PATH_MAX + 32], hex[2 * 600] = "";
-	unsigned long n = 0;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/sign-count", stubdir);
-	if ((f = fopen(path, "r")) != NULL) {
-		if (fscanf(f, "%lu %1199s", &n, hex) < 1)
-			n = 0;
-		fclose(f);
-	}
-	if (last != NULL)
-		snprintf(last, last_len, "%s", hex);
-	return n;
+	return stub_sign_count(stubdir, last, last_len);
 }
 
 static EVP_PKEY *
