@@ -22,6 +22,7 @@
  *   ok                   sign (default)
  *   error CODE [RV]      answer P11_ERROR with MTLS_ERR_* CODE and CK_RV RV
  *   hang                 never answer (the agent must time out and kill us)
+ *   hang rsa, hang ec    the same for that key's SIGNs only; the other's work
  *   exit                 exit at once, no answer
  *   garbage              answer a frame of an unknown type
  *   badsig               answer a SIGN reply whose body does not parse
@@ -424,7 +425,8 @@ do_sign(struct wbuf *in, struct wbuf *out)
 	pthread_mutex_unlock(&mu);
 	sign_mode(mode, sizeof(mode));
 	rsa_mech = req.mech == P11_MECH_RSA_PKCS || req.mech == P11_MECH_RSA_PSS;
-	if (strcmp(mode, "hang") == 0) {
+	if (strcmp(mode, "hang") == 0 || (strcmp(mode, "hang rsa") == 0 && req.key == H_KEY_RSA) ||
+	    (strcmp(mode, "hang ec") == 0 && req.key == H_KEY_EC)) {
 		for (;;)
 			pause();
 	} else if (strcmp(mode, "exit") == 0) {

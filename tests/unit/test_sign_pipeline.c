@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -545,6 +546,45 @@ test_stub_hangs(void **state)
 	assert_restarted("hang\n", MTLS_ERR_TIMEOUT, TOKEN_TIMEOUT - 0.2, TOKEN_TIMEOUT + 1.5);
 }
 
+static void *
+sign_rsa_thread(void *arg)
+{
+	char why[256];
+
+	*(int *)arg = sign_tls13("rsa", MTLS_AGENT_RSA_PSS_RSAE_SHA256, why, sizeof(why));
+	return NULL;
+}
+
+static void
+test_stub_hang_others_go_on(void **state)
+{
+	struct timespec t0, t1;
+	pthread_t th;
+	char why[256];
+	int r_rsa = 1, i;
+	double s;
+
+	(void)state;
+	/* The RSA key's signature hangs in the module; the EC key's are
+	 * made meanwhile, in parallel, with no lock waiting for the hung one. */
+	stub_mode("hang rsa\n");
+	assert_int_equal(pthread_create(&th, NULL, sign_rsa_thread, &r_rsa), 0);
+	usleep(200 * 1000);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (i = 0; i < 5; i++)
+		assert_int_equal(
+		    sign_tls13("ec", MTLS_AGENT_ECDSA_SECP256R1_SHA256, why, sizeof(why)), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	if (s > (getenv("MTLS_TEST_UNDER_VALGRIND") != NULL ? 1.5 : 0.5))
+		fail_msg("5 EC signatures took %.2f s beside the hung one", s);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(r_rsa, MTLS_ERR_TIMEOUT);
+	stub_mode("ok\n");
+	login();
+	assert_int_equal(sign_tls13("rsa", MTLS_AGENT_RSA_PSS_RSAE_SHA256, why, sizeof(why)), 0);
+}
+
 static void
 test_stub_exits(void **state)
 {
@@ -590,6 +630,7 @@ main(void)
 		cmocka_unit_test_setup(test_sign_ecdsa, setup),
 		cmocka_unit_test_setup(test_stub_errors, setup),
 		cmocka_unit_test_setup(test_stub_hangs, setup),
+		cmocka_unit_test_setup(test_stub_hang_others_go_on, setup),
 		cmocka_unit_test_setup(test_stub_exits, setup),
 		cmocka_unit_test_setup(test_stub_garbage, setup),
 		cmocka_unit_test_setup(test_logged_out, setup),
