@@ -445,6 +445,8 @@ do_sign(struct wbuf *in, struct wbuf *out)
 		put_error(out, MTLS_ERR_TOKEN, CKR_SLOT_ID_INVALID, "no such slot");
 	} else if (!in_now) {
 		put_error(out, MTLS_ERR_LOGIN_REQUIRED, CKR_USER_NOT_LOGGED_IN, "C_SignInit");
+	} else if (!rsa_mech && req.mech != P11_MECH_ECDSA) {
+		put_error(out, MTLS_ERR_TOKEN, CKR_MECHANISM_INVALID, "C_SignInit");
 	} else if ((req.key != H_KEY_RSA && req.key != H_KEY_EC) ||
 		   rsa_mech != (req.key == H_KEY_RSA)) {
 		put_error(out, MTLS_ERR_TOKEN, CKR_KEY_HANDLE_INVALID, "C_SignInit");
