@@ -158,7 +158,9 @@ one(const struct sign_peer *peer, int *hello_done, const unsigned char *body, si
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct sign_peer peer = { getpid(), getuid(), getgid(), "/usr/bin/fuzz-client" };
+	struct sign_peer peer = {
+		.pid = getpid(), .uid = getuid(), .gid = getgid(), .exe = "/usr/bin/fuzz-client"
+	};
 	struct wbuf *b;
 	const unsigned char *body;
 	size_t len;

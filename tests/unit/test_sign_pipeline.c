@@ -210,7 +210,9 @@ group_setup(void **state)
 		fprintf(stderr, "token_open: %s\n", err);
 		return -1;
 	}
-	peer = (struct sign_peer){ getpid(), getuid(), getgid(), "/usr/bin/test-client" };
+	peer = (struct sign_peer){
+		.pid = getpid(), .uid = getuid(), .gid = getgid(), .exe = "/usr/bin/test-client"
+	};
 	return 0;
 }
 
