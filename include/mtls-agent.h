@@ -87,7 +87,15 @@ enum mtls_agent_error {
 	MTLS_ERR_AGENT_LOCKED = -39,		/* agent locked with a passphrase */
 	MTLS_ERR_CONFIRM_DENIED = -40,		/* use not confirmed (refused, timeout) */
 	MTLS_ERR_RATE_LIMITED = -41,		/* identity's signature rate exceeded */
-	MTLS_ERR_LAST_ = -41
+	/* -42, -43: the SSH front end (-44 unassigned). */
+	MTLS_ERR_DESTINATION_DENIED = -42, /* SSH host not in the identity's destinations */
+	MTLS_ERR_SSH_BINDING = -43,	   /* SSH session binding missing or invalid */
+	/* -45..-48: enrollment (key generation, certificate import). */
+	MTLS_ERR_READ_ONLY = -45,     /* token or identity configured read-only */
+	MTLS_ERR_MECHANISM = -46,     /* the token cannot generate such a key */
+	MTLS_ERR_KEY_NOT_FOUND = -47, /* no private key on a token for this certificate */
+	MTLS_ERR_DUPLICATE = -48,     /* already on the token */
+	MTLS_ERR_LAST_ = -48
 };
 
 /*
@@ -105,6 +113,11 @@ MTLS_AGENT_API const char *mtls_agent_strerror(int err);
 #define MTLS_AGENT_PURPOSE_PAM_CHALLENGE   2 /* pam-challenge */
 #define MTLS_AGENT_PURPOSE_RAW_DIGEST	   3 /* raw-digest */
 #define MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV 4 /* tls12-client-certificate-verify */
+/* 5 and 6: the SSH front end; 7: csr (enrollment); 8: the PKCS#11 front end. */
+#define MTLS_AGENT_PURPOSE_SSH		 5 /* ssh: SSH user authentication */
+#define MTLS_AGENT_PURPOSE_SSH_SIG	 6 /* ssh-sig: SSHSIG (ssh-keygen -Y sign) */
+#define MTLS_AGENT_PURPOSE_CSR		 7 /* csr: a CertificationRequestInfo for this key */
+#define MTLS_AGENT_PURPOSE_PKCS11_DIGEST 8 /* pkcs11-digest: a digest from mtls-agent-pkcs11.so */
 
 /* TLS SignatureScheme code points (RFC 8446 section 4.2.3). */
 #define MTLS_AGENT_RSA_PKCS1_SHA256	  0x0401
@@ -144,17 +157,23 @@ struct mtls_agent_identity {
 	unsigned char **chain_der; /* chain certificates, leaf's issuer first */
 	size_t *chain_der_len;
 	size_t n_chain;
+	/* A key with no certificate yet (enrollment): its public key, a DER
+	 * SubjectPublicKeyInfo; NULL when cert_der is set. */
+	unsigned char *spki_der;
+	size_t spki_der_len;
 };
 
 /* Agent status. */
 struct mtls_agent_status {
-	char *version;		   /* agent version string */
-	uint32_t pid;		   /* agent process id */
-	uint32_t uptime;	   /* seconds since start */
-	uint32_t connections;	   /* open client connections */
-	uint32_t identities;	   /* identities configured */
-	uint32_t tokens_present;   /* tokens currently present */
-	uint32_t tokens_logged_in; /* tokens currently logged in */
+	char *version;		      /* agent version string */
+	uint32_t pid;		      /* agent process id */
+	uint32_t uptime;	      /* seconds since start */
+	uint32_t connections;	      /* open client connections */
+	uint32_t identities;	      /* identities configured */
+	uint32_t tokens_present;      /* tokens currently present */
+	uint32_t tokens_logged_in;    /* tokens currently logged in */
+	uint32_t identities_expiring; /* certificates expired or expiring within
+				       * the agent's expiry-warning-days */
 };
 
 /* A connection to an agent.  Thread-safe: calls on one handle are
@@ -214,6 +233,18 @@ MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_login(mtls_agent *agent, const char
 						   const char *pin, int *retries_left);
 
 /*
+ * Logs in the token of `identity` (NULL or "": the only token) with a PIN
+ * the agent asks the person for itself, through its askpass program; the
+ * caller never sees the PIN.  For clients that have no way to ask (the
+ * PKCS#11 front end's protected authentication path).  Returns 0,
+ * MTLS_ERR_CONFIRM_DENIED (no askpass program, or no answer in time),
+ * MTLS_ERR_PIN_INCORRECT (with *retries_left as for mtls_agent_login()),
+ * MTLS_ERR_PIN_LOCKED ...
+ */
+MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_login_prompt(mtls_agent *agent, const char *identity,
+							  int *retries_left);
+
+/*
  * Changes the user PIN of the token of `identity` (NULL or "": the only
  * token) from old_pin to new_pin.  On MTLS_ERR_PIN_INCORRECT *retries_left
  * is set as for mtls_agent_login().
@@ -247,6 +278,61 @@ MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_logout(mtls_agent *agent, const cha
 MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_get_status(mtls_agent *agent,
 							struct mtls_agent_status *st);
 MTLS_AGENT_API void mtls_agent_status_clear(struct mtls_agent_status *st);
+
+/*
+ * Enrollment.  Key kinds for mtls_agent_keygen() ("ec:p256", "rsa:2048", ...
+ * by mtls_agent_key_kind_from_name(); 0 when unknown).
+ */
+#define MTLS_AGENT_KEYGEN_EC_P256  1
+#define MTLS_AGENT_KEYGEN_EC_P384  2
+#define MTLS_AGENT_KEYGEN_RSA_2048 3
+#define MTLS_AGENT_KEYGEN_RSA_3072 4
+#define MTLS_AGENT_KEYGEN_RSA_4096 5
+MTLS_AGENT_API int mtls_agent_key_kind_from_name(const char *name);
+
+/*
+ * Generates a key pair on the token that `token_uri` (a pkcs11: URI; NULL
+ * or "": the only token) names, labelled `label`: the private key is
+ * sensitive, never extractable, for signing; the public key is stored on
+ * the token too; both get a fresh random CKA_ID.  The token must be logged
+ * in.  On success *name is the new identity's name (malloc'd) and *spki
+ * its SubjectPublicKeyInfo (DER, malloc'd, *spki_len bytes); free both.
+ * Returns 0 or MTLS_ERR_LOGIN_REQUIRED, MTLS_ERR_READ_ONLY,
+ * MTLS_ERR_MECHANISM (the message lists the token's mechanisms),
+ * MTLS_ERR_DUPLICATE (the label is taken), MTLS_ERR_NO_IDENTITY (no such
+ * token) ...
+ */
+MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_keygen(mtls_agent *agent, const char *token_uri,
+						    const char *label, int kind, char **name,
+						    unsigned char **spki, size_t *spki_len);
+
+/* mtls_agent_import_cert() flags. */
+#define MTLS_AGENT_IMPORT_FORCE 0x01 /* expired, or replacing a later certificate */
+
+/*
+ * Writes the certificate `der` onto the token that holds its private key,
+ * with the key's CKA_ID and label; the agent lists the identity at once.
+ * A certificate the token has already is MTLS_ERR_DUPLICATE; one whose key
+ * is on no logged-in token MTLS_ERR_KEY_NOT_FOUND; an expired one
+ * MTLS_ERR_CERT_EXPIRED unless forced.  A certificate that the key has
+ * already is replaced when the new one ends later (a renewal), else only
+ * with MTLS_AGENT_IMPORT_FORCE.  *name (malloc'd) is the identity's name.
+ */
+MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_import_cert(mtls_agent *agent,
+							 const unsigned char *der, size_t len,
+							 unsigned int flags, char **name);
+
+/* mtls_agent_delete_key() flags. */
+#define MTLS_AGENT_DELETE_FORCE 0x01 /* also while its certificate is valid */
+
+/*
+ * Destroys the private key, the public key and the certificates with the
+ * CKA_ID of identity `name` on its (logged-in) token.  Refused with
+ * MTLS_ERR_POLICY_DENIED while the identity's certificate is valid, unless
+ * MTLS_AGENT_DELETE_FORCE; MTLS_ERR_READ_ONLY as for key generation.
+ */
+MTLS_AGENT_API MTLS_AGENT_WUR int mtls_agent_delete_key(mtls_agent *agent, const char *name,
+							unsigned int flags);
 
 /* Scheme and purpose names ("rsa_pss_rsae_sha256",
  * "tls13-client-certificate-verify").  Return NULL / 0 when unknown. */

@@ -105,7 +105,8 @@ struct options {
 	enum usermap_method map;
 	char *map_file, *authorized_file;
 	int nullok, debug, unblock, trust_logged_in;
-	int timeout; /* seconds; 0: the library's default */
+	int timeout;		 /* seconds; 0: the library's default */
+	int expiry_warning_days; /* log a certificate this close to its end */
 	char *pin_prompt;
 };
 
@@ -271,6 +272,8 @@ parse_option(pam_handle_t *pamh, struct options *o, const char *arg, int in_conf
 		return set_int(pamh, &o->ocsp_timeout, key, v, 1, 300);
 	if (strcmp(key, "timeout") == 0)
 		return set_int(pamh, &o->timeout, key, v, 1, TIMEOUT_MAX);
+	if (strcmp(key, "expiry_warning_days") == 0)
+		return set_int(pamh, &o->expiry_warning_days, key, v, 0, 3650);
 	if (strcmp(key, "ocsp") == 0) {
 		if (strcmp(v, "off") == 0)
 			o->ocsp = CERTVAL_OCSP_OFF;
@@ -447,6 +450,7 @@ parse_args(pam_handle_t *pamh, struct options *o, int argc, const char **argv)
 	memset(o, 0, sizeof(*o));
 	o->map = USERMAP_CN;
 	o->ocsp = CERTVAL_OCSP_OFF;
+	o->expiry_warning_days = 30;
 	for (i = 0; i < argc; i++) {
 		if (parse_option(pamh, o, argv[i], 0) != 0) {
 			options_clear(o);
@@ -863,6 +867,24 @@ tell_refused(pam_handle_t *pamh, int flags, const char *name, int r, const char 
 	tell_user(pamh, flags, text);
 }
 
+/* A certificate that works but ends soon is logged, so it is renewed in
+ * time (mtls-agentctl renew). */
+static void
+warn_expiry(pam_handle_t *pamh, const struct options *o, const char *user, const char *name,
+	    X509 *cert)
+{
+	int days = 0, secs = 0;
+
+	if (o->expiry_warning_days == 0 ||
+	    ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(cert)) != 1 ||
+	    days >= o->expiry_warning_days)
+		return;
+	pam_syslog(pamh, LOG_WARNING,
+		   "user %s: identity %s: the certificate expires in %d day%s; renew it "
+		   "(mtls-agentctl renew %s)",
+		   user, name, days, days == 1 ? "" : "s", name);
+}
+
 static int
 select_identity(pam_handle_t *pamh, int flags, const struct options *o, const char *user,
 		const struct mtls_agent_identity *ids, size_t n, struct pick *p)
@@ -954,6 +976,7 @@ select_identity(pam_handle_t *pamh, int flags, const struct options *o, const ch
 		}
 		DEBUG(pamh, o, "user %s: identity %s: certificate valid and mapped", user,
 		      id->name);
+		warn_expiry(pamh, o, user, id->name, p->cert);
 		p->id = id;
 		return PAM_SUCCESS;
 	}

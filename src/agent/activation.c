@@ -89,15 +89,51 @@ check_listening_unix(int fd, char **path, char *err, size_t err_len)
 	return 0;
 }
 
+/* Checks one passed descriptor and makes it close-on-exec. */
+static int
+take_fd(int fd, char **path, char *err, size_t err_len)
+{
+	int r, flags;
+
+	if ((r = check_listening_unix(fd, path, err, err_len)) != 0)
+		return r;
+	if ((flags = fcntl(fd, F_GETFD)) < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) != 0) {
+		snprintf(err, err_len, "socket activation: fcntl: %s", strerror(errno));
+		free(*path);
+		*path = NULL;
+		return MTLS_ERR_IO;
+	}
+	return 0;
+}
+
+/* The index (0 or 1) of the descriptor LISTEN_FDNAMES names "ssh", or -1. */
+static int
+ssh_index(const char *names)
+{
+	const char *colon;
+
+	if (names == NULL || (colon = strchr(names, ':')) == NULL || strchr(colon + 1, ':'))
+		return -1;
+	if (strcmp(colon + 1, "ssh") == 0 && strncmp(names, "ssh:", 4) != 0)
+		return 1;
+	if (strncmp(names, "ssh:", 4) == 0 && strcmp(colon + 1, "ssh") != 0)
+		return 0;
+	return -1;
+}
+
 int
-activation_socket(int *fd, char **path, char *err, size_t err_len)
+activation_sockets(int *fd, char **path, int *ssh_fd, char **ssh_path, char *err, size_t err_len)
 {
 	const char *pid_s = getenv("LISTEN_PID"), *fds_s = getenv("LISTEN_FDS");
 	long pid, nfds;
-	int r = 0, flags;
+	int r = 0, si;
 
 	*fd = -1;
 	*path = NULL;
+	if (ssh_fd != NULL) {
+		*ssh_fd = -1;
+		*ssh_path = NULL;
+	}
 	if (pid_s == NULL && fds_s == NULL)
 		return 0;
 	if (parse_long(pid_s, &pid) != 0 || pid != (long)getpid()) {
@@ -113,24 +149,37 @@ activation_socket(int *fd, char **path, char *err, size_t err_len)
 	}
 	if (nfds == 0)
 		goto out;
+	if (nfds == 2 && ssh_fd != NULL) {
+		if ((si = ssh_index(getenv("LISTEN_FDNAMES"))) < 0) {
+			snprintf(err, err_len,
+				 "socket activation: 2 sockets passed, and LISTEN_FDNAMES does not "
+				 "name exactly one of them \"ssh\" (FileDescriptorName=ssh of "
+				 "mtls-agent-ssh.socket)");
+			r = MTLS_ERR_CONFIG;
+			goto out;
+		}
+		if ((r = take_fd(ACTIVATION_FD + 1 - si, path, err, err_len)) != 0)
+			goto out;
+		if ((r = take_fd(ACTIVATION_FD + si, ssh_path, err, err_len)) != 0) {
+			free(*path);
+			*path = NULL;
+			goto out;
+		}
+		*fd = ACTIVATION_FD + 1 - si;
+		*ssh_fd = ACTIVATION_FD + si;
+		r = 1;
+		goto out;
+	}
 	if (nfds != 1) {
 		snprintf(err, err_len,
 			 "socket activation: %ld sockets passed, the agent listens on one "
-			 "(one ListenStream= in the socket unit)",
-			 nfds);
+			 "(one ListenStream= in the socket unit)%s",
+			 nfds, ssh_fd != NULL ? ", or two with mtls-agent-ssh.socket" : "");
 		r = MTLS_ERR_CONFIG;
 		goto out;
 	}
-	if ((r = check_listening_unix(ACTIVATION_FD, path, err, err_len)) != 0)
+	if ((r = take_fd(ACTIVATION_FD, path, err, err_len)) != 0)
 		goto out;
-	if ((flags = fcntl(ACTIVATION_FD, F_GETFD)) < 0 ||
-	    fcntl(ACTIVATION_FD, F_SETFD, flags | FD_CLOEXEC) != 0) {
-		snprintf(err, err_len, "socket activation: fcntl: %s", strerror(errno));
-		free(*path);
-		*path = NULL;
-		r = MTLS_ERR_IO;
-		goto out;
-	}
 	*fd = ACTIVATION_FD;
 	r = 1;
 out:
@@ -138,6 +187,12 @@ out:
 	(void)unsetenv("LISTEN_FDS");
 	(void)unsetenv("LISTEN_FDNAMES");
 	return r;
+}
+
+int
+activation_socket(int *fd, char **path, char *err, size_t err_len)
+{
+	return activation_sockets(fd, path, NULL, NULL, err, err_len);
 }
 
 int

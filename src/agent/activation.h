@@ -26,6 +26,16 @@
 __attribute__((warn_unused_result)) int activation_socket(int *fd, char **path, char *err,
 							  size_t err_len);
 
+/*
+ * The same, and also the SSH agent socket: with LISTEN_FDS=2 the
+ * descriptor named "ssh" in LISTEN_FDNAMES (FileDescriptorName=ssh of
+ * mtls-agent-ssh.socket) is the SSH socket (*ssh_fd, *ssh_path), the other
+ * one the agent's.  With one socket *ssh_fd is -1.  (Numbered 3 and 4;
+ * both checked as activation_socket() checks its one.)
+ */
+__attribute__((warn_unused_result)) int
+activation_sockets(int *fd, char **path, int *ssh_fd, char **ssh_path, char *err, size_t err_len);
+
 /* 1 when stderr is the journal's stream (JOURNAL_STREAM names its device
  * and inode): log through syslog(3) then, so messages keep their
  * priorities. */

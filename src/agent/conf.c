@@ -191,6 +191,7 @@ purpose_from_config_name(const char *name)
 		{ "tls13", MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV },
 		{ "tls12", MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV },
 		{ "pam", MTLS_AGENT_PURPOSE_PAM_CHALLENGE },
+		{ "ssh-userauth", MTLS_AGENT_PURPOSE_SSH },
 	};
 	size_t i;
 
@@ -217,7 +218,7 @@ parse_purposes(struct parser *p, const char *key, char *v, uint32_t *out)
 		if ((purpose = purpose_from_config_name(item)) <= 0 || purpose > 31)
 			return perr(p,
 				    "%s: unknown purpose '%s' (known: tls13, "
-				    "tls12, pam, raw-digest)",
+				    "tls12, pam, raw-digest, ssh, ssh-sig, csr, pkcs11-digest)",
 				    key, show(item, shown, sizeof(shown)));
 		bits |= 1U << purpose;
 	}
@@ -309,6 +310,26 @@ set_socket(struct parser *p, char *v)
 	if (strlen(v) >= sizeof(sun.sun_path))
 		return perr(p, "socket: path longer than %zu bytes", sizeof(sun.sun_path) - 1);
 	return set_string(p, &p->cfg->socket_path, v);
+}
+
+static int
+set_ssh_socket(struct parser *p, char *v)
+{
+	struct sockaddr_un sun;
+	int r;
+
+	if (strcmp(v, "off") == 0) {
+		p->cfg->ssh_socket_off = 1;
+		free(p->cfg->ssh_socket);
+		p->cfg->ssh_socket = NULL;
+		return 0;
+	}
+	if ((r = check_abs_path(p, "ssh-socket", v)) != 0)
+		return r;
+	if (strlen(v) >= sizeof(sun.sun_path))
+		return perr(p, "ssh-socket: path longer than %zu bytes", sizeof(sun.sun_path) - 1);
+	p->cfg->ssh_socket_off = 0;
+	return set_string(p, &p->cfg->ssh_socket, v);
 }
 
 static int
@@ -481,6 +502,25 @@ set_token_timeout(struct parser *p, char *v)
 }
 
 static int
+set_expiry_warning_days(struct parser *p, char *v)
+{
+	return parse_uint(p, "expiry-warning-days", v, 0, 3650, &p->cfg->expiry_warning_days);
+}
+
+/* read-only (enrollment): no key generation or certificate import. */
+static int
+set_read_only(struct parser *p, char *v)
+{
+	return parse_bool(p, "read-only", v, &p->cfg->read_only);
+}
+
+static int
+set_id_read_only(struct parser *p, char *v)
+{
+	return parse_bool(p, "read-only", v, &p->id->read_only);
+}
+
+static int
 set_id_confirm(struct parser *p, char *v)
 {
 	return parse_bool(p, "confirm", v, &p->id->confirm);
@@ -502,6 +542,141 @@ static int
 set_id_rate_limit(struct parser *p, char *v)
 {
 	return parse_uint(p, "rate-limit", v, 0, 1000000, &p->id->rate_limit);
+}
+
+/* One entry of ssh-sig-namespaces: what ssh-keygen -Y sign -n takes. */
+static int
+ssh_namespace_ok(const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i] != '\0'; i++)
+		if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') ||
+		      (s[i] >= '0' && s[i] <= '9') || strchr("@._-", s[i]) != NULL))
+			return 0;
+	return i > 0 && i <= 64;
+}
+
+/* SHA256: and 43 base64 characters, as ssh-keygen -l prints it. */
+static int
+ssh_fingerprint_ok(const char *s)
+{
+	size_t i;
+
+	if (strncmp(s, "SHA256:", 7) != 0 || strlen(s) != 7 + 43)
+		return 0;
+	for (i = 7; s[i] != '\0'; i++)
+		if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') ||
+		      (s[i] >= '0' && s[i] <= '9') || s[i] == '+' || s[i] == '/'))
+			return 0;
+	return 1;
+}
+
+/* known-hosts=/abs/file or known-hosts=/abs/file:PATTERN */
+static int
+ssh_known_hosts_ok(struct parser *p, const char *key, char *s)
+{
+	char shown[SHOW_MAX + 1], *pat;
+	size_t i;
+	int r;
+
+	if ((pat = strchr(s, ':')) != NULL)
+		*pat = '\0';
+	r = check_abs_path(p, key, s);
+	if (pat != NULL)
+		*pat++ = ':';
+	if (r != 0)
+		return r;
+	if (pat == NULL)
+		return 0;
+	for (i = 0; pat[i] != '\0'; i++)
+		if (!((pat[i] >= 'A' && pat[i] <= 'Z') || (pat[i] >= 'a' && pat[i] <= 'z') ||
+		      (pat[i] >= '0' && pat[i] <= '9') || strchr(".-_*?[]", pat[i]) != NULL))
+			return perr(p,
+				    "%s: host pattern '%s' has characters other than A-Z a-z 0-9 . "
+				    "- _ * ? [ ]",
+				    key, show(pat, shown, sizeof(shown)));
+	if (i == 0)
+		return perr(p, "%s: empty host pattern after ':'", key);
+	return 0;
+}
+
+/* A comma-separated list, each item checked, kept as "a,b,c". */
+static int
+set_ssh_list(struct parser *p, const char *key, char *v, int destinations, char **out)
+{
+	char shown[SHOW_MAX + 1], *item, *next, *joined = NULL;
+	size_t n = 0, len = 0;
+	int r = 0;
+
+	if ((joined = calloc(1, strlen(v) + 1)) == NULL)
+		return palloc(p);
+	for (item = v; item != NULL; item = next) {
+		if ((next = strchr(item, ',')) != NULL)
+			*next++ = '\0';
+		item = trim(item);
+		if (*item == '\0') {
+			r = perr(p, "%s: empty entry in list", key);
+			goto out;
+		}
+		if (++n > CONFIG_MAX_SSH_LIST) {
+			r = perr(p, "%s: more than %u entries", key, CONFIG_MAX_SSH_LIST);
+			goto out;
+		}
+		if (!destinations && !ssh_namespace_ok(item)) {
+			r = perr(p, "%s: '%s' is not a namespace (A-Z a-z 0-9 @ . _ -, at most 64)",
+				 key, show(item, shown, sizeof(shown)));
+			goto out;
+		}
+		if (destinations && strncmp(item, "known-hosts=", 12) == 0) {
+			if ((r = ssh_known_hosts_ok(p, key, item + 12)) != 0)
+				goto out;
+		} else if (destinations && !ssh_fingerprint_ok(item)) {
+			r = perr(p,
+				 "%s: '%s' is neither a SHA256:... fingerprint (as ssh-keygen -l "
+				 "prints it) nor known-hosts=FILE[:PATTERN]",
+				 key, show(item, shown, sizeof(shown)));
+			goto out;
+		}
+		if (len > 0)
+			joined[len++] = ',';
+		memcpy(joined + len, item, strlen(item));
+		len += strlen(item);
+	}
+	free(*out);
+	*out = joined;
+	joined = NULL;
+out:
+	free(joined);
+	return r;
+}
+
+static int
+set_id_ssh_sig_namespaces(struct parser *p, char *v)
+{
+	return set_ssh_list(p, "ssh-sig-namespaces", v, 0, &p->id->ssh_sig_namespaces);
+}
+
+static int
+set_id_ssh_destinations(struct parser *p, char *v)
+{
+	return set_ssh_list(p, "ssh-destinations", v, 1, &p->id->ssh_destinations);
+}
+
+static int
+set_id_ssh_forwarding(struct parser *p, char *v)
+{
+	return parse_bool(p, "ssh-forwarding", v, &p->id->ssh_forwarding);
+}
+
+static int
+set_id_ssh_certificate(struct parser *p, char *v)
+{
+	int r;
+
+	if ((r = check_abs_path(p, "ssh-certificate", v)) != 0)
+		return r;
+	return set_string(p, &p->id->ssh_certificate, v);
 }
 
 /* "peers = uid:1000, gid:100, exe:/usr/bin/curl" */
@@ -576,6 +751,7 @@ static const struct key_def {
 	int (*set)(struct parser *, char *);
 } keys[] = {
 	{ "socket", GLOBAL, set_socket },
+	{ "ssh-socket", GLOBAL, set_ssh_socket },
 	{ "module", GLOBAL, set_module },
 	{ "token", GLOBAL, set_token },
 	{ "purposes", GLOBAL, set_default_purposes },
@@ -589,6 +765,8 @@ static const struct key_def {
 	{ "confirm-timeout", GLOBAL, set_confirm_timeout },
 	{ "token-timeout", GLOBAL, set_token_timeout },
 	{ "busy-poll", GLOBAL, set_busy_poll },
+	{ "read-only", GLOBAL, set_read_only },
+	{ "expiry-warning-days", GLOBAL, set_expiry_warning_days },
 	{ "key", IDENTITY, set_id_key },
 	{ "certificate", IDENTITY, set_id_certificate },
 	{ "chain", IDENTITY, set_id_chain },
@@ -599,6 +777,11 @@ static const struct key_def {
 	{ "lifetime", IDENTITY, set_id_lifetime },
 	{ "idle-logout", IDENTITY, set_id_idle_logout },
 	{ "rate-limit", IDENTITY, set_id_rate_limit },
+	{ "ssh-sig-namespaces", IDENTITY, set_id_ssh_sig_namespaces },
+	{ "ssh-destinations", IDENTITY, set_id_ssh_destinations },
+	{ "ssh-forwarding", IDENTITY, set_id_ssh_forwarding },
+	{ "ssh-certificate", IDENTITY, set_id_ssh_certificate },
+	{ "read-only", IDENTITY, set_id_read_only },
 };
 
 /* --- lines --------------------------------------------------------------- */
@@ -841,6 +1024,7 @@ config_defaults(struct config **out)
 	cfg->confirm_timeout = CONFIG_DEFAULT_CONFIRM_TIMEOUT;
 	cfg->token_timeout = CONFIG_DEFAULT_TOKEN_TIMEOUT;
 	cfg->busy_poll = CONFIG_DEFAULT_BUSY_POLL;
+	cfg->expiry_warning_days = CONFIG_DEFAULT_EXPIRY_WARNING_DAYS;
 	cfg->log_level = (int)LOG_LEVEL_INFO;
 	*out = cfg;
 	return 0;
@@ -1013,11 +1197,15 @@ config_free(struct config *cfg)
 		free(cfg->identities[i].chain_file);
 		free(cfg->identities[i].pin_file);
 		config_peers_free(cfg->identities[i].peers, cfg->identities[i].n_peers);
+		free(cfg->identities[i].ssh_sig_namespaces);
+		free(cfg->identities[i].ssh_destinations);
+		free(cfg->identities[i].ssh_certificate);
 	}
 	free(cfg->identities);
 	free(cfg->module_dirs);
 	free(cfg->askpass);
 	free(cfg->socket_path);
+	free(cfg->ssh_socket);
 	free(cfg->module);
 	free(cfg->token_uri);
 	free(cfg);
@@ -1047,6 +1235,13 @@ config_apply_overrides(struct config *cfg, const struct config_overrides *ov)
 	    (r = replace_string(&cfg->token_uri, ov->token_uri)) != 0 ||
 	    (r = replace_string(&cfg->module_dirs, ov->module_dirs)) != 0)
 		return r;
+	if (ov->ssh_socket != NULL && strcmp(ov->ssh_socket, "off") == 0) {
+		cfg->ssh_socket_off = 1;
+	} else if (ov->ssh_socket != NULL) {
+		cfg->ssh_socket_off = 0;
+		if ((r = replace_string(&cfg->ssh_socket, ov->ssh_socket)) != 0)
+			return r;
+	}
 	if (ov->allow_root)
 		cfg->allow_root = 1;
 	if (ov->debug)

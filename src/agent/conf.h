@@ -13,9 +13,14 @@
 
 #include "mtls-agent.h"
 
-/* Purposes allowed when an identity does not say: TLS 1.3 and PAM. */
+/* Purposes allowed when an identity does not say: TLS 1.3, PAM and SSH
+ * logins (not ssh-sig: mtls-agent.conf(5) says why). */
 #define CONFIG_DEFAULT_PURPOSES                                                                    \
-	((1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV) | (1U << MTLS_AGENT_PURPOSE_PAM_CHALLENGE))
+	((1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV) | (1U << MTLS_AGENT_PURPOSE_PAM_CHALLENGE) |   \
+	 (1U << MTLS_AGENT_PURPOSE_SSH))
+/* SSHSIG namespaces an identity may sign when it gives none. */
+#define CONFIG_DEFAULT_SSH_SIG_NAMESPACES "git,file"
+#define CONFIG_MAX_SSH_LIST		  32U /* entries in the ssh-* lists */
 
 /* Defaults and limits of the numeric keys (documented in mtls-agent.conf(5)). */
 #define CONFIG_DEFAULT_TOKEN_URI       "pkcs11:"
@@ -40,12 +45,13 @@
 #else
 #define CONFIG_DEFAULT_MODULE_DIRS "/usr/lib:/usr/lib64:/lib:/lib64:/usr/local/lib"
 #endif
-#define CONFIG_MAX_PEERS	       32U /* entries in "peers" */
-#define CONFIG_DEFAULT_CONFIRM_TIMEOUT 30U /* seconds */
-#define CONFIG_DEFAULT_TOKEN_TIMEOUT   30U /* seconds */
-#define CONFIG_DEFAULT_BUSY_POLL       50U /* microseconds */
-#define CONFIG_MAX_BUSY_POLL	       1000U
-#define CONFIG_MAX_PIN_FILE	       256U /* pin-file, newline included */
+#define CONFIG_MAX_PEERS		   32U /* entries in "peers" */
+#define CONFIG_DEFAULT_CONFIRM_TIMEOUT	   30U /* seconds */
+#define CONFIG_DEFAULT_TOKEN_TIMEOUT	   30U /* seconds */
+#define CONFIG_DEFAULT_BUSY_POLL	   50U /* microseconds */
+#define CONFIG_MAX_BUSY_POLL		   1000U
+#define CONFIG_MAX_PIN_FILE		   256U /* pin-file, newline included */
+#define CONFIG_DEFAULT_EXPIRY_WARNING_DAYS 30U	/* days; 0 = no warnings */
 
 struct config_identity {
 	char *name;	   /* [identity NAME]: [A-Za-z0-9._-]{1,64} */
@@ -61,6 +67,15 @@ struct config_identity {
 	unsigned int lifetime;	  /* "lifetime" s after login; 0 = none */
 	unsigned int idle_logout; /* "idle-logout" s without use; 0 = none */
 	unsigned int rate_limit;  /* "rate-limit": signatures a minute; 0 = none */
+	/* The SSH front end (ssh.c, ssh_policy.c); lists are kept as
+	 * "a,b,c" with the blanks removed, NULL when not given. */
+	char *ssh_sig_namespaces; /* "ssh-sig-namespaces"; NULL = the default */
+	char *ssh_destinations;	  /* "ssh-destinations": SHA256:... and
+				     known-hosts=FILE[:PATTERN]; NULL = any host */
+	int ssh_forwarding;	  /* "ssh-forwarding": sign on forwarded bindings */
+	char *ssh_certificate;	  /* "ssh-certificate": OpenSSH certificate file */
+	int read_only;		  /* "read-only": no key generated or certificate
+				     written on its token (enrollment) */
 };
 
 enum config_peer_kind { PEER_UID = 1, PEER_GID, PEER_EXE };
@@ -73,6 +88,9 @@ struct config_peer {
 
 struct config {
 	char *socket_path;		    /* "socket"; NULL = default */
+	char *ssh_socket;		    /* "ssh-socket"; NULL = ssh.sock beside the
+					       socket */
+	int ssh_socket_off;		    /* "ssh-socket = off" */
 	char *module;			    /* "module"; default MTLS_DEFAULT_MODULE */
 	char *token_uri;		    /* "token": tokens to offer when no [identity]
 					       sections exist; default "pkcs11:" (all) */
@@ -92,6 +110,10 @@ struct config {
 					       before its token counts as hung, 30 */
 	unsigned int busy_poll;		    /* "busy-poll" us to wait awake for a
 					       client's next request after a reply */
+	int read_only;			    /* "read-only": the tokens get no new keys
+					       or certificates (enrollment) */
+	unsigned int expiry_warning_days;   /* "expiry-warning-days": warn this many
+					       days before a certificate expires */
 	struct config_identity *identities; /* in file order */
 	size_t n_identities;
 };
@@ -132,6 +154,7 @@ __attribute__((warn_unused_result)) int config_read_pin_file(const char *path, c
  */
 struct config_overrides {
 	const char *socket_path;
+	const char *ssh_socket; /* a path or "off" */
 	const char *module;
 	const char *token_uri;
 	const char *module_dirs;

@@ -60,13 +60,18 @@ struct helper {
 	char **envp;
 	unsigned int k, gen;
 	int timeout_ms;
-	int spin_cap; /* channels that may busy-poll at once (spin.h) */
+	/* Channels that may busy-poll at once, for where the helper and this
+	 * thread may run now (spin.h); under lock. */
+	struct spin_place place;
 	int spinning; /* busy-polling now, under lock */
 };
 
 /* A reply expected sooner than this is busy-polled for (a P-256
  * signature on SoftHSM2 is 50-70 us; RSA-2048 600 us is slept for). */
 #define SPIN_BUDGET_MAX_US 300U
+/* A reply may take this much longer than token-timeout from the start of
+ * the call (SO_RCVTIMEO counts from the recv). */
+#define RCVTIMEO_SLACK_MS 20
 
 /* Names and prefixes passed on: what modules read (SoftHSM2, p11-kit's
  * proxy and its user configuration), and the test shim's knobs. */
@@ -170,6 +175,11 @@ spawn(struct helper *h, struct inst **out, char *err, size_t err_len)
 		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
 			goto sys_fail;
 		in->fd[i] = pair[0];
+		/* Replies are slept for in one blocking recv (frame_read_timed). */
+		if (frame_set_rcvtimeo(pair[0], h->timeout_ms) != 0) {
+			(void)close(pair[1]);
+			goto sys_fail;
+		}
 		child[i] = fcntl(pair[1], F_DUPFD_CLOEXEC, SPARE_FD_MIN);
 		(void)close(pair[1]);
 		if (child[i] < 0)
@@ -341,7 +351,10 @@ mono_us(void)
  * Busy-polls for a reply that should come within a few tens of
  * microseconds, instead of sleeping: waking a halted virtual CPU costs
  * about as much as a P-256 signature.  Only as many channels spin at once
- * as spin.h allows for the CPUs we have, and never for slow replies.
+ * as spin.h allows for the CPUs we and the helper may use now, and never
+ * for slow replies.  When the helper can only run on this thread's CPU
+ * (both pinned to one), the cap is 0: a spin there keeps the helper from
+ * signing, and sleeping is what lets it run.
  */
 static void
 spin_for_reply(struct helper *h, struct inst *in, unsigned int ch)
@@ -349,12 +362,12 @@ spin_for_reply(struct helper *h, struct inst *in, unsigned int ch)
 	unsigned int budget = in->last_us[ch] * 2;
 	int go;
 
-	if (h->spin_cap == 0 || budget == 0 || in->last_us[ch] > SPIN_BUDGET_MAX_US)
+	if (budget == 0 || in->last_us[ch] > SPIN_BUDGET_MAX_US)
 		return;
 	if (budget > SPIN_BUDGET_MAX_US)
 		budget = SPIN_BUDGET_MAX_US;
 	pthread_mutex_lock(&h->lock);
-	if ((go = h->spinning < h->spin_cap))
+	if ((go = h->spinning < spin_place_cap(&h->place, in->pid, spin_now_us())))
 		h->spinning++;
 	pthread_mutex_unlock(&h->lock);
 	if (!go)
@@ -415,8 +428,17 @@ helper_call(struct helper *h, const struct wbuf *req, struct wbuf *reply,
 	t0 = mono_us();
 	if ((r = frame_write(in->fd[ch], req, ms_left(&deadline))) == 0) {
 		spin_for_reply(h, in, ch);
-		r = frame_read(in->fd[ch], &in->rx[ch], reply, MTLS_FRAME_MAX, ms_left(&deadline),
-			       ms_left(&deadline));
+		/*
+		 * One blocking recv, bounded by the channel's SO_RCVTIMEO of
+		 * token-timeout; after a long wait for the channel the time
+		 * left is shorter than that, and recv + poll keep to it.
+		 */
+		if (ms_left(&deadline) >= h->timeout_ms - RCVTIMEO_SLACK_MS)
+			r = frame_read_timed(in->fd[ch], &in->rx[ch], reply, MTLS_FRAME_MAX,
+					     ms_left(&deadline));
+		else
+			r = frame_read(in->fd[ch], &in->rx[ch], reply, MTLS_FRAME_MAX,
+				       ms_left(&deadline), ms_left(&deadline));
 	}
 	in->last_us[ch] = (unsigned int)(mono_us() - t0);
 	if (r == 0)
@@ -454,8 +476,6 @@ helper_start(const char *bin, const char *module, unsigned int channels, int tim
 	h->k = channels;
 	h->gen = 1;
 	h->timeout_ms = timeout_ms;
-	/* The helper inherits our affinity: it shares our CPUs. */
-	h->spin_cap = spin_cpus_allowed(0) > 1 ? spin_max_spinners(spin_cpus_allowed(0), 0) : 0;
 	if (pthread_mutex_init(&h->lock, NULL) != 0) {
 		free(h);
 		return MTLS_ERR_ALLOC;

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "mtls-agent.h"
 #include "server.h"
+#include "ssh.h"
 #include "token.h"
 
 static void
@@ -27,7 +28,8 @@ usage(FILE *f)
 {
 	fprintf(f,
 		"usage: mtls-agent [-f] [-d] [-c FILE] [-a SOCKET] [-M MODULE] [-t TOKEN-URI]\n"
-		"                  [--allow-root] [--module-dirs DIRS]\n"
+		"                  [--allow-root] [--module-dirs DIRS] [--ssh-socket PATH|off]\n"
+		"                  [--no-ssh-auth-sock]\n"
 		"  -f, --foreground     stay in the foreground, log to stderr\n"
 		"  -d, --debug          debug logging (implies --foreground)\n"
 		"  -c, --config FILE    configuration file (see mtls-agent.conf(5))\n"
@@ -37,6 +39,8 @@ usage(FILE *f)
 		"  -t, --token URI      tokens to offer when no identities are configured\n"
 		"      --allow-root     let root use the agent\n"
 		"      --module-dirs D  colon-separated directories modules may come from\n"
+		"      --ssh-socket P   SSH agent socket (default: ssh.sock beside it), or off\n"
+		"      --no-ssh-auth-sock  do not print SSH_AUTH_SOCK\n"
 		"  -h, --help           this text\n"
 		"  -V, --version        print the version\n",
 		MTLS_DEFAULT_MODULE);
@@ -100,11 +104,15 @@ main(int argc, char **argv)
 					      { "token", required_argument, NULL, 't' },
 					      { "allow-root", no_argument, NULL, 'R' },
 					      { "module-dirs", required_argument, NULL, 'D' },
+					      { "ssh-socket", required_argument, NULL, 'S' },
+					      { "no-ssh-auth-sock", no_argument, NULL, 'N' },
 					      { "help", no_argument, NULL, 'h' },
 					      { "version", no_argument, NULL, 'V' },
 					      { NULL, 0, NULL, 0 } };
 	const char *opt_config = NULL, *opt_socket = NULL, *opt_module = NULL, *opt_token = NULL;
-	const char *opt_module_dirs = NULL;
+	const char *opt_module_dirs = NULL, *opt_ssh_socket = NULL;
+	int print_ssh = 1, ssh_fd = -1, ssh_activated = 0;
+	char *ssh_sock = NULL;
 	int foreground = 0, debug_on = 0, allow_root = 0, ch, r, ready[2] = { -1, -1 };
 	char err[512] = "", *config_path = NULL, *sock = NULL;
 	static struct config_overrides ov;
@@ -124,6 +132,8 @@ main(int argc, char **argv)
 		case 't': opt_token = optarg; break;
 		case 'R': allow_root = 1; break;
 		case 'D': opt_module_dirs = optarg; break;
+		case 'S': opt_ssh_socket = optarg; break;
+		case 'N': print_ssh = 0; break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("mtls-agent %s\n", PACKAGE_VERSION); return 0;
 		default: usage(stderr); return 2;
@@ -150,6 +160,7 @@ main(int argc, char **argv)
 	ov.module = opt_module;
 	ov.token_uri = opt_token;
 	ov.module_dirs = opt_module_dirs;
+	ov.ssh_socket = opt_ssh_socket;
 	ov.allow_root = allow_root;
 	ov.debug = debug_on;
 	if (config_apply_overrides(cfg, &ov) != 0) {
@@ -159,7 +170,8 @@ main(int argc, char **argv)
 	/* Started by a socket unit: its socket, whatever the configuration
 	 * says; the service manager owns it (never unlinked), and the agent
 	 * stays in the foreground under it. */
-	if ((activated = activation_socket(&listen_fd, &sock, err, sizeof(err))) < 0) {
+	if ((activated =
+		 activation_sockets(&listen_fd, &sock, &ssh_fd, &ssh_sock, err, sizeof(err))) < 0) {
 		error("%s", err);
 		goto fail;
 	} else if (activated) {
@@ -179,6 +191,38 @@ main(int argc, char **argv)
 	if (!activated && (r = server_listen(sock, &listen_fd, err, sizeof(err))) != 0) {
 		error("%s", err);
 		goto fail;
+	}
+	/* The SSH agent socket: the service manager's (mtls-agent-ssh.socket),
+	 * else "ssh-socket", else ssh.sock beside the socket, under the same
+	 * directory rules (server_listen). */
+	if (ssh_fd >= 0) {
+		ssh_activated = 1;
+		if (cfg->ssh_socket_off) {
+			info("socket activation: an SSH socket %s was passed; ssh-socket = off, "
+			     "so it is not served",
+			     ssh_sock);
+			close(ssh_fd);
+			ssh_fd = -1;
+			free(ssh_sock);
+			ssh_sock = NULL;
+		} else if (cfg->ssh_socket != NULL) {
+			info("socket activation: SSH socket %s, not the configured one", ssh_sock);
+		}
+	} else if (!cfg->ssh_socket_off) {
+		ssh_sock =
+		    cfg->ssh_socket != NULL ? strdup(cfg->ssh_socket) : ssh_default_socket(sock);
+		if (ssh_sock == NULL) {
+			error("no SSH socket path for %s", sock);
+			goto fail;
+		}
+		if ((r = server_listen(ssh_sock, &ssh_fd, err, sizeof(err))) != 0) {
+			error("ssh-socket: %s", err);
+			free(ssh_sock);
+			ssh_sock = NULL;
+			if (!activated)
+				(void)unlink(sock);
+			goto fail;
+		}
 	}
 	/*
 	 * Daemon mode: the child opens the token (PKCS#11 must be initialised
@@ -200,6 +244,9 @@ main(int argc, char **argv)
 			close(ready[1]);
 			close(listen_fd);
 			listen_fd = -1;
+			if (ssh_fd >= 0)
+				close(ssh_fd);
+			ssh_fd = -1;
 			if (read(ready[0], &status, 1) != 1 || status != 0) {
 				fprintf(stderr,
 					"mtls-agent: start-up failed (see the system log)\n");
@@ -207,6 +254,8 @@ main(int argc, char **argv)
 			}
 			printf("MTLS_AGENT_SOCK=%s; export MTLS_AGENT_SOCK;\n", sock);
 			printf("MTLS_AGENT_PID=%ld; export MTLS_AGENT_PID;\n", (long)pid);
+			if (ssh_sock != NULL && print_ssh)
+				printf("SSH_AUTH_SOCK=%s; export SSH_AUTH_SOCK;\n", ssh_sock);
 			printf("echo Agent pid %ld;\n", (long)pid);
 			exit_code = 0;
 			goto fail;
@@ -225,19 +274,35 @@ main(int argc, char **argv)
 		error("%s", err[0] ? err : mtls_agent_strerror(r));
 		if (!activated)
 			(void)unlink(sock);
+		if (ssh_sock != NULL && !ssh_activated)
+			(void)unlink(ssh_sock);
 		goto fail;
 	}
 	if ((r = server_new(cfg, config_path, &ov, ts, listen_fd, sock, &srv)) != 0) {
 		error("%s", mtls_agent_strerror(r));
 		if (!activated)
 			(void)unlink(sock);
+		if (ssh_sock != NULL && !ssh_activated)
+			(void)unlink(ssh_sock);
 		goto fail;
 	}
 	if (activated)
 		server_keep_socket(srv);
+	if (ssh_fd >= 0) {
+		/* The server owns it now, failure or not. */
+		r = server_set_ssh_socket(srv, ssh_fd, ssh_sock, ssh_activated);
+		ssh_fd = -1;
+		if (r != 0) {
+			error("out of memory");
+			goto fail;
+		}
+		info("SSH agent socket %s", ssh_sock);
+	}
 	if (foreground) {
 		printf("MTLS_AGENT_SOCK=%s; export MTLS_AGENT_SOCK;\n", sock);
 		printf("MTLS_AGENT_PID=%ld; export MTLS_AGENT_PID;\n", (long)getpid());
+		if (ssh_sock != NULL && print_ssh)
+			printf("SSH_AUTH_SOCK=%s; export SSH_AUTH_SOCK;\n", ssh_sock);
 		fflush(stdout);
 	} else {
 		char ok = 0;
@@ -258,6 +323,7 @@ main(int argc, char **argv)
 	free(config_path);
 	r = server_run(srv);
 	free(sock);
+	free(ssh_sock);
 	return r == 0 ? 0 : 1;
 fail:
 	/* Start-up failed (or the daemon's parent is done): free it all. */
@@ -265,7 +331,10 @@ fail:
 	config_free(cfg);
 	free(config_path);
 	free(sock);
+	free(ssh_sock);
 	if (listen_fd >= 0)
 		close(listen_fd);
+	if (ssh_fd >= 0)
+		close(ssh_fd);
 	return exit_code;
 }

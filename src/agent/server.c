@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -25,14 +26,18 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "confirm.h"
+#include "enroll.h"
 #include "log.h"
 #include "mtls-agent.h"
 #include "policy.h"
 #include "proto.h"
 #include "safefile.h"
 #include "secmem.h"
+#include "msg_ssh.h"
 #include "server.h"
 #include "spin.h"
+#include "ssh.h"
 
 #define CONN_STACK_SIZE (256 * 1024)
 
@@ -55,6 +60,7 @@ struct conn {
 	char exe[PATH_MAX];	     /* its executable when the agent first looked */
 	char exe_now[PATH_MAX + 16]; /* what policy, prompt and audit see (peer_refresh) */
 	int hello_done;
+	struct ssh_conn *ssh; /* on the SSH socket: its state; NULL otherwise */
 	struct conn *prev, *next;
 	struct frame_rx rx;
 };
@@ -76,6 +82,9 @@ struct server {
 	int listen_fd;
 	char *sock_path;
 	int keep_socket; /* socket activation: the service manager's */
+	int ssh_fd;	 /* the SSH agent socket (ssh.c), or -1 */
+	char *ssh_path;
+	int ssh_keep;
 	uid_t uid;
 	time_t started;
 	pthread_mutex_t mu;
@@ -87,9 +96,10 @@ struct server {
 	/*
 	 * Busy-polling for a client's next request is worth it only while a
 	 * CPU is free for the client: at most half the CPUs the agent may run
-	 * on have a connection inside a request or busy-polling (0 on one).
+	 * on have a connection inside a request or busy-polling (0 on one),
+	 * or all of them for a client on a CPU of its own (each connection's
+	 * struct spin_place, kept current).
 	 */
-	int spin_max;
 	int active; /* connections inside a request or busy-polling */
 	/* lock/unlock: only a salted slow hash of the passphrase is kept */
 	pthread_mutex_t lock_mu;
@@ -124,6 +134,16 @@ void
 server_keep_socket(struct server *s)
 {
 	s->keep_socket = 1;
+}
+
+int
+server_set_ssh_socket(struct server *s, int fd, const char *path, int keep)
+{
+	if ((s->ssh_path = strdup(path)) == NULL)
+		return MTLS_ERR_ALLOC;
+	s->ssh_fd = fd;
+	s->ssh_keep = keep;
+	return 0;
 }
 
 char *
@@ -251,10 +271,12 @@ server_new(struct config *cfg, const char *config_path, const struct config_over
 	s->ov = ov;
 	s->ts = ts;
 	s->listen_fd = listen_fd;
+	s->ssh_fd = -1;
 	s->uid = geteuid();
 	s->started = time(NULL);
-	/* The CPUs we may run on (taskset, cpusets), not the machine's. */
-	s->spin_max = spin_max_spinners(spin_cpus_allowed(0), 0);
+	/* A malloc arena per CPU we may use, not one per connection thread
+	 * (glibc allows eight per core): see mtls-agent-p11's main(). */
+	(void)mallopt(M_ARENA_MAX, spin_cpus_allowed(0));
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_mutex_init(&s->lock_mu, NULL);
 	pthread_cond_init(&s->idle, NULL);
@@ -435,6 +457,19 @@ audit_peer(const struct conn *c, enum log_level level, const char *what, const c
 		(unsigned)c->uid, c->exe_now, rest);
 }
 
+/* The PKCS#11 mechanism a pkcs11-digest request came from. */
+static const char *
+pkcs11_mechanism(uint16_t scheme)
+{
+	const struct scheme_info *s = scheme_lookup(scheme);
+
+	if (s == NULL)
+		return "?";
+	if (s->key_type == MTLS_AGENT_KEY_EC)
+		return "CKM_ECDSA";
+	return s->pss ? "CKM_RSA_PKCS_PSS" : "CKM_RSA_PKCS";
+}
+
 /* One line per signature and per refusal; never a PIN. */
 static void
 audit(const struct conn *c, const char *op, const char *identity, uint16_t scheme, int purpose,
@@ -442,6 +477,12 @@ audit(const struct conn *c, const char *op, const char *identity, uint16_t schem
 {
 	const char *sn = mtls_agent_scheme_name(scheme);
 	const char *pn = mtls_agent_purpose_name(purpose);
+	char pnm[64];
+
+	if (purpose == MTLS_AGENT_PURPOSE_PKCS11_DIGEST) {
+		snprintf(pnm, sizeof(pnm), "%s mechanism=%s", pn, pkcs11_mechanism(scheme));
+		pn = pnm;
+	}
 
 	char what[32];
 
@@ -526,7 +567,7 @@ handle_sign(struct conn *c, struct wbuf *in, struct wbuf *out)
 		return put_error(out, r, -1, "malformed SIGN");
 	}
 	{
-		struct sign_peer peer = { c->pid, c->uid, c->gid, c->exe_now };
+		struct sign_peer peer = { c->pid, c->uid, c->gid, c->exe_now, NULL };
 
 		r = token_sign(c->srv->ts, &peer, req.identity, req.scheme, req.purpose,
 			       req.content, req.content_len, &resp.sig, &resp.sig_len, why,
@@ -540,6 +581,42 @@ handle_sign(struct conn *c, struct wbuf *in, struct wbuf *out)
 	msg_sign_req_clear(&req);
 	msg_sign_resp_clear(&resp);
 	return r;
+}
+
+/*
+ * LOGIN_PROMPT: the agent asks the person for the PIN through its
+ * askpass program, naming the program that asked, and logs the token in
+ * with it; the client never sees the PIN.
+ */
+static int
+handle_login_prompt(struct conn *c, struct wbuf *in, struct wbuf *out)
+{
+	struct msg_login_prompt_req req;
+	char why[256] = "", prompt[PATH_MAX + 512];
+	char *pin = NULL;
+	int r, retries = -1;
+
+	if ((r = msg_login_prompt_req_get(in, &req)) != 0) {
+		audit_peer(c, LOG_LEVEL_WARN, "login refused", ": %s", mtls_agent_strerror(r));
+		return put_error(out, r, -1, "malformed LOGIN_PROMPT");
+	}
+	snprintf(prompt, sizeof(prompt),
+		 "PIN for the token of %s%s%s (asked by %s, pid %ld, uid %u):",
+		 req.identity[0] ? "identity \"" : "the agent", req.identity,
+		 req.identity[0] ? "\"" : "", c->exe_now, (long)c->pid, (unsigned)c->uid);
+	r = confirm_read_pin(c->cfg->cfg->askpass, c->cfg->cfg->confirm_timeout, prompt, &pin, why,
+			     sizeof(why));
+	if (r == 0)
+		r = token_login(c->srv->ts, req.identity, pin, 0, &retries, why, sizeof(why));
+	mtls_secure_free(pin);
+	if (r == 0)
+		audit_peer(c, LOG_LEVEL_INFO, "login ok", " identity=%s prompt",
+			   req.identity[0] ? req.identity : "(token)");
+	else
+		audit_peer(c, LOG_LEVEL_WARN, "login refused", " identity=%s prompt result=%s: %s",
+			   req.identity[0] ? req.identity : "(token)", mtls_agent_strerror(r), why);
+	msg_login_prompt_req_clear(&req);
+	return r == 0 ? msg_empty_resp_put(out, MSG_LOGIN_PROMPT) : put_error(out, r, retries, why);
 }
 
 static int
@@ -612,6 +689,84 @@ handle_logout(struct conn *c, struct wbuf *in, struct wbuf *out)
 	return r == 0 ? msg_empty_resp_put(out, MSG_LOGOUT) : put_error(out, r, -1, why);
 }
 
+/* Enrollment (enroll.c): any peer the agent serves may, as for LOGIN and
+ * SET_PIN (same uid, root with allow-root); the token's PIN is the gate. */
+static int
+handle_keygen(struct conn *c, struct wbuf *in, struct wbuf *out)
+{
+	struct msg_keygen_req req;
+	struct msg_keygen_resp resp;
+	char why[256] = "";
+	int r;
+
+	if ((r = msg_keygen_req_get(in, &req)) != 0) {
+		audit_peer(c, LOG_LEVEL_WARN, "keygen refused", ": %s", mtls_agent_strerror(r));
+		return put_error(out, r, -1, "malformed KEYGEN");
+	}
+	r = token_keygen(c->srv->ts, &req, &resp, why, sizeof(why));
+	if (r == 0)
+		audit_peer(c, LOG_LEVEL_INFO, "keygen ok", " token=%s label=%s kind=%u",
+			   req.token[0] ? req.token : "(only)", req.label, req.kind);
+	else
+		audit_peer(c, LOG_LEVEL_WARN, "keygen refused", " token=%s label=%s result=%s: %s",
+			   req.token[0] ? req.token : "(only)", req.label, mtls_agent_strerror(r),
+			   why);
+	msg_keygen_req_clear(&req);
+	if (r != 0)
+		return put_error(out, r, -1, why);
+	r = msg_keygen_resp_put(out, &resp);
+	msg_keygen_resp_clear(&resp);
+	return r;
+}
+
+static int
+handle_import(struct conn *c, struct wbuf *in, struct wbuf *out)
+{
+	struct msg_import_req req;
+	struct msg_import_resp resp = { 0 };
+	char why[256] = "";
+	int r;
+
+	if ((r = msg_import_req_get(in, &req)) != 0) {
+		audit_peer(c, LOG_LEVEL_WARN, "import-cert refused", ": %s",
+			   mtls_agent_strerror(r));
+		return put_error(out, r, -1, "malformed IMPORT_CERT");
+	}
+	r = token_import_cert(c->srv->ts, &req, &resp.name, why, sizeof(why));
+	if (r == 0)
+		audit_peer(c, LOG_LEVEL_INFO, "import-cert ok", " identity=%s%s", resp.name,
+			   (req.flags & MTLS_AGENT_IMPORT_FORCE) ? " forced" : "");
+	else
+		audit_peer(c, LOG_LEVEL_WARN, "import-cert refused", " result=%s: %s",
+			   mtls_agent_strerror(r), why);
+	msg_import_req_clear(&req);
+	r = r == 0 ? msg_import_resp_put(out, &resp) : put_error(out, r, -1, why);
+	msg_import_resp_clear(&resp);
+	return r;
+}
+
+static int
+handle_delete_key(struct conn *c, struct wbuf *in, struct wbuf *out)
+{
+	struct msg_delete_key_req req;
+	char why[256] = "";
+	int r;
+
+	if ((r = msg_delete_key_req_get(in, &req)) != 0) {
+		audit_peer(c, LOG_LEVEL_WARN, "delete-key refused", ": %s", mtls_agent_strerror(r));
+		return put_error(out, r, -1, "malformed DELETE_KEY");
+	}
+	r = token_delete_key(c->srv->ts, &req, why, sizeof(why));
+	if (r == 0)
+		audit_peer(c, LOG_LEVEL_INFO, "delete-key ok", " identity=%s%s", req.identity,
+			   (req.flags & MTLS_AGENT_DELETE_FORCE) ? " forced" : "");
+	else
+		audit_peer(c, LOG_LEVEL_WARN, "delete-key refused", " identity=%s result=%s: %s",
+			   req.identity, mtls_agent_strerror(r), why);
+	msg_delete_key_req_clear(&req);
+	return r == 0 ? msg_empty_resp_put(out, MSG_DELETE_KEY) : put_error(out, r, -1, why);
+}
+
 static int
 handle_status(struct conn *c, struct wbuf *in, struct wbuf *out)
 {
@@ -651,26 +806,23 @@ kdf(const char *pass, const unsigned char *salt, unsigned char *out)
 		   : MTLS_ERR_INTERNAL;
 }
 
+/* Locks with `pass` (LOCK, and the SSH socket's LOCK); msg says why not. */
 static int
-handle_lock(struct conn *c, struct wbuf *in, struct wbuf *out)
+lock_apply(struct conn *c, const char *pass, char *msg, size_t msg_len)
 {
 	struct server *s = c->srv;
-	struct msg_lock_req req;
 	unsigned char salt[16], hash[32];
-	int r;
 
-	if ((r = msg_lock_req_get(in, &req)) != 0)
-		return put_error(out, r, -1, "malformed LOCK");
-	if (RAND_bytes(salt, sizeof(salt)) != 1 || kdf(req.passphrase, salt, hash) != 0) {
-		msg_lock_req_clear(&req);
-		return put_error(out, MTLS_ERR_INTERNAL, -1, "cannot hash the passphrase");
+	if (RAND_bytes(salt, sizeof(salt)) != 1 || kdf(pass, salt, hash) != 0) {
+		snprintf(msg, msg_len, "cannot hash the passphrase");
+		return MTLS_ERR_INTERNAL;
 	}
-	msg_lock_req_clear(&req);
 	pthread_mutex_lock(&s->lock_mu);
 	if (s->locked) {
 		pthread_mutex_unlock(&s->lock_mu);
 		mtls_wipe(hash, sizeof(hash));
-		return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "already locked");
+		snprintf(msg, msg_len, "already locked");
+		return MTLS_ERR_AGENT_LOCKED;
 	}
 	memcpy(s->lock_salt, salt, sizeof(salt));
 	memcpy(s->lock_hash, hash, sizeof(hash));
@@ -680,57 +832,69 @@ handle_lock(struct conn *c, struct wbuf *in, struct wbuf *out)
 	pthread_mutex_unlock(&s->lock_mu);
 	mtls_wipe(hash, sizeof(hash));
 	audit_peer(c, LOG_LEVEL_INFO, "lock", ": agent locked");
-	return msg_empty_resp_put(out, MSG_LOCK);
+	return 0;
 }
 
 static int
-handle_unlock(struct conn *c, struct wbuf *in, struct wbuf *out)
+handle_lock(struct conn *c, struct wbuf *in, struct wbuf *out)
+{
+	struct msg_lock_req req;
+	char msg[128];
+	int r;
+
+	if ((r = msg_lock_req_get(in, &req)) != 0)
+		return put_error(out, r, -1, "malformed LOCK");
+	r = lock_apply(c, req.passphrase, msg, sizeof(msg));
+	msg_lock_req_clear(&req);
+	if (r != 0)
+		return put_error(out, r, -1, msg);
+	return msg_empty_resp_put(out, MSG_LOCK);
+}
+
+/* Unlocks with `pass` (UNLOCK, and the SSH socket's UNLOCK). */
+static int
+unlock_apply(struct conn *c, const char *pass, char *msg, size_t msg_len)
 {
 	struct server *s = c->srv;
-	struct msg_lock_req req;
 	unsigned char salt[16], hash[32];
 	struct timespec now;
-	char msg[128];
 	long wait_ms;
 	int r, ok;
 
-	if ((r = msg_lock_req_get(in, &req)) != 0)
-		return put_error(out, r, -1, "malformed UNLOCK");
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	pthread_mutex_lock(&s->lock_mu);
 	if (!s->locked) {
 		pthread_mutex_unlock(&s->lock_mu);
-		msg_lock_req_clear(&req);
-		return put_error(out, MTLS_ERR_INVALID_ARGUMENT, -1, "the agent is not locked");
+		snprintf(msg, msg_len, "the agent is not locked");
+		return MTLS_ERR_INVALID_ARGUMENT;
 	}
 	wait_ms = (s->lock_next_try.tv_sec - now.tv_sec) * 1000 +
 		  (s->lock_next_try.tv_nsec - now.tv_nsec) / 1000000;
 	if (wait_ms > 0) {
 		/* Back-off: a guesser gets no answer before its time. */
 		pthread_mutex_unlock(&s->lock_mu);
-		msg_lock_req_clear(&req);
-		snprintf(msg, sizeof(msg), "too many failed unlocks: try again in %ld ms", wait_ms);
+		snprintf(msg, msg_len, "too many failed unlocks: try again in %ld ms", wait_ms);
 		audit_peer(c, LOG_LEVEL_WARN, "unlock refused", ": %s", msg);
-		return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, msg);
+		return MTLS_ERR_AGENT_LOCKED;
 	}
 	/* One guess at a time: parallel connections cannot each slip one
 	 * into the same back-off window while the slow hash runs. */
 	if (s->unlock_busy) {
 		pthread_mutex_unlock(&s->lock_mu);
-		msg_lock_req_clear(&req);
-		return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "another unlock is in progress");
+		snprintf(msg, msg_len, "another unlock is in progress");
+		return MTLS_ERR_AGENT_LOCKED;
 	}
 	s->unlock_busy = 1;
 	memcpy(salt, s->lock_salt, sizeof(salt));
 	pthread_mutex_unlock(&s->lock_mu);
 	/* The slow hash runs without the mutex held. */
-	r = kdf(req.passphrase, salt, hash);
-	msg_lock_req_clear(&req);
+	r = kdf(pass, salt, hash);
 	if (r != 0) {
 		pthread_mutex_lock(&s->lock_mu);
 		s->unlock_busy = 0;
 		pthread_mutex_unlock(&s->lock_mu);
-		return put_error(out, r, -1, "cannot hash the passphrase");
+		snprintf(msg, msg_len, "cannot hash the passphrase");
+		return r;
 	}
 	pthread_mutex_lock(&s->lock_mu);
 	s->unlock_busy = 0;
@@ -760,10 +924,76 @@ handle_unlock(struct conn *c, struct wbuf *in, struct wbuf *out)
 	mtls_wipe(hash, sizeof(hash));
 	if (!ok) {
 		audit_peer(c, LOG_LEVEL_WARN, "unlock refused", ": wrong passphrase");
-		return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "wrong passphrase");
+		snprintf(msg, msg_len, "wrong passphrase");
+		return MTLS_ERR_AGENT_LOCKED;
 	}
 	audit_peer(c, LOG_LEVEL_INFO, "unlock", ": agent unlocked");
+	return 0;
+}
+
+static int
+handle_unlock(struct conn *c, struct wbuf *in, struct wbuf *out)
+{
+	struct msg_lock_req req;
+	char msg[128];
+	int r;
+
+	if ((r = msg_lock_req_get(in, &req)) != 0)
+		return put_error(out, r, -1, "malformed UNLOCK");
+	r = unlock_apply(c, req.passphrase, msg, sizeof(msg));
+	msg_lock_req_clear(&req);
+	if (r != 0)
+		return put_error(out, r, -1, msg);
 	return msg_empty_resp_put(out, MSG_UNLOCK);
+}
+
+/* --- the SSH socket's side of the server (ssh.c decodes) --- */
+
+static int
+ssh_locked_cb(void *arg)
+{
+	return is_locked(((struct conn *)arg)->srv);
+}
+
+static int
+ssh_lock_cb(void *arg, const char *pass)
+{
+	char msg[128];
+
+	return lock_apply(arg, pass, msg, sizeof(msg));
+}
+
+static int
+ssh_unlock_cb(void *arg, const char *pass)
+{
+	char msg[128];
+
+	return unlock_apply(arg, pass, msg, sizeof(msg));
+}
+
+static void
+ssh_audit_cb(void *arg, enum log_level level, const char *what, const char *rest)
+{
+	audit_peer(arg, level, what, "%s", rest);
+}
+
+static int
+ssh_request(struct conn *c, struct wbuf *in, struct wbuf *out)
+{
+	struct ssh_env env = {
+		.ts = c->srv->ts,
+		.cfg = c->cfg->cfg,
+		.arg = c,
+		.locked = ssh_locked_cb,
+		.lock = ssh_lock_cb,
+		.unlock = ssh_unlock_cb,
+		.audit = ssh_audit_cb,
+	};
+
+	/* Who asks now, for what is decided or audited. */
+	peer_refresh(c);
+	env.peer = (struct sign_peer){ c->pid, c->uid, c->gid, c->exe_now, NULL };
+	return ssh_dispatch(c->ssh, &env, in, out);
 }
 
 /* Decodes one request body and builds the reply into out. */
@@ -790,13 +1020,20 @@ dispatch(struct conn *c, struct wbuf *in, struct wbuf *out)
 		case MSG_LIST:
 		case MSG_STATUS:
 			return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "the agent is locked");
+		case MSG_KEYGEN:
+		case MSG_IMPORT_CERT:
+		case MSG_DELETE_KEY:
+			audit_peer(c, LOG_LEVEL_WARN, "enroll refused", ": agent locked");
+			return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "the agent is locked");
 		case MSG_SIGN:
 		case MSG_LOGIN:
+		case MSG_LOGIN_PROMPT:
 		case MSG_SET_PIN:
 			audit_peer(c, LOG_LEVEL_WARN,
-				   type == MSG_SIGN    ? "sign refused"
-				   : type == MSG_LOGIN ? "login refused"
-						       : "set-pin refused",
+				   type == MSG_SIGN ? "sign refused"
+				   : type == MSG_LOGIN || type == MSG_LOGIN_PROMPT
+				       ? "login refused"
+				       : "set-pin refused",
 				   ": agent locked");
 			return put_error(out, MTLS_ERR_AGENT_LOCKED, -1, "the agent is locked");
 		}
@@ -806,11 +1043,15 @@ dispatch(struct conn *c, struct wbuf *in, struct wbuf *out)
 	case MSG_LIST: return handle_list(c, in, out);
 	case MSG_SIGN: return handle_sign(c, in, out);
 	case MSG_LOGIN: return handle_login(c, in, out);
+	case MSG_LOGIN_PROMPT: return handle_login_prompt(c, in, out);
 	case MSG_LOGOUT: return handle_logout(c, in, out);
 	case MSG_STATUS: return handle_status(c, in, out);
 	case MSG_SET_PIN: return handle_set_pin(c, in, out);
 	case MSG_LOCK: return handle_lock(c, in, out);
 	case MSG_UNLOCK: return handle_unlock(c, in, out);
+	case MSG_KEYGEN: return handle_keygen(c, in, out);
+	case MSG_IMPORT_CERT: return handle_import(c, in, out);
+	case MSG_DELETE_KEY: return handle_delete_key(c, in, out);
 	}
 	return put_error(out, MTLS_ERR_UNSUPPORTED_MESSAGE, -1, "unknown message type");
 }
@@ -875,6 +1116,9 @@ conn_main(void *arg)
 	int r;
 	/* Holds busy-polling for this client off after spins that did not pay. */
 	struct spin_ctl spin = { 0 };
+	/* How many connections may spin, for the CPUs the client and this
+	 * thread may use now (not at start: taskset may move either). */
+	struct spin_place place = { 0 };
 
 	/* Settings of the configuration current at each request; a waiting
 	 * connection holds none (see struct live_cfg). */
@@ -897,8 +1141,12 @@ conn_main(void *arg)
 	peer_refresh(c);
 	if (!policy_peer_allowed(cred.uid, c->srv->uid, c->cfg->cfg->allow_root)) {
 		audit_peer(c, LOG_LEVEL_WARN, "connection refused", ": uid not allowed");
-		if (put_error(out, MTLS_ERR_PEER_DENIED, -1,
-			      "this agent serves only its own user") == 0)
+		if (c->ssh != NULL) {
+			if (msg_ssh_status_put(out, SSH_AGENT_FAILURE) == 0 &&
+			    frame_write(c->fd, out, 1000) != 0)
+				debug("peer pid=%ld gone before the refusal", (long)c->pid);
+		} else if (put_error(out, MTLS_ERR_PEER_DENIED, -1,
+				     "this agent serves only its own user") == 0)
 			if (frame_write(c->fd, out, 1000) != 0)
 				debug("peer pid=%ld gone before the refusal", (long)c->pid);
 		goto done;
@@ -906,9 +1154,18 @@ conn_main(void *arg)
 	cfg_release(c->srv, c->cfg);
 	c->cfg = NULL;
 	for (;;) {
-		r = frame_read(c->fd, &c->rx, in, MTLS_FRAME_MAX, -1, (int)timeout_ms);
+		r = frame_read(c->fd, &c->rx, in, c->ssh ? SSH_AGENT_FRAME_MAX : MTLS_FRAME_MAX, -1,
+			       (int)timeout_ms);
 		if (have_replied)
 			gap_us = usec_since(&replied);
+		if (c->ssh != NULL &&
+		    (r == MTLS_ERR_FRAME_TOO_LARGE || r == MTLS_ERR_BAD_REQUEST)) {
+			/* The SSH protocol has no error frame: say it in the log. */
+			audit_peer(c, LOG_LEVEL_WARN, "ssh connection closed", ": %s",
+				   r == MTLS_ERR_BAD_REQUEST ? "empty frame"
+							     : "frame over 262144 bytes");
+			break;
+		}
 		if (r == MTLS_ERR_FRAME_TOO_LARGE || r == MTLS_ERR_BAD_REQUEST) {
 			/* The stream cannot be resynchronised: say why, close. */
 			warn("peer pid=%ld: %s; closing", (long)c->pid,
@@ -933,7 +1190,7 @@ conn_main(void *arg)
 		busy_poll = c->cfg->cfg->busy_poll;
 		wbuf_reset(out);
 		(void)__atomic_add_fetch(&c->srv->active, 1, __ATOMIC_RELAXED);
-		r = dispatch(c, in, out);
+		r = c->ssh != NULL ? ssh_request(c, in, out) : dispatch(c, in, out);
 		if (r != 0) {
 			(void)__atomic_sub_fetch(&c->srv->active, 1, __ATOMIC_RELAXED);
 			warn("cannot build reply: %s", mtls_agent_strerror(r));
@@ -950,7 +1207,8 @@ conn_main(void *arg)
 		 * left for the clients.
 		 */
 		if (r == 0 && gap_us <= (long)busy_poll &&
-		    __atomic_load_n(&c->srv->active, __ATOMIC_RELAXED) <= c->srv->spin_max)
+		    __atomic_load_n(&c->srv->active, __ATOMIC_RELAXED) <=
+			spin_place_cap(&place, c->pid, spin_now_us()))
 			(void)spin_wait(&spin, c->fd, &c->rx, busy_poll);
 		clock_gettime(CLOCK_MONOTONIC, &replied);
 		have_replied = 1;
@@ -967,18 +1225,19 @@ done:
 		close(c->pidfd);
 	close(c->fd);
 	conn_unlink(c);
+	ssh_conn_free(c->ssh);
 	free(c);
 	return NULL;
 }
 
 static void
-accept_one(struct server *s, pthread_attr_t *attr)
+accept_one(struct server *s, pthread_attr_t *attr, int listen_fd)
 {
 	struct conn *c;
 	pthread_t th;
 	int fd;
 
-	fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
 	if (fd < 0) {
 		if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
 			warn("accept: %s", strerror(errno));
@@ -990,8 +1249,12 @@ accept_one(struct server *s, pthread_attr_t *attr)
 
 		pthread_mutex_unlock(&s->mu);
 		warn("connection refused: %u connections open (max-connections)", s->nconn);
-		if (out != NULL &&
-		    put_error(out, MTLS_ERR_BUSY, -1, "max-connections reached") == 0)
+		if (out != NULL && listen_fd == s->ssh_fd) {
+			if (msg_ssh_status_put(out, SSH_AGENT_FAILURE) == 0 &&
+			    frame_write(fd, out, 100) != 0)
+				debug("refused peer gone");
+		} else if (out != NULL &&
+			   put_error(out, MTLS_ERR_BUSY, -1, "max-connections reached") == 0)
 			if (frame_write(fd, out, 100) != 0)
 				debug("refused peer gone");
 		wbuf_free(out);
@@ -1006,6 +1269,12 @@ accept_one(struct server *s, pthread_attr_t *attr)
 	c->srv = s;
 	c->fd = fd;
 	c->pidfd = -1;
+	if (listen_fd == s->ssh_fd && (c->ssh = ssh_conn_new()) == NULL) {
+		pthread_mutex_unlock(&s->mu);
+		close(fd);
+		free(c);
+		return;
+	}
 	c->next = s->conns;
 	if (s->conns != NULL)
 		s->conns->prev = c;
@@ -1019,6 +1288,7 @@ accept_one(struct server *s, pthread_attr_t *attr)
 		s->nconn--;
 		pthread_mutex_unlock(&s->mu);
 		close(fd);
+		ssh_conn_free(c->ssh);
 		free(c);
 		return;
 	}
@@ -1117,6 +1387,11 @@ shutdown_all(struct server *s)
 	close(s->listen_fd);
 	if (!s->keep_socket)
 		(void)unlink(s->sock_path);
+	if (s->ssh_fd >= 0) {
+		close(s->ssh_fd);
+		if (!s->ssh_keep)
+			(void)unlink(s->ssh_path);
+	}
 	pthread_mutex_lock(&s->mu);
 	__atomic_store_n(&s->stopping, 1, __ATOMIC_RELAXED);
 	for (c = s->conns; c != NULL; c = c->next)
@@ -1146,6 +1421,7 @@ shutdown_all(struct server *s)
 	token_close(s->ts);
 	cfg_free_list(s->cfgs);
 	free(s->sock_path);
+	free(s->ssh_path);
 	free(s->config_path);
 	pthread_mutex_destroy(&s->mu);
 	pthread_mutex_destroy(&s->lock_mu);
@@ -1187,7 +1463,7 @@ int
 server_run(struct server *s)
 {
 	struct signalfd_siginfo si;
-	struct pollfd pfd[2];
+	struct pollfd pfd[3];
 	pthread_attr_t attr;
 	pthread_t watcher;
 	sigset_t set;
@@ -1214,8 +1490,11 @@ server_run(struct server *s)
 	pfd[0].events = POLLIN;
 	pfd[1].fd = sfd;
 	pfd[1].events = POLLIN;
+	pfd[2].fd = s->ssh_fd; /* -1: ignored by poll */
+	pfd[2].events = POLLIN;
+	pfd[2].revents = 0;
 	for (;;) {
-		int n = poll(pfd, 2, 1000);
+		int n = poll(pfd, 3, 1000);
 
 		if (n < 0 && errno != EINTR) {
 			error("poll: %s", strerror(errno));
@@ -1236,7 +1515,9 @@ server_run(struct server *s)
 			reload(s);
 		}
 		if (pfd[0].revents & POLLIN)
-			accept_one(s, &attr);
+			accept_one(s, &attr, s->listen_fd);
+		if (pfd[2].revents & POLLIN)
+			accept_one(s, &attr, s->ssh_fd);
 	}
 	pthread_attr_destroy(&attr);
 	close(sfd);

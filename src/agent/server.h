@@ -42,6 +42,12 @@ void server_block_signals(void);
  * server does not unlink it when it stops. */
 void server_keep_socket(struct server *s);
 
+/* Serves the SSH agent protocol (ssh.c) on fd too, bound at `path`;
+ * the server owns fd, and unlinks path at exit unless `keep`.  Returns 0
+ * or MTLS_ERR_ALLOC. */
+__attribute__((warn_unused_result)) int server_set_ssh_socket(struct server *s, int fd,
+							      const char *path, int keep);
+
 /*
  * One request body `in` through the dispatcher, as a connection of `peer`
  * that has (*hello_done) or has not said HELLO would have it served; the

@@ -23,7 +23,9 @@
 #include "log.h"
 #include "mtls-agent.h"
 #include "policy.h"
+#include "purpose.h"
 #include "secmem.h"
+#include "ssh_policy.h"
 #include "token.h"
 #include "token_int.h"
 
@@ -127,7 +129,8 @@ sign_with(struct tokenset *ts, const struct ident *id, const struct slot *slot,
 	}
 	if ((dgst = digest_get(s->digest, &dgst_owned)) == NULL)
 		goto out;
-	if (purpose == MTLS_AGENT_PURPOSE_RAW_DIGEST) {
+	if (purpose == MTLS_AGENT_PURPOSE_RAW_DIGEST ||
+	    purpose == MTLS_AGENT_PURPOSE_PKCS11_DIGEST) {
 		tbs = content;
 		tbs_len = len;
 	} else {
@@ -269,6 +272,25 @@ sign_decide(struct tokenset *ts, const struct sign_peer *peer, const char *name,
 	if ((r = policy_check_sign(id->purposes, id->key_type, id->key_bits, scheme, purpose,
 				   content, len, &s, why, why_len)) != 0)
 		return r;
+	/* SSH: this identity's key, the connection's bindings, namespaces. */
+	if ((purpose == MTLS_AGENT_PURPOSE_SSH || purpose == MTLS_AGENT_PURPOSE_SSH_SIG) &&
+	    (r = ssh_policy_check(id->cert, id->ci, peer->ssh, scheme, purpose, content, len, why,
+				  why_len)) != 0)
+		return r;
+	/* A digest from the PKCS#11 front end is a blank cheque: only for the
+	 * programs the identity names. */
+	if (purpose == MTLS_AGENT_PURPOSE_PKCS11_DIGEST &&
+	    (id->ci == NULL || id->ci->n_peers == 0)) {
+		snprintf(why, why_len,
+			 "identity %s: pkcs11-digest needs a peers list naming the programs "
+			 "that may have digests signed",
+			 name);
+		return MTLS_ERR_POLICY_DENIED;
+	}
+	/* A certificate request must be for this identity's own key. */
+	if (purpose == MTLS_AGENT_PURPOSE_CSR &&
+	    (r = purpose_csr_check(content, len, id->pub, why, why_len)) != 0)
+		return r;
 	if (charge && id->ci != NULL && id->ci->rate_limit > 0 &&
 	    !rate_ok(ts, id, id->ci->rate_limit)) {
 		snprintf(why, why_len, "identity %s: more than %u signatures a minute", name,
@@ -296,7 +318,7 @@ sign_confirm(struct tokenset *ts, const struct sign_peer *peer, const char *name
 {
 	unsigned char *cert = NULL;
 	size_t cert_len = (*idp)->cert_der_len;
-	char prompt[512];
+	char prompt[1024], detail[512];
 	int r, confirm = 0;
 
 	/* The confirmed key is the certificate's: remember which one. */
@@ -305,13 +327,15 @@ sign_confirm(struct tokenset *ts, const struct sign_peer *peer, const char *name
 		return MTLS_ERR_ALLOC;
 	}
 	memcpy(cert, (*idp)->cert_der, cert_len);
+	/* SSH: the user, host and host key the signature is for. */
+	ssh_describe(peer->ssh, (*idp)->ci, purpose, content, len, detail, sizeof(detail));
 	*idp = NULL;
 	pthread_rwlock_unlock(&ts->lock);
 	snprintf(prompt, sizeof(prompt),
 		 "Allow %s (executable as the kernel reports it; pid %ld, uid %u) to sign a %s "
-		 "with the key \"%s\"?",
+		 "with the key \"%s\"?%s%s",
 		 peer->exe, (long)peer->pid, (unsigned)peer->uid, mtls_agent_purpose_name(purpose),
-		 name);
+		 name, detail[0] ? " " : "", detail);
 	if ((r = confirm_ask(ts->cfg->askpass, ts->cfg->confirm_timeout, prompt, why, why_len)) !=
 	    0)
 		goto out;

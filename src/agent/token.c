@@ -36,6 +36,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
+#include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <p11-kit/pkcs11.h>
@@ -62,6 +63,7 @@ ident_clear(struct ident *id)
 	free(id->token_label);
 	free(id->token_serial);
 	X509_free(id->cert);
+	EVP_PKEY_free(id->pub);
 	free(id->cert_der);
 	for (i = 0; i < id->n_chain; i++)
 		free(id->chain_der[i]);
@@ -275,10 +277,17 @@ valid_name(const char *s)
 
 /* Key type and size from a certificate; MTLS_ERR_UNSUPPORTED_SCHEME for
  * keys we cannot sign with (only RSA 2048-16384 and EC P-256/P-384). */
+static int key_info(EVP_PKEY *pub, int *type, unsigned int *bits);
+
 static int
 cert_key_info(X509 *cert, int *type, unsigned int *bits)
 {
-	EVP_PKEY *pub = X509_get0_pubkey(cert);
+	return key_info(X509_get0_pubkey(cert), type, bits);
+}
+
+static int
+key_info(EVP_PKEY *pub, int *type, unsigned int *bits)
+{
 	char group[64];
 	size_t glen = 0;
 
@@ -313,7 +322,7 @@ set_cert(struct ident *id, X509 *cert)
 		return r;
 	if ((len = i2d_X509(cert, &der)) <= 0)
 		return MTLS_ERR_INTERNAL;
-	if ((id->cert = X509_dup(cert)) == NULL) {
+	if ((id->cert = X509_dup(cert)) == NULL || (id->pub = X509_get_pubkey(id->cert)) == NULL) {
 		OPENSSL_free(der);
 		return MTLS_ERR_ALLOC;
 	}
@@ -441,6 +450,66 @@ object_cert(const struct p11_object *o)
 	return d2i_X509(NULL, &p, (long)o->a_len);
 }
 
+/* Whether objs hold a certificate with this id. */
+static int
+has_cert_with_id(const struct msg_p11_objects_resp *objs, const unsigned char *id, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < objs->n; i++)
+		if (objs->o[i].kind == P11_OBJ_CERT && objs->o[i].id_len == len &&
+		    memcmp(objs->o[i].id, id, len) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * Enrollment: on a logged-in token (private keys are listed only then),
+ * a private key with a usable label and no certificate yet is an identity
+ * too, so that a certificate request can be signed for it (purpose csr,
+ * allowed by default for such a key only).
+ */
+static int
+discover_keys(const struct config *cfg, const struct slot *s,
+	      const struct msg_p11_objects_resp *objs, struct ident **idsp, size_t *np,
+	      size_t *capp)
+{
+	size_t c, k;
+	int r;
+
+	for (c = 0; c < objs->n; c++) {
+		const struct p11_object *o = &objs->o[c];
+		struct ident *id;
+		EVP_PKEY *pub;
+		int dup = 0;
+
+		if (o->kind == P11_OBJ_CERT || !valid_name(o->label) || o->id_len == 0 ||
+		    has_cert_with_id(objs, o->id, o->id_len))
+			continue;
+		for (k = 0; k < *np; k++)
+			if (strcmp((*idsp)[k].name, o->label) == 0)
+				dup = 1;
+		if (dup || (pub = tk_object_pubkey(o)) == NULL)
+			continue;
+		if ((r = grow(idsp, *np, capp)) != 0) {
+			EVP_PKEY_free(pub);
+			return r;
+		}
+		id = &(*idsp)[(*np)++];
+		id->pub = pub;
+		if ((id->name = strdup(o->label)) == NULL || (id->id = malloc(o->id_len)) == NULL)
+			return MTLS_ERR_ALLOC;
+		memcpy(id->id, o->id, o->id_len);
+		id->id_len = o->id_len;
+		id->purposes = cfg->default_purposes | (1U << MTLS_AGENT_PURPOSE_CSR);
+		if ((r = bind_token(id, s)) != 0)
+			return r;
+		if (key_info(pub, &id->key_type, &id->key_bits) != 0)
+			ident_clear(&(*idsp)[--(*np)]);
+	}
+	return 0;
+}
+
 /* Discovery: every certificate with a usable label on matching tokens. */
 static int
 discover(struct tokenset *ts, const struct config *cfg, P11KitUri *turi, struct ident **idsp,
@@ -513,7 +582,10 @@ discover(struct tokenset *ts, const struct config *cfg, P11KitUri *turi, struct 
 			}
 			X509_free(x);
 		}
+		r = discover_keys(cfg, s, &objs, &ids, &n, &cap);
 		msg_p11_objects_resp_clear(&objs);
+		if (r != 0)
+			goto out;
 	}
 out:
 	if (r != 0) {
@@ -759,7 +831,7 @@ out:
 static int
 key_is_certs(const struct ident *id, const struct p11_object *o)
 {
-	EVP_PKEY *pub = X509_get0_pubkey(id->cert);
+	EVP_PKEY *pub = id->pub;
 
 	if (pub == NULL)
 		return 0;
@@ -1265,6 +1337,7 @@ rescan(struct tokenset *ts)
 }
 
 static void merge_absent(struct tokenset *ts, struct ident **idsp, size_t *np);
+static void reenumerate(struct tokenset *ts);
 
 int
 token_reload(struct tokenset *ts, const struct config *cfg, char *err, size_t err_len)
@@ -1409,8 +1482,22 @@ copy_ident(struct tokenset *ts, const struct msg_p11_tokens_resp *toks, const st
 		if (s->key_type == id->key_type && (s->ec_bits == 0 || s->ec_bits == id->key_bits))
 			o->schemes[o->n_schemes++] = s->code;
 	}
-	if ((o->cert_der = dup_mem(id->cert_der, id->cert_der_len)) == NULL)
+	/* A key with no certificate yet (enrollment) has none to copy: its
+	 * public key is sent instead, for certificate requests. */
+	if (id->cert_der_len > 0 && (o->cert_der = dup_mem(id->cert_der, id->cert_der_len)) == NULL)
 		return MTLS_ERR_ALLOC;
+	if (id->cert_der_len == 0 && id->pub != NULL) {
+		unsigned char *der = NULL;
+		int len = i2d_PUBKEY(id->pub, &der);
+
+		if (len <= 0 || (size_t)len > MTLS_SPKI_MAX ||
+		    (o->spki_der = dup_mem(der, (size_t)len)) == NULL) {
+			OPENSSL_free(der);
+			return MTLS_ERR_ALLOC;
+		}
+		o->spki_der_len = (size_t)len;
+		OPENSSL_free(der);
+	}
 	o->cert_der_len = id->cert_der_len;
 	if (id->n_chain > 0) {
 		if ((o->chain_der = calloc(id->n_chain, sizeof(*o->chain_der))) == NULL ||
@@ -1476,6 +1563,57 @@ out:
 	return 0;
 }
 
+/* Whether a logged-in slot has a private key with no certificate that is
+ * no identity yet (discover_keys() would add it). */
+static int
+new_keys_on(struct tokenset *ts, const struct slot *slot)
+{
+	struct msg_p11_objects_resp objs;
+	size_t i;
+	int found = 0;
+
+	if (list_objects(ts, slot->id, &objs) != 0)
+		return 0;
+	for (i = 0; i < objs.n && !found; i++) {
+		const struct p11_object *o = &objs.o[i];
+
+		found = o->kind != P11_OBJ_CERT && valid_name(o->label) && o->id_len > 0 &&
+			!has_cert_with_id(&objs, o->id, o->id_len) &&
+			tk_find_ident(ts, o->label) == NULL;
+	}
+	msg_p11_objects_resp_clear(&objs);
+	return found;
+}
+
+/* Whether the configuration offers the token in slot s (discovery's
+ * `token =`; with [identity] sections, any token an identity names). */
+static int
+offered(struct tokenset *ts, const struct slot *s)
+{
+	P11KitUri *u;
+	size_t i;
+	int yes = 0;
+
+	if (ts->cfg->n_identities > 0) {
+		for (i = 0; i < ts->cfg->n_identities && !yes; i++) {
+			if ((u = p11_kit_uri_new()) == NULL)
+				return 0;
+			if (p11_kit_uri_parse(ts->cfg->identities[i].key_uri, P11_KIT_URI_FOR_ANY,
+					      u) == P11_KIT_URI_OK)
+				yes = token_matches(u, s);
+			p11_kit_uri_free(u);
+		}
+		return yes;
+	}
+	if ((u = p11_kit_uri_new()) == NULL)
+		return 0;
+	if (p11_kit_uri_parse(ts->cfg->token_uri ? ts->cfg->token_uri : "pkcs11:",
+			      P11_KIT_URI_FOR_TOKEN, u) == P11_KIT_URI_OK)
+		yes = token_matches(u, s);
+	p11_kit_uri_free(u);
+	return yes;
+}
+
 /* The slot of identity `name`, or of the only token (""); write lock held. */
 static int
 pick_slot(struct tokenset *ts, const char *name, struct slot **slotp, char *why, size_t why_len)
@@ -1505,6 +1643,19 @@ pick_slot(struct tokenset *ts, const char *name, struct slot **slotp, char *why,
 			}
 			slot = s;
 		}
+		/* A token with nothing on it yet (enrollment): the only one
+		 * the configuration offers. */
+		for (i = 0; ts->n == 0 && i < ts->nslots; i++) {
+			if (!(ts->slots[i].flags & CKF_TOKEN_INITIALIZED) ||
+			    !offered(ts, &ts->slots[i]))
+				continue;
+			if (slot != NULL) {
+				snprintf(why, why_len,
+					 "several tokens and no identities: name one");
+				return MTLS_ERR_NO_IDENTITY;
+			}
+			slot = &ts->slots[i];
+		}
 		if (slot == NULL) {
 			snprintf(why, why_len, "no token with identities is present");
 			return ts->n == 0 ? MTLS_ERR_NO_IDENTITY : MTLS_ERR_TOKEN_ABSENT;
@@ -1527,6 +1678,9 @@ token_login(struct tokenset *ts, const char *name, const char *pin, int verify, 
 		return r;
 	if ((r = pick_slot(ts, name, &slot, why, why_len)) == 0)
 		r = login_slot(ts, slot, pin, verify, retries, why, why_len);
+	/* Keys with no certificate yet are seen only now (enrollment). */
+	if (r == 0 && ts->cfg->n_identities == 0 && new_keys_on(ts, slot))
+		reenumerate(ts);
 	pthread_rwlock_unlock(&ts->lock);
 	return r;
 }
@@ -1690,6 +1844,7 @@ token_expire(struct tokenset *ts, time_t now)
 	int due = 0;
 
 	expire_keys(ts, now);
+	tk_expiry_warn(ts, now);
 	if (ts->cfg->login_timeout == 0)
 		return;
 	pthread_rwlock_rdlock(&ts->lock);
@@ -1954,6 +2109,7 @@ token_status(struct tokenset *ts, struct mtls_agent_status *st, char *why, size_
 	if ((r = tk_read_lock(ts, why, why_len)) != 0)
 		return r;
 	st->identities = (uint32_t)ts->n;
+	st->identities_expiring = tk_expiring(ts, time(NULL));
 	st->tokens_present = st->tokens_logged_in = 0;
 	if (list_tokens(ts, &toks) == 0) {
 		for (i = 0; i < toks.n; i++) {
@@ -1967,4 +2123,117 @@ token_status(struct tokenset *ts, struct mtls_agent_status *st, char *why, size_
 	}
 	pthread_rwlock_unlock(&ts->lock);
 	return 0;
+}
+
+/* ---- for enrollment (enroll.c) ---------------------------------------- */
+
+int
+tk_write_lock(struct tokenset *ts)
+{
+	return write_lock(ts, NULL, 0);
+}
+
+int
+tk_list_objects(struct tokenset *ts, uint64_t slot, struct msg_p11_objects_resp *objs)
+{
+	return list_objects(ts, slot, objs);
+}
+
+int
+tk_token_matches(P11KitUri *uri, const struct slot *s)
+{
+	return token_matches(uri, s);
+}
+
+int
+tk_offered(struct tokenset *ts, const struct slot *s)
+{
+	return offered(ts, s);
+}
+
+void
+tk_reenumerate(struct tokenset *ts)
+{
+	reenumerate(ts);
+}
+
+int
+tk_key_is(EVP_PKEY *pub, const struct p11_object *o)
+{
+	if (o->kind == P11_OBJ_RSA)
+		return rsa_is(pub, o);
+	if (o->kind == P11_OBJ_EC)
+		return o->b_len > 0 && ec_is(pub, o);
+	return 0;
+}
+
+/* An EC point as the token gives it: a DER OCTET STRING, or bare. */
+static int
+ec_point_bytes(const struct p11_object *o, unsigned char *out, size_t *len)
+{
+	const unsigned char *p = o->b;
+	ASN1_OCTET_STRING *os;
+
+	if ((os = d2i_ASN1_OCTET_STRING(NULL, &p, (long)o->b_len)) != NULL &&
+	    p == o->b + o->b_len && (size_t)ASN1_STRING_length(os) <= *len) {
+		*len = (size_t)ASN1_STRING_length(os);
+		memcpy(out, ASN1_STRING_get0_data(os), *len);
+		ASN1_OCTET_STRING_free(os);
+		return 0;
+	}
+	ASN1_OCTET_STRING_free(os);
+	if (o->b_len > *len)
+		return -1;
+	*len = o->b_len;
+	memcpy(out, o->b, o->b_len);
+	return 0;
+}
+
+EVP_PKEY *
+tk_object_pubkey(const struct p11_object *o)
+{
+	OSSL_PARAM_BLD *bld = NULL;
+	OSSL_PARAM *params = NULL;
+	EVP_PKEY_CTX *ctx = NULL;
+	EVP_PKEY *pkey = NULL;
+	BIGNUM *n = NULL, *e = NULL;
+	ASN1_OBJECT *oid = NULL;
+	unsigned char pt[256];
+	size_t pt_len = sizeof(pt);
+	const unsigned char *p = o->a;
+	int nid;
+
+	if ((bld = OSSL_PARAM_BLD_new()) == NULL)
+		goto out;
+	if (o->kind == P11_OBJ_RSA) {
+		if ((n = BN_bin2bn(o->a, (int)o->a_len, NULL)) == NULL ||
+		    (e = BN_bin2bn(o->b, (int)o->b_len, NULL)) == NULL ||
+		    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
+		    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e))
+			goto out;
+		ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+	} else if (o->kind == P11_OBJ_EC && o->b_len > 0) {
+		if ((oid = d2i_ASN1_OBJECT(NULL, &p, (long)o->a_len)) == NULL ||
+		    (nid = OBJ_obj2nid(oid)) == NID_undef || ec_point_bytes(o, pt, &pt_len) != 0 ||
+		    !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
+						     OBJ_nid2sn(nid), 0) ||
+		    !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, pt_len))
+			goto out;
+		ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+	} else {
+		goto out;
+	}
+	if (ctx == NULL || (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
+	    EVP_PKEY_fromdata_init(ctx) != 1 ||
+	    EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1)
+		pkey = NULL;
+out:
+	OSSL_PARAM_free(params);
+	OSSL_PARAM_BLD_free(bld);
+	EVP_PKEY_CTX_free(ctx);
+	BN_free(n);
+	BN_free(e);
+	ASN1_OBJECT_free(oid);
+	ERR_clear_error();
+	return pkey;
 }

@@ -66,12 +66,17 @@ __attribute__((warn_unused_result)) int token_set_pin(struct tokenset *ts, const
 __attribute__((warn_unused_result)) int token_logout(struct tokenset *ts, const char *name,
 						     char *why, size_t why_len);
 
+struct ssh_binds;
+
 /* Who asks for a signature (from SO_PEERCRED and /proc). */
 struct sign_peer {
 	pid_t pid;
 	uid_t uid;
 	gid_t gid;
 	const char *exe;
+	/* The SSH socket's connection: its session bindings (ssh_policy.h);
+	 * NULL on the mtls-agent socket. */
+	const struct ssh_binds *ssh;
 };
 
 /*

@@ -31,6 +31,8 @@ struct ident {
 	char *token_serial;
 	int present; /* token seen at the last scan */
 	X509 *cert;
+	EVP_PKEY *pub; /* the key's public half: the certificate's, or the
+			* token's numbers for a key with no certificate yet */
 	unsigned char *cert_der;
 	size_t cert_der_len;
 	unsigned char **chain_der;
@@ -74,6 +76,29 @@ struct tokenset {
 	int lost;
 	pthread_mutex_t stat_mu; /* last_used and rate buckets of identities */
 };
+
+/* Enrollment (enroll.c) reaches into token.c through these. */
+WUR int tk_write_lock(struct tokenset *ts);
+WUR int tk_list_objects(struct tokenset *ts, uint64_t slot, struct msg_p11_objects_resp *objs);
+int tk_token_matches(P11KitUri *uri, const struct slot *s);
+/* Whether the configuration offers this token at all (`token =`, or the
+ * [identity] sections' key URIs). */
+int tk_offered(struct tokenset *ts, const struct slot *s);
+/* Re-reads slots and identities (write lock held). */
+void tk_reenumerate(struct tokenset *ts);
+/* The public key of a private key object (RSA numbers, EC params and
+ * point), or NULL. */
+EVP_PKEY *tk_object_pubkey(const struct p11_object *o);
+/* Is the key object o the public key pub? */
+int tk_key_is(EVP_PKEY *pub, const struct p11_object *o);
+
+/* Expiry (enroll_expiry.c): whole days from now to the certificate's
+ * notAfter (negative once expired) and that time; 0 or -1. */
+int tk_cert_days_left(X509 *x, time_t now, int *days, time_t *not_after);
+/* Logs a warning once a day per certificate within expiry-warning-days. */
+void tk_expiry_warn(struct tokenset *ts, time_t now);
+/* Certificates within expiry-warning-days or expired; lock held. */
+uint32_t tk_expiring(struct tokenset *ts, time_t now);
 
 /* The identity called name, or NULL; lock held. */
 struct ident *tk_find_ident(struct tokenset *ts, const char *name);

@@ -51,6 +51,13 @@ mtls_agent_strerror(int err)
 	case MTLS_ERR_AGENT_LOCKED: return "agent locked";
 	case MTLS_ERR_CONFIRM_DENIED: return "use of the key not confirmed";
 	case MTLS_ERR_RATE_LIMITED: return "signature rate limit reached";
+	case MTLS_ERR_DESTINATION_DENIED: return "SSH destination not allowed for this identity";
+	case MTLS_ERR_SSH_BINDING: return "SSH session binding missing or invalid";
+	case MTLS_ERR_READ_ONLY: return "the token or identity is configured read-only";
+	case MTLS_ERR_MECHANISM: return "the token cannot generate this key";
+	case MTLS_ERR_KEY_NOT_FOUND:
+		return "no private key on a logged-in token for this certificate";
+	case MTLS_ERR_DUPLICATE: return "already on the token";
 	}
 	return "unknown error";
 }

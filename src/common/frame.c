@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <string.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -168,6 +169,43 @@ frame_read(int fd, struct frame_rx *rx, struct wbuf *body, size_t max, int idle_
 		return r == MTLS_ERR_CONNECTION_CLOSED ? MTLS_ERR_TRUNCATED : r;
 	}
 	return 0;
+}
+
+int
+frame_set_rcvtimeo(int fd, int timeout_ms)
+{
+	struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000L };
+
+	if (timeout_ms <= 0)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	return setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0 ? 0 : MTLS_ERR_IO;
+}
+
+int
+frame_read_timed(int fd, struct frame_rx *rx, struct wbuf *body, size_t max, int timeout_ms)
+{
+	ssize_t n;
+
+	if (rx->end == rx->start) {
+		rx->start = rx->end = 0;
+		for (;;) {
+			/* Blocks until bytes, EOF or the socket's SO_RCVTIMEO. */
+			n = recv(fd, rx->buf, sizeof(rx->buf), 0);
+			if (n > 0) {
+				rx->end = (size_t)n;
+				break;
+			}
+			wbuf_reset(body);
+			if (n == 0)
+				return MTLS_ERR_CONNECTION_CLOSED;
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return MTLS_ERR_TIMEOUT;
+			return errno == ECONNRESET ? MTLS_ERR_CONNECTION_CLOSED : MTLS_ERR_IO;
+		}
+	}
+	return frame_read(fd, rx, body, max, timeout_ms, timeout_ms);
 }
 
 /* A spin-wait hint to the CPU; no system call, nothing yielded. */

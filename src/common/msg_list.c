@@ -8,6 +8,10 @@
  *             u32 purposes, u32 n_schemes, n_schemes x u16 scheme,
  *             string certificate (DER; empty = none),
  *             u32 n_chain, n_chain x string certificate (DER)
+ *           [u32 n_keys, n_keys x {u32 index, string spki}]
+ *           (public keys of identities with no certificate yet, indexes
+ *           ascending; only when there are any, so clients from before it
+ *           take every other reply, and every reply has one encoding)
  */
 #include "config.h"
 
@@ -68,8 +72,26 @@ msg_list_resp_put(struct wbuf *b, const struct msg_list_resp *m)
 	if ((r = wbuf_put_u8(b, MSG_LIST | MSG_REPLY)) != 0 ||
 	    (r = wbuf_put_u32(b, (uint32_t)m->n)) != 0)
 		return r;
+	size_t n_keys = 0;
+
 	for (i = 0; i < m->n; i++)
 		if ((r = put_identity(b, &m->ids[i])) != 0)
+			return r;
+	for (i = 0; i < m->n; i++) {
+		if (m->ids[i].spki_der_len == 0)
+			continue;
+		if (m->ids[i].cert_der_len != 0 || m->ids[i].spki_der_len > MTLS_SPKI_MAX)
+			return MTLS_ERR_INVALID_ARGUMENT;
+		n_keys++;
+	}
+	if (n_keys == 0)
+		return 0;
+	if ((r = wbuf_put_u32(b, (uint32_t)n_keys)) != 0)
+		return r;
+	for (i = 0; i < m->n; i++)
+		if (m->ids[i].spki_der_len > 0 &&
+		    ((r = wbuf_put_u32(b, (uint32_t)i)) != 0 ||
+		     (r = wbuf_put_string(b, m->ids[i].spki_der, m->ids[i].spki_der_len)) != 0))
 			return r;
 	return 0;
 }
@@ -87,6 +109,7 @@ identity_clear(struct mtls_agent_identity *id)
 	free(id->key_id);
 	free(id->schemes);
 	free(id->cert_der);
+	free(id->spki_der);
 	for (i = 0; i < id->n_chain; i++)
 		free(id->chain_der[i]);
 	free(id->chain_der);
@@ -153,6 +176,34 @@ get_identity(struct wbuf *b, struct mtls_agent_identity *id)
 	return 0;
 }
 
+/* The optional public keys of identities with no certificate. */
+static int
+get_keys(struct wbuf *b, struct msg_list_resp *m)
+{
+	uint32_t n, k, idx, last = 0;
+	struct mtls_agent_identity *id;
+	int r;
+
+	if ((r = wbuf_get_u32(b, &n)) != 0)
+		return r;
+	if (n == 0 || n > m->n)
+		return MTLS_ERR_BAD_REQUEST;
+	for (k = 0; k < n; k++) {
+		if ((r = wbuf_get_u32(b, &idx)) != 0)
+			return r;
+		/* Ascending, in range, for an identity with no certificate. */
+		if (idx >= m->n || (k > 0 && idx <= last) || m->ids[idx].cert_der != NULL)
+			return MTLS_ERR_BAD_REQUEST;
+		last = idx;
+		id = &m->ids[idx];
+		if ((r = wbuf_get_string(b, &id->spki_der, &id->spki_der_len, MTLS_SPKI_MAX)) != 0)
+			return r;
+		if (id->spki_der_len == 0)
+			return MTLS_ERR_BAD_REQUEST;
+	}
+	return 0;
+}
+
 int
 msg_list_resp_get(struct wbuf *b, struct msg_list_resp *m)
 {
@@ -178,6 +229,9 @@ msg_list_resp_get(struct wbuf *b, struct msg_list_resp *m)
 		if ((r = get_identity(b, &m->ids[i])) != 0)
 			goto out;
 	}
+	/* Fewer bytes than a count are trailing ones, not a short section. */
+	if (wbuf_len(b) >= 4 && (r = get_keys(b, m)) != 0)
+		goto out;
 	r = wbuf_expect_end(b);
 out:
 	if (r != 0)

@@ -14,6 +14,11 @@
  * SIGN      request: u64 slot, u64 key, u8 mech, u8 hash, string data
  *           reply:   string signature
  * REINIT    request: (empty)                                 reply: (empty)
+ * KEYGEN    request: u64 slot, u8 kind, string label
+ *           reply:   one object as in OBJECTS (kind RSA or EC)
+ * IMPORT_CERT request: u64 slot, u8 flags, string id, string label,
+ *           string subject, string certificate             reply: (empty)
+ * DELETE    request: u64 slot, string id                      reply: (empty)
  * ERROR     reply:   u32 code, u32 retries, u32 rv, string message
  */
 #include "config.h"
@@ -422,6 +427,195 @@ msg_p11_sign_resp_put(struct wbuf *b, const struct msg_sign_resp *m)
 	    (r = wbuf_put_string(b, m->sig, m->sig_len)) != 0)
 		return r;
 	return 0;
+}
+
+/* ---- KEYGEN, IMPORT_CERT -------------------------------------------- */
+
+static int
+keygen_kind_known(uint8_t kind)
+{
+	return kind >= MTLS_AGENT_KEYGEN_EC_P256 && kind <= MTLS_AGENT_KEYGEN_RSA_4096;
+}
+
+int
+msg_p11_keygen_req_put(struct wbuf *b, const struct msg_p11_keygen_req *m)
+{
+	int r;
+
+	if (!keygen_kind_known(m->kind) || m->label == NULL || m->label[0] == '\0' ||
+	    strlen(m->label) > MTLS_NAME_MAX)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	if ((r = wbuf_put_u8(b, P11_KEYGEN)) != 0 || (r = put_u64(b, m->slot)) != 0 ||
+	    (r = wbuf_put_u8(b, m->kind)) != 0 || (r = wbuf_put_cstring(b, m->label)) != 0)
+		return r;
+	return 0;
+}
+
+int
+msg_p11_keygen_req_get(struct wbuf *b, struct msg_p11_keygen_req *m)
+{
+	int r;
+
+	memset(m, 0, sizeof(*m));
+	if ((r = get_u64(b, &m->slot)) != 0 || (r = wbuf_get_u8(b, &m->kind)) != 0 ||
+	    (r = wbuf_get_cstring(b, &m->label, MTLS_NAME_MAX)) != 0 ||
+	    (r = wbuf_expect_end(b)) != 0)
+		goto out;
+	if (!keygen_kind_known(m->kind) || m->label[0] == '\0')
+		r = MTLS_ERR_BAD_REQUEST;
+out:
+	if (r != 0)
+		msg_p11_keygen_req_clear(m);
+	return r;
+}
+
+void
+msg_p11_keygen_req_clear(struct msg_p11_keygen_req *m)
+{
+	free(m->label);
+	memset(m, 0, sizeof(*m));
+}
+
+int
+msg_p11_keygen_resp_put(struct wbuf *b, const struct p11_object *o)
+{
+	int r;
+
+	if ((o->kind != P11_OBJ_RSA && o->kind != P11_OBJ_EC) || o->id_len == 0 ||
+	    o->id_len > P11_ATTR_MAX || o->a_len == 0 || o->a_len > P11_ATTR_MAX || o->b_len == 0 ||
+	    o->b_len > P11_ATTR_MAX)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	if ((r = wbuf_put_u8(b, P11_KEYGEN | MSG_REPLY)) != 0 ||
+	    (r = wbuf_put_u8(b, o->kind)) != 0 || (r = put_u64(b, o->handle)) != 0 ||
+	    (r = wbuf_put_string(b, o->id, o->id_len)) != 0 ||
+	    (r = wbuf_put_cstring(b, o->label)) != 0 ||
+	    (r = wbuf_put_string(b, o->a, o->a_len)) != 0 ||
+	    (r = wbuf_put_string(b, o->b, o->b_len)) != 0)
+		return r;
+	return 0;
+}
+
+int
+msg_p11_keygen_resp_get(struct wbuf *b, struct p11_object *o)
+{
+	int r;
+
+	memset(o, 0, sizeof(*o));
+	if ((r = wbuf_get_u8(b, &o->kind)) != 0 || (r = get_u64(b, &o->handle)) != 0 ||
+	    (r = wbuf_get_string(b, &o->id, &o->id_len, P11_ATTR_MAX)) != 0 ||
+	    (r = wbuf_get_cstring(b, &o->label, MTLS_NAME_MAX)) != 0 ||
+	    (r = wbuf_get_string(b, &o->a, &o->a_len, P11_ATTR_MAX)) != 0 ||
+	    (r = wbuf_get_string(b, &o->b, &o->b_len, P11_ATTR_MAX)) != 0 ||
+	    (r = wbuf_expect_end(b)) != 0)
+		goto out;
+	/* Both public values are needed: the agent builds the key from them. */
+	if ((o->kind != P11_OBJ_RSA && o->kind != P11_OBJ_EC) || o->id_len == 0 || o->a_len == 0 ||
+	    o->b_len == 0)
+		r = MTLS_ERR_BAD_REQUEST;
+out:
+	if (r != 0)
+		msg_p11_object_clear(o);
+	return r;
+}
+
+void
+msg_p11_object_clear(struct p11_object *o)
+{
+	free(o->id);
+	free(o->label);
+	free(o->a);
+	free(o->b);
+	memset(o, 0, sizeof(*o));
+}
+
+int
+msg_p11_import_req_put(struct wbuf *b, const struct msg_p11_import_req *m)
+{
+	int r;
+
+	if ((m->flags & ~P11_IMPORT_REPLACE) != 0 || m->id_len == 0 || m->id_len > P11_ATTR_MAX ||
+	    m->label == NULL || strlen(m->label) > MTLS_NAME_MAX || m->subject_len == 0 ||
+	    m->subject_len > P11_ATTR_MAX || m->cert_len == 0 || m->cert_len > MTLS_CERT_MAX)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	if ((r = wbuf_put_u8(b, P11_IMPORT_CERT)) != 0 || (r = put_u64(b, m->slot)) != 0 ||
+	    (r = wbuf_put_u8(b, m->flags)) != 0 ||
+	    (r = wbuf_put_string(b, m->id, m->id_len)) != 0 ||
+	    (r = wbuf_put_cstring(b, m->label)) != 0 ||
+	    (r = wbuf_put_string(b, m->subject, m->subject_len)) != 0 ||
+	    (r = wbuf_put_string(b, m->cert, m->cert_len)) != 0)
+		return r;
+	return 0;
+}
+
+int
+msg_p11_import_req_get(struct wbuf *b, struct msg_p11_import_req *m)
+{
+	int r;
+
+	memset(m, 0, sizeof(*m));
+	if ((r = get_u64(b, &m->slot)) != 0 || (r = wbuf_get_u8(b, &m->flags)) != 0 ||
+	    (r = wbuf_get_string(b, &m->id, &m->id_len, P11_ATTR_MAX)) != 0 ||
+	    (r = wbuf_get_cstring(b, &m->label, MTLS_NAME_MAX)) != 0 ||
+	    (r = wbuf_get_string(b, &m->subject, &m->subject_len, P11_ATTR_MAX)) != 0 ||
+	    (r = wbuf_get_string(b, &m->cert, &m->cert_len, MTLS_CERT_MAX)) != 0 ||
+	    (r = wbuf_expect_end(b)) != 0)
+		goto out;
+	if ((m->flags & ~P11_IMPORT_REPLACE) != 0 || m->id_len == 0 || m->subject_len == 0 ||
+	    m->cert_len == 0)
+		r = MTLS_ERR_BAD_REQUEST;
+out:
+	if (r != 0)
+		msg_p11_import_req_clear(m);
+	return r;
+}
+
+void
+msg_p11_import_req_clear(struct msg_p11_import_req *m)
+{
+	free(m->id);
+	free(m->label);
+	free(m->subject);
+	free(m->cert);
+	memset(m, 0, sizeof(*m));
+}
+
+int
+msg_p11_delete_req_put(struct wbuf *b, const struct msg_p11_delete_req *m)
+{
+	int r;
+
+	if (m->id_len == 0 || m->id_len > P11_ATTR_MAX)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	if ((r = wbuf_put_u8(b, P11_DELETE)) != 0 || (r = put_u64(b, m->slot)) != 0 ||
+	    (r = wbuf_put_string(b, m->id, m->id_len)) != 0)
+		return r;
+	return 0;
+}
+
+int
+msg_p11_delete_req_get(struct wbuf *b, struct msg_p11_delete_req *m)
+{
+	int r;
+
+	memset(m, 0, sizeof(*m));
+	if ((r = get_u64(b, &m->slot)) != 0 ||
+	    (r = wbuf_get_string(b, &m->id, &m->id_len, P11_ATTR_MAX)) != 0 ||
+	    (r = wbuf_expect_end(b)) != 0)
+		goto out;
+	/* An empty id would match objects with no id: never all of them. */
+	if (m->id_len == 0)
+		r = MTLS_ERR_BAD_REQUEST;
+out:
+	if (r != 0)
+		msg_p11_delete_req_clear(m);
+	return r;
+}
+
+void
+msg_p11_delete_req_clear(struct msg_p11_delete_req *m)
+{
+	free(m->id);
+	memset(m, 0, sizeof(*m));
 }
 
 /* ---- ERROR ------------------------------------------------------------ */

@@ -31,7 +31,11 @@ enum p11_msg_type {
 	P11_SET_PIN = 0x45, /* change or unblock the user PIN */
 	P11_SIGN = 0x46,    /* one C_SignInit + C_Sign */
 	P11_REINIT = 0x47,  /* C_Finalize + C_Initialize (module-wide) */
-	P11_ERROR = 0x7e    /* failure reply to any request */
+	/* 0x48..0x4b: enrollment (src/p11/keygen.c). */
+	P11_KEYGEN = 0x48,	/* C_GenerateKeyPair on a logged-in slot */
+	P11_IMPORT_CERT = 0x49, /* C_CreateObject of a certificate next to its key */
+	P11_DELETE = 0x4a,	/* C_DestroyObject of every object with one CKA_ID */
+	P11_ERROR = 0x7e	/* failure reply to any request */
 };
 
 #define P11_SLOTS_MAX	64	   /* tokens in a P11_TOKENS reply */
@@ -107,6 +111,37 @@ struct msg_p11_sign_req {
 };
 /* The reply is a struct msg_sign_resp (proto.h) with type P11_SIGN | MSG_REPLY. */
 
+/* KEYGEN: kind is MTLS_AGENT_KEYGEN_*; the reply is one struct p11_object
+ * (the private key, its public numbers as in OBJECTS, its fresh id). */
+struct msg_p11_keygen_req {
+	uint64_t slot;
+	uint8_t kind;
+	char *label;
+};
+/* IMPORT_CERT: the certificate gets CKA_ID id and CKA_LABEL label; with
+ * P11_IMPORT_REPLACE the slot's other certificates with that id are
+ * destroyed once the new one is written.  Reply: (empty). */
+#define P11_IMPORT_REPLACE 0x01
+struct msg_p11_import_req {
+	uint64_t slot;
+	uint8_t flags;
+	unsigned char *id;
+	size_t id_len;
+	char *label;
+	unsigned char *subject; /* DER Name of the certificate (CKA_SUBJECT) */
+	size_t subject_len;
+	unsigned char *cert;
+	size_t cert_len;
+};
+
+/* DELETE: every certificate, private and public key with CKA_ID id on the
+ * slot is destroyed.  Reply: (empty). */
+struct msg_p11_delete_req {
+	uint64_t slot;
+	unsigned char *id;
+	size_t id_len;
+};
+
 struct msg_p11_error {
 	int code;      /* negative MTLS_ERR_* */
 	int retries;   /* PIN tries left, -1 unknown */
@@ -137,6 +172,20 @@ WUR int msg_p11_sign_req_put(struct wbuf *b, const struct msg_p11_sign_req *m);
 WUR int msg_p11_sign_req_get(struct wbuf *b, struct msg_p11_sign_req *m);
 void msg_p11_sign_req_clear(struct msg_p11_sign_req *m);
 WUR int msg_p11_sign_resp_put(struct wbuf *b, const struct msg_sign_resp *m);
+
+WUR int msg_p11_keygen_req_put(struct wbuf *b, const struct msg_p11_keygen_req *m);
+WUR int msg_p11_keygen_req_get(struct wbuf *b, struct msg_p11_keygen_req *m);
+void msg_p11_keygen_req_clear(struct msg_p11_keygen_req *m);
+WUR int msg_p11_keygen_resp_put(struct wbuf *b, const struct p11_object *o);
+WUR int msg_p11_keygen_resp_get(struct wbuf *b, struct p11_object *o);
+void msg_p11_object_clear(struct p11_object *o);
+WUR int msg_p11_import_req_put(struct wbuf *b, const struct msg_p11_import_req *m);
+WUR int msg_p11_import_req_get(struct wbuf *b, struct msg_p11_import_req *m);
+void msg_p11_import_req_clear(struct msg_p11_import_req *m);
+
+WUR int msg_p11_delete_req_put(struct wbuf *b, const struct msg_p11_delete_req *m);
+WUR int msg_p11_delete_req_get(struct wbuf *b, struct msg_p11_delete_req *m);
+void msg_p11_delete_req_clear(struct msg_p11_delete_req *m);
 
 WUR int msg_p11_error_put(struct wbuf *b, const struct msg_p11_error *m);
 WUR int msg_p11_error_get(struct wbuf *b, struct msg_p11_error *m);

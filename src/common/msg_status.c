@@ -3,7 +3,11 @@
  *
  * request:  (empty)
  * reply:    string version, u32 pid, u32 uptime, u32 connections,
- *           u32 identities, u32 tokens_present, u32 tokens_logged_in
+ *           u32 identities, u32 tokens_present, u32 tokens_logged_in,
+ *           [u32 identities_expiring]
+ *           (the last only when not 0: clients from before it still take the
+ *           reply of an agent with nothing expiring, and every reply has one
+ *           encoding)
  */
 #include "config.h"
 
@@ -30,6 +34,8 @@ msg_status_resp_put(struct wbuf *b, const struct mtls_agent_status *m)
 	    (r = wbuf_put_u32(b, m->tokens_present)) != 0 ||
 	    (r = wbuf_put_u32(b, m->tokens_logged_in)) != 0)
 		return r;
+	if (m->identities_expiring != 0 && (r = wbuf_put_u32(b, m->identities_expiring)) != 0)
+		return r;
 	return 0;
 }
 
@@ -44,7 +50,20 @@ msg_status_resp_get(struct wbuf *b, struct mtls_agent_status *m)
 	    (r = wbuf_get_u32(b, &m->connections)) != 0 ||
 	    (r = wbuf_get_u32(b, &m->identities)) != 0 ||
 	    (r = wbuf_get_u32(b, &m->tokens_present)) != 0 ||
-	    (r = wbuf_get_u32(b, &m->tokens_logged_in)) != 0 || (r = wbuf_expect_end(b)) != 0)
+	    (r = wbuf_get_u32(b, &m->tokens_logged_in)) != 0)
+		goto out;
+	/* Fewer bytes than the field are not a short field but trailing ones. */
+	if (wbuf_len(b) >= 4) {
+		if ((r = wbuf_get_u32(b, &m->identities_expiring)) != 0)
+			goto out;
+		if (m->identities_expiring == 0) {
+			r = MTLS_ERR_BAD_REQUEST; /* 0 is sent as nothing */
+			goto out;
+		}
+	}
+	r = wbuf_expect_end(b);
+out:
+	if (r != 0)
 		mtls_agent_status_clear(m);
 	return r;
 }

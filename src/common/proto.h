@@ -50,6 +50,12 @@ enum msg_type {
 	MSG_SET_PIN = 7,
 	MSG_LOCK = 8,
 	MSG_UNLOCK = 9,
+	/* 10..13: enrollment (msg_keygen.c, msg_import.c, msg_delete_key.c);
+	 * 14..15: the PKCS#11 front end. */
+	MSG_KEYGEN = 10,
+	MSG_IMPORT_CERT = 11,
+	MSG_DELETE_KEY = 12,
+	MSG_LOGIN_PROMPT = 14, /* log in with a PIN the agent asks for */
 	MSG_ERROR = 0x7f,
 	MSG_REPLY = 0x80
 };
@@ -107,11 +113,50 @@ struct msg_lock_req {
 };
 
 /* LOGIN, LOGOUT, SET_PIN, LOCK and UNLOCK replies are empty. */
+/* LOGIN_PROMPT: the agent asks a person for the PIN (msg_login_prompt.c). */
+struct msg_login_prompt_req {
+	char *identity; /* "" = the only token */
+};
+
 struct msg_logout_req {
 	char *identity; /* "" = every token */
 };
 
 /* STATUS has an empty request; the reply is struct mtls_agent_status. */
+
+/* KEYGEN: a key pair on a token (msg_keygen.c). */
+#define MTLS_SPKI_MAX 2048 /* a SubjectPublicKeyInfo (RSA-4096 is 550 bytes) */
+struct msg_keygen_req {
+	char *token;  /* pkcs11: URI of the token; "" = the only one */
+	char *label;  /* CKA_LABEL of the new key pair, a valid identity name */
+	uint8_t kind; /* MTLS_AGENT_KEYGEN_* */
+};
+struct msg_keygen_resp {
+	char *name; /* the new identity */
+	unsigned char *key_id;
+	size_t key_id_len;
+	unsigned char *spki; /* DER SubjectPublicKeyInfo */
+	size_t spki_len;
+};
+
+/* IMPORT_CERT: a certificate next to its key (msg_import.c). */
+#define IMPORT_FLAGS_KNOWN MTLS_AGENT_IMPORT_FORCE
+struct msg_import_req {
+	unsigned char *cert; /* DER */
+	size_t cert_len;
+	uint8_t flags; /* MTLS_AGENT_IMPORT_* */
+};
+struct msg_import_resp {
+	char *name;
+};
+
+/* DELETE_KEY: an identity's key pair and certificate off its token
+ * (msg_delete_key.c).  The reply is empty. */
+#define DELETE_FLAGS_KNOWN MTLS_AGENT_DELETE_FORCE
+struct msg_delete_key_req {
+	char *identity;
+	uint8_t flags; /* MTLS_AGENT_DELETE_* */
+};
 
 struct msg_error {
 	int code;      /* negative MTLS_ERR_* */
@@ -147,6 +192,9 @@ WUR int msg_pin_get(struct wbuf *b, char **pinp);
 WUR int msg_login_req_put(struct wbuf *b, const struct msg_login_req *m);
 WUR int msg_login_req_get(struct wbuf *b, struct msg_login_req *m);
 void msg_login_req_clear(struct msg_login_req *m);
+WUR int msg_login_prompt_req_put(struct wbuf *b, const struct msg_login_prompt_req *m);
+WUR int msg_login_prompt_req_get(struct wbuf *b, struct msg_login_prompt_req *m);
+void msg_login_prompt_req_clear(struct msg_login_prompt_req *m);
 WUR int msg_logout_req_put(struct wbuf *b, const struct msg_logout_req *m);
 WUR int msg_logout_req_get(struct wbuf *b, struct msg_logout_req *m);
 void msg_logout_req_clear(struct msg_logout_req *m);
@@ -164,6 +212,24 @@ WUR int msg_empty_get(struct wbuf *b);
 WUR int msg_status_req_put(struct wbuf *b);
 WUR int msg_status_resp_put(struct wbuf *b, const struct mtls_agent_status *m);
 WUR int msg_status_resp_get(struct wbuf *b, struct mtls_agent_status *m);
+
+WUR int msg_keygen_req_put(struct wbuf *b, const struct msg_keygen_req *m);
+WUR int msg_keygen_req_get(struct wbuf *b, struct msg_keygen_req *m);
+void msg_keygen_req_clear(struct msg_keygen_req *m);
+WUR int msg_keygen_resp_put(struct wbuf *b, const struct msg_keygen_resp *m);
+WUR int msg_keygen_resp_get(struct wbuf *b, struct msg_keygen_resp *m);
+void msg_keygen_resp_clear(struct msg_keygen_resp *m);
+
+WUR int msg_import_req_put(struct wbuf *b, const struct msg_import_req *m);
+WUR int msg_import_req_get(struct wbuf *b, struct msg_import_req *m);
+void msg_import_req_clear(struct msg_import_req *m);
+WUR int msg_import_resp_put(struct wbuf *b, const struct msg_import_resp *m);
+WUR int msg_import_resp_get(struct wbuf *b, struct msg_import_resp *m);
+void msg_import_resp_clear(struct msg_import_resp *m);
+
+WUR int msg_delete_key_req_put(struct wbuf *b, const struct msg_delete_key_req *m);
+WUR int msg_delete_key_req_get(struct wbuf *b, struct msg_delete_key_req *m);
+void msg_delete_key_req_clear(struct msg_delete_key_req *m);
 
 WUR int msg_error_put(struct wbuf *b, const struct msg_error *m);
 WUR int msg_error_get(struct wbuf *b, struct msg_error *m);
@@ -199,6 +265,16 @@ void frame_rx_reset(struct frame_rx *rx);
 WUR int frame_read(int fd, struct frame_rx *rx, struct wbuf *body, size_t max, int idle_ms,
 		   int timeout_ms);
 WUR int frame_write(int fd, const struct wbuf *body, int timeout_ms);
+/*
+ * For a reply awaited on a socket set up with frame_set_rcvtimeo(fd, ms):
+ * when nothing is stashed, one blocking recv waits for the first bytes
+ * (bounded by SO_RCVTIMEO: MTLS_ERR_TIMEOUT), instead of frame_read()'s
+ * recv, poll and recv again; the rest of the frame as frame_read() with
+ * timeout_ms.  Two system calls fewer for every reply that is slept for.
+ */
+WUR int frame_set_rcvtimeo(int fd, int timeout_ms);
+WUR int frame_read_timed(int fd, struct frame_rx *rx, struct wbuf *body, size_t max,
+			 int timeout_ms);
 
 /*
  * Busy-polls fd for up to spin_us microseconds (0: does not wait), with a

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "msg_ssh.h"
 #include "mtls-agent.h"
 #include "proto.h"
 #include "purpose.h"
@@ -18,6 +19,10 @@ static const struct {
 	{ MTLS_AGENT_PURPOSE_PAM_CHALLENGE, "pam-challenge" },
 	{ MTLS_AGENT_PURPOSE_RAW_DIGEST, "raw-digest" },
 	{ MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, "tls12-client-certificate-verify" },
+	{ MTLS_AGENT_PURPOSE_SSH, "ssh" },
+	{ MTLS_AGENT_PURPOSE_SSH_SIG, "ssh-sig" },
+	{ MTLS_AGENT_PURPOSE_PKCS11_DIGEST, "pkcs11-digest" },
+	{ MTLS_AGENT_PURPOSE_CSR, "csr" },
 };
 
 const char *
@@ -197,6 +202,36 @@ out:
 	return r;
 }
 
+/*
+ * SSH: the content must parse completely as a userauth request or an
+ * SSHSIG blob (msg_ssh_data.c); which key, host and namespace is the
+ * agent's decision (src/agent/ssh_policy.c).  SSH has no RSA-PSS and no
+ * SHA-384 RSA signatures.
+ */
+static int
+check_ssh(int purpose, const struct scheme_info *s, const unsigned char *c, size_t len, char *why,
+	  size_t why_len)
+{
+	struct ssh_userauth ua;
+	struct sshsig_tbs sig;
+	struct wbuf *b;
+	int r;
+
+	if (s->key_type == MTLS_AGENT_KEY_RSA && (s->pss || s->hash_len == 48)) {
+		if (why != NULL && why_len > 0)
+			snprintf(why, why_len, "%s has no SSH signature algorithm", s->name);
+		return MTLS_ERR_UNSUPPORTED_SCHEME;
+	}
+	if ((b = wbuf_from(c, len)) == NULL)
+		return MTLS_ERR_ALLOC;
+	if (purpose == MTLS_AGENT_PURPOSE_SSH)
+		r = ssh_userauth_parse(b, &ua, why, why_len);
+	else
+		r = sshsig_parse(b, &sig, why, why_len);
+	wbuf_free(b);
+	return r;
+}
+
 int
 purpose_check(int purpose, const struct scheme_info *s, const unsigned char *content, size_t len,
 	      char *why, size_t why_len)
@@ -209,13 +244,34 @@ purpose_check(int purpose, const struct scheme_info *s, const unsigned char *con
 	case MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV: return check_tls13(s, content, len, why, why_len);
 	case MTLS_AGENT_PURPOSE_PAM_CHALLENGE: return check_pam(content, len, why, why_len);
 	case MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV: return check_tls12(content, len, why, why_len);
+	case MTLS_AGENT_PURPOSE_SSH:
+	case MTLS_AGENT_PURPOSE_SSH_SIG: return check_ssh(purpose, s, content, len, why, why_len);
+	case MTLS_AGENT_PURPOSE_CSR: return purpose_csr_check(content, len, NULL, why, why_len);
 	case MTLS_AGENT_PURPOSE_RAW_DIGEST:
+	case MTLS_AGENT_PURPOSE_PKCS11_DIGEST:
 		if (len != s->hash_len)
 			return reject(why, why_len,
 				      "raw digest length does not match the scheme's hash");
 		return 0;
 	}
 	return reject(why, why_len, "unknown purpose");
+}
+
+int
+purpose_of_tls_content(const unsigned char *c, size_t len)
+{
+	static const char ctx[] = TLS13_CLIENT_CV_CONTEXT;
+	size_t i;
+
+	if (c == NULL || len < TLS13_CV_PAD_LEN + sizeof(ctx))
+		return MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV;
+	for (i = 0; i < TLS13_CV_PAD_LEN; i++)
+		if (c[i] != 0x20)
+			return MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV;
+	/* sizeof includes the 0x00 that ends the context string. */
+	if (memcmp(c + TLS13_CV_PAD_LEN, ctx, sizeof(ctx)) != 0)
+		return MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV;
+	return MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV;
 }
 
 int

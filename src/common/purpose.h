@@ -32,6 +32,26 @@ __attribute__((warn_unused_result)) int purpose_check(int purpose, const struct 
 						      const unsigned char *content, size_t len,
 						      char *why, size_t why_len);
 
+/*
+ * What a client's whole to-be-signed data claims to be: a TLS 1.3 client
+ * CertificateVerify content is recognisable by its prefix; anything else
+ * can only be a TLS 1.2 transcript, which the agent checks and signs only
+ * where the identity allows TLS 1.2.  Used by the provider and the PKCS#11
+ * module, so both name the purpose the same way.
+ */
+int purpose_of_tls_content(const unsigned char *content, size_t len);
+
+/*
+ * The csr purpose (purpose_csr.c): content is a DER CertificationRequestInfo,
+ * version 0, printable subject, known printable extensions, no CA; with key
+ * not NULL (an EVP_PKEY) its public key must be that key.  purpose_check()
+ * checks the shape only (key NULL); the sign pipeline adds the binding.
+ */
+struct evp_pkey_st;
+__attribute__((warn_unused_result)) int purpose_csr_check(const unsigned char *content, size_t len,
+							  const struct evp_pkey_st *key, char *why,
+							  size_t why_len);
+
 /* Builds a PAM challenge into b. */
 __attribute__((warn_unused_result)) int pam_challenge_put(struct wbuf *b,
 							  const unsigned char *nonce,

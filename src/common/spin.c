@@ -70,20 +70,15 @@ spin_max_spinners(int cpus_allowed, int peer_has_own_cpu)
 }
 
 int
-spin_peer_has_own_cpu(int fd)
+spin_pid_has_own_cpu(pid_t pid)
 {
-	struct ucred cred;
-	socklen_t len = sizeof(cred);
 	cpu_set_t *mine = NULL, *peer = NULL;
 	size_t size_mine, size_peer, i;
 	int own = 0;
 
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1 || cred.pid <= 0)
+	if (pid <= 0)
 		return 0;
-	/* A pid from another pid namespace is 0 (above) or someone else's
-	 * here; at worst that someone decides, and the back-off still acts. */
-	if (get_affinity(0, &mine, &size_mine) != 0 ||
-	    get_affinity(cred.pid, &peer, &size_peer) != 0)
+	if (get_affinity(0, &mine, &size_mine) != 0 || get_affinity(pid, &peer, &size_peer) != 0)
 		goto out;
 	for (i = 0; i < size_peer * 8 && !own; i++)
 		own = CPU_ISSET_S(i, size_peer, peer) && !CPU_ISSET_S(i, size_mine, mine);
@@ -93,6 +88,29 @@ out:
 	if (peer != NULL)
 		CPU_FREE(peer);
 	return own;
+}
+
+int
+spin_peer_has_own_cpu(int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1 || cred.pid <= 0)
+		return 0;
+	/* A pid from another pid namespace is 0 (above) or someone else's
+	 * here; at worst that someone decides, and the back-off still acts. */
+	return spin_pid_has_own_cpu(cred.pid);
+}
+
+int
+spin_place_cap(struct spin_place *p, pid_t peer, unsigned long long now_us)
+{
+	if (p->next_us == 0 || now_us >= p->next_us) {
+		p->cap = spin_max_spinners(spin_cpus_allowed(0), spin_pid_has_own_cpu(peer));
+		p->next_us = now_us + SPIN_PLACE_EVERY_US;
+	}
+	return p->cap;
 }
 
 enum spin_outcome

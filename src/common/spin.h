@@ -52,9 +52,26 @@ int spin_cpus_allowed(pid_t pid);
  * we cannot (its own), where our spinning never delays it.
  */
 int spin_max_spinners(int cpus_allowed, int peer_has_own_cpu);
-/* Whether the peer connected on fd may run on a CPU this process may not
- * (its pid from SO_PEERCRED); 0 when unknown. */
+/* Whether process `pid` may run on a CPU this thread may not; 0 when
+ * unknown (pid <= 0, or its mask cannot be read). */
+int spin_pid_has_own_cpu(pid_t pid);
+/* The same for the peer connected on fd (its pid from SO_PEERCRED). */
 int spin_peer_has_own_cpu(int fd);
+
+/*
+ * spin_max_spinners() for this thread and a peer process, kept current:
+ * taskset or a cpuset may move either side at any time, and a figure from
+ * start-up (an agent started on two CPUs, then put on one with its helper)
+ * says "spin" where a spin only keeps the peer off the CPU it needs.  Re-read
+ * at most every SPIN_PLACE_EVERY_US (two sched_getaffinity calls).
+ */
+#define SPIN_PLACE_EVERY_US 1000000ULL
+struct spin_place {
+	unsigned long long next_us; /* re-read at or after this; 0: never read */
+	int cap;
+};
+/* The cap for `peer` (0: unknown) at `now_us`; the caller serialises. */
+int spin_place_cap(struct spin_place *p, pid_t peer, unsigned long long now_us);
 
 /* What a spin of `spun_us` microseconds against `budget_us` came to. */
 enum spin_outcome spin_judge(int got_data, unsigned long long spun_us, unsigned int budget_us,

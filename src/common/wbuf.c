@@ -337,3 +337,62 @@ undo:
 	b->size = save_size;
 	return r;
 }
+
+int
+wbuf_put_mpint(struct wbuf *b, const unsigned char *be, size_t len)
+{
+	unsigned char *p;
+	size_t pad;
+	int r;
+
+	while (len > 0 && be[0] == 0) {
+		be++;
+		len--;
+	}
+	pad = len > 0 && (be[0] & 0x80) != 0;
+	if (len > WBUF_SIZE_MAX - 5)
+		return MTLS_ERR_FRAME_TOO_LARGE;
+	if ((r = wbuf_reserve(b, 4 + pad + len, &p)) != 0)
+		return r;
+	p[0] = (unsigned char)((len + pad) >> 24);
+	p[1] = (unsigned char)((len + pad) >> 16);
+	p[2] = (unsigned char)((len + pad) >> 8);
+	p[3] = (unsigned char)(len + pad);
+	if (pad)
+		p[4] = 0;
+	if (len > 0)
+		memcpy(p + 4 + pad, be, len);
+	return 0;
+}
+
+int
+wbuf_get_mpint_direct(struct wbuf *b, const unsigned char **dp, size_t *lenp, size_t max)
+{
+	size_t save_off = b->off, save_size = b->size, len;
+	const unsigned char *p;
+	int r;
+
+	*dp = NULL;
+	*lenp = 0;
+	if ((r = wbuf_get_string_direct(b, &p, &len, max == 0 ? 0 : max + 1)) != 0)
+		return r;
+	/* Negative, or a zero byte that is not needed: not canonical. */
+	if ((len > 0 && (p[0] & 0x80) != 0) ||
+	    (len > 0 && p[0] == 0 && (len == 1 || (p[1] & 0x80) == 0))) {
+		b->off = save_off;
+		b->size = save_size;
+		return MTLS_ERR_BAD_REQUEST;
+	}
+	if (len > 0 && p[0] == 0) {
+		p++;
+		len--;
+	}
+	if (max != 0 && len > max) {
+		b->off = save_off;
+		b->size = save_size;
+		return MTLS_ERR_BAD_REQUEST;
+	}
+	*dp = p;
+	*lenp = len;
+	return 0;
+}

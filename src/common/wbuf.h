@@ -68,4 +68,13 @@ WUR int wbuf_get_string(struct wbuf *b, unsigned char **dp, size_t *lenp, size_t
 /* Reads a string that must not contain NUL into a new C string. */
 WUR int wbuf_get_cstring(struct wbuf *b, char **sp, size_t max);
 
+/*
+ * SSH mpint (RFC 4251 section 5) of a non-negative number given as
+ * big-endian bytes: leading zeros dropped, a zero byte added when the top
+ * bit is set.  The getter accepts only that canonical, non-negative form
+ * and points *dp at the magnitude (no leading zero; *lenp 0 for zero).
+ */
+WUR int wbuf_put_mpint(struct wbuf *b, const unsigned char *be, size_t len);
+WUR int wbuf_get_mpint_direct(struct wbuf *b, const unsigned char **dp, size_t *lenp, size_t max);
+
 #endif

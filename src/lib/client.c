@@ -46,6 +46,7 @@ struct mtls_agent {
 	struct frame_rx rx;	  /* bytes read from fd, not yet a frame */
 	char *path;		  /* where to reconnect */
 	int timeout_ms;		  /* -1: wait forever */
+	int rcvtimeo;		  /* fd is ours, blocking, with SO_RCVTIMEO timeout_ms */
 	unsigned int spin_max_us; /* busy-poll limit; 0: never */
 	unsigned int sign_us;	  /* running mean of SIGN round trips; 0: none yet */
 	int spin_cap;		  /* threads that may busy-poll at once on this agent */
@@ -176,6 +177,7 @@ drop_connection(struct mtls_agent *a)
 		close(a->fd);
 		a->fd = -1;
 	}
+	a->rcvtimeo = 0;
 	frame_rx_reset(&a->rx);
 }
 
@@ -231,9 +233,13 @@ read_reply(struct mtls_agent *a, uint8_t expect, struct wbuf *reply, int *retrie
 	uint8_t type;
 	int r;
 
-	if ((r = frame_read(a->fd, &a->rx, reply, MTLS_FRAME_MAX, a->timeout_ms, a->timeout_ms)) !=
-		0 ||
-	    (r = wbuf_get_u8(reply, &type)) != 0)
+	/* A socket of our own has the timeout as SO_RCVTIMEO (open_connection):
+	 * one blocking recv waits for the reply.  A descriptor handed in
+	 * (client_connect_fd) may be non-blocking: recv + poll. */
+	r = a->rcvtimeo
+		? frame_read_timed(a->fd, &a->rx, reply, MTLS_FRAME_MAX, a->timeout_ms)
+		: frame_read(a->fd, &a->rx, reply, MTLS_FRAME_MAX, a->timeout_ms, a->timeout_ms);
+	if (r != 0 || (r = wbuf_get_u8(reply, &type)) != 0)
 		return r;
 	if (type == expect)
 		return 0;
@@ -353,6 +359,11 @@ open_connection(struct mtls_agent *a)
 		if (e != 0)
 			goto fail;
 	}
+	if (a->timeout_ms > 0 && frame_set_rcvtimeo(fd, a->timeout_ms) != 0) {
+		e = errno;
+		goto fail;
+	}
+	a->rcvtimeo = a->timeout_ms > 0;
 	a->fd = fd;
 	a->spin_cap = spin_max_spinners(spin_cpus, spin_peer_has_own_cpu(fd));
 	a->pid = getpid();
@@ -648,6 +659,26 @@ mtls_agent_login(mtls_agent *a, const char *identity, const char *pin, int *retr
 }
 
 int
+mtls_agent_login_prompt(mtls_agent *a, const char *identity, int *retries_left)
+{
+	struct msg_login_prompt_req req = { (char *)(identity == NULL ? "" : identity) };
+	struct wbuf *b;
+	int r;
+
+	set_last_message(NULL);
+	if (retries_left != NULL)
+		*retries_left = -1;
+	if (a == NULL)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	if ((b = wbuf_new()) == NULL)
+		return MTLS_ERR_ALLOC;
+	if ((r = msg_login_prompt_req_put(b, &req)) == 0)
+		r = secret_exchange(a, b, MSG_LOGIN_PROMPT, retries_left);
+	wbuf_free(b);
+	return r;
+}
+
+int
 client_login_verify(mtls_agent *a, const char *identity, const char *pin, int *retries_left)
 {
 	return login_request(a, identity, pin, LOGIN_VERIFY, retries_left);
@@ -771,6 +802,145 @@ mtls_agent_get_status(mtls_agent *a, struct mtls_agent_status *st)
 	pthread_mutex_lock(&a->lock);
 	r = exchange(a, b, MSG_STATUS | MSG_REPLY, 1, reply, NULL);
 	if (r == 0 && (r = msg_status_resp_get(reply, st)) != 0)
+		drop_connection(a);
+	pthread_mutex_unlock(&a->lock);
+out:
+	wbuf_free(b);
+	wbuf_free(reply);
+	return r;
+}
+
+/* ---- enrollment --------------------------------------------------------- */
+
+int
+mtls_agent_key_kind_from_name(const char *name)
+{
+	static const struct {
+		const char *name;
+		int kind;
+	} kinds[] = {
+		{ "ec:p256", MTLS_AGENT_KEYGEN_EC_P256 },
+		{ "ec:p384", MTLS_AGENT_KEYGEN_EC_P384 },
+		{ "rsa:2048", MTLS_AGENT_KEYGEN_RSA_2048 },
+		{ "rsa:3072", MTLS_AGENT_KEYGEN_RSA_3072 },
+		{ "rsa:4096", MTLS_AGENT_KEYGEN_RSA_4096 },
+	};
+	size_t i;
+
+	for (i = 0; name != NULL && i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		if (strcmp(kinds[i].name, name) == 0)
+			return kinds[i].kind;
+	return 0;
+}
+
+int
+mtls_agent_keygen(mtls_agent *a, const char *token_uri, const char *label, int kind, char **name,
+		  unsigned char **spki, size_t *spki_len)
+{
+	struct msg_keygen_req req = { 0 };
+	struct msg_keygen_resp resp = { 0 };
+	struct wbuf *b = NULL, *reply = NULL;
+	int r;
+
+	set_last_message(NULL);
+	if (name != NULL)
+		*name = NULL;
+	if (spki != NULL)
+		*spki = NULL;
+	if (spki_len != NULL)
+		*spki_len = 0;
+	if (a == NULL || label == NULL || name == NULL || spki == NULL || spki_len == NULL ||
+	    kind <= 0 || kind > 255)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	req.token = (char *)(token_uri == NULL ? "" : token_uri);
+	req.label = (char *)label;
+	req.kind = (uint8_t)kind;
+	if ((b = wbuf_new()) == NULL || (reply = wbuf_new()) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = msg_keygen_req_put(b, &req)) != 0)
+		goto out;
+	/* Never sent twice: a second try would make a second key. */
+	pthread_mutex_lock(&a->lock);
+	r = exchange(a, b, MSG_KEYGEN | MSG_REPLY, 0, reply, NULL);
+	if (r == 0 && (r = msg_keygen_resp_get(reply, &resp)) != 0)
+		drop_connection(a);
+	pthread_mutex_unlock(&a->lock);
+	if (r != 0)
+		goto out;
+	*name = resp.name;
+	*spki = resp.spki;
+	*spki_len = resp.spki_len;
+	resp.name = NULL;
+	resp.spki = NULL;
+out:
+	msg_keygen_resp_clear(&resp);
+	wbuf_free(b);
+	wbuf_free(reply);
+	return r;
+}
+
+int
+mtls_agent_import_cert(mtls_agent *a, const unsigned char *der, size_t len, unsigned int flags,
+		       char **name)
+{
+	struct msg_import_req req = { 0 };
+	struct msg_import_resp resp = { 0 };
+	struct wbuf *b = NULL, *reply = NULL;
+	int r;
+
+	set_last_message(NULL);
+	if (name != NULL)
+		*name = NULL;
+	if (a == NULL || der == NULL || name == NULL || (flags & ~IMPORT_FLAGS_KNOWN) != 0)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	req.cert = (unsigned char *)der;
+	req.cert_len = len;
+	req.flags = (uint8_t)flags;
+	if ((b = wbuf_new()) == NULL || (reply = wbuf_new()) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = msg_import_req_put(b, &req)) != 0)
+		goto out;
+	pthread_mutex_lock(&a->lock);
+	r = exchange(a, b, MSG_IMPORT_CERT | MSG_REPLY, 0, reply, NULL);
+	if (r == 0 && (r = msg_import_resp_get(reply, &resp)) != 0)
+		drop_connection(a);
+	pthread_mutex_unlock(&a->lock);
+	if (r != 0)
+		goto out;
+	*name = resp.name;
+	resp.name = NULL;
+out:
+	msg_import_resp_clear(&resp);
+	wbuf_free(b);
+	wbuf_free(reply);
+	return r;
+}
+
+int
+mtls_agent_delete_key(mtls_agent *a, const char *name, unsigned int flags)
+{
+	struct msg_delete_key_req req = { 0 };
+	struct wbuf *b = NULL, *reply = NULL;
+	int r;
+
+	set_last_message(NULL);
+	if (a == NULL || name == NULL || (flags & ~DELETE_FLAGS_KNOWN) != 0)
+		return MTLS_ERR_INVALID_ARGUMENT;
+	req.identity = (char *)name;
+	req.flags = (uint8_t)flags;
+	if ((b = wbuf_new()) == NULL || (reply = wbuf_new()) == NULL) {
+		r = MTLS_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = msg_delete_key_req_put(b, &req)) != 0)
+		goto out;
+	pthread_mutex_lock(&a->lock);
+	r = exchange(a, b, MSG_DELETE_KEY | MSG_REPLY, 0, reply, NULL);
+	if (r == 0 && (r = msg_empty_get(reply)) != 0)
 		drop_connection(a);
 	pthread_mutex_unlock(&a->lock);
 out:

@@ -45,6 +45,15 @@ static const OSSL_ALGORITHM store_algs[] = { { PROV_URI_SCHEME, "provider=" PROV
 					       "identities of a running mtls-agent" },
 					     { NULL, NULL, NULL, NULL } };
 
+/* Key files: PEM in, an agent-backed key of the decoder's type out. */
+static const OSSL_ALGORITHM decoder_algs[] = {
+	{ "RSA:rsaEncryption", "provider=" PROV_NAME ",input=pem", prov_rsa_decoder_functions,
+	  "mtls-agent key file (RSA identity)" },
+	{ "EC:id-ecPublicKey", "provider=" PROV_NAME ",input=pem", prov_ec_decoder_functions,
+	  "mtls-agent key file (EC identity)" },
+	{ NULL, NULL, NULL, NULL }
+};
+
 /* Reason strings, filled once: the agent's texts come from strerror. */
 static OSSL_ITEM reason_strings[-MTLS_ERR_LAST_ + (PROV_R_MAX_ - PROV_R_NOT_AGENT_KEY) + 1];
 static pthread_once_t reason_once = PTHREAD_ONCE_INIT;
@@ -111,6 +120,7 @@ query_operation(void *provctx, int operation_id, int *no_cache)
 	case OSSL_OP_KEYMGMT: return keymgmt_algs;
 	case OSSL_OP_SIGNATURE: return signature_algs;
 	case OSSL_OP_STORE: return store_algs;
+	case OSSL_OP_DECODER: return decoder_algs;
 	}
 	return NULL;
 }
@@ -202,6 +212,7 @@ mtls_agent_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in
 		case OSSL_FUNC_CORE_VSET_ERROR:
 			p->vset_error = OSSL_FUNC_core_vset_error(in);
 			break;
+		case OSSL_FUNC_BIO_READ_EX: p->bio_read_ex = OSSL_FUNC_BIO_read_ex(in); break;
 		}
 	}
 	/*

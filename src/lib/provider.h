@@ -63,6 +63,7 @@ struct prov_ctx {
 	OSSL_FUNC_core_new_error_fn *new_error;
 	OSSL_FUNC_core_set_error_debug_fn *set_error_debug;
 	OSSL_FUNC_core_vset_error_fn *vset_error;
+	OSSL_FUNC_BIO_read_ex_fn *bio_read_ex; /* the decoder reads key files */
 };
 
 #define AGENT_KEY_MAGIC	   0x6d746c73U /* "mtls" */
@@ -153,5 +154,8 @@ extern const OSSL_DISPATCH prov_ec_keymgmt_functions[];
 extern const OSSL_DISPATCH prov_rsa_signature_functions[];
 extern const OSSL_DISPATCH prov_ecdsa_signature_functions[];
 extern const OSSL_DISPATCH prov_store_functions[];
+/* Key files ("MTLS AGENT KEY" PEM blocks), provider_decoder.c. */
+extern const OSSL_DISPATCH prov_rsa_decoder_functions[];
+extern const OSSL_DISPATCH prov_ec_decoder_functions[];
 
 #endif

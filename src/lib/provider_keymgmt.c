@@ -90,11 +90,20 @@ agent_key_from_identity(struct prov_ctx *p, const struct mtls_agent_identity *id
 	    (k->identity = strdup(id->name)) == NULL ||
 	    (socket != NULL && (k->socket = strdup(socket)) == NULL))
 		goto out;
-	/* The public key comes from the certificate the agent offers. */
+	/* The public key comes from the certificate the agent offers, or for
+	 * a key with no certificate yet from the public key it lists. */
 	*err = MTLS_ERR_CERT_INVALID;
-	if ((x = prov_cert_from_der(p->libctx, id->cert_der, id->cert_der_len)) == NULL ||
-	    (k->pub = X509_get_pubkey(x)) == NULL)
+	if (id->cert_der == NULL && id->spki_der != NULL) {
+		const unsigned char *sp = id->spki_der;
+
+		if ((k->pub = d2i_PUBKEY_ex(NULL, &sp, (long)id->spki_der_len, p->libctx,
+					    PROV_INTERNAL_PROPQ)) == NULL ||
+		    sp != id->spki_der + id->spki_der_len)
+			goto out;
+	} else if ((x = prov_cert_from_der(p->libctx, id->cert_der, id->cert_der_len)) == NULL ||
+		   (k->pub = X509_get_pubkey(x)) == NULL) {
 		goto out;
+	}
 	want = id->key_type == MTLS_AGENT_KEY_RSA ? "RSA" : "EC";
 	if (!EVP_PKEY_is_a(k->pub, want)) {
 		*err = MTLS_ERR_UNSUPPORTED_SCHEME;

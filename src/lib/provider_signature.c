@@ -6,7 +6,8 @@
  * request.  The agent hashes it itself after checking that it is what the
  * request's purpose says (a TLS 1.3 CertificateVerify content with its
  * context string, or a TLS 1.2 handshake transcript), so a signature over
- * anything else is refused by the agent, not by us.  The TLS
+ * anything else is refused by the agent, not by us (a certificate request
+ * is sent as `csr`; a TBSCertificate we refuse ourselves).  The TLS
  * SignatureScheme follows from the key type, the digest and the RSA
  * padding libssl sets.
  */
@@ -17,13 +18,16 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/asn1.h>
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/crypto.h>
 #include <openssl/params.h>
 #include <openssl/rsa.h>
 
 #include "mtls-agent.h"
 #include "provider.h"
+#include "purpose.h"
 
 #define SALT_UNSET (-100)
 
@@ -301,26 +305,47 @@ scheme_for(struct sig_ctx *c)
 }
 
 /*
- * What the content claims to be.  A TLS 1.3 client CertificateVerify
- * content is recognisable by its prefix; anything else can only be a TLS
- * 1.2 transcript, which the agent checks and signs only for identities
- * whose policy allows TLS 1.2.
+ * An X.509 structure to be signed: one DER SEQUENCE spanning the content
+ * (read with OpenSSL's ASN1_get_object).  Returns 2 for a TBSCertificate
+ * (v3: the [0] version first; v1: serial, AlgorithmIdentifier), 1 for
+ * anything else of that
+ * shape (a certificate request, claimed as `csr`: the agent parses and
+ * checks it), 0 for content that is no DER SEQUENCE.
  */
 static int
-purpose_for(const unsigned char *c, size_t len)
+asn1_item_kind(const unsigned char *c, size_t len)
 {
-	static const char ctx_string[] = "TLS 1.3, client CertificateVerify";
-	size_t i;
+	const unsigned char *p = c;
+	long l, l2;
+	int tag, cls, tag2, cls2, ret;
 
-	if (len < 64 + sizeof(ctx_string))
-		return MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV;
-	for (i = 0; i < 64; i++)
-		if (c[i] != 0x20)
-			return MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV;
-	/* sizeof includes the 0x00 that ends the context string. */
-	if (memcmp(c + 64, ctx_string, sizeof(ctx_string)) != 0)
-		return MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV;
-	return MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV;
+	if (len < 2 || len > 0x7fffffff || c[0] != 0x30)
+		return 0;
+	ret = ASN1_get_object(&p, &l, &tag, &cls, (long)len);
+	if ((ret & 0x80) || tag != V_ASN1_SEQUENCE || cls != V_ASN1_UNIVERSAL || p + l != c + len) {
+		ERR_clear_error();
+		return 0;
+	}
+	ret = ASN1_get_object(&p, &l2, &tag2, &cls2, l);
+	if (ret & 0x80) {
+		ERR_clear_error();
+		return 0;
+	}
+	if (cls2 == V_ASN1_CONTEXT_SPECIFIC && tag2 == 0)
+		return 2; /* TBSCertificate v2/v3: [0] version */
+	/* A v1 TBSCertificate: serial, then an AlgorithmIdentifier (its first
+	 * element an OID) where a request has its subject Name (a SET). */
+	if (tag2 != V_ASN1_INTEGER || l2 > c + len - p)
+		return 1;
+	p += l2;
+	ret = ASN1_get_object(&p, &l2, &tag2, &cls2, (long)(c + len - p));
+	if ((ret & 0x80) || tag2 != V_ASN1_SEQUENCE) {
+		ERR_clear_error();
+		return 1;
+	}
+	ret = ASN1_get_object(&p, &l, &tag, &cls, l2);
+	ERR_clear_error();
+	return !(ret & 0x80) && tag == V_ASN1_OBJECT && cls == V_ASN1_UNIVERSAL ? 2 : 1;
 }
 
 static int
@@ -330,7 +355,7 @@ digest_sign_final(void *ctx, unsigned char *sig, size_t *siglen, size_t sigsize)
 	unsigned char *s = NULL;
 	size_t s_len = 0;
 	uint16_t scheme;
-	int r, ok = 0;
+	int r, ok = 0, purpose;
 
 	if (c->key == NULL)
 		return 0;
@@ -340,7 +365,18 @@ digest_sign_final(void *ctx, unsigned char *sig, size_t *siglen, size_t sigsize)
 	}
 	if ((scheme = scheme_for(c)) == 0)
 		goto out;
-	r = agent_key_sign(c->key, scheme, purpose_for(c->buf, c->len), c->buf, c->len, &s, &s_len);
+	/* `openssl x509 -req -CAkey mtls-agent:...`: refused here, with the
+	 * reason, before anything reaches the agent. */
+	if (asn1_item_kind(c->buf, c->len) == 2) {
+		PROV_RAISE(c->prov, PROV_R_OPERATION_UNSUPPORTED,
+			   "%s: the agent signs no certificates (an agent key is not a CA key)",
+			   c->key->identity);
+		goto out;
+	}
+	/* A certificate request (a DER SEQUENCE) goes as csr, the rest as TLS. */
+	purpose = asn1_item_kind(c->buf, c->len) != 0 ? MTLS_AGENT_PURPOSE_CSR
+						      : purpose_of_tls_content(c->buf, c->len);
+	r = agent_key_sign(c->key, scheme, purpose, c->buf, c->len, &s, &s_len);
 	if (r != 0) {
 		PROV_RAISE_AGENT(c->prov, r, c->key->identity);
 		goto out;

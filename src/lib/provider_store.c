@@ -172,8 +172,17 @@ store_load(void *ctx, OSSL_CALLBACK *object_cb, void *object_cbarg, OSSL_PASSPHR
 	while (s->idx < s->n) {
 		id = &s->ids[s->idx];
 		step = s->step++;
+		/* A key enrollment made, with no certificate yet: the key only
+		 * (its public key as the agent lists it); an agent from before
+		 * lists none, and the key cannot be used. */
+		if (s->name != NULL && strcmp(id->name, s->name) == 0 && id->cert_der == NULL &&
+		    id->spki_der == NULL && step == 0)
+			PROV_RAISE(s->prov, PROV_R_BAD_CERTIFICATE,
+				   "%s has no certificate and the agent lists no public key for it",
+				   id->name);
 		if ((s->name != NULL && strcmp(id->name, s->name) != 0) ||
-		    step >= 2 + id->n_chain || id->cert_der == NULL) {
+		    step >= 2 + id->n_chain ||
+		    (id->cert_der == NULL && (id->spki_der == NULL || step > 0))) {
 			s->idx++;
 			s->step = 0;
 			continue;

@@ -13,6 +13,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <malloc.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -26,6 +28,7 @@
 
 #include "log.h"
 #include "p11.h"
+#include "spin.h"
 
 #define CHANNELS_MAX 64
 #define FIRST_FD     3
@@ -60,6 +63,51 @@ is_socket(int fd)
 	struct stat st;
 
 	return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+/*
+ * Starts each channel's thread when its first request (or EOF) arrives:
+ * the agent takes the lowest free channel, so with few clients most of the
+ * K channels are never used, and a thread costs its stack pages and, once
+ * it allocates, malloc state.  Returns once every thread is started, -1 if
+ * one could not be.
+ */
+static int
+start_channels(struct p11_channel *ch, pthread_t *th, pthread_attr_t *attr, int k)
+{
+	struct pollfd *pfd;
+	int i, n, left = k, r = -1;
+
+	if ((pfd = calloc((size_t)k, sizeof(*pfd))) == NULL)
+		return -1;
+	for (i = 0; i < k; i++) {
+		pfd[i].fd = ch[i].fd;
+		pfd[i].events = POLLIN;
+	}
+	while (left > 0) {
+		if ((n = poll(pfd, (nfds_t)k, -1)) < 0) {
+			if (errno == EINTR)
+				continue;
+			error("poll: %s", strerror(errno));
+			goto out;
+		}
+		for (i = 0; i < k && n > 0; i++) {
+			if (pfd[i].fd < 0 || pfd[i].revents == 0)
+				continue;
+			n--;
+			/* Negative: poll() skips it from now on. */
+			pfd[i].fd = -1;
+			left--;
+			if (pthread_create(&th[i], attr, p11_serve, &ch[i]) != 0) {
+				error("cannot start channel thread");
+				goto out;
+			}
+		}
+	}
+	r = 0;
+out:
+	free(pfd);
+	return r;
 }
 
 static int
@@ -108,17 +156,22 @@ main(int argc, char **argv)
 		error("%s", err);
 		return 1;
 	}
+	/*
+	 * One malloc arena per CPU we may use, not glibc's eight per core:
+	 * each of the K channel threads would otherwise get an arena of its
+	 * own (4 KiB idle, 50-100 KiB once it has signed), and at most one
+	 * thread per CPU allocates at a time anyway.
+	 */
+	(void)mallopt(M_ARENA_MAX, spin_cpus_allowed(0));
 	if ((ch = calloc(k, sizeof(*ch))) == NULL || (th = calloc(k, sizeof(*th))) == NULL ||
 	    pthread_attr_init(&attr) != 0 || pthread_attr_setstacksize(&attr, 256 * 1024) != 0)
 		goto out;
 	for (i = 0; i < (int)k; i++) {
 		ch[i].st = &st;
 		ch[i].fd = FIRST_FD + i;
-		if (pthread_create(&th[i], &attr, p11_serve, &ch[i]) != 0) {
-			error("cannot start channel thread");
-			goto out;
-		}
 	}
+	if (start_channels(ch, th, &attr, (int)k) != 0)
+		goto out;
 	for (i = 0; i < (int)k; i++)
 		(void)pthread_join(th[i], NULL);
 	rc = 0;

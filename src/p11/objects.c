@@ -232,3 +232,10 @@ p11_objects(struct p11_channel *ch, CK_SLOT_ID slot, struct msg_p11_objects_resp
 	}
 	return 0;
 }
+
+int
+p11_get_attr(struct p11_channel *ch, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
+	     CK_ATTRIBUTE_TYPE type, unsigned char **vp, size_t *lenp, size_t max)
+{
+	return get_attr(ch, s, o, type, vp, lenp, max);
+}

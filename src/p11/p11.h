@@ -9,6 +9,8 @@
  *   objects.c  TOKENS (fresh CK_TOKEN_INFO) and OBJECTS (discovery)
  *   login.c    LOGIN / LOGOUT / SET_PIN, the per-slot login session
  *   sign.c     SIGN: C_SignInit + C_Sign on the channel's own session
+ *   keygen.c   KEYGEN (C_GenerateKeyPair), IMPORT_CERT (C_CreateObject),
+ *              DELETE (C_DestroyObject)
  *
  * Nothing here decides policy: the agent does.  The helper refuses what
  * is malformed and passes the module's answers on.
@@ -96,6 +98,17 @@ void p11_channel_drop(struct p11_channel *ch, CK_SLOT_ID slot);
 
 WUR int p11_sign(struct p11_channel *ch, const struct msg_p11_sign_req *req, unsigned char *sig,
 		 size_t *sig_len, struct p11_fail *fail);
+
+/* One attribute into a fresh buffer (NULL/0 if the object has none). */
+WUR int p11_get_attr(struct p11_channel *ch, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
+		     CK_ATTRIBUTE_TYPE type, unsigned char **vp, size_t *lenp, size_t max);
+
+WUR int p11_keygen(struct p11_channel *ch, const struct msg_p11_keygen_req *req,
+		   struct p11_object *out, struct p11_fail *fail);
+WUR int p11_import_cert(struct p11_channel *ch, const struct msg_p11_import_req *req,
+			struct p11_fail *fail);
+WUR int p11_delete(struct p11_channel *ch, const struct msg_p11_delete_req *req,
+		   struct p11_fail *fail);
 
 /* Serves one channel until the agent closes it. */
 void *p11_serve(void *channel);

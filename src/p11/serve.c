@@ -132,6 +132,43 @@ do_pin(struct p11_channel *ch, uint8_t type, struct wbuf *in, struct wbuf *out,
 }
 
 static int
+do_enroll(struct p11_channel *ch, uint8_t type, struct wbuf *in, struct wbuf *out,
+	  struct p11_fail *fail)
+{
+	struct msg_p11_keygen_req kr;
+	struct msg_p11_import_req ir;
+	struct msg_p11_delete_req dr;
+	struct p11_object o;
+	int r;
+
+	if (type == P11_KEYGEN) {
+		if ((r = msg_p11_keygen_req_get(in, &kr)) != 0)
+			return r;
+		r = fits(kr.slot) ? p11_keygen(ch, &kr, &o, fail) : MTLS_ERR_BAD_REQUEST;
+		msg_p11_keygen_req_clear(&kr);
+		if (r == 0) {
+			r = msg_p11_keygen_resp_put(out, &o);
+			msg_p11_object_clear(&o);
+		}
+		return r;
+	}
+	if (type == P11_DELETE) {
+		if ((r = msg_p11_delete_req_get(in, &dr)) != 0)
+			return r;
+		r = fits(dr.slot) ? p11_delete(ch, &dr, fail) : MTLS_ERR_BAD_REQUEST;
+		msg_p11_delete_req_clear(&dr);
+		return r == 0 ? wbuf_put_u8(out, P11_DELETE | MSG_REPLY) : r;
+	}
+	if ((r = msg_p11_import_req_get(in, &ir)) != 0)
+		return r;
+	r = fits(ir.slot) ? p11_import_cert(ch, &ir, fail) : MTLS_ERR_BAD_REQUEST;
+	msg_p11_import_req_clear(&ir);
+	if (r == 0)
+		r = wbuf_put_u8(out, P11_IMPORT_CERT | MSG_REPLY);
+	return r;
+}
+
+static int
 dispatch(struct p11_channel *ch, struct wbuf *in, struct wbuf *out, struct p11_fail *fail)
 {
 	struct msg_p11_tokens_resp toks;
@@ -152,6 +189,9 @@ dispatch(struct p11_channel *ch, struct wbuf *in, struct wbuf *out, struct p11_f
 	case P11_LOGOUT: return do_slot_req(ch, type, in, out, fail);
 	case P11_LOGIN:
 	case P11_SET_PIN: return do_pin(ch, type, in, out, fail);
+	case P11_KEYGEN:
+	case P11_IMPORT_CERT:
+	case P11_DELETE: return do_enroll(ch, type, in, out, fail);
 	default: return MTLS_ERR_UNSUPPORTED_MESSAGE;
 	}
 }

@@ -34,7 +34,7 @@ fail() {
 }
 
 # 1. --help / -h of every subcommand, with no agent anywhere.
-for sub in list login logout status change-pin unblock-pin lock unlock sign connect; do
+for sub in list login logout status change-pin unblock-pin lock unlock sign connect ssh-pubkey key-file; do
 	for h in --help -h; do
 		out=$(MTLS_AGENT_SOCK=$T/none.sock "$CTL" "$sub" $h 2>"$T/err")
 		rc=$?

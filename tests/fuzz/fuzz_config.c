@@ -16,7 +16,8 @@
 
 #define ALL_PURPOSES                                                                               \
 	((1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV) | (1U << MTLS_AGENT_PURPOSE_PAM_CHALLENGE) |   \
-	 (1U << MTLS_AGENT_PURPOSE_RAW_DIGEST) | (1U << MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV))
+	 (1U << MTLS_AGENT_PURPOSE_RAW_DIGEST) | (1U << MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV) |      \
+	 (1U << MTLS_AGENT_PURPOSE_SSH) | (1U << MTLS_AGENT_PURPOSE_SSH_SIG))
 
 struct text {
 	char *s;
@@ -71,6 +72,8 @@ add_purposes(struct text *t, uint32_t bits)
 		{ MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, "tls12" },
 		{ MTLS_AGENT_PURPOSE_PAM_CHALLENGE, "pam" },
 		{ MTLS_AGENT_PURPOSE_RAW_DIGEST, "raw-digest" },
+		{ MTLS_AGENT_PURPOSE_SSH, "ssh" },
+		{ MTLS_AGENT_PURPOSE_SSH_SIG, "ssh-sig" },
 	};
 	const char *sep = "";
 	size_t i;
@@ -96,6 +99,10 @@ write_config(const struct config *c)
 
 	add(&t, "");
 	add_kv(&t, "socket", c->socket_path);
+	if (c->ssh_socket_off)
+		add_kv(&t, "ssh-socket", "off");
+	else
+		add_kv(&t, "ssh-socket", c->ssh_socket);
 	add_kv(&t, "module", c->module);
 	add_kv(&t, "token", c->token_uri);
 	add_purposes(&t, c->default_purposes);
@@ -133,6 +140,10 @@ write_config(const struct config *c)
 		add_kv(&t, "idle-logout", num);
 		snprintf(num, sizeof(num), "%u", c->identities[i].rate_limit);
 		add_kv(&t, "rate-limit", num);
+		add_kv(&t, "ssh-sig-namespaces", c->identities[i].ssh_sig_namespaces);
+		add_kv(&t, "ssh-destinations", c->identities[i].ssh_destinations);
+		add_kv(&t, "ssh-forwarding", c->identities[i].ssh_forwarding ? "yes" : "no");
+		add_kv(&t, "ssh-certificate", c->identities[i].ssh_certificate);
 		if (c->identities[i].n_peers > 0) {
 			const char *sep = "";
 			size_t k;
@@ -172,6 +183,8 @@ check_same(const struct config *a, const struct config *b)
 	size_t i;
 
 	FUZZ_CHECK(streq(a->socket_path, b->socket_path));
+	FUZZ_CHECK(streq(a->ssh_socket, b->ssh_socket));
+	FUZZ_CHECK(a->ssh_socket_off == b->ssh_socket_off);
 	FUZZ_CHECK(streq(a->module, b->module));
 	FUZZ_CHECK(streq(a->token_uri, b->token_uri));
 	FUZZ_CHECK(a->default_purposes == b->default_purposes);
@@ -196,6 +209,13 @@ check_same(const struct config *a, const struct config *b)
 		FUZZ_CHECK(a->identities[i].lifetime == b->identities[i].lifetime);
 		FUZZ_CHECK(a->identities[i].idle_logout == b->identities[i].idle_logout);
 		FUZZ_CHECK(a->identities[i].rate_limit == b->identities[i].rate_limit);
+		FUZZ_CHECK(streq(a->identities[i].ssh_sig_namespaces,
+				 b->identities[i].ssh_sig_namespaces));
+		FUZZ_CHECK(
+		    streq(a->identities[i].ssh_destinations, b->identities[i].ssh_destinations));
+		FUZZ_CHECK(a->identities[i].ssh_forwarding == b->identities[i].ssh_forwarding);
+		FUZZ_CHECK(
+		    streq(a->identities[i].ssh_certificate, b->identities[i].ssh_certificate));
 		FUZZ_CHECK(a->identities[i].n_peers == b->identities[i].n_peers);
 		for (size_t k = 0; k < a->identities[i].n_peers; k++) {
 			FUZZ_CHECK(a->identities[i].peers[k].kind ==

@@ -263,6 +263,26 @@ fuzz_logout_req(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
 }
 
 static void
+fuzz_login_prompt_req(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
+{
+	struct msg_login_prompt_req m, m2;
+	struct wbuf *b;
+
+	if (msg_login_prompt_req_get(in, &m) != 0) {
+		FUZZ_CHECK(m.identity == NULL);
+		return;
+	}
+	FUZZ_CHECK(msg_login_prompt_req_put(enc, &m) == 0);
+	check_same_bytes(enc, d, n);
+	b = reparse(enc, MSG_LOGIN_PROMPT);
+	FUZZ_CHECK(msg_login_prompt_req_get(b, &m2) == 0);
+	FUZZ_CHECK(streq(m2.identity, m.identity));
+	msg_login_prompt_req_clear(&m2);
+	msg_login_prompt_req_clear(&m);
+	wbuf_free(b);
+}
+
+static void
 fuzz_status_resp(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
 {
 	struct mtls_agent_status m, m2;
@@ -332,6 +352,77 @@ fuzz_empty(struct wbuf *in, uint8_t type, size_t n)
 	wbuf_free(enc);
 }
 
+static void
+fuzz_keygen_req(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
+{
+	struct msg_keygen_req m;
+
+	if (msg_keygen_req_get(in, &m) != 0) {
+		FUZZ_CHECK(m.token == NULL && m.label == NULL);
+		return;
+	}
+	FUZZ_CHECK(msg_keygen_req_put(enc, &m) == 0);
+	check_same_bytes(enc, d, n);
+	msg_keygen_req_clear(&m);
+}
+
+static void
+fuzz_keygen_resp(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
+{
+	struct msg_keygen_resp m;
+
+	if (msg_keygen_resp_get(in, &m) != 0) {
+		FUZZ_CHECK(m.name == NULL && m.spki == NULL && m.key_id == NULL);
+		return;
+	}
+	FUZZ_CHECK(m.spki_len > 0 && m.spki_len <= MTLS_SPKI_MAX);
+	FUZZ_CHECK(msg_keygen_resp_put(enc, &m) == 0);
+	check_same_bytes(enc, d, n);
+	msg_keygen_resp_clear(&m);
+}
+
+static void
+fuzz_import_req(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
+{
+	struct msg_import_req m;
+
+	if (msg_import_req_get(in, &m) != 0) {
+		FUZZ_CHECK(m.cert == NULL);
+		return;
+	}
+	FUZZ_CHECK(msg_import_req_put(enc, &m) == 0);
+	check_same_bytes(enc, d, n);
+	msg_import_req_clear(&m);
+}
+
+static void
+fuzz_import_resp(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
+{
+	struct msg_import_resp m;
+
+	if (msg_import_resp_get(in, &m) != 0) {
+		FUZZ_CHECK(m.name == NULL);
+		return;
+	}
+	FUZZ_CHECK(msg_import_resp_put(enc, &m) == 0);
+	check_same_bytes(enc, d, n);
+	msg_import_resp_clear(&m);
+}
+
+static void
+fuzz_delete_key_req(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
+{
+	struct msg_delete_key_req m;
+
+	if (msg_delete_key_req_get(in, &m) != 0) {
+		FUZZ_CHECK(m.identity == NULL);
+		return;
+	}
+	FUZZ_CHECK(msg_delete_key_req_put(enc, &m) == 0);
+	check_same_bytes(enc, d, n);
+	msg_delete_key_req_clear(&m);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -353,12 +444,20 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case MSG_LOGIN: fuzz_login_req(in, enc, data, size); break;
 	case MSG_SET_PIN: fuzz_set_pin_req(in, enc, data, size); break;
 	case MSG_LOGOUT: fuzz_logout_req(in, enc, data, size); break;
+	case MSG_LOGIN_PROMPT: fuzz_login_prompt_req(in, enc, data, size); break;
 	case MSG_STATUS | MSG_REPLY: fuzz_status_resp(in, enc, data, size); break;
 	case MSG_ERROR: fuzz_error(in, enc, data, size); break;
+	case MSG_KEYGEN: fuzz_keygen_req(in, enc, data, size); break;
+	case MSG_KEYGEN | MSG_REPLY: fuzz_keygen_resp(in, enc, data, size); break;
+	case MSG_IMPORT_CERT: fuzz_import_req(in, enc, data, size); break;
+	case MSG_IMPORT_CERT | MSG_REPLY: fuzz_import_resp(in, enc, data, size); break;
+	case MSG_DELETE_KEY: fuzz_delete_key_req(in, enc, data, size); break;
+	case MSG_DELETE_KEY | MSG_REPLY: fuzz_empty(in, type, size); break;
 	case MSG_LIST:
 	case MSG_STATUS:
 	case MSG_LOGIN | MSG_REPLY:
 	case MSG_LOGOUT | MSG_REPLY:
+	case MSG_LOGIN_PROMPT | MSG_REPLY:
 	case MSG_SET_PIN | MSG_REPLY: fuzz_empty(in, type, size); break;
 	}
 	wbuf_free(enc);

@@ -133,6 +133,66 @@ fuzz_error(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
 	msg_p11_error_clear(&m);
 }
 
+static void
+fuzz_keygen(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
+{
+	struct msg_p11_keygen_req m;
+
+	if (msg_p11_keygen_req_get(in, &m) != 0) {
+		FUZZ_CHECK(m.label == NULL);
+		return;
+	}
+	FUZZ_CHECK(m.kind >= MTLS_AGENT_KEYGEN_EC_P256 && m.kind <= MTLS_AGENT_KEYGEN_RSA_4096);
+	FUZZ_CHECK(msg_p11_keygen_req_put(enc, &m) == 0);
+	same_bytes(enc, d, n);
+	msg_p11_keygen_req_clear(&m);
+}
+
+static void
+fuzz_keygen_resp(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
+{
+	struct p11_object o;
+
+	if (msg_p11_keygen_resp_get(in, &o) != 0) {
+		FUZZ_CHECK(o.id == NULL && o.a == NULL && o.b == NULL && o.label == NULL);
+		return;
+	}
+	FUZZ_CHECK(o.a_len > 0 && o.b_len > 0 && o.id_len > 0);
+	FUZZ_CHECK(msg_p11_keygen_resp_put(enc, &o) == 0);
+	same_bytes(enc, d, n);
+	msg_p11_object_clear(&o);
+}
+
+static void
+fuzz_import(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
+{
+	struct msg_p11_import_req m;
+
+	if (msg_p11_import_req_get(in, &m) != 0) {
+		FUZZ_CHECK(m.cert == NULL && m.id == NULL && m.subject == NULL);
+		return;
+	}
+	FUZZ_CHECK(m.cert_len > 0 && m.cert_len <= MTLS_CERT_MAX);
+	FUZZ_CHECK(msg_p11_import_req_put(enc, &m) == 0);
+	same_bytes(enc, d, n);
+	msg_p11_import_req_clear(&m);
+}
+
+static void
+fuzz_delete(struct wbuf *in, struct wbuf *enc, const uint8_t *d, size_t n)
+{
+	struct msg_p11_delete_req m;
+
+	if (msg_p11_delete_req_get(in, &m) != 0) {
+		FUZZ_CHECK(m.id == NULL);
+		return;
+	}
+	FUZZ_CHECK(m.id_len > 0);
+	FUZZ_CHECK(msg_p11_delete_req_put(enc, &m) == 0);
+	same_bytes(enc, d, n);
+	msg_p11_delete_req_clear(&m);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -154,6 +214,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case P11_SIGN: fuzz_sign(in, enc, data, size); break;
 	case P11_SIGN | MSG_REPLY: fuzz_sign_resp(in, enc, data, size); break;
 	case P11_ERROR: fuzz_error(in, enc, data, size); break;
+	case P11_KEYGEN: fuzz_keygen(in, enc, data, size); break;
+	case P11_KEYGEN | MSG_REPLY: fuzz_keygen_resp(in, enc, data, size); break;
+	case P11_IMPORT_CERT: fuzz_import(in, enc, data, size); break;
+	case P11_DELETE: fuzz_delete(in, enc, data, size); break;
 	}
 	wbuf_free(enc);
 	wbuf_free(in);

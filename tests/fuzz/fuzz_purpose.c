@@ -137,7 +137,8 @@ static const int purposes[] = {
 	MTLS_AGENT_PURPOSE_PAM_CHALLENGE,
 	MTLS_AGENT_PURPOSE_RAW_DIGEST,
 	MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV,
-	5,
+	/* The SSH purposes (5, 6) have their own target, fuzz_msg_ssh. */
+	31,
 	255,
 };
 

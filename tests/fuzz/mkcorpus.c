@@ -296,6 +296,7 @@ main(int argc, char **argv)
 	struct msg_sign_resp sresp = { sig, sizeof(sig) };
 	struct msg_login_req login = { S("p256"), S("123456"), 0 };
 	struct msg_logout_req logout = { S("") };
+	struct msg_login_prompt_req login_prompt = { S("p256") };
 	struct msg_set_pin_req setpin = { S(""), SET_PIN_CHANGE, S("123456"), S("654321") };
 	struct msg_error err = { MTLS_ERR_PIN_INCORRECT, 2, S("incorrect PIN") };
 	struct wbuf *b, *frames[3];
@@ -379,6 +380,7 @@ main(int argc, char **argv)
 	login.flags = LOGIN_VERIFY;
 	write_buf("fuzz_msg", "login_req_verify", b, msg_login_req_put(b, &login));
 	write_buf("fuzz_msg", "logout_req", b, msg_logout_req_put(b, &logout));
+	write_buf("fuzz_msg", "login_prompt_req", b, msg_login_prompt_req_put(b, &login_prompt));
 	write_buf("fuzz_msg", "set_pin_change", b, msg_set_pin_req_put(b, &setpin));
 	setpin.mode = SET_PIN_UNBLOCK;
 	setpin.old_pin = S("12345678");

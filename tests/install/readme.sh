@@ -8,7 +8,10 @@
 #      installed mtls-agent, mtls-agentctl and provider, against a SoftHSM2
 #      fixture token reached through the agent's default module (no -M:
 #      p11-kit's registry, which lists SoftHSM2);
-#   2. runs the login snippet etc/pam.d/mtls-agent-login.example with the
+#   2. runs the commands of README.md's "SSH and git with the same card"
+#      block the same way, with the installed agent's SSH socket, against
+#      an sshd started here on 127.0.0.1 and a fresh git repository;
+#   3. runs the login snippet etc/pam.d/mtls-agent-login.example with the
 #      installed pam_mtls_agent.so under pamtester (pam_wrapper and
 #      nss_wrapper: no real account or /etc/pam.d file is touched).
 #
@@ -27,6 +30,14 @@
 #   - in README's commands: service.example:8443, the README's example
 #     service, becomes localhost:PORT, an openssl s_server that requires a
 #     client certificate from the fixture CA (ca.pem);
+#   - in README's SSH commands: `ssh user@host` becomes `ssh -F CONFIG
+#     USER@host`, CONFIG naming the sshd's loopback port and its
+#     known_hosts, USER the user running the test; the agent of part 1 is
+#     stopped first (the second block starts its own), the identity
+#     "mycard" is also allowed ssh and ssh-sig, and what `ssh-add -L`
+#     printed becomes the sshd's authorized_keys (what its comment says to
+#     do with it); the git command runs in a new repository with one
+#     staged file;
 #   - in the PAM snippet: the bare module name becomes the installed
 #     module's path (libpam looks in its own directory only), the CA and
 #     CRL paths become the fixture's, and socket= is added (the snippet
@@ -46,7 +57,9 @@ fi
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/mtls-readme.XXXXXX") || exit 99
 SERVER_PID=
+SSHD_PID=
 cleanup() {
+	[ -n "$SSHD_PID" ] && kill -TERM "$SSHD_PID" 2>/dev/null
 	[ -n "${MTLS_AGENT_PID:-}" ] && kill -TERM "$MTLS_AGENT_PID" 2>/dev/null
 	[ -n "$SERVER_PID" ] && kill -TERM "$SERVER_PID" 2>/dev/null
 	sleep 0.3
@@ -162,6 +175,91 @@ done 3<"$T/commands"
 [ "$n" -ge 5 ] || fail "only $n commands found in README.md"
 echo "$prog: the $n README commands ran as written"
 cd "$T" || exit 99
+
+# --- the README's SSH commands ---------------------------------------------
+SSHD=$(command -v sshd || echo /usr/sbin/sshd)
+if [ ! -x "$SSHD" ] || ! command -v ssh >/dev/null || ! command -v git >/dev/null; then
+	[ "${CI:-}" = true ] && fail "sshd, ssh or git is not installed (openssh-server, git)"
+	echo "$prog: sshd, ssh or git not installed: the SSH commands are skipped"
+else
+	kill -TERM "$MTLS_AGENT_PID"
+	for _ in $(seq 1 50); do kill -0 "$MTLS_AGENT_PID" 2>/dev/null || break; sleep 0.1; done
+	unset MTLS_AGENT_SOCK MTLS_AGENT_PID SSH_AUTH_SOCK
+	cat >"$XDG_CONFIG_HOME/mtls-agent/agent.conf" <<CONF
+${INSTALLCHECK_MODULE:+module = $INSTALLCHECK_MODULE}
+token = pkcs11:token=$MTLS_TEST_TOKEN
+[identity mycard]
+key = pkcs11:token=$MTLS_TEST_TOKEN;id=%03;type=private
+purposes = tls13, tls12, ssh, ssh-sig
+CONF
+	S=$T/ssh
+	mkdir -m 0700 "$S"
+	ssh-keygen -q -t ed25519 -N '' -f "$S/hostkey" || exit 99
+	: >"$S/authorized_keys"
+	[ "$(id -u)" -eq 0 ] && mkdir -p /run/sshd
+	sport=
+	for _ in $(seq 1 20); do
+		sport=$((20000 + RANDOM % 40000))
+		printf '%s\n' "ListenAddress 127.0.0.1:$sport" "HostKey $S/hostkey" \
+			"AuthorizedKeysFile $S/authorized_keys" "PidFile none" "StrictModes no" \
+			"UsePAM no" "PasswordAuthentication no" "KbdInteractiveAuthentication no" \
+			"PermitRootLogin prohibit-password" "PrintMotd no" >"$S/sshd_config"
+		"$SSHD" -D -e -f "$S/sshd_config" </dev/null >"$S/sshd.log" 2>&1 &
+		SSHD_PID=$!
+		for _ in $(seq 1 30); do
+			grep -q 'Server listening' "$S/sshd.log" && break 2
+			kill -0 "$SSHD_PID" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill "$SSHD_PID" 2>/dev/null
+		wait "$SSHD_PID" 2>/dev/null
+		SSHD_PID=
+	done
+	[ -n "$SSHD_PID" ] || { cat "$S/sshd.log" >&2; exit 99; }
+	echo "[127.0.0.1]:$sport $(cut -d' ' -f1,2 "$S/hostkey.pub")" >"$S/known_hosts"
+	printf '%s\n' "Host host" "  HostName 127.0.0.1" "  Port $sport" \
+		"  UserKnownHostsFile $S/known_hosts" "  StrictHostKeyChecking yes" \
+		"  BatchMode yes" >"$S/config"
+	git init -q "$T/repo" && cd "$T/repo" || exit 99
+	git config user.email me@example.com && git config user.name Me
+	echo content >file && git add file
+	sed -n '/^## SSH and git with the same card/,/^## /p' "$readme" |
+		sed -n '/^```sh$/,/^```$/{/^```/d;p}' |
+		awk '{ if (sub(/\\$/, "")) { acc = acc $0; next } print acc $0; acc = "" }' \
+			>"$T/ssh-commands"
+	[ -s "$T/ssh-commands" ] || fail "no command block under '## SSH and git with the same card'"
+	n=0
+	while IFS= read -r line <&3; do
+		n=$((n + 1))
+		cmd=${line//ssh user@host/ssh -F $S/config $(id -un)@host}
+		echo "$prog: README SSH command $n: $cmd"
+		eval "$cmd" >"$T/out" 2>&1 </dev/null
+		rc=$?
+		out=$(cat "$T/out")
+		printf '%s\n' "$out" | sed 's/^/    | /'
+		[ "$rc" -eq 0 ] || fail "README SSH command $n exited $rc: $line"
+		case $cmd in
+		eval\ *) [ -S "${SSH_AUTH_SOCK:-}" ] ||
+			fail "after '$line': SSH_AUTH_SOCK is not a socket" ;;
+		ssh-add\ -L*) case $out in "ecdsa-sha2-nistp256 "*) ;;
+			*) fail "ssh-add -L shows no ECDSA key: $out" ;; esac
+			printf '%s\n' "$out" >"$S/authorized_keys" ;;
+		git\ *) echo "me@example.com namespaces=\"git\" $(ssh-add -L | head -1)" >"$S/allowed"
+			out=$(git -c gpg.ssh.allowedSignersFile="$S/allowed" verify-commit HEAD 2>&1) ||
+				fail "git verify-commit: $out"
+			case $out in *"Good \"git\" signature"*) ;;
+				*) fail "git verify-commit: $out" ;; esac ;;
+		esac
+	done 3<"$T/ssh-commands"
+	[ "$n" -ge 5 ] || fail "only $n SSH commands found in README.md"
+	grep -q "Accepted publickey for $(id -un) from 127.0.0.1" "$S/sshd.log" ||
+		fail "sshd did not accept the login: $(tail -5 "$S/sshd.log")"
+	kill "$SSHD_PID" 2>/dev/null
+	wait "$SSHD_PID" 2>/dev/null
+	SSHD_PID=
+	echo "$prog: the $n README SSH commands ran as written"
+	cd "$T" || exit 99
+fi
 
 # --- the PAM login snippet -----------------------------------------------
 if [ "${WITH_PAM:-yes}" = no ]; then

@@ -261,6 +261,48 @@ test_helper_sign(void **state)
 	assert_int_equal(helper_generation(hp), 1);
 }
 
+/* KEYGEN straight to the helper: refused on a slot the helper has not
+ * logged in (its own check, besides the agent's); after login a P-256 pair
+ * whose public numbers come back; IMPORT_CERT likewise needs the login. */
+static void
+test_helper_keygen(void **state)
+{
+	struct wbuf *req = wbuf_new(), *reply = wbuf_new();
+	struct msg_p11_keygen_req kr = { .kind = MTLS_AGENT_KEYGEN_EC_P256, .label = S("hk") };
+	unsigned char id[4] = { 1, 2, 3, 4 }, subj[2] = { 0x30, 0 }, cert[2] = { 0x30, 0 };
+	struct msg_p11_import_req ir = { .id = id,
+					 .id_len = sizeof(id),
+					 .label = S("hk"),
+					 .subject = subj,
+					 .subject_len = sizeof(subj),
+					 .cert = cert,
+					 .cert_len = sizeof(cert) };
+	struct msg_p11_error fail;
+	struct p11_object o;
+
+	(void)state;
+	start(fx.module, 2, 10000);
+	kr.slot = ir.slot = find_slot();
+	assert_int_equal(msg_p11_keygen_req_put(req, &kr), 0);
+	assert_int_equal(call(req, reply, &fail), MTLS_ERR_LOGIN_REQUIRED);
+	assert_non_null(strstr(fail.message, "log the token in before generating a key"));
+	msg_p11_error_clear(&fail);
+	assert_int_equal(msg_p11_import_req_put(req, &ir), 0);
+	assert_int_equal(call(req, reply, &fail), MTLS_ERR_LOGIN_REQUIRED);
+	assert_non_null(strstr(fail.message, "log the token in before importing"));
+	msg_p11_error_clear(&fail);
+	assert_int_equal(login(kr.slot, fx.pin, &fail), 0);
+	assert_int_equal(msg_p11_keygen_req_put(req, &kr), 0);
+	assert_int_equal(call(req, reply, &fail), 0);
+	assert_int_equal(msg_p11_keygen_resp_get(reply, &o), 0);
+	assert_int_equal(o.kind, P11_OBJ_EC);
+	assert_int_equal(o.id_len, 16);
+	assert_true(o.b_len >= 65);
+	msg_p11_object_clear(&o);
+	wbuf_free(req);
+	wbuf_free(reply);
+}
+
 struct stuck {
 	uint64_t slot, key;
 	int r;
@@ -733,6 +775,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_helper_sign, teardown_helper),
+		cmocka_unit_test_teardown(test_helper_keygen, teardown_helper),
 		cmocka_unit_test_teardown(test_helper_hang_restart, teardown_helper),
 		cmocka_unit_test_teardown(test_helper_login_hang, teardown_helper),
 		cmocka_unit_test_teardown(test_helper_channel_wait, teardown_helper),

@@ -90,9 +90,36 @@ out=$("$CTL" -s "$S" sign --identity p256 --scheme ecdsa_secp256r1_sha256 \
 openssl x509 -in "$T/fx/p256.pem" -pubkey -noout >"$T/p256.pub" || exit 99
 out=$(openssl dgst -sha256 -verify "$T/p256.pub" -signature "$T/sig.bin" "$T/tbs.bin" 2>&1) ||
 	fail "the signature made through the passed socket does not verify: $out"
+[ -S "$T/run/ssh.sock" ] || fail "no SSH socket beside the passed one"
+grep -qx "SSH_AUTH_SOCK=$T/run/ssh.sock; export SSH_AUTH_SOCK;" "$T/agent.out" ||
+	fail "agent does not print SSH_AUTH_SOCK beside the passed socket: $(cat "$T/agent.out")"
 stop
 [ -S "$S" ] || fail "the agent removed the socket systemd owns"
+[ -e "$T/run/ssh.sock" ] && fail "the agent left its own SSH socket behind"
 echo "$prog: 1. list, login and a verified signature through the passed socket; socket kept"
+
+# 1b. both sockets passed (mtls-agent.socket + mtls-agent-ssh.socket)
+start --ssh "$T/run/sshp.sock" -- || fail "agent with two passed sockets did not start"
+grep -qx "SSH_AUTH_SOCK=$T/run/sshp.sock; export SSH_AUTH_SOCK;" "$T/agent.out" ||
+	fail "agent does not serve the passed SSH socket: $(cat "$T/agent.out")"
+if command -v ssh-add >/dev/null; then
+	out=$(SSH_AUTH_SOCK=$T/run/sshp.sock ssh-add -l 2>&1) ||
+		fail "ssh-add -l through the passed SSH socket: $out"
+	case $out in *ECDSA*) ;; *) fail "ssh-add -l shows no ECDSA key: $out" ;; esac
+elif [ "${CI:-}" = true ]; then
+	fail "ssh-add is not installed (openssh-client)"
+fi
+out=$("$CTL" -s "$S" list 2>&1) || fail "list through the passed agent socket: $out"
+[ -e "$T/run/ssh.sock" ] && fail "the agent made its own SSH socket though one was passed"
+stop
+[ -S "$T/run/sshp.sock" ] || fail "the agent removed the SSH socket systemd owns"
+"$LFDS" --ssh "$T/run/sshp.sock" --names "mtls-agent.socket:other" "$T/run/agent.sock" \
+	"$AGENT" --foreground --module "$MTLS_TEST_MODULE" </dev/null >"$T/agent.out" 2>"$T/agent.log"
+rc=$?
+[ "$rc" -eq 1 ] || fail "agent with two sockets, none named ssh: exit $rc, not 1"
+grep -q 'socket activation: 2 sockets passed, and LISTEN_FDNAMES does not name exactly one of them "ssh"' \
+	"$T/agent.log" || fail "no clear error for two sockets without an ssh one: $(cat "$T/agent.log")"
+echo "$prog: 1b. the SSH socket passed by mtls-agent-ssh.socket is served and kept; two sockets without one named ssh refused"
 
 # 2. LISTEN_PID of another process: ignored
 start --other-pid -- --socket "$T/own/agent.sock" || fail "agent with a foreign LISTEN_PID did not start"

@@ -20,7 +20,8 @@ fail() {
 agent=$top_builddir/src/agent/mtls-agent
 [ -x "$agent" ] || { echo "$prog: build the agent first" >&2; exit 99; }
 mkdir -p "$T/user" "$T/system" "$T/run"
-for u in user/mtls-agent.socket user/mtls-agent.service system/mtls-agent.service; do
+for u in user/mtls-agent.socket user/mtls-agent-ssh.socket user/mtls-agent.service \
+	system/mtls-agent.service; do
 	src=$top_builddir/etc/systemd/$u
 	[ -f "$src" ] || src=$top_srcdir/etc/systemd/$u
 	[ -f "$src" ] || fail "$u not generated (make all)"
@@ -31,6 +32,11 @@ grep -q "^ExecStart=$agent --foreground" "$T/user/mtls-agent.service" ||
 	fail "user unit: ExecStart does not run the agent in the foreground"
 grep -q '^ListenStream=%t/mtls-agent/agent.sock$' "$T/user/mtls-agent.socket" ||
 	fail "user socket: not the agent's default socket"
+grep -q '^ListenStream=%t/mtls-agent/ssh.sock$' "$T/user/mtls-agent-ssh.socket" ||
+	fail "user SSH socket: not ssh.sock beside the agent's default socket"
+grep -q '^FileDescriptorName=ssh$' "$T/user/mtls-agent-ssh.socket" &&
+	grep -q '^Service=mtls-agent.service$' "$T/user/mtls-agent-ssh.socket" ||
+	fail "user SSH socket: not named ssh for mtls-agent.service"
 grep -q '^RuntimeDirectory=mtls-agent$' "$T/system/mtls-agent.service" ||
 	fail "system unit: no RuntimeDirectory for /run/mtls-agent"
 
@@ -39,7 +45,8 @@ out=$(systemd-analyze verify --man=no "$T/system/mtls-agent.service" 2>&1) ||
 [ -z "$out" ] || fail "systemd-analyze verify system/mtls-agent.service complains:
 $out"
 out=$(XDG_RUNTIME_DIR=$T/run systemd-analyze --user verify --man=no \
-	"$T/user/mtls-agent.socket" "$T/user/mtls-agent.service" 2>&1) ||
+	"$T/user/mtls-agent.socket" "$T/user/mtls-agent-ssh.socket" "$T/user/mtls-agent.service" \
+	2>&1) ||
 	fail "systemd-analyze --user verify user units: $out"
 [ -z "$out" ] || fail "systemd-analyze --user verify user units complain:
 $out"

@@ -146,7 +146,9 @@ assert_defaults(const struct config *cfg)
 	assert_string_equal(cfg->module, MTLS_DEFAULT_MODULE);
 	assert_string_equal(cfg->token_uri, "pkcs11:");
 	assert_int_equal(cfg->default_purposes, CONFIG_DEFAULT_PURPOSES);
-	assert_int_equal(cfg->default_purposes, P(TLS13_CLIENT_CV) | P(PAM_CHALLENGE));
+	assert_int_equal(cfg->default_purposes, P(TLS13_CLIENT_CV) | P(PAM_CHALLENGE) | P(SSH));
+	assert_int_equal(cfg->ssh_socket_off, 0);
+	assert_null(cfg->ssh_socket);
 	assert_int_equal(cfg->login_timeout, 0);
 	assert_int_equal(cfg->allow_root, 0);
 	assert_int_equal(cfg->max_connections, 256);
@@ -274,6 +276,22 @@ test_values_at_limits(void **state)
 	parse_fails("busy-poll = 1001\n", 1, "from 0 to 1000");
 	parse_fails("busy-poll = -1\n", 1, "is not a number");
 	parse_fails("[identity a]\nbusy-poll = 5\n", 2, "busy-poll");
+	/* Enrollment: read-only (global and per identity), expiry-warning-days,
+	 * the csr purpose. */
+	cfg = parse_ok("log-level = info\n");
+	assert_int_equal(cfg->read_only, 0);
+	assert_int_equal(cfg->expiry_warning_days, CONFIG_DEFAULT_EXPIRY_WARNING_DAYS);
+	config_free(cfg);
+	cfg = parse_ok("read-only = yes\nexpiry-warning-days = 0\npurposes = tls13, csr\n"
+		       "[identity a]\nkey = pkcs11:token=t;id=%01\nread-only = yes\n");
+	assert_int_equal(cfg->read_only, 1);
+	assert_int_equal(cfg->expiry_warning_days, 0);
+	assert_int_equal(cfg->default_purposes, (1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV) |
+						    (1U << MTLS_AGENT_PURPOSE_CSR));
+	assert_int_equal(cfg->identities[0].read_only, 1);
+	config_free(cfg);
+	parse_fails("expiry-warning-days = 3651\n", 1, "expiry-warning-days");
+	parse_fails("read-only = maybe\n", 1, "read-only");
 	/* Leading zeros are still decimal. */
 	cfg = parse_ok("max-connections = 0010\nlog-level = warning\nallow-root = 1\n");
 	assert_int_equal(cfg->max_connections, 10);
@@ -366,6 +384,61 @@ test_identity_purposes(void **state)
 }
 
 /* --- refusals ------------------------------------------------------------ */
+
+/* The SSH front end's keys (ssh.c, ssh_policy.c). */
+static void
+test_ssh_keys(void **state)
+{
+	static const char id[] = "[identity a]\nkey = pkcs11:token=t;id=%01;type=private\n";
+	char text[1024];
+	struct config *cfg;
+
+	(void)state;
+	cfg = parse_ok("ssh-socket = /run/s/ssh.sock\n[identity a]\n"
+		       "key = pkcs11:token=t;id=%01;type=private\n"
+		       "purposes = ssh, ssh-sig\n"
+		       "ssh-sig-namespaces = git ,  file,x@example.com\n"
+		       "ssh-destinations = SHA256:pjHZrgrYDkp2z/CAcGVB49daw1647htPPZlk5sYkOno, "
+		       "known-hosts=/k/h:*.example.com, known-hosts=/k/h2\n"
+		       "ssh-forwarding = yes\nssh-certificate = /c/cert.pub\n");
+	assert_string_equal(cfg->ssh_socket, "/run/s/ssh.sock");
+	assert_int_equal(cfg->identities[0].purposes, P(SSH) | P(SSH_SIG));
+	assert_string_equal(cfg->identities[0].ssh_sig_namespaces, "git,file,x@example.com");
+	assert_string_equal(cfg->identities[0].ssh_destinations,
+			    "SHA256:pjHZrgrYDkp2z/CAcGVB49daw1647htPPZlk5sYkOno,"
+			    "known-hosts=/k/h:*.example.com,known-hosts=/k/h2");
+	assert_int_equal(cfg->identities[0].ssh_forwarding, 1);
+	assert_string_equal(cfg->identities[0].ssh_certificate, "/c/cert.pub");
+	config_free(cfg);
+	cfg = parse_ok("ssh-socket = off\n");
+	assert_int_equal(cfg->ssh_socket_off, 1);
+	assert_null(cfg->ssh_socket);
+	config_free(cfg);
+
+	parse_fails("ssh-socket = ssh.sock\n", 1, "ssh-socket: 'ssh.sock' is not an absolute path");
+	snprintf(text, sizeof(text), "%sssh-destinations = SHA256:short\n", id);
+	parse_fails(text, 3, "neither a SHA256:... fingerprint");
+	snprintf(text, sizeof(text), "%sssh-destinations = MD5:aa:bb\n", id);
+	parse_fails(text, 3, "neither a SHA256:... fingerprint");
+	snprintf(text, sizeof(text), "%sssh-destinations = known-hosts=k/h\n", id);
+	parse_fails(text, 3, "not an absolute path");
+	snprintf(text, sizeof(text), "%sssh-destinations = known-hosts=/k/h:a,b;c\n", id);
+	parse_fails(text, 3, "neither a SHA256");
+	snprintf(text, sizeof(text), "%sssh-destinations = known-hosts=/k/h:a;b\n", id);
+	parse_fails(text, 3, "host pattern 'a;b'");
+	snprintf(text, sizeof(text),
+		 "%sssh-destinations = SHA256:pjHZrgrYDkp2z/CAcGVB49daw1647htPPZlk5sYkOno,\n", id);
+	parse_fails(text, 3, "empty entry");
+	snprintf(text, sizeof(text), "%sssh-sig-namespaces = git, a b\n", id);
+	parse_fails(text, 3, "'a b' is not a namespace");
+	snprintf(text, sizeof(text), "%sssh-forwarding = maybe\n", id);
+	parse_fails(text, 3, "ssh-forwarding");
+	snprintf(text, sizeof(text), "%sssh-certificate = c.pub\n", id);
+	parse_fails(text, 3, "not an absolute path");
+	parse_fails("ssh-forwarding = yes\n", 1, "ssh-forwarding");
+	snprintf(text, sizeof(text), "%spurposes = ssh, sshsig\n", id);
+	parse_fails(text, 3, "unknown purpose 'sshsig'");
+}
 
 static void
 test_errors_syntax(void **state)
@@ -910,6 +983,7 @@ main(void)
 		cmocka_unit_test(test_values_at_limits),
 		cmocka_unit_test(test_identity_purposes),
 		cmocka_unit_test(test_errors_syntax),
+		cmocka_unit_test(test_ssh_keys),
 		cmocka_unit_test(test_errors_sections),
 		cmocka_unit_test(test_errors_values),
 		cmocka_unit_test(test_errors_long_line),

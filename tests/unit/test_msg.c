@@ -166,6 +166,16 @@ clear_logout_req(void *m)
 	msg_logout_req_clear(m);
 }
 static int
+get_login_prompt_req(struct wbuf *b, void *m)
+{
+	return msg_login_prompt_req_get(b, m);
+}
+static void
+clear_login_prompt_req(void *m)
+{
+	msg_login_prompt_req_clear(m);
+}
+static int
 get_empty(struct wbuf *b, void *m)
 {
 	(void)m;
@@ -241,6 +251,7 @@ union any_msg {
 	struct msg_sign_resp sign_resp;
 	struct msg_login_req login_req;
 	struct msg_logout_req logout_req;
+	struct msg_login_prompt_req login_prompt_req;
 	struct msg_set_pin_req set_pin_req;
 	struct mtls_agent_status status;
 	struct msg_error error;
@@ -952,6 +963,38 @@ test_sign_refused(void **state)
 
 /* ---------- LOGIN / LOGOUT ---------- */
 
+/* LOGIN_PROMPT (14): one identity string, nothing after it. */
+static void
+test_login_prompt(void **state)
+{
+	static const struct codec c = { "login_prompt_req", MSG_LOGIN_PROMPT,
+					sizeof(struct msg_login_prompt_req), get_login_prompt_req,
+					clear_login_prompt_req };
+	static const unsigned char nul[] = { 0, 0, 0, 3, 'a', 0, 'b' };
+	struct msg_login_prompt_req m = { (char *)"p256" }, m2;
+	struct wbuf *b = newbuf();
+
+	assert_int_equal(msg_login_prompt_req_put(b, &m), 0);
+	assert_int_equal(wbuf_ptr(b)[0], MSG_LOGIN_PROMPT);
+	assert_int_equal(decode_buf(&c, b, &m2), 0);
+	assert_string_equal(m2.identity, "p256");
+	msg_login_prompt_req_clear(&m2);
+	assert_null(m2.identity);
+	check_truncations_and_trailing(&c, b);
+	wbuf_free(b);
+	/* An embedded NUL in the name is refused. */
+	b = wbuf_from(nul, sizeof(nul));
+	assert_non_null(b);
+	assert_int_equal(msg_login_prompt_req_get(b, &m2), MTLS_ERR_STRING_NUL);
+	assert_null(m2.identity);
+	wbuf_free(b);
+	/* The reply is the empty one. */
+	b = newbuf();
+	assert_int_equal(msg_empty_resp_put(b, MSG_LOGIN_PROMPT), 0);
+	assert_int_equal(wbuf_ptr(b)[0], MSG_LOGIN_PROMPT | MSG_REPLY);
+	wbuf_free(b);
+}
+
 static void
 test_login_logout(void **state)
 {
@@ -1611,6 +1654,53 @@ test_frame_idle_timeout(void **state)
 	wbuf_free(in);
 }
 
+/*
+ * frame_read_timed(): the blocking recv ends at the socket's SO_RCVTIMEO
+ * (a silent peer is a TIMEOUT, not a hang: without the option set the
+ * read would block until the suite's alarm); a frame, one that is larger
+ * than the stash, and EOF come out as from frame_read(); a frame that
+ * stops half-way is bounded by timeout_ms.
+ */
+static void
+test_frame_read_timed(void **state)
+{
+	static unsigned char wire[4 + FRAME_RX_SIZE * 2];
+	static const unsigned char part[] = { 0, 0, 0, 10, MSG_HELLO };
+	struct wbuf *in = newbuf();
+	double t0, dt;
+	size_t len = FRAME_RX_SIZE * 2, i;
+
+	(void)state;
+	assert_int_equal(frame_set_rcvtimeo(sv[1], 0), MTLS_ERR_INVALID_ARGUMENT);
+	assert_int_equal(frame_set_rcvtimeo(sv[1], 150), 0);
+	t0 = now_s();
+	assert_int_equal(frame_read_timed(sv[1], &rx, in, MTLS_FRAME_MAX, 150), MTLS_ERR_TIMEOUT);
+	dt = now_s() - t0;
+	assert_true(dt >= 0.1);
+	assert_true(dt < 1.0);
+	wire[0] = 0;
+	wire[1] = 0;
+	wire[2] = (unsigned char)(len >> 8);
+	wire[3] = (unsigned char)len;
+	for (i = 0; i < len; i++)
+		wire[4 + i] = (unsigned char)i;
+	write_raw(wire, sizeof(wire));
+	assert_int_equal(frame_read_timed(sv[1], &rx, in, MTLS_FRAME_MAX, 150), 0);
+	assert_int_equal(wbuf_len(in), len);
+	assert_memory_equal(wbuf_ptr(in), wire + 4, len);
+	write_raw(part, sizeof(part));
+	t0 = now_s();
+	assert_int_equal(frame_read_timed(sv[1], &rx, in, MTLS_FRAME_MAX, 150), MTLS_ERR_TIMEOUT);
+	dt = now_s() - t0;
+	assert_true(dt >= 0.1);
+	assert_true(dt < 1.0);
+	assert_int_equal(wbuf_len(in), 0);
+	close_writer();
+	assert_int_equal(frame_read_timed(sv[1], &rx, in, MTLS_FRAME_MAX, 150),
+			 MTLS_ERR_CONNECTION_CLOSED);
+	wbuf_free(in);
+}
+
 /* Frames that arrive in one piece are handed out one at a time, in order,
  * and a frame larger than the stash still arrives whole. */
 static void
@@ -1799,6 +1889,7 @@ main(void)
 		cmocka_unit_test(test_sign),
 		cmocka_unit_test(test_sign_refused),
 		cmocka_unit_test(test_login_logout),
+		cmocka_unit_test(test_login_prompt),
 		cmocka_unit_test(test_login_refused),
 		cmocka_unit_test(test_set_pin),
 		cmocka_unit_test(test_status),
@@ -1816,6 +1907,7 @@ main(void)
 		FRAME_TEST(test_frame_timeout_mid_header),
 		FRAME_TEST(test_frame_timeout_mid_body),
 		FRAME_TEST(test_frame_idle_timeout),
+		FRAME_TEST(test_frame_read_timed),
 		FRAME_TEST(test_frame_write_to_closed),
 		FRAME_TEST(test_frame_pipelined),
 		FRAME_TEST(test_frame_stash_wiped),

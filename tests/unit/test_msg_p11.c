@@ -397,6 +397,184 @@ test_error(void **state)
 	wbuf_free(enc);
 }
 
+static int
+keygen_get(struct wbuf *b, void *m)
+{
+	return msg_p11_keygen_req_get(b, m);
+}
+static void
+keygen_clear(void *m)
+{
+	msg_p11_keygen_req_clear(m);
+}
+static int
+keygen_resp_get(struct wbuf *b, void *m)
+{
+	return msg_p11_keygen_resp_get(b, m);
+}
+static void
+keygen_resp_clear(void *m)
+{
+	msg_p11_object_clear(m);
+}
+static int
+import_get(struct wbuf *b, void *m)
+{
+	return msg_p11_import_req_get(b, m);
+}
+static void
+import_clear(void *m)
+{
+	msg_p11_import_req_clear(m);
+}
+
+static void
+test_keygen(void **state)
+{
+	unsigned char id[16], params[10], point[67];
+	struct msg_p11_keygen_req m = { .slot = 5,
+					.kind = MTLS_AGENT_KEYGEN_EC_P256,
+					.label = S("work") },
+				  got;
+	struct p11_object o = { .kind = P11_OBJ_EC,
+				.handle = 77,
+				.id = id,
+				.id_len = sizeof(id),
+				.label = S("work"),
+				.a = params,
+				.a_len = sizeof(params),
+				.b = point,
+				.b_len = sizeof(point) },
+			  ogot;
+	struct wbuf *enc = newbuf(), *b;
+
+	(void)state;
+	memset(id, 1, sizeof(id));
+	memset(params, 6, sizeof(params));
+	memset(point, 4, sizeof(point));
+	assert_int_equal(msg_p11_keygen_req_put(enc, &m), 0);
+	b = payload(enc, wbuf_len(enc), P11_KEYGEN);
+	assert_int_equal(msg_p11_keygen_req_get(b, &got), 0);
+	assert_int_equal(got.slot, 5);
+	assert_int_equal(got.kind, MTLS_AGENT_KEYGEN_EC_P256);
+	assert_string_equal(got.label, "work");
+	msg_p11_keygen_req_clear(&got);
+	wbuf_free(b);
+	check_hostile(enc, P11_KEYGEN, keygen_get, &got, sizeof(got), keygen_clear);
+	wbuf_free(enc);
+
+	enc = newbuf();
+	assert_int_equal(msg_p11_keygen_resp_put(enc, &o), 0);
+	b = payload(enc, wbuf_len(enc), P11_KEYGEN | MSG_REPLY);
+	assert_int_equal(msg_p11_keygen_resp_get(b, &ogot), 0);
+	assert_int_equal(ogot.handle, 77);
+	assert_memory_equal(ogot.b, point, sizeof(point));
+	msg_p11_object_clear(&ogot);
+	wbuf_free(b);
+	check_hostile(enc, P11_KEYGEN | MSG_REPLY, keygen_resp_get, &ogot, sizeof(ogot),
+		      keygen_resp_clear);
+	wbuf_free(enc);
+
+	/* A kind we do not make, a certificate for a key, a key without its
+	 * public value. */
+	enc = newbuf();
+	m.kind = 6;
+	assert_int_equal(msg_p11_keygen_req_put(enc, &m), MTLS_ERR_INVALID_ARGUMENT);
+	o.kind = P11_OBJ_CERT;
+	assert_int_equal(msg_p11_keygen_resp_put(enc, &o), MTLS_ERR_INVALID_ARGUMENT);
+	o.kind = P11_OBJ_RSA;
+	o.b_len = 0;
+	assert_int_equal(msg_p11_keygen_resp_put(enc, &o), MTLS_ERR_INVALID_ARGUMENT);
+	wbuf_free(enc);
+	b = newbuf();
+	assert_int_equal(wbuf_put_u32(b, 0), 0);
+	assert_int_equal(wbuf_put_u32(b, 1), 0);
+	assert_int_equal(wbuf_put_u8(b, 0), 0);
+	assert_int_equal(wbuf_put_cstring(b, "x"), 0);
+	assert_int_equal(msg_p11_keygen_req_get(b, &got), MTLS_ERR_BAD_REQUEST);
+	assert_null(got.label);
+	wbuf_free(b);
+}
+
+static void
+test_import_cert(void **state)
+{
+	unsigned char id[16], subj[20], cert[200];
+	struct msg_p11_import_req m = { .slot = 2,
+					.flags = P11_IMPORT_REPLACE,
+					.id = id,
+					.id_len = sizeof(id),
+					.label = S("work"),
+					.subject = subj,
+					.subject_len = sizeof(subj),
+					.cert = cert,
+					.cert_len = sizeof(cert) },
+				  got;
+	struct wbuf *enc = newbuf(), *b;
+
+	(void)state;
+	memset(id, 1, sizeof(id));
+	memset(subj, 0x30, sizeof(subj));
+	memset(cert, 0x30, sizeof(cert));
+	assert_int_equal(msg_p11_import_req_put(enc, &m), 0);
+	b = payload(enc, wbuf_len(enc), P11_IMPORT_CERT);
+	assert_int_equal(msg_p11_import_req_get(b, &got), 0);
+	assert_int_equal(got.flags, P11_IMPORT_REPLACE);
+	assert_memory_equal(got.cert, cert, sizeof(cert));
+	assert_int_equal(got.subject_len, sizeof(subj));
+	msg_p11_import_req_clear(&got);
+	wbuf_free(b);
+	check_hostile(enc, P11_IMPORT_CERT, import_get, &got, sizeof(got), import_clear);
+	wbuf_free(enc);
+
+	enc = newbuf();
+	m.flags = 2;
+	assert_int_equal(msg_p11_import_req_put(enc, &m), MTLS_ERR_INVALID_ARGUMENT);
+	m.flags = 0;
+	m.id_len = 0;
+	assert_int_equal(msg_p11_import_req_put(enc, &m), MTLS_ERR_INVALID_ARGUMENT);
+	m.id_len = sizeof(id);
+	m.cert_len = MTLS_CERT_MAX + 1;
+	assert_int_equal(msg_p11_import_req_put(enc, &m), MTLS_ERR_INVALID_ARGUMENT);
+	wbuf_free(enc);
+}
+
+static int
+delete_get(struct wbuf *b, void *m)
+{
+	return msg_p11_delete_req_get(b, m);
+}
+static void
+delete_clear(void *m)
+{
+	msg_p11_delete_req_clear(m);
+}
+
+static void
+test_delete(void **state)
+{
+	unsigned char id[16];
+	struct msg_p11_delete_req m = { .slot = 3, .id = id, .id_len = sizeof(id) }, got;
+	struct wbuf *enc = newbuf(), *b;
+
+	(void)state;
+	memset(id, 7, sizeof(id));
+	assert_int_equal(msg_p11_delete_req_put(enc, &m), 0);
+	check_hostile(enc, P11_DELETE, delete_get, &got, sizeof(got), delete_clear);
+	wbuf_free(enc);
+	/* An empty id is refused: it must never match every object. */
+	enc = newbuf();
+	m.id_len = 0;
+	assert_int_equal(msg_p11_delete_req_put(enc, &m), MTLS_ERR_INVALID_ARGUMENT);
+	wbuf_free(enc);
+	b = newbuf();
+	assert_int_equal(wbuf_put_u32(b, 0), 0);
+	assert_int_equal(wbuf_put_u32(b, 3), 0);
+	assert_int_equal(wbuf_put_string(b, id, 0), 0);
+	assert_int_equal(msg_p11_delete_req_get(b, &got), MTLS_ERR_BAD_REQUEST);
+	wbuf_free(b);
+}
+
 int
 main(void)
 {
@@ -404,6 +582,8 @@ main(void)
 		cmocka_unit_test(test_tokens), cmocka_unit_test(test_objects),
 		cmocka_unit_test(test_login),  cmocka_unit_test(test_set_pin_and_slot),
 		cmocka_unit_test(test_sign),   cmocka_unit_test(test_error),
+		cmocka_unit_test(test_keygen), cmocka_unit_test(test_import_cert),
+		cmocka_unit_test(test_delete),
 	};
 
 	return cmocka_run_group_tests_name("helper codecs", tests, NULL, NULL);

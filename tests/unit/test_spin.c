@@ -167,6 +167,68 @@ test_peer_own_cpu(void **state)
 }
 
 static void
+pin_pid_to(pid_t pid, int cpu)
+{
+	cpu_set_t one;
+
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	assert_int_equal(sched_setaffinity(pid, sizeof(one), &one), 0);
+}
+
+/*
+ * The cap follows where this thread and the peer may run now, re-read once
+ * SPIN_PLACE_EVERY_US has passed: both on one CPU, nobody spins (a spin
+ * would keep the peer off the only CPU it has); the peer on a CPU of its
+ * own, every CPU of ours may.  A figure taken at start-up was what made an
+ * agent started on two CPUs, then put on one with its helper, spin anyway.
+ */
+static void
+test_place_cap(void **state)
+{
+	struct spin_place p = { 0 }, unknown = { 0 };
+	cpu_set_t orig;
+	int count, cpu = first_cpu(&orig, &count), other = -1, i, st, pfd[2];
+	pid_t pid;
+	char c;
+
+	if (count < 2)
+		skip();
+	for (i = cpu + 1; i < CPU_SETSIZE && other == -1; i++)
+		if (CPU_ISSET(i, &orig))
+			other = i;
+	assert_int_equal(pipe(pfd), 0);
+	fflush(NULL);
+	assert_true((pid = fork()) != -1);
+	if (pid == 0) {
+		close(pfd[1]);
+		/* Until the parent is done: EOF. */
+		(void)read(pfd[0], &c, 1);
+		_exit(0);
+	}
+	close(pfd[0]);
+	/* Both may run everywhere: half of our CPUs. */
+	assert_int_equal(spin_place_cap(&p, pid, 1), count / 2);
+	assert_int_equal(spin_pid_has_own_cpu(pid), 0);
+	/* Both put on one CPU: kept until re-read, then 0. */
+	pin_to(cpu);
+	pin_pid_to(pid, cpu);
+	assert_int_equal(spin_place_cap(&p, pid, 2), count / 2);
+	assert_int_equal(spin_place_cap(&p, pid, 1 + SPIN_PLACE_EVERY_US), 0);
+	/* The peer moved to a CPU of its own: ours may spin. */
+	pin_pid_to(pid, other);
+	assert_int_equal(spin_pid_has_own_cpu(pid), 1);
+	assert_int_equal(spin_place_cap(&p, pid, 1 + 2 * SPIN_PLACE_EVERY_US), 1);
+	/* No peer known: as if it shared our one CPU. */
+	assert_int_equal(spin_place_cap(&unknown, 0, 1), 0);
+	assert_int_equal(spin_pid_has_own_cpu(-1), 0);
+	assert_int_equal(sched_setaffinity(0, sizeof(orig), &orig), 0);
+	close(pfd[1]);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static void
 test_judge(void **state)
 {
 	assert_int_equal(spin_judge(1, 50, 100, 0), SPIN_WON);
@@ -277,10 +339,11 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_cpu_count),      cmocka_unit_test(test_cpus_allowed),
-		cmocka_unit_test(test_max_spinners),   cmocka_unit_test(test_peer_own_cpu),
-		cmocka_unit_test(test_judge),	       cmocka_unit_test(test_backoff_preempted),
-		cmocka_unit_test(test_backoff_asleep), cmocka_unit_test(test_spin_wait),
+		cmocka_unit_test(test_cpu_count),	  cmocka_unit_test(test_cpus_allowed),
+		cmocka_unit_test(test_max_spinners),	  cmocka_unit_test(test_peer_own_cpu),
+		cmocka_unit_test(test_place_cap),	  cmocka_unit_test(test_judge),
+		cmocka_unit_test(test_backoff_preempted), cmocka_unit_test(test_backoff_asleep),
+		cmocka_unit_test(test_spin_wait),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

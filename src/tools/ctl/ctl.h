@@ -51,6 +51,20 @@ int cmd_lock(int argc, char **argv);
 int cmd_unlock(int argc, char **argv);
 int cmd_sign(int argc, char **argv);
 int cmd_connect(int argc, char **argv);
+int cmd_ssh_pubkey(int argc, char **argv); /* sshkey.c */
+int cmd_key_file(int argc, char **argv);
+int cmd_enroll(int argc, char **argv);
+int cmd_renew(int argc, char **argv);
+int cmd_import_cert(int argc, char **argv);
+int cmd_delete_key(int argc, char **argv);
+
+#define ENROLL_USAGE                                                                               \
+	"enroll --label LABEL --subject /CN=NAME[/O=ORG...] [--token URI]\n"                       \
+	"       [--key ec:p256|ec:p384|rsa:2048|rsa:3072|rsa:4096]\n"                              \
+	"       [--san email:ADDR|dns:NAME|uri:URI|ip:ADDR]... [--out FILE]"
+#define RENEW_USAGE  "renew NAME [--new-key [--label LABEL] [--key KIND]] [--out FILE]"
+#define IMPORT_USAGE "import-cert FILE [--force]"
+#define DELETE_USAGE "delete-key NAME [--force]"
 
 #define CONNECT_SYNOPSIS                                                                           \
 	"connect [--identity NAME] [--ca-file FILE | --ca-dir DIR]\n"                              \

@@ -52,6 +52,7 @@ struct cert_view {
 	int parsed;  /* and it parsed as one */
 	char *subject, *issuer, *serial;
 	char not_before[32], not_after[32];
+	char expires[48];  /* "in N days", "expired N days ago" */
 	char *fingerprint; /* SHA-256 of the DER, AA:BB:... */
 };
 
@@ -105,6 +106,19 @@ cert_view_load(struct cert_view *v, const unsigned char *der, size_t len)
 	}
 	time_string(X509_get0_notBefore(x), v->not_before, sizeof(v->not_before));
 	time_string(X509_get0_notAfter(x), v->not_after, sizeof(v->not_after));
+	{
+		int days = 0, secs = 0;
+
+		/* Whole days left (rounded down), as a person counts them. */
+		if (ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x)) != 1)
+			snprintf(v->expires, sizeof(v->expires), "(unknown)");
+		else if (days > 0 || (days == 0 && secs >= 0))
+			snprintf(v->expires, sizeof(v->expires), "in %d day%s", days,
+				 days == 1 ? "" : "s");
+		else
+			snprintf(v->expires, sizeof(v->expires), "expired %d day%s ago", -days,
+				 days == -1 ? "" : "s");
+	}
 	if (EVP_Digest(der, len, md, &mdlen, EVP_sha256(), NULL) == 1)
 		v->fingerprint = hex_string(md, mdlen, ":", 1);
 	v->parsed = v->subject != NULL && v->issuer != NULL;
@@ -324,6 +338,7 @@ put_cert(struct out *o, const struct mtls_agent_identity *id, const struct cert_
 	put_str(&co, "serial:", "serial", c->serial);
 	put_str(&co, "not before:", "not_before", c->not_before);
 	put_str(&co, "not after:", "not_after", c->not_after);
+	put_str(&co, "expires:", "expires", c->expires);
 	put_str(&co, "sha256:", "sha256_fingerprint", c->fingerprint);
 	if (o->json && pem) {
 		member(&co, "", "pem");

@@ -26,7 +26,13 @@ usage(FILE *f)
 		   "  unlock [--stdin]\n"
 		   "  sign --identity NAME --scheme SCHEME --purpose PURPOSE\n"
 		   "       [--in FILE] [--out FILE] [--hex]\n"
-		   "  " CONNECT_SYNOPSIS "\n");
+		   "  " CONNECT_SYNOPSIS "\n"
+		   "  ssh-pubkey [IDENTITY]\n"
+		   "  key-file NAME [--cert]\n"
+		   "  " ENROLL_USAGE "\n"
+		   "  " RENEW_USAGE "\n"
+		   "  " IMPORT_USAGE "\n"
+		   "  " DELETE_USAGE "\n");
 }
 
 static const struct {
@@ -47,6 +53,12 @@ static const struct {
 	  "sign --identity NAME --scheme SCHEME --purpose PURPOSE\n"
 	  "       [--in FILE] [--out FILE] [--hex]" },
 	{ "connect", cmd_connect, CONNECT_SYNOPSIS },
+	{ "ssh-pubkey", cmd_ssh_pubkey, "ssh-pubkey [IDENTITY]" },
+	{ "key-file", cmd_key_file, "key-file NAME [--cert]" },
+	{ "enroll", cmd_enroll, ENROLL_USAGE },
+	{ "renew", cmd_renew, RENEW_USAGE },
+	{ "import-cert", cmd_import_cert, IMPORT_USAGE },
+	{ "delete-key", cmd_delete_key, DELETE_USAGE },
 };
 
 /*

@@ -41,6 +41,9 @@ cmd_status(int argc, char **argv)
 	printf("connections:  %u\n", st.connections);
 	printf("identities:   %u\n", st.identities);
 	printf("tokens:       %u present, %u logged in\n", st.tokens_present, st.tokens_logged_in);
+	if (st.identities_expiring > 0)
+		printf("expiring:     %u certificate%s expired or expiring soon\n",
+		       st.identities_expiring, st.identities_expiring == 1 ? "" : "s");
 out:
 	mtls_agent_status_clear(&st);
 	mtls_agent_free(a);
