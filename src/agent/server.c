@@ -1058,6 +1058,34 @@ dispatch(struct conn *c, struct wbuf *in, struct wbuf *out)
 	return put_error(out, MTLS_ERR_UNSUPPORTED_MESSAGE, -1, "unknown message type");
 }
 
+int
+server_dispatch_frame(struct server *s, const struct sign_peer *peer, int *hello_done,
+		      struct wbuf *in, struct wbuf *out)
+{
+	struct conn *c;
+	int r;
+
+	/* A connection without a socket: what conn_main() sets up before its
+	 * first request, as far as dispatch() reads it. */
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return MTLS_ERR_ALLOC;
+	c->srv = s;
+	c->fd = c->pidfd = -1;
+	c->pid = peer->pid;
+	c->uid = peer->uid;
+	c->gid = peer->gid;
+	snprintf(c->exe, sizeof(c->exe), "%s", peer->exe);
+	peer_refresh(c);
+	c->hello_done = *hello_done;
+	c->cfg = cfg_hold(s);
+	wbuf_reset(out);
+	r = dispatch(c, in, out);
+	cfg_release(s, c->cfg);
+	*hello_done = c->hello_done;
+	free(c);
+	return r;
+}
+
 static void
 conn_unlink(struct conn *c)
 {

@@ -48,6 +48,20 @@ void server_keep_socket(struct server *s);
 __attribute__((warn_unused_result)) int server_set_ssh_socket(struct server *s, int fd,
 							      const char *path, int keep);
 
+/*
+ * One request body `in` through the dispatcher, as a connection of `peer`
+ * that has (*hello_done) or has not said HELLO would have it served; the
+ * reply (or MSG_ERROR) is in `out`, *hello_done is updated.  Returns what
+ * dispatch() does: non-zero only when no reply could be built.  For the
+ * dispatcher's fuzz target (tests/fuzz/fuzz_dispatch.c): conn_main() is
+ * the only caller of dispatch() in the agent.
+ */
+struct wbuf;
+__attribute__((warn_unused_result)) int server_dispatch_frame(struct server *s,
+							      const struct sign_peer *peer,
+							      int *hello_done, struct wbuf *in,
+							      struct wbuf *out);
+
 /* The default socket path, $XDG_RUNTIME_DIR/mtls-agent/agent.sock, in a
  * new string; NULL if XDG_RUNTIME_DIR is unset or not absolute. */
 char *server_default_socket(void);

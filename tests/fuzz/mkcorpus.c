@@ -2,7 +2,8 @@
  * mkcorpus - writes the seed inputs of the codec fuzz targets, encoded by
  * the real codecs, so the seeds stay valid as the protocol evolves.
  *
- *   mkcorpus DIR      writes DIR/fuzz_msg/, DIR/fuzz_frame/, DIR/fuzz_purpose/
+ *   mkcorpus DIR      writes DIR/fuzz_msg/, DIR/fuzz_frame/, DIR/fuzz_purpose/,
+ *                     DIR/fuzz_msg_p11/, DIR/fuzz_dispatch/
  *
  * Run by tests/fuzz/mkcorpus.sh (make fuzz-corpus), which adds the
  * configuration and certificate seeds.
@@ -180,6 +181,96 @@ write_p11_seeds(void)
 	wbuf_free(b);
 }
 
+/* A fuzz_dispatch seed: the flags byte (bit 0: HELLO first), then each
+ * body as a wbuf string.  The bodies are reset. */
+static void
+write_session(const char *name, uint8_t flags, struct wbuf **bodies, size_t n)
+{
+	struct wbuf *s = wbuf_new();
+	size_t i;
+
+	if (s == NULL || wbuf_put_u8(s, flags) != 0)
+		die(name, MTLS_ERR_ALLOC);
+	for (i = 0; i < n; i++) {
+		if (wbuf_put_string(s, wbuf_ptr(bodies[i]), wbuf_len(bodies[i])) != 0)
+			die(name, MTLS_ERR_ALLOC);
+		wbuf_reset(bodies[i]);
+	}
+	write_bytes("fuzz_dispatch", name, wbuf_ptr(s), wbuf_len(s));
+	wbuf_free(s);
+}
+
+/* Seeds of fuzz_dispatch: sessions with the identities of its
+ * configuration (fuzz_dispatch.c: rsa, ec, ec-tls13, ec-confirm,
+ * ec-other) on the stub's token, PIN 1234. */
+static void
+write_dispatch_seeds(void)
+{
+	unsigned char content[256], digest[64];
+	struct msg_hello_req hello = { MTLS_PROTO_MIN, MTLS_PROTO_MAX, S("mkcorpus") };
+	struct msg_hello_req hello_bad = { 9, 12, S("mkcorpus") };
+	struct msg_sign_req ec = { S("ec"), MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+				   MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, content, 0 };
+	struct msg_sign_req pss = { S("rsa"), MTLS_AGENT_RSA_PSS_RSAE_SHA256,
+				    MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, content, 0 };
+	struct msg_sign_req pkcs1 = { S("rsa"), MTLS_AGENT_RSA_PKCS1_SHA384,
+				      MTLS_AGENT_PURPOSE_RAW_DIGEST, digest, 48 };
+	struct msg_sign_req confirm = { S("ec-confirm"), MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+					MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, content, 0 };
+	struct msg_sign_req other = { S("ec-other"), MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+				      MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, content, 0 };
+	struct msg_sign_req raw_tls13 = { S("ec-tls13"), MTLS_AGENT_ECDSA_SECP256R1_SHA256,
+					  MTLS_AGENT_PURPOSE_RAW_DIGEST, digest, 32 };
+	struct msg_login_req login = { S(""), S("1234"), 0 };
+	struct msg_login_req login_bad = { S("ec"), S("0000"), LOGIN_VERIFY };
+	struct msg_logout_req logout = { S("") };
+	struct msg_set_pin_req setpin = { S(""), SET_PIN_CHANGE, S("1234"), S("5678") };
+	struct msg_lock_req unlock = { S("secret") };
+	struct wbuf *f[4];
+	size_t i;
+
+	for (i = 0; i < 4; i++)
+		if ((f[i] = wbuf_new()) == NULL)
+			die("dispatch seeds", MTLS_ERR_ALLOC);
+	mkdir_p("fuzz_dispatch");
+	for (i = 0; i < sizeof(digest); i++)
+		digest[i] = (unsigned char)(0x11 * i);
+	ec.content_len = pss.content_len = confirm.content_len = other.content_len =
+	    tls13_content(content, 32);
+	if (msg_list_req_put(f[0]) != 0 || msg_sign_req_put(f[1], &ec) != 0 ||
+	    msg_status_req_put(f[2]) != 0)
+		die("dispatch seeds", MTLS_ERR_ALLOC);
+	write_session("session_ec", 1, f, 3);
+	if (msg_sign_req_put(f[0], &ec) != 0 || msg_list_req_put(f[1]) != 0)
+		die("dispatch seeds", MTLS_ERR_ALLOC);
+	write_session("no_hello", 0, f, 2);
+	if (msg_hello_req_put(f[0], &hello) != 0 || msg_sign_req_put(f[1], &pss) != 0 ||
+	    msg_sign_req_put(f[2], &pkcs1) != 0)
+		die("dispatch seeds", MTLS_ERR_ALLOC);
+	write_session("hello_rsa", 0, f, 3);
+	if (msg_hello_req_put(f[0], &hello_bad) != 0 || msg_list_req_put(f[1]) != 0)
+		die("dispatch seeds", MTLS_ERR_ALLOC);
+	write_session("hello_bad_version", 0, f, 2);
+	if (msg_sign_req_put(f[0], &confirm) != 0 || msg_sign_req_put(f[1], &other) != 0 ||
+	    msg_sign_req_put(f[2], &raw_tls13) != 0)
+		die("dispatch seeds", MTLS_ERR_ALLOC);
+	write_session("refusals", 1, f, 3);
+	if (msg_logout_req_put(f[0], &logout) != 0 || msg_sign_req_put(f[1], &ec) != 0 ||
+	    msg_login_req_put(f[2], &login) != 0 || msg_sign_req_put(f[3], &ec) != 0)
+		die("dispatch seeds", MTLS_ERR_ALLOC);
+	write_session("logout_login", 1, f, 4);
+	if (msg_login_req_put(f[0], &login_bad) != 0 || msg_set_pin_req_put(f[1], &setpin) != 0 ||
+	    msg_lock_req_put(f[2], MSG_UNLOCK, &unlock) != 0 || wbuf_put_u8(f[3], 0x42) != 0)
+		die("dispatch seeds", MTLS_ERR_ALLOC);
+	write_session("pin_unlock_unknown", 1, f, 4);
+	/* An empty body, then a SIGN cut short. */
+	if (msg_sign_req_put(f[1], &ec) != 0 || wbuf_unreserve(f[1], 5) != 0)
+		die("dispatch seeds", MTLS_ERR_ALLOC);
+	write_session("empty_and_truncated", 1, f, 2);
+	for (i = 0; i < 4; i++)
+		wbuf_free(f[i]);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -336,5 +427,6 @@ main(int argc, char **argv)
 		wbuf_free(frames[i]);
 	wbuf_free(b);
 	write_p11_seeds();
+	write_dispatch_seeds();
 	return 0;
 }

@@ -3,7 +3,7 @@
 # tests/fuzz/corpus in the source tree; `make fuzz-corpus` runs this).
 #
 #   fuzz_msg, fuzz_msg_p11, fuzz_frame,
-#   fuzz_purpose                        encoded by the real codecs (mkcorpus)
+#   fuzz_purpose, fuzz_dispatch         encoded by the real codecs (mkcorpus)
 #   fuzz_config                         the example configuration and variants
 #   fuzz_usermap                        the test fixture's certificates (DER)
 #                                       and a few with e-mail, UPN and UID names
@@ -22,7 +22,7 @@ MKCORPUS=${MKCORPUS:-./tests/fuzz/mkcorpus}
 
 mkdir -p "$out"
 # Inputs named regress-* (ones a fuzzer once found) are kept.
-for t in fuzz_msg fuzz_msg_p11 fuzz_frame fuzz_purpose fuzz_config; do
+for t in fuzz_msg fuzz_msg_p11 fuzz_frame fuzz_purpose fuzz_config fuzz_dispatch; do
 	[ -d "$out/$t" ] && find "$out/$t" -type f ! -name 'regress-*' -exec rm -f {} +
 done
 "$MKCORPUS" "$out"
