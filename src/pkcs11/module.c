@@ -144,6 +144,15 @@ slot_get(CK_SLOT_ID id)
 	return id < g.n_slots ? &g.slots[id] : NULL;
 }
 
+/* The slot of id if its token is there now: CKR_OK, else why not. */
+static CK_RV
+slot_with_token(CK_SLOT_ID id, struct p11_slot **sl)
+{
+	if ((*sl = slot_get(id)) == NULL)
+		return CKR_SLOT_ID_INVALID;
+	return slot_present(*sl) ? CKR_OK : CKR_TOKEN_NOT_PRESENT;
+}
+
 /*
  * Asks the agent for its identities and brings the slots up to date.  A
  * slot keeps its number for the life of the module (applications hold
@@ -451,11 +460,7 @@ p11c_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanismList,
 	if (pulCount == NULL)
 		return CKR_ARGUMENTS_BAD;
 	LOCK_INITIALIZED();
-	if ((sl = slot_get(slotID)) == NULL)
-		rv = CKR_SLOT_ID_INVALID;
-	else if (!slot_present(sl))
-		rv = CKR_TOKEN_NOT_PRESENT;
-	else
+	if ((rv = slot_with_token(slotID, &sl)) == CKR_OK)
 		rv = p11_mechanisms(sl, pMechanismList, pulCount);
 	pthread_mutex_unlock(&g_lock);
 	return rv;
@@ -470,11 +475,7 @@ p11c_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type, CK_MECHANISM_IN
 	if (pInfo == NULL)
 		return CKR_ARGUMENTS_BAD;
 	LOCK_INITIALIZED();
-	if ((sl = slot_get(slotID)) == NULL)
-		rv = CKR_SLOT_ID_INVALID;
-	else if (!slot_present(sl))
-		rv = CKR_TOKEN_NOT_PRESENT;
-	else
+	if ((rv = slot_with_token(slotID, &sl)) == CKR_OK)
 		rv = p11_mechanism_info(sl, type, pInfo);
 	pthread_mutex_unlock(&g_lock);
 	return rv;
