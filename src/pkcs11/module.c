@@ -801,6 +801,20 @@ out:
 	return rv;
 }
 
+/* C_Sign, C_SignUpdate, C_SignFinal: the operation must be going; bad
+ * arguments end it (as a failed call ends an operation in PKCS#11). */
+static CK_RV
+sign_going(struct p11_session *s, int args_bad)
+{
+	if (!s->sign.active)
+		return CKR_OPERATION_NOT_INITIALIZED;
+	if (args_bad) {
+		p11_sign_clear(&s->sign);
+		return CKR_ARGUMENTS_BAD;
+	}
+	return CKR_OK;
+}
+
 static CK_RV
 p11c_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen, CK_BYTE_PTR pSignature,
 	  CK_ULONG_PTR pulSignatureLen)
@@ -810,15 +824,9 @@ p11c_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen, CK_
 
 	LOCK_INITIALIZED();
 	SESSION(s, hSession);
-	if (!s->sign.active) {
-		rv = CKR_OPERATION_NOT_INITIALIZED;
+	if ((rv = sign_going(s, (pData == NULL && ulDataLen != 0) || pulSignatureLen == NULL)) !=
+	    CKR_OK)
 		goto out;
-	}
-	if ((pData == NULL && ulDataLen != 0) || pulSignatureLen == NULL) {
-		p11_sign_clear(&s->sign);
-		rv = CKR_ARGUMENTS_BAD;
-		goto out;
-	}
 	/* Single-part: the data must come in this one call.  On the
 	 * size-query call (and CKR_BUFFER_TOO_SMALL) the data is not kept,
 	 * since the application passes it again. */
@@ -847,16 +855,8 @@ p11c_SignUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLe
 
 	LOCK_INITIALIZED();
 	SESSION(s, hSession);
-	if (!s->sign.active) {
-		rv = CKR_OPERATION_NOT_INITIALIZED;
-		goto out;
-	}
-	if (pPart == NULL && ulPartLen != 0) {
-		p11_sign_clear(&s->sign);
-		rv = CKR_ARGUMENTS_BAD;
-		goto out;
-	}
-	rv = p11_sign_update(s, pPart, ulPartLen);
+	if ((rv = sign_going(s, pPart == NULL && ulPartLen != 0)) == CKR_OK)
+		rv = p11_sign_update(s, pPart, ulPartLen);
 out:
 	pthread_mutex_unlock(&g_lock);
 	return rv;
@@ -870,16 +870,8 @@ p11c_SignFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature, CK_ULONG_PTR 
 
 	LOCK_INITIALIZED();
 	SESSION(s, hSession);
-	if (!s->sign.active) {
-		rv = CKR_OPERATION_NOT_INITIALIZED;
-		goto out;
-	}
-	if (pulSignatureLen == NULL) {
-		p11_sign_clear(&s->sign);
-		rv = CKR_ARGUMENTS_BAD;
-		goto out;
-	}
-	rv = p11_sign_final(s, pSignature, pulSignatureLen);
+	if ((rv = sign_going(s, pulSignatureLen == NULL)) == CKR_OK)
+		rv = p11_sign_final(s, pSignature, pulSignatureLen);
 out:
 	pthread_mutex_unlock(&g_lock);
 	return rv;
