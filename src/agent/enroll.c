@@ -128,20 +128,13 @@ static int
 spki_of(EVP_PKEY *pub, struct msg_keygen_resp *resp)
 {
 	unsigned char *der = NULL;
-	int len;
+	int len = i2d_PUBKEY(pub, &der);
 
-	if ((len = i2d_PUBKEY(pub, &der)) <= 0 || (size_t)len > MTLS_SPKI_MAX) {
+	if (len > 0 && (size_t)len > MTLS_SPKI_MAX) {
 		OPENSSL_free(der);
 		return MTLS_ERR_INTERNAL;
 	}
-	if ((resp->spki = malloc((size_t)len)) == NULL) {
-		OPENSSL_free(der);
-		return MTLS_ERR_ALLOC;
-	}
-	memcpy(resp->spki, der, (size_t)len);
-	resp->spki_len = (size_t)len;
-	OPENSSL_free(der);
-	return 0;
+	return tk_der_keep(der, len, &resp->spki, &resp->spki_len);
 }
 
 int

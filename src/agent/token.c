@@ -312,6 +312,23 @@ key_info(EVP_PKEY *pub, int *type, unsigned int *bits)
 	return MTLS_ERR_UNSUPPORTED_SCHEME;
 }
 
+int
+tk_der_keep(unsigned char *der, int len, unsigned char **out, size_t *out_len)
+{
+	int r = 0;
+
+	if (len <= 0)
+		r = MTLS_ERR_INTERNAL;
+	else if ((*out = malloc((size_t)len)) == NULL)
+		r = MTLS_ERR_ALLOC;
+	else {
+		memcpy(*out, der, (size_t)len);
+		*out_len = (size_t)len;
+	}
+	OPENSSL_free(der);
+	return r;
+}
+
 static int
 set_cert(struct ident *id, X509 *cert)
 {
@@ -326,14 +343,7 @@ set_cert(struct ident *id, X509 *cert)
 		OPENSSL_free(der);
 		return MTLS_ERR_ALLOC;
 	}
-	if ((id->cert_der = malloc((size_t)len)) == NULL) {
-		OPENSSL_free(der);
-		return MTLS_ERR_ALLOC;
-	}
-	memcpy(id->cert_der, der, (size_t)len);
-	id->cert_der_len = (size_t)len;
-	OPENSSL_free(der);
-	return 0;
+	return tk_der_keep(der, len, &id->cert_der, &id->cert_der_len);
 }
 
 static X509 *
