@@ -202,28 +202,14 @@ p11_keygen(struct p11_channel *ch, const struct msg_p11_keygen_req *req, struct 
 	if (getrandom(id, sizeof(id), 0) != (ssize_t)sizeof(id))
 		return p11_fail_rv(fail, CKR_FUNCTION_FAILED, "getrandom");
 	{
-		CK_ATTRIBUTE pub_rsa[] = {
-			{ CKA_TOKEN, &yes, sizeof(yes) },
-			{ CKA_PRIVATE, &no, sizeof(no) },
-			{ CKA_VERIFY, &yes, sizeof(yes) },
-			{ CKA_ENCRYPT, &no, sizeof(no) },
-			{ CKA_WRAP, &no, sizeof(no) },
-			{ CKA_ID, id, sizeof(id) },
+		/* The public key's attributes, then those of its kind (added below). */
+		CK_ATTRIBUTE pub_t[9] = {
+			{ CKA_TOKEN, &yes, sizeof(yes) },     { CKA_PRIVATE, &no, sizeof(no) },
+			{ CKA_VERIFY, &yes, sizeof(yes) },    { CKA_ENCRYPT, &no, sizeof(no) },
+			{ CKA_WRAP, &no, sizeof(no) },	      { CKA_ID, id, sizeof(id) },
 			{ CKA_LABEL, req->label, label_len },
-			{ CKA_MODULUS_BITS, &bits, sizeof(bits) },
-			{ CKA_PUBLIC_EXPONENT, exponent, sizeof(exponent) },
 		};
-		CK_ATTRIBUTE pub_ec[] = {
-			{ CKA_TOKEN, &yes, sizeof(yes) },
-			{ CKA_PRIVATE, &no, sizeof(no) },
-			{ CKA_VERIFY, &yes, sizeof(yes) },
-			{ CKA_ENCRYPT, &no, sizeof(no) },
-			{ CKA_WRAP, &no, sizeof(no) },
-			{ CKA_ID, id, sizeof(id) },
-			{ CKA_LABEL, req->label, label_len },
-			{ CKA_EC_PARAMS, (void *)(bits == 256 ? oid_p256 : oid_p384),
-			  bits == 256 ? sizeof(oid_p256) : sizeof(oid_p384) },
-		};
+		CK_ULONG n_pub = 7;
 		CK_ATTRIBUTE priv_t[] = {
 			{ CKA_TOKEN, &yes, sizeof(yes) },     { CKA_PRIVATE, &yes, sizeof(yes) },
 			{ CKA_SENSITIVE, &yes, sizeof(yes) }, { CKA_EXTRACTABLE, &no, sizeof(no) },
@@ -232,12 +218,21 @@ p11_keygen(struct p11_channel *ch, const struct msg_p11_keygen_req *req, struct 
 			{ CKA_ID, id, sizeof(id) },	      { CKA_LABEL, req->label, label_len },
 		};
 
+		if (rsa) {
+			pub_t[n_pub++] = (CK_ATTRIBUTE){ CKA_MODULUS_BITS, &bits, sizeof(bits) };
+			pub_t[n_pub++] =
+			    (CK_ATTRIBUTE){ CKA_PUBLIC_EXPONENT, exponent, sizeof(exponent) };
+		} else if (bits == 256) {
+			pub_t[n_pub++] =
+			    (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256) };
+		} else {
+			pub_t[n_pub++] =
+			    (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)oid_p384, sizeof(oid_p384) };
+		}
 		if ((r = p11_channel_session(ch, slot, &s, fail)) != 0)
 			return r;
-		rv = f->C_GenerateKeyPair(s, &mech, rsa ? pub_rsa : pub_ec,
-					  rsa ? sizeof(pub_rsa) / sizeof(pub_rsa[0])
-					      : sizeof(pub_ec) / sizeof(pub_ec[0]),
-					  priv_t, sizeof(priv_t) / sizeof(priv_t[0]), &pub, &priv);
+		rv = f->C_GenerateKeyPair(s, &mech, pub_t, n_pub, priv_t,
+					  sizeof(priv_t) / sizeof(priv_t[0]), &pub, &priv);
 	}
 	if (write_protected(rv))
 		return fail_read_only(fail, rv, "C_GenerateKeyPair");
