@@ -453,18 +453,12 @@ msg_p11_sign_resp_put(struct wbuf *b, const struct msg_sign_resp *m)
 
 /* ---- KEYGEN, IMPORT_CERT -------------------------------------------- */
 
-static int
-keygen_kind_known(uint8_t kind)
-{
-	return kind >= MTLS_AGENT_KEYGEN_EC_P256 && kind <= MTLS_AGENT_KEYGEN_RSA_4096;
-}
-
 int
 msg_p11_keygen_req_put(struct wbuf *b, const struct msg_p11_keygen_req *m)
 {
 	int r;
 
-	if (!keygen_kind_known(m->kind) || m->label == NULL || m->label[0] == '\0' ||
+	if (!msg_keygen_kind_known(m->kind) || m->label == NULL || m->label[0] == '\0' ||
 	    strlen(m->label) > MTLS_NAME_MAX)
 		return MTLS_ERR_INVALID_ARGUMENT;
 	if ((r = wbuf_put_u8(b, P11_KEYGEN)) != 0 || (r = put_u64(b, m->slot)) != 0 ||
@@ -483,7 +477,7 @@ msg_p11_keygen_req_get(struct wbuf *b, struct msg_p11_keygen_req *m)
 	    (r = wbuf_get_cstring(b, &m->label, MTLS_NAME_MAX)) != 0 ||
 	    (r = wbuf_expect_end(b)) != 0)
 		goto out;
-	if (!keygen_kind_known(m->kind) || m->label[0] == '\0')
+	if (!msg_keygen_kind_known(m->kind) || m->label[0] == '\0')
 		r = MTLS_ERR_BAD_REQUEST;
 out:
 	if (r != 0)
