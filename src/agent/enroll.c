@@ -21,24 +21,6 @@
 #include "msg_p11.h"
 #include "token_int.h"
 
-/* Labels become identity names: [A-Za-z0-9._-]{1,64}. */
-static int
-label_ok(const char *s)
-{
-	size_t i, n = strlen(s);
-
-	if (n == 0 || n > CONFIG_MAX_NAME)
-		return 0;
-	for (i = 0; i < n; i++) {
-		char c = s[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return 0;
-	}
-	return 1;
-}
-
 /* The one slot `uri` ("" = any) names; write lock held. */
 static int
 pick_token(struct tokenset *ts, const char *uri, struct slot **slotp, char *why, size_t why_len)
@@ -128,20 +110,13 @@ static int
 spki_of(EVP_PKEY *pub, struct msg_keygen_resp *resp)
 {
 	unsigned char *der = NULL;
-	int len;
+	int len = i2d_PUBKEY(pub, &der);
 
-	if ((len = i2d_PUBKEY(pub, &der)) <= 0 || (size_t)len > MTLS_SPKI_MAX) {
+	if (len > 0 && (size_t)len > MTLS_SPKI_MAX) {
 		OPENSSL_free(der);
 		return MTLS_ERR_INTERNAL;
 	}
-	if ((resp->spki = malloc((size_t)len)) == NULL) {
-		OPENSSL_free(der);
-		return MTLS_ERR_ALLOC;
-	}
-	memcpy(resp->spki, der, (size_t)len);
-	resp->spki_len = (size_t)len;
-	OPENSSL_free(der);
-	return 0;
+	return tk_der_keep(der, len, &resp->spki, &resp->spki_len);
 }
 
 int
@@ -164,7 +139,7 @@ token_keygen(struct tokenset *ts, const struct msg_keygen_req *req, struct msg_k
 		wbuf_free(reply);
 		return MTLS_ERR_ALLOC;
 	}
-	if (!label_ok(req->label)) {
+	if (!tk_valid_name(req->label)) {
 		snprintf(why, why_len, "label must be 1-64 of A-Z a-z 0-9 . _ -");
 		wbuf_free(b);
 		wbuf_free(reply);
@@ -365,7 +340,7 @@ token_import_cert(struct tokenset *ts, const struct msg_import_req *req, char **
 				 "it)",
 				 f.key->label);
 			r = MTLS_ERR_DUPLICATE;
-		} else if (!label_ok(f.key->label)) {
+		} else if (!tk_valid_name(f.key->label)) {
 			snprintf(why, why_len, "the key has no usable label");
 			r = MTLS_ERR_INVALID_ARGUMENT;
 		} else if ((r = writable(ts, slot, why, why_len)) == 0 &&

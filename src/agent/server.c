@@ -837,20 +837,29 @@ lock_apply(struct conn *c, const char *pass, char *msg, size_t msg_len)
 	return 0;
 }
 
+/* LOCK and UNLOCK: the passphrase goes to apply (lock_apply, unlock_apply). */
 static int
-handle_lock(struct conn *c, struct wbuf *in, struct wbuf *out)
+handle_passphrase(struct conn *c, struct wbuf *in, struct wbuf *out, uint8_t type,
+		  int (*apply)(struct conn *, const char *, char *, size_t))
 {
 	struct msg_lock_req req;
 	char msg[128];
 	int r;
 
 	if ((r = msg_lock_req_get(in, &req)) != 0)
-		return put_error(out, r, -1, "malformed LOCK");
-	r = lock_apply(c, req.passphrase, msg, sizeof(msg));
+		return put_error(out, r, -1,
+				 type == MSG_LOCK ? "malformed LOCK" : "malformed UNLOCK");
+	r = apply(c, req.passphrase, msg, sizeof(msg));
 	msg_lock_req_clear(&req);
 	if (r != 0)
 		return put_error(out, r, -1, msg);
-	return msg_empty_resp_put(out, MSG_LOCK);
+	return msg_empty_resp_put(out, type);
+}
+
+static int
+handle_lock(struct conn *c, struct wbuf *in, struct wbuf *out)
+{
+	return handle_passphrase(c, in, out, MSG_LOCK, lock_apply);
 }
 
 /* Unlocks with `pass` (UNLOCK, and the SSH socket's UNLOCK). */
@@ -936,17 +945,7 @@ unlock_apply(struct conn *c, const char *pass, char *msg, size_t msg_len)
 static int
 handle_unlock(struct conn *c, struct wbuf *in, struct wbuf *out)
 {
-	struct msg_lock_req req;
-	char msg[128];
-	int r;
-
-	if ((r = msg_lock_req_get(in, &req)) != 0)
-		return put_error(out, r, -1, "malformed UNLOCK");
-	r = unlock_apply(c, req.passphrase, msg, sizeof(msg));
-	msg_lock_req_clear(&req);
-	if (r != 0)
-		return put_error(out, r, -1, msg);
-	return msg_empty_resp_put(out, MSG_UNLOCK);
+	return handle_passphrase(c, in, out, MSG_UNLOCK, unlock_apply);
 }
 
 /* --- the SSH socket's side of the server (ssh.c decodes) --- */

@@ -258,12 +258,12 @@ token_matches(P11KitUri *uri, const struct slot *s)
 	return p11_kit_uri_match_token_info(uri, &info);
 }
 
-static int
-valid_name(const char *s)
+int
+tk_valid_name(const char *s)
 {
 	size_t n = strlen(s), i;
 
-	if (n == 0 || n > 64)
+	if (n == 0 || n > CONFIG_MAX_NAME)
 		return 0;
 	for (i = 0; i < n; i++) {
 		char c = s[i];
@@ -312,6 +312,23 @@ key_info(EVP_PKEY *pub, int *type, unsigned int *bits)
 	return MTLS_ERR_UNSUPPORTED_SCHEME;
 }
 
+int
+tk_der_keep(unsigned char *der, int len, unsigned char **out, size_t *out_len)
+{
+	int r = 0;
+
+	if (len <= 0)
+		r = MTLS_ERR_INTERNAL;
+	else if ((*out = malloc((size_t)len)) == NULL)
+		r = MTLS_ERR_ALLOC;
+	else {
+		memcpy(*out, der, (size_t)len);
+		*out_len = (size_t)len;
+	}
+	OPENSSL_free(der);
+	return r;
+}
+
 static int
 set_cert(struct ident *id, X509 *cert)
 {
@@ -326,14 +343,7 @@ set_cert(struct ident *id, X509 *cert)
 		OPENSSL_free(der);
 		return MTLS_ERR_ALLOC;
 	}
-	if ((id->cert_der = malloc((size_t)len)) == NULL) {
-		OPENSSL_free(der);
-		return MTLS_ERR_ALLOC;
-	}
-	memcpy(id->cert_der, der, (size_t)len);
-	id->cert_der_len = (size_t)len;
-	OPENSSL_free(der);
-	return 0;
+	return tk_der_keep(der, len, &id->cert_der, &id->cert_der_len);
 }
 
 static X509 *
@@ -483,7 +493,7 @@ discover_keys(const struct config *cfg, const struct slot *s,
 		EVP_PKEY *pub;
 		int dup = 0;
 
-		if (o->kind == P11_OBJ_CERT || !valid_name(o->label) || o->id_len == 0 ||
+		if (o->kind == P11_OBJ_CERT || !tk_valid_name(o->label) || o->id_len == 0 ||
 		    has_cert_with_id(objs, o->id, o->id_len))
 			continue;
 		for (k = 0; k < *np; k++)
@@ -541,7 +551,7 @@ discover(struct tokenset *ts, const struct config *cfg, P11KitUri *turi, struct 
 				     s->label, pc->label);
 				continue;
 			}
-			if (!valid_name(pc->label) || pc->id_len == 0) {
+			if (!tk_valid_name(pc->label) || pc->id_len == 0) {
 				warn("token %s: certificate without a usable label or id; skipped",
 				     s->label);
 				X509_free(x);
@@ -1577,7 +1587,7 @@ new_keys_on(struct tokenset *ts, const struct slot *slot)
 	for (i = 0; i < objs.n && !found; i++) {
 		const struct p11_object *o = &objs.o[i];
 
-		found = o->kind != P11_OBJ_CERT && valid_name(o->label) && o->id_len > 0 &&
+		found = o->kind != P11_OBJ_CERT && tk_valid_name(o->label) && o->id_len > 0 &&
 			!has_cert_with_id(&objs, o->id, o->id_len) &&
 			tk_find_ident(ts, o->label) == NULL;
 	}

@@ -100,6 +100,11 @@ void tk_expiry_warn(struct tokenset *ts, time_t now);
 /* Certificates within expiry-warning-days or expired; lock held. */
 uint32_t tk_expiring(struct tokenset *ts, time_t now);
 
+/* Moves DER that OpenSSL allocated (len from i2d_*(), <= 0 on failure)
+ * into malloc() memory, as identities and replies keep it; frees der. */
+WUR int tk_der_keep(unsigned char *der, int len, unsigned char **out, size_t *out_len);
+/* A token label that can be an identity name: [A-Za-z0-9._-]{1,64}. */
+int tk_valid_name(const char *s);
 /* The identity called name, or NULL; lock held. */
 struct ident *tk_find_ident(struct tokenset *ts, const char *name);
 /* The slot holding the identity's token, or NULL; lock held. */

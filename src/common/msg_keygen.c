@@ -13,8 +13,8 @@
 
 #include "proto.h"
 
-static int
-kind_known(uint8_t kind)
+int
+msg_keygen_kind_known(uint8_t kind)
 {
 	return kind >= MTLS_AGENT_KEYGEN_EC_P256 && kind <= MTLS_AGENT_KEYGEN_RSA_4096;
 }
@@ -24,7 +24,7 @@ msg_keygen_req_put(struct wbuf *b, const struct msg_keygen_req *m)
 {
 	int r;
 
-	if (!kind_known(m->kind) || m->label == NULL || m->label[0] == '\0' ||
+	if (!msg_keygen_kind_known(m->kind) || m->label == NULL || m->label[0] == '\0' ||
 	    strlen(m->label) > 64 || m->token == NULL || strlen(m->token) > MTLS_TEXT_MAX)
 		return MTLS_ERR_INVALID_ARGUMENT;
 	if ((r = wbuf_put_u8(b, MSG_KEYGEN)) != 0 || (r = wbuf_put_cstring(b, m->token)) != 0 ||
@@ -43,7 +43,7 @@ msg_keygen_req_get(struct wbuf *b, struct msg_keygen_req *m)
 	    (r = wbuf_get_cstring(b, &m->label, 64)) != 0 || (r = wbuf_get_u8(b, &m->kind)) != 0 ||
 	    (r = wbuf_expect_end(b)) != 0)
 		goto out;
-	if (m->label[0] == '\0' || !kind_known(m->kind))
+	if (m->label[0] == '\0' || !msg_keygen_kind_known(m->kind))
 		r = MTLS_ERR_BAD_REQUEST;
 out:
 	if (r != 0)

@@ -188,6 +188,51 @@ a_max(uint8_t kind)
 	return kind == P11_OBJ_CERT ? MTLS_CERT_MAX : P11_ATTR_MAX;
 }
 
+/* One object as OBJECTS and KEYGEN replies carry it: the lengths each kind
+ * may have (a certificate has no second value). */
+static int
+object_ok(const struct p11_object *o)
+{
+	return kind_known(o->kind) && o->id_len <= P11_ATTR_MAX && o->a_len <= a_max(o->kind) &&
+	       o->b_len <= P11_ATTR_MAX && (o->kind != P11_OBJ_CERT || o->b_len == 0);
+}
+
+static int
+object_put(struct wbuf *b, const struct p11_object *o)
+{
+	int r;
+
+	if ((r = wbuf_put_u8(b, o->kind)) != 0 || (r = put_u64(b, o->handle)) != 0 ||
+	    (r = wbuf_put_string(b, o->id, o->id_len)) != 0 ||
+	    (r = wbuf_put_cstring(b, o->label)) != 0 ||
+	    (r = wbuf_put_string(b, o->a, o->a_len)) != 0 ||
+	    (r = wbuf_put_string(b, o->b, o->b_len)) != 0)
+		return r;
+	return 0;
+}
+
+/* Reads one object into o (zeroed by the caller); on failure the caller
+ * frees what was read with msg_p11_object_clear(). */
+static int
+object_get(struct wbuf *b, struct p11_object *o)
+{
+	int r;
+
+	if ((r = wbuf_get_u8(b, &o->kind)) != 0)
+		return r;
+	if (!kind_known(o->kind))
+		return MTLS_ERR_BAD_REQUEST;
+	if ((r = get_u64(b, &o->handle)) != 0 ||
+	    (r = wbuf_get_string(b, &o->id, &o->id_len, P11_ATTR_MAX)) != 0 ||
+	    (r = wbuf_get_cstring(b, &o->label, MTLS_NAME_MAX)) != 0 ||
+	    (r = wbuf_get_string(b, &o->a, &o->a_len, a_max(o->kind))) != 0 ||
+	    (r = wbuf_get_string(b, &o->b, &o->b_len, P11_ATTR_MAX)) != 0)
+		return r;
+	if (o->kind == P11_OBJ_CERT && o->b_len != 0)
+		return MTLS_ERR_BAD_REQUEST;
+	return 0;
+}
+
 int
 msg_p11_objects_resp_put(struct wbuf *b, const struct msg_p11_objects_resp *m)
 {
@@ -202,14 +247,9 @@ msg_p11_objects_resp_put(struct wbuf *b, const struct msg_p11_objects_resp *m)
 		return r;
 	for (i = 0; i < m->n; i++) {
 		o = &m->o[i];
-		if (!kind_known(o->kind) || o->id_len > P11_ATTR_MAX || o->a_len > a_max(o->kind) ||
-		    o->b_len > P11_ATTR_MAX || (o->kind == P11_OBJ_CERT && o->b_len != 0))
+		if (!object_ok(o))
 			return MTLS_ERR_INVALID_ARGUMENT;
-		if ((r = wbuf_put_u8(b, o->kind)) != 0 || (r = put_u64(b, o->handle)) != 0 ||
-		    (r = wbuf_put_string(b, o->id, o->id_len)) != 0 ||
-		    (r = wbuf_put_cstring(b, o->label)) != 0 ||
-		    (r = wbuf_put_string(b, o->a, o->a_len)) != 0 ||
-		    (r = wbuf_put_string(b, o->b, o->b_len)) != 0)
+		if ((r = object_put(b, o)) != 0)
 			return r;
 	}
 	return 0;
@@ -236,22 +276,8 @@ msg_p11_objects_resp_get(struct wbuf *b, struct msg_p11_objects_resp *m)
 	for (i = 0; i < n; i++) {
 		o = &m->o[i];
 		m->n = i + 1;
-		if ((r = wbuf_get_u8(b, &o->kind)) != 0)
+		if ((r = object_get(b, o)) != 0)
 			goto out;
-		if (!kind_known(o->kind)) {
-			r = MTLS_ERR_BAD_REQUEST;
-			goto out;
-		}
-		if ((r = get_u64(b, &o->handle)) != 0 ||
-		    (r = wbuf_get_string(b, &o->id, &o->id_len, P11_ATTR_MAX)) != 0 ||
-		    (r = wbuf_get_cstring(b, &o->label, MTLS_NAME_MAX)) != 0 ||
-		    (r = wbuf_get_string(b, &o->a, &o->a_len, a_max(o->kind))) != 0 ||
-		    (r = wbuf_get_string(b, &o->b, &o->b_len, P11_ATTR_MAX)) != 0)
-			goto out;
-		if (o->kind == P11_OBJ_CERT && o->b_len != 0) {
-			r = MTLS_ERR_BAD_REQUEST;
-			goto out;
-		}
 	}
 	r = wbuf_expect_end(b);
 out:
@@ -265,12 +291,8 @@ msg_p11_objects_resp_clear(struct msg_p11_objects_resp *m)
 {
 	size_t i;
 
-	for (i = 0; i < m->n; i++) {
-		free(m->o[i].id);
-		free(m->o[i].label);
-		free(m->o[i].a);
-		free(m->o[i].b);
-	}
+	for (i = 0; i < m->n; i++)
+		msg_p11_object_clear(&m->o[i]);
 	free(m->o);
 	memset(m, 0, sizeof(*m));
 }
@@ -431,18 +453,12 @@ msg_p11_sign_resp_put(struct wbuf *b, const struct msg_sign_resp *m)
 
 /* ---- KEYGEN, IMPORT_CERT -------------------------------------------- */
 
-static int
-keygen_kind_known(uint8_t kind)
-{
-	return kind >= MTLS_AGENT_KEYGEN_EC_P256 && kind <= MTLS_AGENT_KEYGEN_RSA_4096;
-}
-
 int
 msg_p11_keygen_req_put(struct wbuf *b, const struct msg_p11_keygen_req *m)
 {
 	int r;
 
-	if (!keygen_kind_known(m->kind) || m->label == NULL || m->label[0] == '\0' ||
+	if (!msg_keygen_kind_known(m->kind) || m->label == NULL || m->label[0] == '\0' ||
 	    strlen(m->label) > MTLS_NAME_MAX)
 		return MTLS_ERR_INVALID_ARGUMENT;
 	if ((r = wbuf_put_u8(b, P11_KEYGEN)) != 0 || (r = put_u64(b, m->slot)) != 0 ||
@@ -461,7 +477,7 @@ msg_p11_keygen_req_get(struct wbuf *b, struct msg_p11_keygen_req *m)
 	    (r = wbuf_get_cstring(b, &m->label, MTLS_NAME_MAX)) != 0 ||
 	    (r = wbuf_expect_end(b)) != 0)
 		goto out;
-	if (!keygen_kind_known(m->kind) || m->label[0] == '\0')
+	if (!msg_keygen_kind_known(m->kind) || m->label[0] == '\0')
 		r = MTLS_ERR_BAD_REQUEST;
 out:
 	if (r != 0)
@@ -481,16 +497,10 @@ msg_p11_keygen_resp_put(struct wbuf *b, const struct p11_object *o)
 {
 	int r;
 
-	if ((o->kind != P11_OBJ_RSA && o->kind != P11_OBJ_EC) || o->id_len == 0 ||
-	    o->id_len > P11_ATTR_MAX || o->a_len == 0 || o->a_len > P11_ATTR_MAX || o->b_len == 0 ||
-	    o->b_len > P11_ATTR_MAX)
+	if ((o->kind != P11_OBJ_RSA && o->kind != P11_OBJ_EC) || o->id_len == 0 || o->a_len == 0 ||
+	    o->b_len == 0 || !object_ok(o))
 		return MTLS_ERR_INVALID_ARGUMENT;
-	if ((r = wbuf_put_u8(b, P11_KEYGEN | MSG_REPLY)) != 0 ||
-	    (r = wbuf_put_u8(b, o->kind)) != 0 || (r = put_u64(b, o->handle)) != 0 ||
-	    (r = wbuf_put_string(b, o->id, o->id_len)) != 0 ||
-	    (r = wbuf_put_cstring(b, o->label)) != 0 ||
-	    (r = wbuf_put_string(b, o->a, o->a_len)) != 0 ||
-	    (r = wbuf_put_string(b, o->b, o->b_len)) != 0)
+	if ((r = wbuf_put_u8(b, P11_KEYGEN | MSG_REPLY)) != 0 || (r = object_put(b, o)) != 0)
 		return r;
 	return 0;
 }
@@ -501,12 +511,7 @@ msg_p11_keygen_resp_get(struct wbuf *b, struct p11_object *o)
 	int r;
 
 	memset(o, 0, sizeof(*o));
-	if ((r = wbuf_get_u8(b, &o->kind)) != 0 || (r = get_u64(b, &o->handle)) != 0 ||
-	    (r = wbuf_get_string(b, &o->id, &o->id_len, P11_ATTR_MAX)) != 0 ||
-	    (r = wbuf_get_cstring(b, &o->label, MTLS_NAME_MAX)) != 0 ||
-	    (r = wbuf_get_string(b, &o->a, &o->a_len, P11_ATTR_MAX)) != 0 ||
-	    (r = wbuf_get_string(b, &o->b, &o->b_len, P11_ATTR_MAX)) != 0 ||
-	    (r = wbuf_expect_end(b)) != 0)
+	if ((r = object_get(b, o)) != 0 || (r = wbuf_expect_end(b)) != 0)
 		goto out;
 	/* Both public values are needed: the agent builds the key from them. */
 	if ((o->kind != P11_OBJ_RSA && o->kind != P11_OBJ_EC) || o->id_len == 0 || o->a_len == 0 ||

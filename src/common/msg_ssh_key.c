@@ -230,6 +230,21 @@ out:
 	return r;
 }
 
+/* The public key of algorithm alg ("RSA", "EC") that params describe. */
+static int
+pkey_from_params(const char *alg, OSSL_PARAM *params, EVP_PKEY **pk)
+{
+	EVP_PKEY_CTX *ctx;
+	int r = MTLS_ERR_INTERNAL;
+
+	if ((ctx = EVP_PKEY_CTX_new_from_name(NULL, alg, NULL)) != NULL &&
+	    EVP_PKEY_fromdata_init(ctx) == 1 &&
+	    EVP_PKEY_fromdata(ctx, pk, EVP_PKEY_PUBLIC_KEY, params) == 1)
+		r = 0;
+	EVP_PKEY_CTX_free(ctx);
+	return r;
+}
+
 /* Helpers of ssh_key_from_blob(): each reads the rest of its blob. */
 static int
 rsa_from(struct wbuf *b, EVP_PKEY **pk)
@@ -238,7 +253,6 @@ rsa_from(struct wbuf *b, EVP_PKEY **pk)
 	size_t e_len, n_len;
 	OSSL_PARAM_BLD *bld = NULL;
 	OSSL_PARAM *params = NULL;
-	EVP_PKEY_CTX *ctx = NULL;
 	BIGNUM *be = NULL, *bn = NULL;
 	int r = MTLS_ERR_BAD_REQUEST;
 
@@ -251,14 +265,10 @@ rsa_from(struct wbuf *b, EVP_PKEY **pk)
 	    (bn = BN_bin2bn(n, (int)n_len, NULL)) == NULL || (bld = OSSL_PARAM_BLD_new()) == NULL ||
 	    OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn) != 1 ||
 	    OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, be) != 1 ||
-	    (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
-	    (ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) == NULL ||
-	    EVP_PKEY_fromdata_init(ctx) != 1 ||
-	    EVP_PKEY_fromdata(ctx, pk, EVP_PKEY_PUBLIC_KEY, params) != 1)
+	    (params = OSSL_PARAM_BLD_to_param(bld)) == NULL)
 		goto out;
-	r = 0;
+	r = pkey_from_params("RSA", params, pk);
 out:
-	EVP_PKEY_CTX_free(ctx);
 	OSSL_PARAM_free(params);
 	OSSL_PARAM_BLD_free(bld);
 	BN_free(be);
@@ -272,26 +282,18 @@ ec_from(struct wbuf *b, int c, EVP_PKEY **pk)
 	const unsigned char *curve, *q;
 	size_t curve_len, q_len;
 	OSSL_PARAM params[3];
-	EVP_PKEY_CTX *ctx = NULL;
-	int r = MTLS_ERR_BAD_REQUEST;
 
 	if (wbuf_get_string_direct(b, &curve, &curve_len, SSH_NAME_MAX) != 0 ||
 	    !ssh_str_eq(curve, curve_len, curves[c].curve) ||
 	    wbuf_get_string_direct(b, &q, &q_len, EC_POINT_MAX) != 0 || q_len == 0 ||
 	    wbuf_expect_end(b) != 0)
-		return r;
+		return MTLS_ERR_BAD_REQUEST;
 	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME,
 						     (char *)curves[c].group, 0);
 	params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)q, q_len);
 	params[2] = OSSL_PARAM_construct_end();
-	if ((ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL)) == NULL ||
-	    EVP_PKEY_fromdata_init(ctx) != 1 ||
-	    EVP_PKEY_fromdata(ctx, pk, EVP_PKEY_PUBLIC_KEY, params) != 1)
-		goto out;
-	r = 0;
-out:
-	EVP_PKEY_CTX_free(ctx);
-	return r;
+	/* A point OpenSSL will not take (not on the curve) is the sender's fault. */
+	return pkey_from_params("EC", params, pk) == 0 ? 0 : MTLS_ERR_BAD_REQUEST;
 }
 
 int

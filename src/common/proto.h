@@ -217,6 +217,8 @@ WUR int msg_status_req_put(struct wbuf *b);
 WUR int msg_status_resp_put(struct wbuf *b, const struct mtls_agent_status *m);
 WUR int msg_status_resp_get(struct wbuf *b, struct mtls_agent_status *m);
 
+/* A key kind (MTLS_AGENT_KEYGEN_*) KEYGEN knows; the helper's KEYGEN too. */
+int msg_keygen_kind_known(uint8_t kind);
 WUR int msg_keygen_req_put(struct wbuf *b, const struct msg_keygen_req *m);
 WUR int msg_keygen_req_get(struct wbuf *b, struct msg_keygen_req *m);
 void msg_keygen_req_clear(struct msg_keygen_req *m);

@@ -94,6 +94,37 @@ can_generate(struct p11_state *st, CK_SLOT_ID slot, CK_MECHANISM_TYPE m, CK_ULON
 }
 
 /* The public numbers of the new pair, as OBJECTS reports them. */
+/* The three writes need our login on the slot: the agent logs in first. */
+static int
+need_login(struct p11_channel *ch, CK_SLOT_ID slot, const char *doing, struct p11_fail *fail)
+{
+	if (p11_slot_logged_in(ch->st, slot))
+		return 0;
+	fail->code = MTLS_ERR_LOGIN_REQUIRED;
+	fail->retries = -1;
+	snprintf(fail->message, sizeof(fail->message), "slot %lu: log the token in before %s",
+		 (unsigned long)slot, doing);
+	return fail->code;
+}
+
+static int
+write_protected(CK_RV rv)
+{
+	return rv == CKR_SESSION_READ_ONLY || rv == CKR_TOKEN_WRITE_PROTECTED;
+}
+
+/* A write the token refused as read-only: said so, not as a generic failure. */
+static int
+fail_read_only(struct p11_fail *fail, CK_RV rv, const char *what)
+{
+	fail->code = MTLS_ERR_READ_ONLY;
+	fail->retries = -1;
+	fail->rv = rv;
+	snprintf(fail->message, sizeof(fail->message), "%s: the token is write-protected (0x%lx)",
+		 what, (unsigned long)rv);
+	return fail->code;
+}
+
 static int
 describe_new(struct p11_channel *ch, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE pub, int rsa,
 	     struct p11_object *o)
@@ -162,13 +193,8 @@ p11_keygen(struct p11_channel *ch, const struct msg_p11_keygen_req *req, struct 
 	if (rsa)
 		mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
 	/* Logged in by us: the agent asked for a login first. */
-	if (!p11_slot_logged_in(ch->st, slot)) {
-		fail->code = MTLS_ERR_LOGIN_REQUIRED;
-		fail->retries = -1;
-		snprintf(fail->message, sizeof(fail->message),
-			 "slot %lu: log the token in before generating a key", (unsigned long)slot);
-		return fail->code;
-	}
+	if ((r = need_login(ch, slot, "generating a key", fail)) != 0)
+		return r;
 	if (!can_generate(ch->st, slot, mech.mechanism, bits)) {
 		list_mechanisms(ch->st, slot, what, fail);
 		return fail->code;
@@ -176,28 +202,14 @@ p11_keygen(struct p11_channel *ch, const struct msg_p11_keygen_req *req, struct 
 	if (getrandom(id, sizeof(id), 0) != (ssize_t)sizeof(id))
 		return p11_fail_rv(fail, CKR_FUNCTION_FAILED, "getrandom");
 	{
-		CK_ATTRIBUTE pub_rsa[] = {
-			{ CKA_TOKEN, &yes, sizeof(yes) },
-			{ CKA_PRIVATE, &no, sizeof(no) },
-			{ CKA_VERIFY, &yes, sizeof(yes) },
-			{ CKA_ENCRYPT, &no, sizeof(no) },
-			{ CKA_WRAP, &no, sizeof(no) },
-			{ CKA_ID, id, sizeof(id) },
+		/* The public key's attributes, then those of its kind (added below). */
+		CK_ATTRIBUTE pub_t[9] = {
+			{ CKA_TOKEN, &yes, sizeof(yes) },     { CKA_PRIVATE, &no, sizeof(no) },
+			{ CKA_VERIFY, &yes, sizeof(yes) },    { CKA_ENCRYPT, &no, sizeof(no) },
+			{ CKA_WRAP, &no, sizeof(no) },	      { CKA_ID, id, sizeof(id) },
 			{ CKA_LABEL, req->label, label_len },
-			{ CKA_MODULUS_BITS, &bits, sizeof(bits) },
-			{ CKA_PUBLIC_EXPONENT, exponent, sizeof(exponent) },
 		};
-		CK_ATTRIBUTE pub_ec[] = {
-			{ CKA_TOKEN, &yes, sizeof(yes) },
-			{ CKA_PRIVATE, &no, sizeof(no) },
-			{ CKA_VERIFY, &yes, sizeof(yes) },
-			{ CKA_ENCRYPT, &no, sizeof(no) },
-			{ CKA_WRAP, &no, sizeof(no) },
-			{ CKA_ID, id, sizeof(id) },
-			{ CKA_LABEL, req->label, label_len },
-			{ CKA_EC_PARAMS, (void *)(bits == 256 ? oid_p256 : oid_p384),
-			  bits == 256 ? sizeof(oid_p256) : sizeof(oid_p384) },
-		};
+		CK_ULONG n_pub = 7;
 		CK_ATTRIBUTE priv_t[] = {
 			{ CKA_TOKEN, &yes, sizeof(yes) },     { CKA_PRIVATE, &yes, sizeof(yes) },
 			{ CKA_SENSITIVE, &yes, sizeof(yes) }, { CKA_EXTRACTABLE, &no, sizeof(no) },
@@ -206,22 +218,24 @@ p11_keygen(struct p11_channel *ch, const struct msg_p11_keygen_req *req, struct 
 			{ CKA_ID, id, sizeof(id) },	      { CKA_LABEL, req->label, label_len },
 		};
 
+		if (rsa) {
+			pub_t[n_pub++] = (CK_ATTRIBUTE){ CKA_MODULUS_BITS, &bits, sizeof(bits) };
+			pub_t[n_pub++] =
+			    (CK_ATTRIBUTE){ CKA_PUBLIC_EXPONENT, exponent, sizeof(exponent) };
+		} else if (bits == 256) {
+			pub_t[n_pub++] =
+			    (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256) };
+		} else {
+			pub_t[n_pub++] =
+			    (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)oid_p384, sizeof(oid_p384) };
+		}
 		if ((r = p11_channel_session(ch, slot, &s, fail)) != 0)
 			return r;
-		rv = f->C_GenerateKeyPair(s, &mech, rsa ? pub_rsa : pub_ec,
-					  rsa ? sizeof(pub_rsa) / sizeof(pub_rsa[0])
-					      : sizeof(pub_ec) / sizeof(pub_ec[0]),
-					  priv_t, sizeof(priv_t) / sizeof(priv_t[0]), &pub, &priv);
+		rv = f->C_GenerateKeyPair(s, &mech, pub_t, n_pub, priv_t,
+					  sizeof(priv_t) / sizeof(priv_t[0]), &pub, &priv);
 	}
-	if (rv == CKR_SESSION_READ_ONLY || rv == CKR_TOKEN_WRITE_PROTECTED) {
-		fail->code = MTLS_ERR_READ_ONLY;
-		fail->retries = -1;
-		fail->rv = rv;
-		snprintf(fail->message, sizeof(fail->message),
-			 "C_GenerateKeyPair: the token is write-protected (0x%lx)",
-			 (unsigned long)rv);
-		return fail->code;
-	}
+	if (write_protected(rv))
+		return fail_read_only(fail, rv, "C_GenerateKeyPair");
 	if (rv == CKR_MECHANISM_INVALID || rv == CKR_TEMPLATE_INCONSISTENT ||
 	    rv == CKR_ATTRIBUTE_VALUE_INVALID || rv == CKR_KEY_SIZE_RANGE) {
 		list_mechanisms(ch->st, slot, what, fail);
@@ -277,13 +291,8 @@ p11_import_cert(struct p11_channel *ch, const struct msg_p11_import_req *req, st
 	CK_RV rv;
 	int r;
 
-	if (!p11_slot_logged_in(ch->st, slot)) {
-		fail->code = MTLS_ERR_LOGIN_REQUIRED;
-		fail->retries = -1;
-		snprintf(fail->message, sizeof(fail->message),
-			 "slot %lu: log the token in before importing", (unsigned long)slot);
-		return fail->code;
-	}
+	if ((r = need_login(ch, slot, "importing", fail)) != 0)
+		return r;
 	if ((r = p11_channel_session(ch, slot, &s, fail)) != 0)
 		return r;
 	/* The certificates it replaces, found before the new one exists. */
@@ -293,14 +302,8 @@ p11_import_cert(struct p11_channel *ch, const struct msg_p11_import_req *req, st
 		(void)f->C_FindObjectsFinal(s);
 	}
 	rv = f->C_CreateObject(s, t, sizeof(t) / sizeof(t[0]), &obj);
-	if (rv == CKR_SESSION_READ_ONLY || rv == CKR_TOKEN_WRITE_PROTECTED) {
-		fail->code = MTLS_ERR_READ_ONLY;
-		fail->retries = -1;
-		fail->rv = rv;
-		snprintf(fail->message, sizeof(fail->message),
-			 "C_CreateObject: the token is write-protected (0x%lx)", (unsigned long)rv);
-		return fail->code;
-	}
+	if (write_protected(rv))
+		return fail_read_only(fail, rv, "C_CreateObject");
 	if (rv != CKR_OK)
 		return p11_fail_rv(fail, rv, "C_CreateObject");
 	for (i = 0; i < n; i++)
@@ -321,13 +324,8 @@ p11_delete(struct p11_channel *ch, const struct msg_p11_delete_req *req, struct 
 	CK_RV rv;
 	int r;
 
-	if (!p11_slot_logged_in(ch->st, slot)) {
-		fail->code = MTLS_ERR_LOGIN_REQUIRED;
-		fail->retries = -1;
-		snprintf(fail->message, sizeof(fail->message),
-			 "slot %lu: log the token in before deleting", (unsigned long)slot);
-		return fail->code;
-	}
+	if ((r = need_login(ch, slot, "deleting", fail)) != 0)
+		return r;
 	if ((r = p11_channel_session(ch, slot, &s, fail)) != 0)
 		return r;
 	if ((rv = f->C_FindObjectsInit(s, &find, 1)) != CKR_OK)
@@ -337,16 +335,9 @@ p11_delete(struct p11_channel *ch, const struct msg_p11_delete_req *req, struct 
 	if (rv != CKR_OK)
 		return p11_fail_rv(fail, rv, "C_FindObjects");
 	for (i = 0; i < n; i++) {
-		if ((rv = f->C_DestroyObject(s, objs[i])) == CKR_SESSION_READ_ONLY ||
-		    rv == CKR_TOKEN_WRITE_PROTECTED) {
-			fail->code = MTLS_ERR_READ_ONLY;
-			fail->retries = -1;
-			fail->rv = rv;
-			snprintf(fail->message, sizeof(fail->message),
-				 "C_DestroyObject: the token is write-protected (0x%lx)",
-				 (unsigned long)rv);
-			return fail->code;
-		}
+		rv = f->C_DestroyObject(s, objs[i]);
+		if (write_protected(rv))
+			return fail_read_only(fail, rv, "C_DestroyObject");
 		if (rv != CKR_OK)
 			return p11_fail_rv(fail, rv, "C_DestroyObject");
 	}

@@ -144,6 +144,15 @@ slot_get(CK_SLOT_ID id)
 	return id < g.n_slots ? &g.slots[id] : NULL;
 }
 
+/* The slot of id if its token is there now: CKR_OK, else why not. */
+static CK_RV
+slot_with_token(CK_SLOT_ID id, struct p11_slot **sl)
+{
+	if ((*sl = slot_get(id)) == NULL)
+		return CKR_SLOT_ID_INVALID;
+	return slot_present(*sl) ? CKR_OK : CKR_TOKEN_NOT_PRESENT;
+}
+
 /*
  * Asks the agent for its identities and brings the slots up to date.  A
  * slot keeps its number for the life of the module (applications hold
@@ -451,11 +460,7 @@ p11c_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanismList,
 	if (pulCount == NULL)
 		return CKR_ARGUMENTS_BAD;
 	LOCK_INITIALIZED();
-	if ((sl = slot_get(slotID)) == NULL)
-		rv = CKR_SLOT_ID_INVALID;
-	else if (!slot_present(sl))
-		rv = CKR_TOKEN_NOT_PRESENT;
-	else
+	if ((rv = slot_with_token(slotID, &sl)) == CKR_OK)
 		rv = p11_mechanisms(sl, pMechanismList, pulCount);
 	pthread_mutex_unlock(&g_lock);
 	return rv;
@@ -470,11 +475,7 @@ p11c_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type, CK_MECHANISM_IN
 	if (pInfo == NULL)
 		return CKR_ARGUMENTS_BAD;
 	LOCK_INITIALIZED();
-	if ((sl = slot_get(slotID)) == NULL)
-		rv = CKR_SLOT_ID_INVALID;
-	else if (!slot_present(sl))
-		rv = CKR_TOKEN_NOT_PRESENT;
-	else
+	if ((rv = slot_with_token(slotID, &sl)) == CKR_OK)
 		rv = p11_mechanism_info(sl, type, pInfo);
 	pthread_mutex_unlock(&g_lock);
 	return rv;
@@ -800,6 +801,20 @@ out:
 	return rv;
 }
 
+/* C_Sign, C_SignUpdate, C_SignFinal: the operation must be going; bad
+ * arguments end it (as a failed call ends an operation in PKCS#11). */
+static CK_RV
+sign_going(struct p11_session *s, int args_bad)
+{
+	if (!s->sign.active)
+		return CKR_OPERATION_NOT_INITIALIZED;
+	if (args_bad) {
+		p11_sign_clear(&s->sign);
+		return CKR_ARGUMENTS_BAD;
+	}
+	return CKR_OK;
+}
+
 static CK_RV
 p11c_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen, CK_BYTE_PTR pSignature,
 	  CK_ULONG_PTR pulSignatureLen)
@@ -809,15 +824,9 @@ p11c_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen, CK_
 
 	LOCK_INITIALIZED();
 	SESSION(s, hSession);
-	if (!s->sign.active) {
-		rv = CKR_OPERATION_NOT_INITIALIZED;
+	if ((rv = sign_going(s, (pData == NULL && ulDataLen != 0) || pulSignatureLen == NULL)) !=
+	    CKR_OK)
 		goto out;
-	}
-	if ((pData == NULL && ulDataLen != 0) || pulSignatureLen == NULL) {
-		p11_sign_clear(&s->sign);
-		rv = CKR_ARGUMENTS_BAD;
-		goto out;
-	}
 	/* Single-part: the data must come in this one call.  On the
 	 * size-query call (and CKR_BUFFER_TOO_SMALL) the data is not kept,
 	 * since the application passes it again. */
@@ -846,16 +855,8 @@ p11c_SignUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLe
 
 	LOCK_INITIALIZED();
 	SESSION(s, hSession);
-	if (!s->sign.active) {
-		rv = CKR_OPERATION_NOT_INITIALIZED;
-		goto out;
-	}
-	if (pPart == NULL && ulPartLen != 0) {
-		p11_sign_clear(&s->sign);
-		rv = CKR_ARGUMENTS_BAD;
-		goto out;
-	}
-	rv = p11_sign_update(s, pPart, ulPartLen);
+	if ((rv = sign_going(s, pPart == NULL && ulPartLen != 0)) == CKR_OK)
+		rv = p11_sign_update(s, pPart, ulPartLen);
 out:
 	pthread_mutex_unlock(&g_lock);
 	return rv;
@@ -869,16 +870,8 @@ p11c_SignFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature, CK_ULONG_PTR 
 
 	LOCK_INITIALIZED();
 	SESSION(s, hSession);
-	if (!s->sign.active) {
-		rv = CKR_OPERATION_NOT_INITIALIZED;
-		goto out;
-	}
-	if (pulSignatureLen == NULL) {
-		p11_sign_clear(&s->sign);
-		rv = CKR_ARGUMENTS_BAD;
-		goto out;
-	}
-	rv = p11_sign_final(s, pSignature, pulSignatureLen);
+	if ((rv = sign_going(s, pulSignatureLen == NULL)) == CKR_OK)
+		rv = p11_sign_final(s, pSignature, pulSignatureLen);
 out:
 	pthread_mutex_unlock(&g_lock);
 	return rv;

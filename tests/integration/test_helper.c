@@ -299,6 +299,24 @@ test_helper_keygen(void **state)
 	assert_int_equal(o.id_len, 16);
 	assert_true(o.b_len >= 65);
 	msg_p11_object_clear(&o);
+	/* RSA and P-384: the template's kind-specific attributes. */
+	kr.kind = MTLS_AGENT_KEYGEN_RSA_2048;
+	kr.label = S("hk-rsa");
+	assert_int_equal(msg_p11_keygen_req_put(req, &kr), 0);
+	assert_int_equal(call(req, reply, &fail), 0);
+	assert_int_equal(msg_p11_keygen_resp_get(reply, &o), 0);
+	assert_int_equal(o.kind, P11_OBJ_RSA);
+	assert_int_equal(o.a_len, 256);
+	msg_p11_object_clear(&o);
+	kr.kind = MTLS_AGENT_KEYGEN_EC_P384;
+	kr.label = S("hk-384");
+	assert_int_equal(msg_p11_keygen_req_put(req, &kr), 0);
+	assert_int_equal(call(req, reply, &fail), 0);
+	assert_int_equal(msg_p11_keygen_resp_get(reply, &o), 0);
+	assert_int_equal(o.kind, P11_OBJ_EC);
+	assert_int_equal(o.a_len, 7); /* the P-384 OID, not P-256 (10) */
+	assert_true(o.b_len >= 97);
+	msg_p11_object_clear(&o);
 	wbuf_free(req);
 	wbuf_free(reply);
 }

@@ -185,6 +185,15 @@ out:
 	return ret;
 }
 
+static int
+unknown_kind(const char *cmd, const char *kind_s)
+{
+	return usage_error(cmd,
+			   "unknown key kind '%s' (ec:p256, ec:p384, rsa:2048, rsa:3072, "
+			   "rsa:4096)",
+			   kind_s);
+}
+
 /* A new key pair on the token; *pub its public key.  Exit code. */
 static int
 keygen(const char *cmd, mtls_agent *a, const char *token, const char *label, const char *kind_s,
@@ -197,10 +206,7 @@ keygen(const char *cmd, mtls_agent *a, const char *token, const char *label, con
 
 	*pub = NULL;
 	if (kind == 0)
-		return usage_error(cmd,
-				   "unknown key kind '%s' (ec:p256, ec:p384, rsa:2048, "
-				   "rsa:3072, rsa:4096)",
-				   kind_s);
+		return unknown_kind(cmd, kind_s);
 	if ((r = mtls_agent_keygen(a, token, label, kind, name, &spki, &spki_len)) != 0)
 		return agent_error(cmd, r, NULL);
 	p = spki;
@@ -262,10 +268,7 @@ cmd_enroll(int argc, char **argv)
 		return usage_error("enroll", "--label and --subject are required (usage: %s)",
 				   ENROLL_SYNOPSIS);
 	if (mtls_agent_key_kind_from_name(kind) == 0)
-		return usage_error("enroll",
-				   "unknown key kind '%s' (ec:p256, ec:p384, rsa:2048, rsa:3072, "
-				   "rsa:4096)",
-				   kind);
+		return unknown_kind("enroll", kind);
 	if ((subject = parse_subject(subj_s)) == NULL)
 		return usage_error("enroll", "bad --subject '%s' (/CN=NAME/O=ORG...)", subj_s);
 	if (sans[0] != '\0') {
