@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# TLS destination binding ("servers =", src/agent/dest.c) with real servers
-# on loopback and an unmodified openssl s_client through the provider (TLS
-# 1.2), plus mtls-agentctl connect: a bound identity reaches the allowed
-# server, and the agent refuses, with the reason in its audit log and no
-# CertificateVerify sent, toward a server from another CA, a name not in
-# the list, a pinned server with another key, an RSA key exchange and TLS
-# 1.3 (whose transcript the provider cannot supply).  The client here
+# TLS destination binding ("servers =", src/agent/dest.c) with nginx servers
+# on loopback ("ssl_verify_client on") and an unmodified openssl s_client
+# through the provider (TLS 1.2), plus mtls-agentctl connect (TLS 1.2 and
+# 1.3): a bound identity reaches the allowed server (nginx answers with the
+# client DN it verified), and the agent refuses, with the reason in its
+# audit log and no CertificateVerify sent (nginx saw no client
+# certificate), toward a server from another CA, a name not in the list, a
+# pinned server with another key, an RSA key exchange and TLS 1.3 (whose
+# transcript the provider cannot supply).  A proxy between client and
+# server records, tampers with and replays TLS 1.2 handshakes (see there
+# for what the real client does).  The client here
 # checks nothing about the server (no -verify_return_error): the agent's
 # check is the one that holds.
 set -u
@@ -236,6 +240,170 @@ for c in "p256-bound otherca other-ca.pem not recognised: unable to get local is
 	it_check "connect TLS 1.3: $id: audit line says '$reason'" \
 		grep -Eq "audit: sign refused: .*identity=$id .*purpose=tls13-client-certificate-verify .*$reason" \
 		"$IT_DIR/agent.log"
+done
+
+# --- a tampering proxy between client and server (TLS 1.2) --------------------
+# tls-proxy.py PORT UPSTREAM MODE OUT relays one connection at a time to
+# 127.0.0.1:UPSTREAM and writes the handshake messages it relayed before
+# ChangeCipherSpec, ClientHello .. ClientKeyExchange (what the client's
+# CertificateVerify signs), to OUT.N for the Nth connection.  MODE flip
+# flips the last byte of the ServerKeyExchange (its signature) on the way
+# to the client; MODE replay (with a fifth argument, a recorded transcript)
+# gives the client that transcript's ServerKeyExchange instead of the
+# server's.  tls-proxy.py tamper IN OUT flip|replay OLD rewrites a
+# recorded transcript: flip the ServerKeyExchange signature, or replace
+# the ServerKeyExchange by OLD's (a valid signature by the same server,
+# over another handshake's randoms).
+cat >"$D/tls-proxy.py" <<'PY'
+import select, socket, sys
+
+def messages(hs):
+    off, out = 0, []
+    while len(hs) - off >= 4:
+        end = off + 4 + int.from_bytes(hs[off + 1:off + 4], "big")
+        if end > len(hs):
+            break
+        out.append(hs[off:end])
+        off = end
+    return out, off
+
+def relay(c, port, mode, msgs):
+    u = socket.create_connection(("127.0.0.1", port))
+    st = {c: {"buf": b"", "hs": b"", "off": 0, "ccs": False, "to": u, "srv": False},
+          u: {"buf": b"", "hs": b"", "off": 0, "ccs": False, "to": c, "srv": True}}
+    try:
+        while True:
+            for s in select.select([c, u], [], [])[0]:
+                d = s.recv(65536)
+                if not d:
+                    return
+                x = st[s]
+                x["buf"] += d
+                while len(x["buf"]) >= 5:
+                    n = 5 + int.from_bytes(x["buf"][3:5], "big")
+                    if len(x["buf"]) < n:
+                        break
+                    rec, x["buf"] = bytearray(x["buf"][:n]), x["buf"][n:]
+                    if rec[0] == 20:
+                        x["ccs"] = True
+                    elif rec[0] == 22 and not x["ccs"]:
+                        start = len(x["hs"])
+                        x["hs"] += bytes(rec[5:])
+                        new, used = messages(x["hs"][x["off"]:])
+                        end = x["off"]
+                        for m in new:
+                            begin, end = end, end + len(m)
+                            if m[0] == 12 and x["srv"] and mode == "flip":
+                                rec[5 + end - 1 - start] ^= 1
+                                m = m[:-1] + bytes([m[-1] ^ 1])
+                            elif m[0] == 12 and x["srv"] and mode == "replay" and begin >= start:
+                                frag = rec[5:]
+                                frag[begin - start:end - start] = REPLAY
+                                rec[3:] = len(frag).to_bytes(2, "big") + frag
+                                m = REPLAY
+                            msgs.append(m)
+                        x["off"] += used
+                    x["to"].sendall(bytes(rec))
+    finally:
+        u.close()
+        c.close()
+
+def signed(msgs):
+    out = []
+    for m in msgs:
+        if m[0] == 15:
+            break
+        out.append(m)
+    return out
+
+if sys.argv[1] == "tamper":
+    t = open(sys.argv[2], "rb").read()
+    msgs, used = messages(t)
+    assert used == len(t)
+    for i, m in enumerate(msgs):
+        if m[0] == 12:
+            if sys.argv[4] == "flip":
+                msgs[i] = m[:-1] + bytes([m[-1] ^ 1])
+            else:
+                old = [o for o in messages(open(sys.argv[5], "rb").read())[0] if o[0] == 12]
+                msgs[i] = old[0]
+    open(sys.argv[3], "wb").write(b"".join(msgs))
+    sys.exit(0)
+if sys.argv[3] == "replay":
+    REPLAY = [m for m in messages(open(sys.argv[5], "rb").read())[0] if m[0] == 12][0]
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(sys.argv[1])))
+srv.listen(8)
+n = 0
+while True:
+    c = srv.accept()[0]
+    n += 1
+    msgs = []
+    try:
+        relay(c, int(sys.argv[2]), sys.argv[3], msgs)
+    except OSError:
+        pass
+    open("%s.%d" % (sys.argv[4], n), "wb").write(b"".join(signed(msgs)))
+PY
+
+it_require python3
+# proxy_start MODE [ARG]: a proxy in front of the allowed nginx.
+proxy_start() {
+	it_server "proxy-$1" python3 "$D/tls-proxy.py" @PORT@ "${PORT[good]}" "$1" "$D/$1" "${@:2}"
+	PORT[proxy-$1]=$IT_PORT
+}
+# What we found about the real client: OpenSSL's s_client verifies the
+# ServerKeyExchange signature itself (tls_process_key_exchange: "bad
+# signature") and aborts before it asks for the CertificateVerify, for a
+# flipped signature byte and for a replayed ServerKeyExchange alike, so
+# through a tampering proxy the agent is never asked.  The agent's own
+# check is shown below by driving it directly with recorded transcripts.
+proxy_start record
+s_client_as p256-tls12 proxy-record -tls1_2
+it_match "proxy: an untampered handshake through the proxy works" "^$DN proto=<TLSv1.2>" "$IT_OUT"
+s_client_as p256-tls12 proxy-record -tls1_2
+it_match "proxy: a second handshake through the proxy works" "^$DN proto=<TLSv1.2>" "$IT_OUT"
+proxy_start flip
+proxy_start replay "$D/record.1"
+for mode in flip replay; do
+	from=$(($(wc -l <"$IT_DIR/agent.log") + 1))
+	before=$(seen good)
+	s_client_as p256-bound "proxy-$mode" -tls1_2
+	it_check "proxy $mode: the client itself rejects the ServerKeyExchange" \
+		sh -c 'test "$1" -ne 0 && printf "%s\n" "$2" | grep -q "tls_process_key_exchange:bad signature"' \
+		sh "$IT_STATUS" "$IT_ERR"
+	it_check "proxy $mode: the agent was not asked to sign" \
+		sh -c '! tail -n +"$2" "$1" | grep -q "audit: sign"' sh "$IT_DIR/agent.log" "$from"
+	it_check "proxy $mode: nginx saw no client certificate" test "$(seen good)" = "$before"
+done
+
+# The agent on recorded transcripts: the second handshake as recorded, its
+# ServerKeyExchange signature flipped, and its ServerKeyExchange replaced
+# by the first handshake's (signed by the same server, over other randoms).
+python3 "$D/tls-proxy.py" tamper "$D/record.2" "$D/flipped" flip &&
+	python3 "$D/tls-proxy.py" tamper "$D/record.2" "$D/replayed" replay "$D/record.1" ||
+	it_die "tampering the transcript failed"
+# agent_sign NAME FILE: the bound identity signs FILE as a TLS 1.2 transcript.
+agent_sign() {
+	it_run "$CTL" sign --identity p256-bound --scheme ecdsa_secp256r1_sha256 \
+		--purpose tls12-client-certificate-verify --in "$1" --out "$D/sig"
+}
+from=$(($(wc -l <"$IT_DIR/agent.log") + 1))
+agent_sign "$D/record.2"
+it_check "recorded transcript: the bound identity signs it" test "$IT_STATUS" -eq 0
+it_check "recorded transcript: audit says sign ok" \
+	sh -c 'tail -n +"$2" "$1" | grep -Eq "audit: sign ok: .*identity=p256-bound .*purpose=tls12"' \
+	sh "$IT_DIR/agent.log" "$from"
+for t in flipped replayed; do
+	from=$(($(wc -l <"$IT_DIR/agent.log") + 1))
+	rm -f "$D/sig"
+	agent_sign "$D/$t"
+	it_check "$t ServerKeyExchange: the agent refuses" test "$IT_STATUS" -ne 0
+	it_check "$t ServerKeyExchange: no signature" test ! -s "$D/sig"
+	it_check "$t ServerKeyExchange: audit gives the reason" \
+		sh -c 'tail -n +"$2" "$1" | grep -Eq "audit: sign refused: .*identity=p256-bound .*the ServerKeyExchange signature does not verify with the server certificate.s key"' \
+		sh "$IT_DIR/agent.log" "$from"
 done
 
 # --- forwarded to a "remote" host: ssh -R of the agent socket ------------------
