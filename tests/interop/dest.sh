@@ -42,7 +42,8 @@ it_extra_conf() {
 	done
 }
 
-it_init openssl nginx
+it_require nginx python3
+it_init openssl
 [ -n "${MTLS_PROVIDER_DIR:-}" ] || it_die "MTLS_PROVIDER_DIR is not set"
 
 # The servers: the allowed one (ca.pem, localhost), one from the other CA
@@ -347,7 +348,6 @@ while True:
     open("%s.%d" % (sys.argv[4], n), "wb").write(b"".join(signed(msgs)))
 PY
 
-it_require python3
 # proxy_start MODE [ARG]: a proxy in front of the allowed nginx.
 proxy_start() {
 	it_server "proxy-$1" python3 "$D/tls-proxy.py" @PORT@ "${PORT[good]}" "$1" "$D/$1" "${@:2}"
