@@ -38,7 +38,7 @@ struct parser {
 	struct config *cfg;
 	struct config_identity *id; /* current [identity] section or NULL */
 	size_t id_line;		    /* line of its header */
-	uint32_t seen;		    /* keys already set in this section */
+	uint64_t seen;		    /* keys already set in this section (bit = index in keys[]) */
 	char *err;
 	size_t err_len;
 };
@@ -926,6 +926,7 @@ static const struct key_def {
 	{ "read-only", IDENTITY, set_id_read_only },
 	{ "servers", IDENTITY, set_id_servers },
 };
+_Static_assert(sizeof(keys) / sizeof(keys[0]) <= 64, "conf.c: `seen` has a bit per key");
 
 /* --- lines --------------------------------------------------------------- */
 
@@ -1055,13 +1056,14 @@ assignment(struct parser *p, char *s)
 				    key);
 		return perr(p, "unknown key '%s'", show(key, shown, sizeof(shown)));
 	}
-	/* The table is short: its index is the key's bit in `seen`. */
-	if ((p->seen & (1U << i)) && keys[i].set != set_id_servers) {
+	/* The table is short: its index is the key's bit in `seen` (at
+	 * most 64 keys, checked where the table ends). */
+	if ((p->seen & ((uint64_t)1 << i)) && keys[i].set != set_id_servers) {
 		if (scope == IDENTITY)
 			return perr(p, "duplicate key '%s' in [identity %s]", key, p->id->name);
 		return perr(p, "duplicate key '%s'", key);
 	}
-	p->seen |= 1U << i;
+	p->seen |= (uint64_t)1 << i;
 
 	/* "..." keeps leading and trailing spaces; there are no escapes. */
 	if (*v == '"') {

@@ -262,23 +262,9 @@ it_system_file() {
 
 # The ASan runtime of a sanitizer build (.ci/sanitizers), empty otherwise:
 # what this build's modules (mtls-agent.so, mtls-agent-pkcs11.so) link.
+# Foreign programs that host them next to SoftHSM2 cannot run then.
 IT_ASAN_RT=$(ldd "${top_builddir:-.}/.libs/mtls-agent-pkcs11.so" 2>/dev/null |
 	awk '$1 ~ /^libasan/ { print $3; exit }')
-
-# it_foreign CMD...: runs a program not built with the sanitizers that loads
-# this build's module through p11-kit's registration (wget, git, modutil),
-# where p11-kit loads every registered module into one process.  In a
-# sanitizer build the ASan runtime must then come first (else a C++ module
-# loaded next to ours, SoftHSM2, frees through ASan memory ASan did not
-# allocate): it is preloaded, and the program's own leaks are not ours.
-it_foreign() {
-	if [ -n "$IT_ASAN_RT" ]; then
-		env LD_PRELOAD="$IT_ASAN_RT" \
-			ASAN_OPTIONS="detect_leaks=0:verify_asan_link_order=0:abort_on_error=1" "$@"
-	else
-		"$@"
-	fi
-}
 
 # it_require PROGRAM...: clients a test cannot do without.  Missing ones
 # skip the test on a developer's machine, with the reason, and FAIL it in

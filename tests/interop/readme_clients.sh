@@ -13,6 +13,10 @@ set -u
 it_need_env MTLS_PKCS11_MODULE MTLS_PROVIDER_DIR
 it_require nginx curl python3 gnutls-cli wget git modutil certutil
 [ "$(id -u)" = 0 ] || it_skip "wget and git find the module through p11-kit's registration: root (CI) writes /etc/pkcs11/modules"
+# A sanitizer build's module cannot be hosted by wget and git next to
+# SoftHSM2 (tests/interop/pkcs11.sh says why); the normal build's run is the
+# proof that README's commands work as written.
+[ -z "$IT_ASAN_RT" ] || it_skip "sanitizer build: README's clients load the module next to SoftHSM2"
 M=$MTLS_PKCS11_MODULE
 IT_ONLY_EXTRA=1
 it_extra_conf() {
@@ -56,7 +60,7 @@ while IFS= read -r line; do
 	cmd=${cmd//service.example/localhost}
 	cmd=${cmd//\/usr\/local\/share\/doc\/mtls-agent\/examples\/mtls-agent.cnf/$top_srcdir/etc/openssl/mtls-agent.cnf}
 	cmd=${cmd//\$(pkg-config --variable=p11_module_path p11-kit-1)\/mtls-agent-pkcs11.so/$M}
-	it_ok "README command $n: ${line:0:60}" it_foreign bash -c "cd '$D' && $cmd"
+	it_ok "README command $n: ${line:0:60}" bash -c "cd '$D' && $cmd"
 	printf '%s\n' "$IT_OUT" >>"$D/readme.out"
 done <<<"$block"
 it_check "the block has the eight commands" test "$n" -eq 8
@@ -64,7 +68,7 @@ dns=$(grep -c "dn=<CN=p256 client,O=mtls-agent tests> proto=<TLSv1.3> verify=<SU
 it_check "curl, python3, gnutls-cli and wget each saw the client DN" test "$dns" -eq 4
 it_ok "git cloned the repository" git -C "$D/repo" log --format=%s -1
 it_match "the commit came over mTLS" "^served over mTLS$" "$IT_OUT"
-it_ok "the NSS database has the module" it_foreign modutil -dbdir "sql:$D/home/.pki/nssdb" -list mtls-agent
+it_ok "the NSS database has the module" modutil -dbdir "sql:$D/home/.pki/nssdb" -list mtls-agent
 it_match "NSS sees the identity me" "Token Name: me " "$IT_OUT"
 signed=$(grep -c "audit: sign ok: .* identity=me " "$D/agent.log" || true)
 it_check "the agent signed every login (git makes more than one)" test "$signed" -ge 5
