@@ -441,13 +441,16 @@ else
 	SSH_PORT=$IT_PORT
 	echo "[127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$D/hostkey.pub")" >"$D/known_hosts"
 	# remote_s_client SERVER: the far side's unmodified s_client, TLS 1.2.
+	# (sshd passes no environment on: a sanitizer build's ASAN_OPTIONS,
+	# which let openssl load the ASan-built provider, go on the command.)
 	remote_s_client() {
 		it_run ssh -F /dev/null -o "UserKnownHostsFile=$D/known_hosts" \
 			-o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes \
 			-o IdentityAgent=none -o ExitOnForwardFailure=yes -o LogLevel=ERROR \
 			-i "$D/userkey" -p "$SSH_PORT" -R "$D/remote.sock:$MTLS_AGENT_SOCK" \
 			"$(id -un)@127.0.0.1" \
-			"printf 'GET / HTTP/1.0\r\n\r\n' | MTLS_AGENT_SOCK=$D/remote.sock openssl s_client \
+			"printf 'GET / HTTP/1.0\r\n\r\n' | ${ASAN_OPTIONS:+ASAN_OPTIONS=$ASAN_OPTIONS} \
+			MTLS_AGENT_SOCK=$D/remote.sock openssl s_client \
 			-provider-path $MTLS_PROVIDER_DIR -provider mtls-agent -provider default \
 			-cert $D/p256.pem -key mtls-agent:p256-bound -servername localhost \
 			-connect 127.0.0.1:${PORT[$1]} -tls1_2 -quiet -brief"
