@@ -256,20 +256,31 @@ static struct {
 static size_t parsed_next;
 static pthread_mutex_t parsed_mu = PTHREAD_MUTEX_INITIALIZER;
 
+/* Each certificate into `md` behind its 64-bit length, so that no two
+ * lists of certificates hash alike. */
+static int
+digest_certs(EVP_MD_CTX *md, const unsigned char *const *certs, const size_t *lens, size_t n)
+{
+	unsigned char len8[8];
+	size_t i, j;
+
+	for (i = 0; i < n; i++) {
+		for (j = 0; j < 8; j++)
+			len8[j] = (unsigned char)((uint64_t)lens[i] >> (56 - 8 * j));
+		if (EVP_DigestUpdate(md, len8, 8) != 1 ||
+		    EVP_DigestUpdate(md, certs[i], lens[i]) != 1)
+			return 0;
+	}
+	return 1;
+}
+
 static int
 certs_hash(const unsigned char *const *certs, const size_t *lens, size_t n, unsigned char key[32])
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	unsigned char len8[8];
-	size_t i, j;
 	int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
 
-	for (i = 0; ok && i < n; i++) {
-		for (j = 0; j < 8; j++)
-			len8[j] = (unsigned char)((uint64_t)lens[i] >> (56 - 8 * j));
-		ok = EVP_DigestUpdate(md, len8, 8) == 1 &&
-		     EVP_DigestUpdate(md, certs[i], lens[i]) == 1;
-	}
+	ok = ok && digest_certs(md, certs, lens, n);
 	ok = ok && EVP_DigestFinal_ex(md, key, NULL) == 1;
 	EVP_MD_CTX_free(md);
 	return ok;
@@ -339,9 +350,7 @@ chain_key(const struct config_server *sv, const char *name, const unsigned char 
 	  const size_t *lens, size_t n, unsigned char key[32])
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	unsigned char len8[8];
 	struct stat st;
-	size_t i, j;
 	int ok;
 
 	if (md == NULL || stat(sv->ca_file, &st) != 0) {
@@ -354,12 +363,7 @@ chain_key(const struct config_server *sv, const char *name, const unsigned char 
 	     EVP_DigestUpdate(md, &st.st_size, sizeof(st.st_size)) == 1 &&
 	     EVP_DigestUpdate(md, &st.st_mtim, sizeof(st.st_mtim)) == 1 &&
 	     EVP_DigestUpdate(md, name, strlen(name) + 1) == 1;
-	for (i = 0; ok && i < n; i++) {
-		for (j = 0; j < 8; j++)
-			len8[j] = (unsigned char)((uint64_t)lens[i] >> (56 - 8 * j));
-		ok = EVP_DigestUpdate(md, len8, 8) == 1 &&
-		     EVP_DigestUpdate(md, certs[i], lens[i]) == 1;
-	}
+	ok = ok && digest_certs(md, certs, lens, n);
 	ok = ok && EVP_DigestFinal_ex(md, key, NULL) == 1;
 	EVP_MD_CTX_free(md);
 	return ok;

@@ -11,16 +11,9 @@
 #include <string.h>
 
 #include "msg_ssh.h"
+#include "purpose.h"
 
 #define SSH2_MSG_USERAUTH_REQUEST 50
-
-static int
-reject(char *why, size_t why_len, const char *reason)
-{
-	if (why != NULL && why_len > 0)
-		snprintf(why, why_len, "%s", reason);
-	return MTLS_ERR_CONTENT_REJECTED;
-}
 
 /* Printable ASCII or UTF-8 bytes, no controls: what a user name may be. */
 static int
@@ -45,33 +38,35 @@ ssh_userauth_parse(struct wbuf *b, struct ssh_userauth *m, char *why, size_t why
 	if (wbuf_get_string_direct(b, &m->session_id, &m->session_id_len, SSH_SESSION_ID_MAX) !=
 		0 ||
 	    m->session_id_len < 16)
-		return reject(why, why_len, "not an SSH userauth request (session id)");
+		return purpose_reject(why, why_len, "not an SSH userauth request (session id)");
 	if (wbuf_get_u8(b, &type) != 0 || type != SSH2_MSG_USERAUTH_REQUEST)
-		return reject(why, why_len, "not an SSH userauth request (message type)");
+		return purpose_reject(why, why_len, "not an SSH userauth request (message type)");
 	if (wbuf_get_string_direct(b, &m->user, &m->user_len, SSH_USER_MAX) != 0 ||
 	    m->user_len == 0 || !name_ok(m->user, m->user_len))
-		return reject(why, why_len, "SSH userauth request: bad user name");
+		return purpose_reject(why, why_len, "SSH userauth request: bad user name");
 	if (wbuf_get_string_direct(b, &service, &service_len, SSH_NAME_MAX) != 0 ||
 	    !ssh_str_eq(service, service_len, "ssh-connection"))
-		return reject(why, why_len, "SSH userauth request: service is not ssh-connection");
+		return purpose_reject(why, why_len,
+				      "SSH userauth request: service is not ssh-connection");
 	if (wbuf_get_string_direct(b, &method, &method_len, SSH_NAME_MAX) != 0)
-		return reject(why, why_len, "SSH userauth request: truncated method");
+		return purpose_reject(why, why_len, "SSH userauth request: truncated method");
 	if (ssh_str_eq(method, method_len, "publickey-hostbound-v00@openssh.com"))
 		m->hostbound = 1;
 	else if (!ssh_str_eq(method, method_len, "publickey"))
-		return reject(why, why_len, "SSH userauth request: method is not publickey");
+		return purpose_reject(why, why_len,
+				      "SSH userauth request: method is not publickey");
 	if (wbuf_get_u8(b, &has_sig) != 0 || has_sig != 1)
-		return reject(why, why_len, "SSH userauth request: not a signed request");
+		return purpose_reject(why, why_len, "SSH userauth request: not a signed request");
 	if (wbuf_get_string_direct(b, &m->alg, &m->alg_len, SSH_NAME_MAX) != 0 || m->alg_len == 0 ||
 	    wbuf_get_string_direct(b, &m->key, &m->key_len, SSH_KEY_BLOB_MAX) != 0 ||
 	    m->key_len == 0)
-		return reject(why, why_len, "SSH userauth request: bad algorithm or key");
+		return purpose_reject(why, why_len, "SSH userauth request: bad algorithm or key");
 	if (m->hostbound &&
 	    (wbuf_get_string_direct(b, &m->hostkey, &m->hostkey_len, SSH_KEY_BLOB_MAX) != 0 ||
 	     m->hostkey_len == 0))
-		return reject(why, why_len, "SSH userauth request: bad server host key");
+		return purpose_reject(why, why_len, "SSH userauth request: bad server host key");
 	if (wbuf_expect_end(b) != 0)
-		return reject(why, why_len, "trailing bytes after SSH userauth request");
+		return purpose_reject(why, why_len, "trailing bytes after SSH userauth request");
 	return 0;
 }
 
@@ -84,23 +79,24 @@ sshsig_parse(struct wbuf *b, struct sshsig_tbs *m, char *why, size_t why_len)
 
 	memset(m, 0, sizeof(*m));
 	if (wbuf_get(b, magic, sizeof(magic)) != 0 || memcmp(magic, SSHSIG_MAGIC, sizeof(magic)))
-		return reject(why, why_len, "not an SSHSIG blob (magic)");
+		return purpose_reject(why, why_len, "not an SSHSIG blob (magic)");
 	if (wbuf_get_string_direct(b, &m->ns, &m->ns_len, SSH_NAME_MAX) != 0 || m->ns_len == 0 ||
 	    memchr(m->ns, '\0', m->ns_len) != NULL || !name_ok(m->ns, m->ns_len))
-		return reject(why, why_len, "SSHSIG: bad namespace");
+		return purpose_reject(why, why_len, "SSHSIG: bad namespace");
 	if (wbuf_get_string_direct(b, &reserved, &reserved_len, SSH_NAME_MAX) != 0)
-		return reject(why, why_len, "SSHSIG: truncated reserved field");
+		return purpose_reject(why, why_len, "SSHSIG: truncated reserved field");
 	if (wbuf_get_string_direct(b, &m->hash_alg, &m->hash_alg_len, SSH_NAME_MAX) != 0)
-		return reject(why, why_len, "SSHSIG: truncated hash algorithm");
+		return purpose_reject(why, why_len, "SSHSIG: truncated hash algorithm");
 	if (ssh_str_eq(m->hash_alg, m->hash_alg_len, "sha256"))
 		want = 32;
 	else if (ssh_str_eq(m->hash_alg, m->hash_alg_len, "sha512"))
 		want = 64;
 	else
-		return reject(why, why_len, "SSHSIG: hash algorithm is neither sha256 nor sha512");
+		return purpose_reject(why, why_len,
+				      "SSHSIG: hash algorithm is neither sha256 nor sha512");
 	if (wbuf_get_string_direct(b, &hash, &m->hash_len, 64) != 0 || m->hash_len != want)
-		return reject(why, why_len, "SSHSIG: message hash of the wrong length");
+		return purpose_reject(why, why_len, "SSHSIG: message hash of the wrong length");
 	if (wbuf_expect_end(b) != 0)
-		return reject(why, why_len, "trailing bytes after SSHSIG blob");
+		return purpose_reject(why, why_len, "trailing bytes after SSHSIG blob");
 	return 0;
 }

@@ -49,8 +49,8 @@ mtls_agent_purpose_from_name(const char *name)
 	return 0;
 }
 
-static int
-reject(char *why, size_t why_len, const char *reason)
+int
+purpose_reject(char *why, size_t why_len, const char *reason)
 {
 	if (why != NULL && why_len > 0)
 		snprintf(why, why_len, "%s", reason);
@@ -84,23 +84,24 @@ check_tls13(const struct scheme_info *s, const unsigned char *c, size_t len, cha
 	if ((b = wbuf_from(c, len)) == NULL)
 		return MTLS_ERR_ALLOC;
 	if (wbuf_get(b, pad, sizeof(pad)) != 0 || wbuf_get(b, label, sizeof(label)) != 0) {
-		r = reject(why, why_len, "too short for a TLS 1.3 CertificateVerify content");
+		r = purpose_reject(why, why_len,
+				   "too short for a TLS 1.3 CertificateVerify content");
 		goto out;
 	}
 	for (i = 0; i < sizeof(pad); i++) {
 		if (pad[i] != 0x20) {
-			r = reject(why, why_len, "TLS 1.3 padding is not 64 spaces");
+			r = purpose_reject(why, why_len, "TLS 1.3 padding is not 64 spaces");
 			goto out;
 		}
 	}
 	/* sizeof(ctx) includes the terminating 0x00 the format requires. */
 	if (memcmp(label, ctx, sizeof(ctx)) != 0) {
-		r = reject(why, why_len, "context is not \"" TLS13_CLIENT_CV_CONTEXT "\"");
+		r = purpose_reject(why, why_len, "context is not \"" TLS13_CLIENT_CV_CONTEXT "\"");
 		goto out;
 	}
 	rest = wbuf_len(b);
 	if (rest != 32 && rest != 48) {
-		r = reject(why, why_len, "transcript hash is neither 32 nor 48 bytes");
+		r = purpose_reject(why, why_len, "transcript hash is neither 32 nor 48 bytes");
 		goto out;
 	}
 	r = 0;
@@ -133,26 +134,27 @@ check_pam(const unsigned char *c, size_t len, char *why, size_t why_len)
 	if ((b = wbuf_from(c, len)) == NULL)
 		return MTLS_ERR_ALLOC;
 	if (wbuf_get(b, label, sizeof(label)) != 0 || memcmp(label, ctx, sizeof(ctx)) != 0) {
-		r = reject(why, why_len, "not a PAM challenge (context string)");
+		r = purpose_reject(why, why_len, "not a PAM challenge (context string)");
 		goto out;
 	}
 	if (wbuf_get_string_direct(b, &nonce, &nonce_len, PAM_NONCE_MAX) != 0 ||
 	    wbuf_get_string_direct(b, &service, &service_len, MTLS_NAME_MAX) != 0 ||
 	    wbuf_get_string_direct(b, &user, &user_len, MTLS_NAME_MAX) != 0) {
-		r = reject(why, why_len, "malformed PAM challenge");
+		r = purpose_reject(why, why_len, "malformed PAM challenge");
 		goto out;
 	}
 	if (nonce_len < PAM_NONCE_MIN) {
-		r = reject(why, why_len, "PAM challenge nonce shorter than 32 bytes");
+		r = purpose_reject(why, why_len, "PAM challenge nonce shorter than 32 bytes");
 		goto out;
 	}
 	if (service_len == 0 || user_len == 0 || !printable(service, service_len) ||
 	    !printable(user, user_len)) {
-		r = reject(why, why_len, "PAM challenge service or user empty or not printable");
+		r = purpose_reject(why, why_len,
+				   "PAM challenge service or user empty or not printable");
 		goto out;
 	}
 	if (wbuf_expect_end(b) != 0) {
-		r = reject(why, why_len, "trailing bytes after PAM challenge");
+		r = purpose_reject(why, why_len, "trailing bytes after PAM challenge");
 		goto out;
 	}
 	r = 0;
@@ -182,18 +184,19 @@ check_tls12(const unsigned char *c, size_t len, char *why, size_t why_len)
 	while (wbuf_len(b) > 0) {
 		if (wbuf_get_u8(b, &type) != 0 || wbuf_get_u8(b, &hi) != 0 ||
 		    wbuf_get_u16(b, &lo) != 0 || wbuf_consume(b, ((size_t)hi << 16) | lo) != 0) {
-			r = reject(why, why_len, "TLS 1.2 transcript: bad handshake framing");
+			r = purpose_reject(why, why_len,
+					   "TLS 1.2 transcript: bad handshake framing");
 			goto out;
 		}
 		if (count++ == 0 && type != 1) {
-			r = reject(why, why_len,
-				   "TLS 1.2 transcript does not start with a ClientHello");
+			r = purpose_reject(why, why_len,
+					   "TLS 1.2 transcript does not start with a ClientHello");
 			goto out;
 		}
 	}
 	if (count < 2 || type != 16) {
-		r = reject(why, why_len,
-			   "TLS 1.2 transcript does not end with a ClientKeyExchange");
+		r = purpose_reject(why, why_len,
+				   "TLS 1.2 transcript does not end with a ClientKeyExchange");
 		goto out;
 	}
 	r = 0;
@@ -250,11 +253,11 @@ purpose_check(int purpose, const struct scheme_info *s, const unsigned char *con
 	case MTLS_AGENT_PURPOSE_RAW_DIGEST:
 	case MTLS_AGENT_PURPOSE_PKCS11_DIGEST:
 		if (len != s->hash_len)
-			return reject(why, why_len,
-				      "raw digest length does not match the scheme's hash");
+			return purpose_reject(why, why_len,
+					      "raw digest length does not match the scheme's hash");
 		return 0;
 	}
-	return reject(why, why_len, "unknown purpose");
+	return purpose_reject(why, why_len, "unknown purpose");
 }
 
 int

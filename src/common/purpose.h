@@ -33,6 +33,13 @@ __attribute__((warn_unused_result)) int purpose_check(int purpose, const struct 
 						      char *why, size_t why_len);
 
 /*
+ * The one refusal of a content check: `reason` into `why` (when given),
+ * MTLS_ERR_CONTENT_REJECTED returned.  Shared by the purpose checks here
+ * and the SSH content parsers (msg_ssh_data.c).
+ */
+int purpose_reject(char *why, size_t why_len, const char *reason);
+
+/*
  * What a client's whole to-be-signed data claims to be: a TLS 1.3 client
  * CertificateVerify content is recognisable by its prefix; anything else
  * can only be a TLS 1.2 transcript, which the agent checks and signs only
