@@ -184,6 +184,33 @@ out:
  */
 static __thread unsigned char *rec_buf;
 static __thread size_t rec_len, rec_cap;
+/* Frees a thread's record when the thread ends (its value: the buffer). */
+static pthread_key_t rec_key;
+static pthread_once_t rec_key_once = PTHREAD_ONCE_INIT;
+static int rec_key_ok;
+
+static void
+rec_drop(void)
+{
+	client_set_transcript(NULL, 0);
+	OPENSSL_clear_free(rec_buf, rec_cap);
+	rec_buf = NULL;
+	rec_len = rec_cap = 0;
+}
+
+static void
+rec_free(void *p)
+{
+	/* Runs in the ending thread: its rec_* are still its own. */
+	if (p != NULL && p == rec_buf)
+		rec_drop();
+}
+
+static void
+rec_key_make(void)
+{
+	rec_key_ok = pthread_key_create(&rec_key, rec_free) == 0;
+}
 
 static void
 rec_forget(void)
@@ -227,6 +254,12 @@ record_handshake(int write_p, int version, int content_type, const void *buf, si
 		}
 		rec_buf = nb;
 		rec_cap = cap;
+		/* Without the key the buffer would outlive its thread. */
+		if (pthread_once(&rec_key_once, rec_key_make) != 0 || !rec_key_ok ||
+		    pthread_setspecific(rec_key, rec_buf) != 0) {
+			rec_drop();
+			return;
+		}
 	}
 	memcpy(rec_buf + rec_len, m, len);
 	rec_len += len;
