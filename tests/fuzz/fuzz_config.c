@@ -17,7 +17,8 @@
 #define ALL_PURPOSES                                                                               \
 	((1U << MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV) | (1U << MTLS_AGENT_PURPOSE_PAM_CHALLENGE) |   \
 	 (1U << MTLS_AGENT_PURPOSE_RAW_DIGEST) | (1U << MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV) |      \
-	 (1U << MTLS_AGENT_PURPOSE_SSH) | (1U << MTLS_AGENT_PURPOSE_SSH_SIG))
+	 (1U << MTLS_AGENT_PURPOSE_SSH) | (1U << MTLS_AGENT_PURPOSE_SSH_SIG) |                     \
+	 (1U << MTLS_AGENT_PURPOSE_CSR) | (1U << MTLS_AGENT_PURPOSE_PKCS11_DIGEST))
 
 struct text {
 	char *s;
@@ -74,6 +75,8 @@ add_purposes(struct text *t, uint32_t bits)
 		{ MTLS_AGENT_PURPOSE_RAW_DIGEST, "raw-digest" },
 		{ MTLS_AGENT_PURPOSE_SSH, "ssh" },
 		{ MTLS_AGENT_PURPOSE_SSH_SIG, "ssh-sig" },
+		{ MTLS_AGENT_PURPOSE_CSR, "csr" },
+		{ MTLS_AGENT_PURPOSE_PKCS11_DIGEST, "pkcs11-digest" },
 	};
 	const char *sep = "";
 	size_t i;

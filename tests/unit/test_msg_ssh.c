@@ -17,6 +17,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <openssl/x509.h>
 
 #include "msg_ssh.h"
 #include "msg_ssh_key.h"
@@ -374,11 +375,16 @@ test_sshsig(void **state)
 static void
 test_cross_purpose(void **state)
 {
-	static const int purposes[] = { MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV,
-					MTLS_AGENT_PURPOSE_PAM_CHALLENGE,
-					MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, MTLS_AGENT_PURPOSE_SSH,
-					MTLS_AGENT_PURPOSE_SSH_SIG };
-	struct wbuf *c[5];
+	static const int purposes[] = {
+		MTLS_AGENT_PURPOSE_TLS13_CLIENT_CV, MTLS_AGENT_PURPOSE_PAM_CHALLENGE,
+		MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, MTLS_AGENT_PURPOSE_SSH,
+		MTLS_AGENT_PURPOSE_SSH_SIG,	    MTLS_AGENT_PURPOSE_CSR
+	};
+	struct wbuf *c[6];
+	EVP_PKEY *k;
+	X509_REQ *req;
+	unsigned char *der = NULL;
+	int der_len;
 	unsigned char nonce[32] = { 9 };
 	size_t i, j;
 	char why[200];
@@ -398,8 +404,22 @@ test_cross_purpose(void **state)
 	assert_int_equal(wbuf_put(c[2], "\x01\0\0\x02hi\x10\0\0\x01k", 11), 0);
 	c[3] = userauth("publickey", "ssh-connection", 1, NULL);
 	c[4] = sshsig("git", "sha256", 32);
-	for (i = 0; i < 5; i++)
-		for (j = 0; j < 5; j++) {
+	/* a certificate request's CertificationRequestInfo (the csr purpose) */
+	assert_non_null(k = EVP_EC_gen("P-256"));
+	assert_non_null(req = X509_REQ_new());
+	assert_int_equal(X509_REQ_set_pubkey(req, k), 1);
+	assert_int_equal(X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req), "CN",
+						    MBSTRING_ASC, (const unsigned char *)"alice",
+						    -1, -1, 0),
+			 1);
+	assert_true((der_len = i2d_re_X509_REQ_tbs(req, &der)) > 0);
+	c[5] = buf();
+	assert_int_equal(wbuf_put(c[5], der, (size_t)der_len), 0);
+	OPENSSL_free(der);
+	X509_REQ_free(req);
+	EVP_PKEY_free(k);
+	for (i = 0; i < 6; i++)
+		for (j = 0; j < 6; j++) {
 			/* ECDSA P-256 fits every purpose, so only content decides */
 			int r = purpose_check(purposes[j],
 					      scheme_lookup(MTLS_AGENT_ECDSA_SECP256R1_SHA256),
@@ -412,10 +432,14 @@ test_cross_purpose(void **state)
 			else
 				assert_int_equal(r, MTLS_ERR_CONTENT_REJECTED);
 		}
-	/* and the raw-digest purpose takes only a digest-sized content */
-	for (i = 0; i < 5; i++) {
+	/* and the digest purposes take only a digest-sized content */
+	for (i = 0; i < 6; i++) {
 		assert_int_not_equal(wbuf_len(c[i]), 32);
 		assert_int_equal(purpose_check(MTLS_AGENT_PURPOSE_RAW_DIGEST,
+					       scheme_lookup(MTLS_AGENT_ECDSA_SECP256R1_SHA256),
+					       wbuf_ptr(c[i]), wbuf_len(c[i]), why, sizeof(why)),
+				 MTLS_ERR_CONTENT_REJECTED);
+		assert_int_equal(purpose_check(MTLS_AGENT_PURPOSE_PKCS11_DIGEST,
 					       scheme_lookup(MTLS_AGENT_ECDSA_SECP256R1_SHA256),
 					       wbuf_ptr(c[i]), wbuf_len(c[i]), why, sizeof(why)),
 				 MTLS_ERR_CONTENT_REJECTED);
@@ -425,7 +449,7 @@ test_cross_purpose(void **state)
 				       scheme_lookup(MTLS_AGENT_RSA_PSS_RSAE_SHA256),
 				       wbuf_ptr(c[3]), wbuf_len(c[3]), why, sizeof(why)),
 			 MTLS_ERR_UNSUPPORTED_SCHEME);
-	for (i = 0; i < 5; i++)
+	for (i = 0; i < 6; i++)
 		wbuf_free(c[i]);
 	assert_string_equal(mtls_agent_purpose_name(MTLS_AGENT_PURPOSE_SSH), "ssh");
 	assert_int_equal(mtls_agent_purpose_from_name("ssh-sig"), MTLS_AGENT_PURPOSE_SSH_SIG);

@@ -547,6 +547,8 @@ test_purpose_names(void **state)
 		{ MTLS_AGENT_PURPOSE_TLS12_CLIENT_CV, "tls12-client-certificate-verify" },
 		{ MTLS_AGENT_PURPOSE_SSH, "ssh" },
 		{ MTLS_AGENT_PURPOSE_SSH_SIG, "ssh-sig" },
+		{ MTLS_AGENT_PURPOSE_CSR, "csr" },
+		{ MTLS_AGENT_PURPOSE_PKCS11_DIGEST, "pkcs11-digest" },
 	};
 	size_t i;
 
